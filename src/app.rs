@@ -1,0 +1,202 @@
+//! Turns parsed command-line flags into validated options and runs the
+//! chosen command. The small commands (`sources`, `check`) live here; the
+//! export pipeline and the demo have modules of their own.
+
+use std::io::Write;
+use std::time::Instant;
+
+use chrono_tz::Tz;
+
+use crate::cli::{Cli, Command, ExportArgs, FormatArg, OutputArgs, RecordsArg};
+use crate::config::{Config, SourceKind, SourceTable};
+use crate::error::{Error, Kind, Result};
+use crate::export::{self, Options, WindowArgs};
+use crate::http::{display_url, Http};
+use crate::log;
+use crate::model::RecordKind;
+use crate::output::Format;
+use crate::source::caresoft::Caresoft;
+use crate::source::ChatSource;
+
+/// Runs the command; the error carries the exit code.
+pub fn run(cli: Cli) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(Kind::Unavailable, format!("cannot start the runtime: {e}")))?;
+    match cli.command {
+        Command::Export(args) => {
+            let options = output_options(&args.output)?;
+            let config = Config::load(cli.config.as_deref())?;
+            let window = window_args(&args);
+            runtime
+                .block_on(export::export(
+                    &config,
+                    &args.source,
+                    &window,
+                    &options,
+                    args.dry_run,
+                ))
+                .and_then(|stats| {
+                    if stats.rejected > 0 {
+                        Err(Error::data(format!(
+                            "source {:?}: {} record{} could not be read (the others were exported)",
+                            args.source,
+                            stats.rejected,
+                            if stats.rejected == 1 { "" } else { "s" }
+                        ))
+                        .with_hint(
+                            "the rejects file named above holds each raw record and the reason",
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                })
+        }
+        Command::Demo(args) => {
+            let options = output_options(&args)?;
+            runtime.block_on(crate::demo::demo(&options))
+        }
+        Command::Sources => sources(&Config::load(cli.config.as_deref())?),
+        Command::Check { sources } => {
+            let config = Config::load(cli.config.as_deref())?;
+            runtime.block_on(check(&config, &sources))
+        }
+    }
+}
+
+fn window_args(args: &ExportArgs) -> WindowArgs {
+    WindowArgs {
+        from: args.from.clone(),
+        to: args.to.clone(),
+        since: args.since.clone(),
+    }
+}
+
+fn output_options(args: &OutputArgs) -> Result<Options> {
+    log::set_level(if args.quiet { 0 } else { 1 + args.verbose });
+    let tz = args
+        .tz
+        .as_deref()
+        .map(|name| {
+            name.parse::<Tz>().map_err(|_| {
+                Error::usage(format!(
+                    "--tz: unknown time zone {name:?} (use an IANA name such as America/Bogota)"
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(Options {
+        records: match args.records {
+            RecordsArg::Conversations => RecordKind::Conversations,
+            RecordsArg::Messages => RecordKind::Messages,
+        },
+        format: args.format.map(|f| match f {
+            FormatArg::Jsonl => Format::Jsonl,
+            FormatArg::Csv => Format::Csv,
+        }),
+        output: args.output.clone(),
+        tz,
+        include_raw: args.include_raw,
+        csv_raw: args.csv_raw,
+    })
+}
+
+/// `chatdump sources`: one line per configured source. Never reads a secret's value.
+fn sources(config: &Config) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let io = |e| Error::output("stdout", e);
+    if config.sources.is_empty() {
+        log::info(&format!(
+            "no sources configured ({}); see the README's configuration section, or try `chatdump demo`",
+            config.display_path()
+        ));
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<20} {:<13} {:<48} SECRET",
+        "NAME", "KIND", "ENDPOINT"
+    )
+    .map_err(io)?;
+    for name in config.sources.keys() {
+        let table = config.source(name)?;
+        let (endpoint, secret) = describe(&table);
+        writeln!(
+            out,
+            "{:<20} {:<13} {:<48} {}",
+            name,
+            table.kind.as_str(),
+            endpoint,
+            if secret { "yes" } else { "no" }
+        )
+        .map_err(io)?;
+    }
+    Ok(())
+}
+
+fn describe(table: &SourceTable<'_>) -> (String, bool) {
+    match table.kind {
+        SourceKind::Caresoft => (Caresoft::endpoint(table), table.secret_present("token")),
+        _ => (
+            table
+                .string("base_url")
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "(not supported yet)".into()),
+            table.secret_present("token"),
+        ),
+    }
+}
+
+/// `chatdump check`: one cheap authenticated request per source.
+async fn check(config: &Config, names: &[String]) -> Result<()> {
+    let names: Vec<String> = if names.is_empty() {
+        config.sources.keys().cloned().collect()
+    } else {
+        names.to_vec()
+    };
+    if names.is_empty() {
+        return Err(Error::config(format!(
+            "no sources configured in {}",
+            config.display_path()
+        )));
+    }
+    let mut first_error = None;
+    for name in &names {
+        let result = match config.source(name) {
+            Ok(table) => {
+                export::with_source(
+                    &table,
+                    |source| async move { check_one(&source, name).await },
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(message) => println!("{name}: ok ({message})"),
+            Err(e) => {
+                println!("{name}: FAILED");
+                crate::report(&e);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn check_one<S: ChatSource>(source: &S, name: &str) -> Result<String> {
+    let connection = source.connection();
+    let http = Http::new(name, connection.auth, connection.settings, 1)?;
+    let url = source.check_url();
+    let started = Instant::now();
+    http.get(&url, |status, body| source.verdict(status, body))
+        .await?;
+    Ok(format!(
+        "{}, {}, {} ms",
+        source.kind().as_str(),
+        display_url(&url),
+        started.elapsed().as_millis()
+    ))
+}

@@ -1,0 +1,125 @@
+//! The command line as clap sees it: raw flags, nothing validated yet.
+//!
+//! Kept apart from the validated settings (`config.rs`, `export::Plan`) so the
+//! core never depends on the argument parser, and so help text lives in one
+//! place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  chatdump demo                                   # sample export, no network needed
+  chatdump sources                                # what is configured
+  chatdump check hanoi                            # one cheap request to test credentials
+  chatdump export hanoi --since 7d -o chats.csv   # one-off CSV pull
+  chatdump export hanoi --from 2024-03-01 --to 2024-03-08 --records messages -o march.csv
+  chatdump export hanoi --records messages | jq -r .text
+";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chatdump",
+    version,
+    about = "Export chat history from contact-center platforms to CSV and JSON Lines",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    /// Configuration file (default: $CHATDUMP_CONFIG, ./chatdump.toml,
+    /// then $XDG_CONFIG_HOME/chatdump/config.toml)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Export one configured source
+    #[command(after_help = EXAMPLES)]
+    Export(ExportArgs),
+    /// Validate configuration and credentials with one cheap request per source
+    Check {
+        /// Sources to check (default: all)
+        sources: Vec<String>,
+    },
+    /// List configured sources: kind, endpoint, whether the secret is present
+    Sources,
+    /// Export the bundled sample data of every source kind (no network, no credentials)
+    Demo(OutputArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Configured source name (see `chatdump sources`)
+    pub source: String,
+
+    /// Start of the window, inclusive: RFC 3339, or YYYY-MM-DD[ HH:MM[:SS]] in the source's zone
+    #[arg(long, value_name = "T")]
+    pub from: Option<String>,
+
+    /// End of the window, exclusive (default: now minus the settle lag)
+    #[arg(long, value_name = "T")]
+    pub to: Option<String>,
+
+    /// Window start relative to now: 90m, 36h, 7d
+    #[arg(long, value_name = "D", conflicts_with = "from")]
+    pub since: Option<String>,
+
+    /// Print the plan (windows, requests) and fetch nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Options shared by `export` and `demo`: what to write and where.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// One row per conversation or per message
+    #[arg(long, value_enum, default_value_t = RecordsArg::Conversations)]
+    pub records: RecordsArg,
+
+    /// Output format (default: from the output file's extension, else jsonl)
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+
+    /// Output file (default: stdout). Placeholders: {source} {from} {to} {records}; .gz compresses
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<String>,
+
+    /// Render timestamps in this zone (e.g. America/Bogota) instead of UTC
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+
+    /// Add each record's original platform JSON under `raw` (JSONL only)
+    #[arg(long)]
+    pub include_raw: bool,
+
+    /// Do not guard CSV cells that start with = + - @ against spreadsheet formulas
+    #[arg(long)]
+    pub csv_raw: bool,
+
+    /// Only errors on stderr
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// More detail on stderr (repeat for requests)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecordsArg {
+    Conversations,
+    Messages,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Jsonl,
+    Csv,
+}

@@ -1,0 +1,495 @@
+//! The configuration file: where it is, what a `[sources.NAME]` table may
+//! hold, and how values become validated settings.
+//!
+//! This module knows the keys every source shares (base URL, pacing, retries,
+//! time zone, secrets). The keys that belong to one platform are read by that
+//! platform's module through [`SourceTable`], so adding a source never touches
+//! this file beyond the list of kinds. Every error names the file, the source
+//! and the key, and exits 78.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono::Duration;
+use chrono_tz::Tz;
+use reqwest::Url;
+
+use crate::error::{Error, Result};
+use crate::window::parse_duration;
+
+/// The platforms chatdump knows by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Wolkvox,
+    WolkvoxLive,
+    Ujet,
+    Caresoft,
+}
+
+impl SourceKind {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "wolkvox" => SourceKind::Wolkvox,
+            "wolkvox-live" => SourceKind::WolkvoxLive,
+            "ujet" => SourceKind::Ujet,
+            "caresoft" => SourceKind::Caresoft,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Wolkvox => "wolkvox",
+            SourceKind::WolkvoxLive => "wolkvox-live",
+            SourceKind::Ujet => "ujet",
+            SourceKind::Caresoft => "caresoft",
+        }
+    }
+}
+
+/// A secret value. Its `Debug` and `Display` print `***`, so it cannot leak
+/// through a log line or an error by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The loaded configuration file.
+#[derive(Debug, Default)]
+pub struct Config {
+    pub path: Option<PathBuf>,
+    pub sources: BTreeMap<String, toml::Table>,
+    /// Group- or world-readable: literal secrets in it deserve a warning.
+    pub readable_by_others: bool,
+}
+
+/// Keys every source accepts besides its kind's own.
+pub const COMMON_KEYS: &[&str] = &["kind", "base_url", "rate_limit", "max_retries", "backoff"];
+
+impl Config {
+    /// Finds and reads the configuration: `--config`, `$CHATDUMP_CONFIG`,
+    /// `./chatdump.toml`, `$XDG_CONFIG_HOME/chatdump/config.toml`. No file at
+    /// all is an empty configuration; a named file that is missing is an error.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        let named = explicit
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("CHATDUMP_CONFIG").map(PathBuf::from));
+        let path = match named {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(Error::config(format!(
+                        "configuration file {} does not exist",
+                        p.display()
+                    ))
+                    .with_hint(
+                        "check the path, or run `chatdump demo` to try the tool without one",
+                    ));
+                }
+                p
+            }
+            None => match default_locations().into_iter().find(|p| p.exists()) {
+                Some(p) => p,
+                None => return Ok(Config::default()),
+            },
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::config(format!("cannot read configuration {}: {e}", path.display()))
+        })?;
+        let mut config = Config::parse(&text, &path)?;
+        config.readable_by_others = readable_by_others(&path);
+        Ok(config)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+            Error::config(format!(
+                "{}: not valid TOML: {}",
+                path.display(),
+                e.message()
+            ))
+        })?;
+        let sources = match table.remove("sources") {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => {
+                return Err(Error::config(format!(
+                    "{}: `sources` must be a table of [sources.NAME] sections",
+                    path.display()
+                )))
+            }
+        };
+        if let Some(key) = table.keys().find(|k| k.as_str() != "redact_key_env") {
+            return Err(Error::config(format!(
+                "{}: unknown top-level key {key:?}",
+                path.display()
+            ))
+            .with_hint("sources are configured in [sources.NAME] sections"));
+        }
+        let mut out = BTreeMap::new();
+        for (name, value) in sources {
+            let toml::Value::Table(t) = value else {
+                return Err(Error::config(format!(
+                    "{}: sources.{name} must be a table",
+                    path.display()
+                )));
+            };
+            out.insert(name, t);
+        }
+        Ok(Config {
+            path: Some(path.to_path_buf()),
+            sources: out,
+            readable_by_others: false,
+        })
+    }
+
+    pub fn display_path(&self) -> String {
+        self.path.as_ref().map_or_else(
+            || "(no configuration file)".into(),
+            |p| p.display().to_string(),
+        )
+    }
+
+    /// The table of one source, with its kind checked.
+    pub fn source<'a>(&'a self, name: &'a str) -> Result<SourceTable<'a>> {
+        let table = self.sources.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.sources.keys().map(String::as_str).collect();
+            let hint = if known.is_empty() {
+                format!(
+                    "no sources are configured in {}; see the README's configuration section",
+                    self.display_path()
+                )
+            } else {
+                format!("configured sources: {}", known.join(", "))
+            };
+            Error::config(format!("unknown source {name:?}")).with_hint(hint)
+        })?;
+        SourceTable::new(self, name, table)
+    }
+}
+
+fn default_locations() -> Vec<PathBuf> {
+    let mut out = vec![PathBuf::from("chatdump.toml")];
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    if let Some(dir) = xdg {
+        out.push(dir.join("chatdump").join("config.toml"));
+    }
+    out
+}
+
+#[cfg(unix)]
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o044 != 0)
+}
+
+#[cfg(not(unix))]
+fn readable_by_others(_path: &Path) -> bool {
+    false
+}
+
+/// Settings of the shared HTTP layer that a source may tune.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Requests per second (pacing between request starts).
+    pub rate_limit: f64,
+    pub max_retries: u32,
+    /// First backoff step; doubles per attempt up to a cap.
+    pub backoff: std::time::Duration,
+}
+
+/// One `[sources.NAME]` table, read key by key. Reading a key marks it as
+/// known; [`SourceTable::finish`] rejects whatever is left over.
+pub struct SourceTable<'a> {
+    config: &'a Config,
+    pub name: &'a str,
+    pub kind: SourceKind,
+    table: &'a toml::Table,
+}
+
+impl<'a> SourceTable<'a> {
+    fn new(config: &'a Config, name: &'a str, table: &'a toml::Table) -> Result<Self> {
+        let mut me = SourceTable {
+            config,
+            name,
+            kind: SourceKind::Caresoft,
+            table,
+        };
+        let kind = me.string("kind")?.ok_or_else(|| {
+            me.error(
+                "kind",
+                "is missing (wolkvox, wolkvox-live, ujet or caresoft)",
+            )
+        })?;
+        me.kind = SourceKind::parse(&kind).ok_or_else(|| {
+            me.error(
+                "kind",
+                &format!("unknown kind {kind:?}: use wolkvox, wolkvox-live, ujet or caresoft"),
+            )
+        })?;
+        Ok(me)
+    }
+
+    /// A configuration error about `key` of this source.
+    pub fn error(&self, key: &str, what: &str) -> Error {
+        Error::config(format!(
+            "{}: source {:?}: key {key:?} {what}",
+            self.config.display_path(),
+            self.name
+        ))
+    }
+
+    /// Rejects keys outside `COMMON_KEYS` and the kind's own `allowed`.
+    pub fn check_keys(&self, allowed: &[&str]) -> Result<()> {
+        for key in self.table.keys() {
+            if !COMMON_KEYS.contains(&key.as_str()) && !allowed.contains(&key.as_str()) {
+                let mut known: Vec<&str> = COMMON_KEYS.iter().chain(allowed).copied().collect();
+                known.sort_unstable();
+                return Err(self
+                    .error(key, &format!("is not a {} setting", self.kind.as_str()))
+                    .with_hint(format!("known keys: {}", known.join(", "))));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn string(&self, key: &str) -> Result<Option<String>> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(self.error(key, "must be a string")),
+        }
+    }
+
+    pub fn required_string(&self, key: &str) -> Result<String> {
+        match self.string(key)? {
+            Some(s) if !s.trim().is_empty() => Ok(s),
+            _ => Err(self.error(key, "is required")),
+        }
+    }
+
+    pub fn string_list(&self, key: &str) -> Result<Option<Vec<String>>> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    _ => Err(self.error(key, "must be a list of strings")),
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(_) => Err(self.error(key, "must be a list of strings")),
+        }
+    }
+
+    pub fn integer(&self, key: &str, min: i64, max: i64) -> Result<Option<i64>> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Integer(n)) if (min..=max).contains(n) => Ok(Some(*n)),
+            Some(_) => Err(self.error(key, &format!("must be a whole number from {min} to {max}"))),
+        }
+    }
+
+    pub fn float(&self, key: &str) -> Result<Option<f64>> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Float(f)) if *f > 0.0 => Ok(Some(*f)),
+            Some(toml::Value::Integer(n)) if *n > 0 => Ok(Some(*n as f64)),
+            Some(_) => Err(self.error(key, "must be a positive number")),
+        }
+    }
+
+    pub fn duration(&self, key: &str) -> Result<Option<Duration>> {
+        match self.string(key)? {
+            None => Ok(None),
+            Some(text) => match parse_duration(&text) {
+                Ok(d) if d > Duration::zero() => Ok(Some(d)),
+                Ok(_) => Err(self.error(key, "must be longer than zero")),
+                Err(e) => Err(self.error(key, &e)),
+            },
+        }
+    }
+
+    pub fn timezone(&self, default: Tz) -> Result<Tz> {
+        match self.string("timezone")? {
+            None => Ok(default),
+            Some(name) => name.parse().map_err(|_| {
+                self.error(
+                    "timezone",
+                    &format!("names unknown time zone {name:?} (use an IANA name such as Asia/Ho_Chi_Minh)"),
+                )
+            }),
+        }
+    }
+
+    /// Resolves a secret given as `{key}_env` (the documented way) or as a
+    /// literal `{key}`. A missing variable is a configuration error.
+    pub fn secret(&self, key: &str) -> Result<Secret> {
+        let env_key = format!("{key}_env");
+        if let Some(var) = self.string(&env_key)? {
+            return match std::env::var(&var) {
+                Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
+                _ => Err(self
+                    .error(
+                        &env_key,
+                        &format!("names environment variable {var} which is not set"),
+                    )
+                    .with_hint(format!("export {var}=... before running chatdump"))),
+            };
+        }
+        if let Some(literal) = self.string(key)? {
+            if self.config.readable_by_others {
+                crate::log::warn(&format!(
+                    "source {:?}: a literal `{key}` is stored in {}, which other users can read; prefer `{env_key}`",
+                    self.name,
+                    self.config.display_path()
+                ));
+            }
+            return Ok(Secret::new(literal));
+        }
+        Err(self.error(
+            &env_key,
+            "is required (the environment variable holding the secret)",
+        ))
+    }
+
+    /// Whether the secret is available, for `chatdump sources`; never fails.
+    pub fn secret_present(&self, key: &str) -> bool {
+        let env_key = format!("{key}_env");
+        match self.string(&env_key) {
+            Ok(Some(var)) => std::env::var(var).is_ok_and(|v| !v.is_empty()),
+            _ => matches!(self.string(key), Ok(Some(_))),
+        }
+    }
+
+    /// The base URL: `base_url` if set, else `default`. Plain `http://` is
+    /// only allowed to loopback hosts (tests, local proxies).
+    pub fn base_url(&self, default: impl FnOnce() -> Result<String>) -> Result<Url> {
+        let (text, key) = match self.string("base_url")? {
+            Some(u) => (u, "base_url"),
+            None => (default()?, "base_url"),
+        };
+        let url = Url::parse(text.trim_end_matches('/'))
+            .map_err(|e| self.error(key, &format!("is not a valid URL ({text:?}): {e}")))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if is_loopback(&url) => {}
+            "http" => {
+                return Err(self.error(
+                    key,
+                    "uses http:// to a non-loopback host; secrets would travel in clear text: use https://",
+                ))
+            }
+            other => return Err(self.error(key, &format!("has unsupported scheme {other:?}"))),
+        }
+        Ok(url)
+    }
+
+    pub fn http(&self, default_rate: f64) -> Result<HttpSettings> {
+        let backoff = self
+            .duration("backoff")?
+            .and_then(|d| d.to_std().ok())
+            .unwrap_or(std::time::Duration::from_millis(500));
+        Ok(HttpSettings {
+            rate_limit: self.float("rate_limit")?.unwrap_or(default_rate),
+            max_retries: self.integer("max_retries", 0, 20)?.unwrap_or(5) as u32,
+            backoff,
+        })
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, Path::new("test.toml")).unwrap()
+    }
+
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?} {s}"), "*** ***");
+    }
+
+    #[test]
+    fn unknown_keys_name_file_source_and_key() {
+        let c = parse("[sources.a]\nkind = \"caresoft\"\ndomian = \"x\"\n");
+        let t = c.source("a").unwrap();
+        let e = t.check_keys(&["domain"]).unwrap_err();
+        assert_eq!(e.exit_code(), 78);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("test.toml") && msg.contains("\"a\"") && msg.contains("domian"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_kind_and_unknown_source() {
+        let c = parse("[sources.a]\nkind = \"zendesk\"\n");
+        assert_eq!(c.source("a").err().unwrap().exit_code(), 78);
+        assert_eq!(c.source("b").err().unwrap().exit_code(), 78);
+    }
+
+    #[test]
+    fn http_to_remote_host_is_refused() {
+        let c = parse("[sources.a]\nkind = \"caresoft\"\nbase_url = \"http://example.com/x\"\n");
+        let t = c.source("a").unwrap();
+        assert!(t.base_url(|| Ok("https://unused".into())).is_err());
+        let c = parse("[sources.a]\nkind = \"caresoft\"\nbase_url = \"http://127.0.0.1:9/x\"\n");
+        let t = c.source("a").unwrap();
+        assert_eq!(
+            t.base_url(|| Ok("https://unused".into())).unwrap().as_str(),
+            "http://127.0.0.1:9/x"
+        );
+    }
+
+    #[test]
+    fn timezone_and_missing_secret_variable() {
+        let c = parse(
+            "[sources.a]\nkind = \"caresoft\"\ntimezone = \"Mars/Olympus\"\ntoken_env = \"CHATDUMP_TEST_UNSET_VAR\"\n",
+        );
+        let t = c.source("a").unwrap();
+        assert!(t
+            .timezone(chrono_tz::UTC)
+            .unwrap_err()
+            .to_string()
+            .contains("Mars/Olympus"));
+        let e = t.secret("token").unwrap_err();
+        assert!(e.to_string().contains("CHATDUMP_TEST_UNSET_VAR"));
+        assert!(!t.secret_present("token"));
+    }
+}

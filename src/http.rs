@@ -1,0 +1,385 @@
+//! The one place that sends requests: authentication, pacing, a cap on
+//! requests in flight, timeouts, retries with capped exponential backoff and
+//! jitter, `Retry-After`, and keeping secrets out of every message.
+//!
+//! Providers never loop on failures themselves. They tell this layer how to
+//! read a response of their platform (a [`Verdict`]: fine, empty, retry, or a
+//! definite failure), because platforms hide errors in odd places: CareSoft's
+//! lockout is a 404, Wolkvox puts its error code in the body.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::Url;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::config::{HttpSettings, Secret};
+use crate::error::{Error, Kind, Result};
+use crate::log;
+
+/// How a platform authenticates. The values are secrets and only ever reach
+/// request headers.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    Bearer(Secret),
+}
+
+/// A provider's reading of one HTTP response.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Use the body.
+    Ok,
+    /// Transient: try again after backoff. The text says why, for `-v`.
+    Retry(String),
+    /// Transient, but the platform asked for a specific pause, and every
+    /// request of this source must wait it out (rate limiting).
+    Throttled(String),
+    /// Definite failure; no retry helps.
+    Fail(Kind, String, Option<String>),
+}
+
+/// The verdict every platform shares for plain HTTP statuses.
+pub fn default_verdict(status: u16) -> Verdict {
+    match status {
+        200..=299 => Verdict::Ok,
+        429 => Verdict::Throttled("HTTP 429 (rate limited)".into()),
+        408 | 500..=599 => Verdict::Retry(format!("HTTP {status}")),
+        401 | 403 => Verdict::Fail(
+            Kind::Auth,
+            format!("HTTP {status}: credentials rejected"),
+            Some("check the token in the configured environment variable".into()),
+        ),
+        _ => Verdict::Fail(
+            Kind::Unavailable,
+            format!("HTTP {status}: the platform refused the request"),
+            None,
+        ),
+    }
+}
+
+/// A response whose body has been read.
+#[derive(Debug)]
+pub struct Response {
+    pub body: Bytes,
+}
+
+/// More consecutive 429s than this and we stop: CareSoft locks a domain out
+/// for 15 minutes after 20, and no platform rewards insistence.
+const MAX_CONSECUTIVE_THROTTLES: u32 = 10;
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// An HTTP client bound to one configured source.
+pub struct Http {
+    client: reqwest::Client,
+    source: String,
+    auth: Auth,
+    settings: HttpSettings,
+    in_flight: Semaphore,
+    pacer: Pacer,
+    consecutive_throttles: AtomicU32,
+    jitter: AtomicU64,
+}
+
+impl Http {
+    /// `max_in_flight` caps concurrent requests of this source (Wolkvox
+    /// allows one per token; CareSoft tolerates a few).
+    pub fn new(
+        source: &str,
+        auth: Auth,
+        settings: HttpSettings,
+        max_in_flight: usize,
+    ) -> Result<Http> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("chatdump/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(15))
+            .timeout(Duration::from_secs(180))
+            .build()
+            .map_err(|e| Error::config(format!("cannot start the HTTP client: {e}")))?;
+        let interval = Duration::from_secs_f64(1.0 / settings.rate_limit.max(0.001));
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64);
+        Ok(Http {
+            client,
+            source: source.to_string(),
+            auth,
+            settings,
+            in_flight: Semaphore::new(max_in_flight.max(1)),
+            pacer: Pacer::new(interval),
+            consecutive_throttles: AtomicU32::new(0),
+            jitter: AtomicU64::new(seed | 1),
+        })
+    }
+
+    /// GETs `url`, retrying transient failures, and returns the body once
+    /// `read` accepts it.
+    pub async fn get(&self, url: &Url, read: impl Fn(u16, &[u8]) -> Verdict) -> Result<Response> {
+        let shown = display_url(url);
+        let mut attempt: u32 = 0;
+        loop {
+            let _permit = self
+                .in_flight
+                .acquire()
+                .await
+                .expect("semaphore never closes");
+            self.pacer.wait().await;
+            let started = Instant::now();
+            let outcome = self.send_once(url).await;
+            drop(_permit);
+            let (reason, pause, throttled) = match outcome {
+                Ok((status, headers, body)) => {
+                    log::trace(&format!(
+                        "GET {shown} -> {status} ({} ms, {} bytes)",
+                        started.elapsed().as_millis(),
+                        body.len()
+                    ));
+                    match read(status, &body) {
+                        Verdict::Ok => {
+                            self.consecutive_throttles.store(0, Ordering::Relaxed);
+                            return Ok(Response { body });
+                        }
+                        Verdict::Fail(kind, what, hint) => {
+                            let e = Error::new(
+                                kind,
+                                format!("source {:?}: GET {shown}: {what}", self.source),
+                            );
+                            return Err(match hint {
+                                Some(h) => e.with_hint(h),
+                                None => e,
+                            });
+                        }
+                        Verdict::Retry(why) => (why, retry_after(&headers), false),
+                        Verdict::Throttled(why) => (why, retry_after(&headers), true),
+                    }
+                }
+                Err(e) => (e, None, false),
+            };
+            if throttled {
+                let n = self.consecutive_throttles.fetch_add(1, Ordering::Relaxed) + 1;
+                if n >= MAX_CONSECUTIVE_THROTTLES {
+                    return Err(Error::unavailable(format!(
+                        "source {:?}: GET {shown}: {reason}; {n} rate-limit answers in a row",
+                        self.source
+                    ))
+                    .with_hint("the platform keeps throttling; lower `rate_limit` for this source and retry in 15 minutes"));
+                }
+            }
+            if attempt >= self.settings.max_retries {
+                return Err(Error::unavailable(format!(
+                    "source {:?}: GET {shown}: {reason} (gave up after {} attempts)",
+                    self.source,
+                    attempt + 1
+                ))
+                .with_hint(
+                    "the platform is unavailable; try again later, or raise `max_retries`",
+                ));
+            }
+            let delay = self.backoff(attempt, pause);
+            if throttled {
+                // A rate limit applies to the whole account: hold every
+                // request of this source, not only this one.
+                self.pacer.block_for(delay);
+            }
+            log::verbose(&format!(
+                "source {:?}: {reason} on GET {shown}; retrying in {:.1} s (attempt {} of {})",
+                self.source,
+                delay.as_secs_f64(),
+                attempt + 2,
+                self.settings.max_retries + 1
+            ));
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn send_once(&self, url: &Url) -> Result<(u16, HeaderMap, Bytes), String> {
+        let request = self.client.get(url.clone());
+        let request = match &self.auth {
+            Auth::Bearer(token) => request.bearer_auth(token.expose()),
+        };
+        let response = request.send().await.map_err(describe_transport_error)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(describe_transport_error)?;
+        Ok((status, headers, body))
+    }
+
+    /// Capped exponential backoff with jitter; a `Retry-After` from the
+    /// platform is a floor, and even `Retry-After: 0` waits the first step.
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let step = self
+            .settings
+            .backoff
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(MAX_BACKOFF);
+        // Jitter in [50%, 100%] of the step keeps the floor while spreading
+        // concurrent retries apart.
+        let r = self.next_random() % 1000;
+        let jittered = step.mul_f64(0.5 + (r as f64) / 2000.0);
+        match retry_after {
+            Some(pause) => pause.max(self.settings.backoff),
+            None => jittered,
+        }
+    }
+
+    fn next_random(&self) -> u64 {
+        // xorshift64: statistical quality is irrelevant for jitter.
+        let mut x = self.jitter.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.jitter.store(x, Ordering::Relaxed);
+        x
+    }
+}
+
+/// Spaces request starts at least `interval` apart, and lets a rate-limit
+/// answer hold every request of the source.
+struct Pacer {
+    interval: Duration,
+    next_slot: Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    fn new(interval: Duration) -> Self {
+        Pacer {
+            interval,
+            next_slot: Mutex::new(None),
+        }
+    }
+
+    async fn wait(&self) {
+        let slot = {
+            let mut next = self.next_slot.lock().expect("pacer lock");
+            let now = Instant::now();
+            let slot = next.map_or(now, |n| n.max(now));
+            *next = Some(slot + self.interval);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
+    fn block_for(&self, pause: Duration) {
+        let mut next = self.next_slot.lock().expect("pacer lock");
+        let until = Instant::now() + pause;
+        *next = Some(next.map_or(until, |n| n.max(until)));
+    }
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let secs = (when.timestamp() - chrono::Utc::now().timestamp()).max(0);
+    Some(Duration::from_secs(secs as u64))
+}
+
+fn describe_transport_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "connection broke while reading the response"
+    } else {
+        "request failed"
+    };
+    // The error chain holds the OS-level cause; it never contains headers.
+    let mut text = format!("{what}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// The URL as it may be shown: no user-info, whatever the configuration held.
+pub fn display_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(backoff_ms: u64) -> Http {
+        Http::new(
+            "t",
+            Auth::Bearer(Secret::new("x")),
+            HttpSettings {
+                rate_limit: 100.0,
+                max_retries: 3,
+                backoff: Duration::from_millis(backoff_ms),
+            },
+            1,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn default_verdicts() {
+        assert!(matches!(default_verdict(200), Verdict::Ok));
+        assert!(matches!(default_verdict(429), Verdict::Throttled(_)));
+        assert!(matches!(default_verdict(503), Verdict::Retry(_)));
+        assert!(matches!(default_verdict(408), Verdict::Retry(_)));
+        assert!(matches!(
+            default_verdict(401),
+            Verdict::Fail(Kind::Auth, ..)
+        ));
+        assert!(matches!(
+            default_verdict(400),
+            Verdict::Fail(Kind::Unavailable, ..)
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        let h = http(100);
+        for attempt in 0..30 {
+            let d = h.backoff(attempt, None);
+            let step = Duration::from_millis(100)
+                .saturating_mul(1 << attempt.min(16))
+                .min(MAX_BACKOFF);
+            assert!(d >= step / 2 && d <= step, "attempt {attempt}: {d:?}");
+        }
+        assert_eq!(
+            h.backoff(0, Some(Duration::ZERO)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            h.backoff(0, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        let u = Url::parse("https://user:pw@example.com/a?b=1").unwrap();
+        assert_eq!(display_url(&u), "https://example.com/a?b=1");
+    }
+}

@@ -1,0 +1,310 @@
+//! The shared record schema: what every source is normalized into.
+//!
+//! The column lists below are the single definition of the output's shape
+//! (SPEC section 4): the CSV header, the JSONL key order and, later, the JSON
+//! Schema all come from them, so a writer cannot drift from another.
+
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+/// Which record type an export produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    Conversations,
+    Messages,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Conversations => "conversations",
+            RecordKind::Messages => "messages",
+        }
+    }
+
+    pub fn columns(self) -> &'static [&'static str] {
+        match self {
+            RecordKind::Conversations => CONVERSATION_COLUMNS,
+            RecordKind::Messages => MESSAGE_COLUMNS,
+        }
+    }
+}
+
+pub const CONVERSATION_COLUMNS: &[&str] = &[
+    "source",
+    "platform",
+    "conversation_id",
+    "channel",
+    "status",
+    "started_at",
+    "ended_at",
+    "updated_at",
+    "duration_s",
+    "wait_s",
+    "agent_id",
+    "agent_name",
+    "agent_email",
+    "customer_id",
+    "customer_name",
+    "customer_phone",
+    "customer_email",
+    "queue",
+    "message_count",
+    "rating",
+    "sentiment",
+];
+
+pub const MESSAGE_COLUMNS: &[&str] = &[
+    "source",
+    "platform",
+    "conversation_id",
+    "message_id",
+    "seq",
+    "sent_at",
+    "sender",
+    "sender_name",
+    "recipient_name",
+    "channel",
+    "text",
+    "agent_id",
+    "agent_name",
+    "customer_id",
+    "customer_name",
+    "customer_phone",
+    "sentiment",
+];
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sender {
+    Agent,
+    Customer,
+    System,
+    #[default]
+    Unknown,
+}
+
+impl Sender {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sender::Agent => "agent",
+            Sender::Customer => "customer",
+            Sender::System => "system",
+            Sender::Unknown => "unknown",
+        }
+    }
+}
+
+/// One conversation (chat session). `source` and `platform` are not stored:
+/// they are the same for every record of a run and the writer adds them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Conversation {
+    pub conversation_id: String,
+    pub channel: Option<String>,
+    pub status: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub duration_s: Option<i64>,
+    pub wait_s: Option<i64>,
+    pub agent_id: Option<String>,
+    pub agent_name: Option<String>,
+    pub agent_email: Option<String>,
+    pub customer_id: Option<String>,
+    pub customer_name: Option<String>,
+    pub customer_phone: Option<String>,
+    pub customer_email: Option<String>,
+    pub queue: Option<String>,
+    pub message_count: Option<i64>,
+    pub rating: Option<i64>,
+    pub sentiment: Option<String>,
+}
+
+/// One message. `seq` is assigned by the pipeline, not by providers, because
+/// only the pipeline sees the whole conversation as far as the run goes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Message {
+    pub conversation_id: String,
+    /// The platform's id; when absent the pipeline derives a stable digest.
+    pub message_id: Option<String>,
+    pub seq: u32,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub sender: Sender,
+    pub sender_name: Option<String>,
+    pub recipient_name: Option<String>,
+    pub channel: Option<String>,
+    pub text: Option<String>,
+    pub agent_id: Option<String>,
+    pub agent_name: Option<String>,
+    pub customer_id: Option<String>,
+    pub customer_name: Option<String>,
+    pub customer_phone: Option<String>,
+    pub sentiment: Option<String>,
+    /// The platform's own ordering within the conversation, when it has one
+    /// (CareSoft `message_index`); used to sort before `seq` is assigned.
+    pub order_key: Option<i64>,
+}
+
+impl Message {
+    /// Stable digest of (conversation_id, sent_at, sender, text, occurrence),
+    /// used as `message_id` when the platform has none (SPEC section 4).
+    /// `occurrence` tells two identical messages in the same second apart.
+    pub fn digest_id(&self, occurrence: u32) -> String {
+        let mut h = Sha256::new();
+        h.update(self.conversation_id.as_bytes());
+        h.update([0]);
+        if let Some(t) = self.sent_at {
+            h.update(t.timestamp().to_be_bytes());
+        }
+        h.update([0]);
+        h.update(self.sender.as_str().as_bytes());
+        h.update([0]);
+        h.update(self.text.as_deref().unwrap_or("").as_bytes());
+        h.update([0]);
+        h.update(occurrence.to_be_bytes());
+        let digest = h.finalize();
+        let mut id = String::with_capacity(34);
+        id.push_str("d:");
+        for b in &digest[..16] {
+            id.push_str(&format!("{b:02x}"));
+        }
+        id
+    }
+}
+
+/// A normalized record plus, for `--include-raw`, the platform's JSON.
+#[derive(Debug, Clone)]
+pub struct Item<T> {
+    pub record: T,
+    pub raw: Option<Box<RawValue>>,
+}
+
+/// A record as it travels through the pipeline.
+#[derive(Debug, Clone)]
+pub enum Record {
+    Conversation(Item<Conversation>),
+    Message(Item<Message>),
+}
+
+impl Record {
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Record::Conversation(_) => RecordKind::Conversations,
+            Record::Message(_) => RecordKind::Messages,
+        }
+    }
+}
+
+/// A record the platform sent that could not be read, kept with its reason so
+/// it is never silently dropped.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub raw: String,
+    pub reason: String,
+}
+
+/// One output cell, borrowed from a record. Writers render cells; the order
+/// comes from [`Conversation::cells`] / [`Message::cells`].
+#[derive(Debug, Clone, Copy)]
+pub enum Cell<'a> {
+    Null,
+    Str(&'a str),
+    Int(i64),
+    Time(DateTime<Utc>),
+}
+
+fn s(v: &Option<String>) -> Cell<'_> {
+    v.as_deref().map_or(Cell::Null, Cell::Str)
+}
+
+fn i(v: Option<i64>) -> Cell<'static> {
+    v.map_or(Cell::Null, Cell::Int)
+}
+
+fn t(v: Option<DateTime<Utc>>) -> Cell<'static> {
+    v.map_or(Cell::Null, Cell::Time)
+}
+
+impl Conversation {
+    /// The cells after `source` and `platform`, in column order.
+    pub fn cells(&self) -> [Cell<'_>; 19] {
+        [
+            Cell::Str(&self.conversation_id),
+            s(&self.channel),
+            s(&self.status),
+            t(self.started_at),
+            t(self.ended_at),
+            t(self.updated_at),
+            i(self.duration_s),
+            i(self.wait_s),
+            s(&self.agent_id),
+            s(&self.agent_name),
+            s(&self.agent_email),
+            s(&self.customer_id),
+            s(&self.customer_name),
+            s(&self.customer_phone),
+            s(&self.customer_email),
+            s(&self.queue),
+            i(self.message_count),
+            i(self.rating),
+            s(&self.sentiment),
+        ]
+    }
+}
+
+impl Message {
+    /// The cells after `source` and `platform`, in column order.
+    pub fn cells(&self) -> [Cell<'_>; 15] {
+        [
+            Cell::Str(&self.conversation_id),
+            s(&self.message_id),
+            Cell::Int(i64::from(self.seq)),
+            t(self.sent_at),
+            Cell::Str(self.sender.as_str()),
+            s(&self.sender_name),
+            s(&self.recipient_name),
+            s(&self.channel),
+            s(&self.text),
+            s(&self.agent_id),
+            s(&self.agent_name),
+            s(&self.customer_id),
+            s(&self.customer_name),
+            s(&self.customer_phone),
+            s(&self.sentiment),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_match_the_column_lists() {
+        assert_eq!(
+            Conversation::default().cells().len() + 2,
+            CONVERSATION_COLUMNS.len()
+        );
+        assert_eq!(Message::default().cells().len() + 2, MESSAGE_COLUMNS.len());
+    }
+
+    #[test]
+    fn digest_is_stable_and_counts_occurrences() {
+        let m = Message {
+            conversation_id: "c1".into(),
+            text: Some("hola".into()),
+            sender: Sender::Customer,
+            ..Default::default()
+        };
+        assert_eq!(m.digest_id(0), m.digest_id(0));
+        assert_ne!(m.digest_id(0), m.digest_id(1));
+        let other = Message {
+            text: Some("hola!".into()),
+            ..m.clone()
+        };
+        assert_ne!(m.digest_id(0), other.digest_id(0));
+        assert!(m.digest_id(0).starts_with("d:"));
+        assert_eq!(m.digest_id(0).len(), 34);
+    }
+}

@@ -1,0 +1,321 @@
+//! Where records go: format choice, the output file's atomic life cycle, and
+//! the renderers for CSV and JSON Lines.
+//!
+//! A file target is written under a temporary name beside it, then flushed,
+//! fsynced and renamed on commit, so a reader (or the next cron run) never
+//! sees a truncated file at the target path. An output dropped without
+//! commit removes its temporary file.
+
+mod csv;
+mod jsonl;
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use chrono_tz::Tz;
+use flate2::write::GzEncoder;
+
+use crate::error::{Error, Result};
+use crate::model::{Record, RecordKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jsonl,
+    Csv,
+}
+
+impl Format {
+    /// The format a path's extension asks for (`.csv`, `.jsonl`, `.ndjson`,
+    /// each optionally `.gz`); JSON Lines otherwise.
+    pub fn from_path(path: &str) -> Format {
+        let lower = path.to_ascii_lowercase();
+        let stem = lower.strip_suffix(".gz").unwrap_or(&lower);
+        if stem.ends_with(".csv") {
+            Format::Csv
+        } else {
+            Format::Jsonl
+        }
+    }
+}
+
+/// How cells are rendered, the same for every record of a run.
+#[derive(Debug, Clone)]
+pub struct Render {
+    pub source: String,
+    pub platform: &'static str,
+    pub tz: Option<Tz>,
+    pub include_raw: bool,
+    /// Leave CSV cells that look like formulas alone.
+    pub csv_raw: bool,
+}
+
+impl Render {
+    pub fn time(&self, t: DateTime<Utc>) -> String {
+        match self.tz {
+            Some(zone) => t
+                .with_timezone(&zone)
+                .to_rfc3339_opts(SecondsFormat::Secs, true),
+            None => t.to_rfc3339_opts(SecondsFormat::Secs, true),
+        }
+    }
+}
+
+/// The byte stream under a writer: stdout, a plain file, or a gzip file.
+enum Stream {
+    Stdout(io::Stdout),
+    File(File),
+    Gzip(GzEncoder<File>),
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Stdout(s) => s.write(buf),
+            Stream::File(f) => f.write(buf),
+            Stream::Gzip(g) => g.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Stdout(s) => s.write_all(buf),
+            Stream::File(f) => f.write_all(buf),
+            Stream::Gzip(g) => g.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Stdout(s) => s.flush(),
+            Stream::File(f) => f.flush(),
+            Stream::Gzip(g) => g.flush(),
+        }
+    }
+}
+
+impl Stream {
+    /// Ends the stream and makes it durable.
+    fn finish(self) -> io::Result<()> {
+        match self {
+            Stream::Stdout(mut s) => s.flush(),
+            Stream::File(f) => f.sync_all(),
+            Stream::Gzip(g) => g.finish()?.sync_all(),
+        }
+    }
+}
+
+enum Writer {
+    Csv(csv::CsvWriter<Stream>),
+    Jsonl(jsonl::JsonlWriter<Stream>),
+}
+
+/// An open output of one record kind.
+pub struct Output {
+    writer: Option<Writer>,
+    target: Option<PathBuf>,
+    temp: Option<PathBuf>,
+    render: Render,
+    pub written: u64,
+}
+
+impl Output {
+    /// Opens `path` (None: stdout) for records of `kind`. The CSV header is
+    /// written at once, so an empty export is still a valid file.
+    pub fn create(
+        path: Option<&Path>,
+        format: Format,
+        kind: RecordKind,
+        render: Render,
+    ) -> Result<Output> {
+        let (stream, target, temp) = match path {
+            None => (Stream::Stdout(io::stdout()), None, None),
+            Some(target) => {
+                let temp = temp_path(target);
+                if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        Error::output(format!("cannot create directory {}", dir.display()), e)
+                    })?;
+                }
+                let file = File::create(&temp)
+                    .map_err(|e| Error::output(format!("cannot create {}", temp.display()), e))?;
+                let gz = target
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+                let stream = if gz {
+                    Stream::Gzip(GzEncoder::new(file, flate2::Compression::default()))
+                } else {
+                    Stream::File(file)
+                };
+                (stream, Some(target.to_path_buf()), Some(temp))
+            }
+        };
+        let mut out = Output {
+            writer: None,
+            target,
+            temp,
+            render,
+            written: 0,
+        };
+        let writer = match format {
+            Format::Csv => {
+                Writer::Csv(csv::CsvWriter::new(stream, kind).map_err(|e| out.io_error(e))?)
+            }
+            Format::Jsonl => Writer::Jsonl(jsonl::JsonlWriter::new(stream)),
+        };
+        out.writer = Some(writer);
+        Ok(out)
+    }
+
+    pub fn write(&mut self, record: &Record) -> Result<()> {
+        let result = match self.writer.as_mut().expect("writer present until commit") {
+            Writer::Csv(w) => w.write(record, &self.render),
+            Writer::Jsonl(w) => w.write(record, &self.render),
+        };
+        result.map_err(|e| self.io_error(e))?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Flushes, syncs and moves the file into place.
+    pub fn commit(mut self) -> Result<()> {
+        let stream = match self.writer.take().expect("commit once") {
+            Writer::Csv(w) => w.into_inner(),
+            Writer::Jsonl(w) => w.into_inner(),
+        };
+        stream
+            .and_then(Stream::finish)
+            .map_err(|e| self.io_error(e))?;
+        if let (Some(temp), Some(target)) = (self.temp.take(), self.target.as_ref()) {
+            std::fs::rename(&temp, target).map_err(|e| {
+                let _ = std::fs::remove_file(&temp);
+                Error::output(
+                    format!("cannot move output into place at {}", target.display()),
+                    e,
+                )
+            })?;
+            sync_parent(target);
+        }
+        Ok(())
+    }
+
+    pub fn describe(&self) -> String {
+        self.target
+            .as_ref()
+            .map_or_else(|| "stdout".into(), |p| p.display().to_string())
+    }
+
+    fn io_error(&self, e: io::Error) -> Error {
+        Error::output(format!("cannot write {}", self.describe()), e)
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}
+
+fn temp_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    target.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Makes the rename itself durable; best effort where directories cannot be
+/// opened (non-Unix).
+fn sync_parent(target: &Path) {
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Conversation, Item};
+
+    fn render() -> Render {
+        Render {
+            source: "s".into(),
+            platform: "caresoft",
+            tz: None,
+            include_raw: false,
+            csv_raw: false,
+        }
+    }
+
+    #[test]
+    fn format_from_extension() {
+        assert_eq!(Format::from_path("a.csv"), Format::Csv);
+        assert_eq!(Format::from_path("a.CSV.gz"), Format::Csv);
+        assert_eq!(Format::from_path("a.jsonl.gz"), Format::Jsonl);
+        assert_eq!(Format::from_path("a.ndjson"), Format::Jsonl);
+        assert_eq!(Format::from_path("a.txt"), Format::Jsonl);
+    }
+
+    #[test]
+    fn times_in_utc_or_zone() {
+        let t = DateTime::parse_from_rfc3339("2024-03-05T19:22:10Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut r = render();
+        assert_eq!(r.time(t), "2024-03-05T19:22:10Z");
+        r.tz = Some(chrono_tz::America::Bogota);
+        assert_eq!(r.time(t), "2024-03-05T14:22:10-05:00");
+    }
+
+    #[test]
+    fn file_appears_only_on_commit_and_gz_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("sub/out.csv.gz");
+        let mut out = Output::create(
+            Some(&target),
+            Format::Csv,
+            RecordKind::Conversations,
+            render(),
+        )
+        .unwrap();
+        out.write(&Record::Conversation(Item {
+            record: Conversation {
+                conversation_id: "c1".into(),
+                ..Default::default()
+            },
+            raw: None,
+        }))
+        .unwrap();
+        assert!(!target.exists());
+        out.commit().unwrap();
+        let mut text = String::new();
+        io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(File::open(&target).unwrap()),
+            &mut text,
+        )
+        .unwrap();
+        assert!(text.starts_with("source,platform,conversation_id,"));
+        assert!(text.contains("\ns,caresoft,c1,"));
+        assert_eq!(
+            std::fs::read_dir(target.parent().unwrap()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn dropped_output_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.jsonl");
+        let out =
+            Output::create(Some(&target), Format::Jsonl, RecordKind::Messages, render()).unwrap();
+        drop(out);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

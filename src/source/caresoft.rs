@@ -1,0 +1,761 @@
+//! CareSoft (Vietnam): chat history of live chat, Facebook/Instagram and Zalo.
+//!
+//! - Endpoints: `GET {base}/api/v1/chats` (conversations) and
+//!   `GET {base}/api/v1/chats/messages` (messages), where `{base}` is
+//!   `https://api.caresoft.vn/{domain}` (backup host `api2.caresoft.vn`).
+//!   Docs: <https://docs.caresoft.vn/danh-muc/restful-api-cua-caresoft/chat>
+//! - Auth: `Authorization: Bearer <token>`, one token per domain.
+//! - Paging: `page` (1-based) and `count` (at most 500); every page carries
+//!   `numFound`, which can shift while paging.
+//! - Limits: 15 requests/s and 54,000/hour; HTTP 429 `Too Many Attempts.`;
+//!   over 20 consecutive 429s lock the domain out for 15 minutes with a 404
+//!   whose body says so. Messages need `start_time_since` and at most 30 days.
+//! - Quirks: without `conversation_type` only live chat is returned, so every
+//!   configured type is asked separately; `code` is "OK", "ok" or "errors";
+//!   times are naive Asia/Ho_Chi_Minh wall clock even though the query format
+//!   ends in a literal `Z`; `content` may be a JSON object; durations such as
+//!   `waitTime` are `HH:MM:SS` strings.
+//!
+//! Window membership: both endpoints filter on the conversation's
+//! `start_time`. We send [from, to] and keep rows whose `start_time` lies in
+//! [from, to), so a boundary row lands in exactly one window whichever way
+//! the platform reads its upper bound.
+
+use chrono::Duration;
+use chrono_tz::Tz;
+use reqwest::Url;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::config::{SourceKind, SourceTable};
+use crate::error::{Error, Kind, Result};
+use crate::http::{default_verdict, Auth, Verdict};
+use crate::model::{Conversation, Item, Message, Record, RecordKind, Rejected, Sender};
+use crate::source::{ChatSource, Connection, PageInfo, Paging, Parsed, Query};
+use crate::window::{format_in_zone, parse_platform_time, Window};
+
+const KEYS: &[&str] = &[
+    "domain",
+    "token",
+    "token_env",
+    "timezone",
+    "conversation_types",
+    "page_size",
+    "window",
+    "settle",
+    "concurrency",
+];
+
+const QUERY_TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
+const MAX_PAGE_SIZE: i64 = 500;
+/// The messages endpoint refuses longer windows.
+const MAX_WINDOW_DAYS: i64 = 30;
+
+/// The conversation types CareSoft knows, by its numeric code.
+const CONVERSATION_TYPES: &[(&str, u32, &str)] = &[
+    ("livechat", 0, "livechat"),
+    ("facebook", 1, "facebook"),
+    ("zalo", 3, "zalo"),
+];
+
+pub struct Caresoft {
+    base: Url,
+    connection_auth: Auth,
+    http: crate::config::HttpSettings,
+    zone: Tz,
+    conversation_types: Vec<u32>,
+    page_size: u32,
+    window: Duration,
+    settle: Duration,
+    concurrency: usize,
+}
+
+impl Caresoft {
+    pub fn from_config(table: &SourceTable<'_>) -> Result<Caresoft> {
+        table.check_keys(KEYS)?;
+        let base = table.base_url(|| {
+            let domain = table.required_string("domain")?;
+            Ok(format!(
+                "https://api.caresoft.vn/{}",
+                domain.trim_matches('/')
+            ))
+        })?;
+        let conversation_types = match table.string_list("conversation_types")? {
+            None => CONVERSATION_TYPES.iter().map(|t| t.1).collect(),
+            Some(names) if names.is_empty() => {
+                return Err(table.error("conversation_types", "must name at least one type"))
+            }
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    CONVERSATION_TYPES
+                        .iter()
+                        .find(|t| t.0.eq_ignore_ascii_case(n))
+                        .map(|t| t.1)
+                        .ok_or_else(|| {
+                            table.error(
+                                "conversation_types",
+                                &format!("has unknown type {n:?}: use livechat, facebook or zalo"),
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?,
+        };
+        let window = table.duration("window")?.unwrap_or(Duration::days(1));
+        if window > Duration::days(MAX_WINDOW_DAYS) {
+            return Err(table.error(
+                "window",
+                "must be at most 30d (the messages endpoint's limit)",
+            ));
+        }
+        Ok(Caresoft {
+            base,
+            connection_auth: Auth::Bearer(table.secret("token")?),
+            http: table.http(10.0)?,
+            zone: table.timezone(chrono_tz::Asia::Ho_Chi_Minh)?,
+            conversation_types,
+            page_size: table
+                .integer("page_size", 1, MAX_PAGE_SIZE)?
+                .unwrap_or(MAX_PAGE_SIZE) as u32,
+            window,
+            settle: table.duration("settle")?.unwrap_or(Duration::minutes(10)),
+            concurrency: table.integer("concurrency", 1, 8)?.unwrap_or(4) as usize,
+        })
+    }
+
+    /// The endpoint URL for display (`chatdump sources`) without reading secrets.
+    pub fn endpoint(table: &SourceTable<'_>) -> String {
+        match (table.string("base_url"), table.string("domain")) {
+            (Ok(Some(u)), _) => u,
+            (_, Ok(Some(d))) => format!("https://api.caresoft.vn/{d}"),
+            _ => "(domain missing)".into(),
+        }
+    }
+
+    fn url(&self, path: &str, params: &[(&str, String)]) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("base URL validated as http(s)")
+            .pop_if_empty()
+            .extend(path.split('/'));
+        url.query_pairs_mut().extend_pairs(params);
+        url
+    }
+
+    fn channel(variant: u32) -> &'static str {
+        CONVERSATION_TYPES
+            .iter()
+            .find(|t| t.1 == variant)
+            .map_or("livechat", |t| t.2)
+    }
+
+    fn conversation(
+        &self,
+        query: &Query,
+        row: &Map<String, Value>,
+    ) -> Result<Option<Conversation>, String> {
+        let id = text(row, "conversation_id").ok_or("conversation_id is missing")?;
+        let started_at = time(row, "start_time", self.zone)?;
+        if started_at.is_some_and(|t| !query.window.contains(t)) {
+            return Ok(None);
+        }
+        Ok(Some(Conversation {
+            conversation_id: id,
+            channel: Some(Self::channel(query.variant).to_string()),
+            status: text(row, "chat_status").map(|s| status_name(&s)),
+            started_at,
+            ended_at: time(row, "end_time", self.zone)?,
+            updated_at: None,
+            duration_s: seconds(row, "chat_duration")?,
+            wait_s: seconds(row, "waitTime")?,
+            agent_id: text(row, "agent_id"),
+            agent_name: text(row, "agent_name"),
+            agent_email: text(row, "agent_email"),
+            customer_id: text(row, "customer_id"),
+            customer_name: text(row, "cus_name"),
+            customer_phone: text(row, "cus_phone"),
+            customer_email: text(row, "cus_email"),
+            queue: text(row, "group_name"),
+            message_count: None,
+            rating: None,
+            sentiment: None,
+        }))
+    }
+
+    fn message(&self, query: &Query, row: &Map<String, Value>) -> Result<Option<Message>, String> {
+        let id = text(row, "conversation_id").ok_or("conversation_id is missing")?;
+        let conversation_start = time(row, "start_time", self.zone)?;
+        if conversation_start.is_some_and(|t| !query.window.contains(t)) {
+            return Ok(None);
+        }
+        let sent_at = time(row, "time", self.zone)?;
+        let agent_id = positive_id(row, "sender_agent_id");
+        let visitor_id = positive_id(row, "sender_visitor_id");
+        let sender = if integer(row, "type")? == Some(3) {
+            Sender::System
+        } else if agent_id.is_some() {
+            Sender::Agent
+        } else if visitor_id.is_some() {
+            Sender::Customer
+        } else {
+            Sender::Unknown
+        };
+        let sender_name = match sender {
+            Sender::Agent => text(row, "sender_agent_name"),
+            Sender::Customer => text(row, "sender_visitor_name"),
+            _ => None,
+        };
+        let content = match row.get("content") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            // Attachments (type 2) and templates (type 4) are JSON objects:
+            // kept whole, serialized, so nothing is lost.
+            Some(other) => Some(other.to_string()),
+        };
+        Ok(Some(Message {
+            conversation_id: id,
+            message_id: text(row, "msg_id").or_else(|| text(row, "id")),
+            seq: 0,
+            sent_at,
+            sender,
+            sender_name,
+            recipient_name: None,
+            channel: Some(Self::channel(query.variant).to_string()),
+            text: content,
+            agent_id: agent_id.or_else(|| positive_id(row, "last_agent_user_id")),
+            agent_name: None,
+            customer_id: visitor_id.or_else(|| positive_id(row, "requester_id")),
+            customer_name: None,
+            customer_phone: None,
+            sentiment: None,
+            order_key: integer(row, "message_index")?,
+        }))
+    }
+}
+
+impl ChatSource for Caresoft {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Caresoft
+    }
+
+    fn timezone(&self) -> Tz {
+        self.zone
+    }
+
+    fn connection(&self) -> Connection {
+        Connection {
+            auth: self.connection_auth.clone(),
+            settings: self.http.clone(),
+            max_in_flight: self.concurrency,
+        }
+    }
+
+    fn window_step(&self, _stream: RecordKind) -> Duration {
+        self.window
+    }
+
+    fn settle(&self) -> Duration {
+        self.settle
+    }
+
+    fn paging(&self) -> Paging {
+        Paging::Numbered {
+            page_size: self.page_size,
+            concurrency: self.concurrency,
+        }
+    }
+
+    fn queries(&self, window: Window, stream: RecordKind) -> Vec<Query> {
+        self.conversation_types
+            .iter()
+            .map(|&variant| Query {
+                window,
+                stream,
+                variant,
+            })
+            .collect()
+    }
+
+    fn page_url(&self, query: &Query, page: u32) -> Url {
+        let path = match query.stream {
+            RecordKind::Conversations => "api/v1/chats",
+            RecordKind::Messages => "api/v1/chats/messages",
+        };
+        self.url(
+            path,
+            &[
+                (
+                    "start_time_since",
+                    format_in_zone(query.window.from, self.zone, QUERY_TIME_FORMAT),
+                ),
+                (
+                    "start_time_to",
+                    format_in_zone(query.window.to, self.zone, QUERY_TIME_FORMAT),
+                ),
+                ("conversation_type", query.variant.to_string()),
+                ("page", page.to_string()),
+                ("count", self.page_size.to_string()),
+            ],
+        )
+    }
+
+    fn verdict(&self, status: u16, body: &[u8]) -> Verdict {
+        verdict(status, body)
+    }
+
+    fn parse_page(
+        &self,
+        query: &Query,
+        body: &[u8],
+        out: &mut dyn FnMut(Parsed),
+    ) -> Result<PageInfo> {
+        let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
+            Error::data(format!(
+                "CareSoft sent a response that is not the expected JSON: {e}"
+            ))
+        })?;
+        if let Some(code) = envelope.code.as_ref().and_then(Value::as_str) {
+            if !code.eq_ignore_ascii_case("ok") {
+                return Err(Error::data(format!(
+                    "CareSoft answered code {code:?}: {}",
+                    envelope.message.as_deref().unwrap_or("(no message)")
+                )));
+            }
+        }
+        let total = envelope.num_found.as_ref().and_then(|v| match v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        });
+        let items = envelope.chats.unwrap_or_default();
+        for &raw in &items {
+            let row = match serde_json::from_str::<Map<String, Value>>(raw.get()) {
+                Ok(row) => row,
+                Err(e) => {
+                    out(reject(raw, format!("not a JSON object: {e}")));
+                    continue;
+                }
+            };
+            let mapped = match query.stream {
+                RecordKind::Conversations => self.conversation(query, &row).map(|c| {
+                    c.map(|record| {
+                        Record::Conversation(Item {
+                            record,
+                            raw: Some(raw.to_owned()),
+                        })
+                    })
+                }),
+                RecordKind::Messages => self.message(query, &row).map(|m| {
+                    m.map(|record| {
+                        Record::Message(Item {
+                            record,
+                            raw: Some(raw.to_owned()),
+                        })
+                    })
+                }),
+            };
+            match mapped {
+                Ok(Some(record)) => out(Parsed::Record(record)),
+                Ok(None) => {}
+                Err(reason) => out(reject(raw, reason)),
+            }
+        }
+        Ok(PageInfo {
+            items: items.len(),
+            total,
+        })
+    }
+
+    fn messages_need_conversations(&self) -> bool {
+        true
+    }
+
+    fn check_url(&self) -> Url {
+        let now = chrono::Utc::now();
+        let query = Query {
+            window: Window::new(now - Duration::hours(1), now),
+            stream: RecordKind::Conversations,
+            variant: 0,
+        };
+        let mut url = self.page_url(&query, 1);
+        url.set_query(None);
+        url.query_pairs_mut()
+            .append_pair(
+                "start_time_since",
+                &format_in_zone(query.window.from, self.zone, QUERY_TIME_FORMAT),
+            )
+            .append_pair("page", "1")
+            .append_pair("count", "1");
+        url
+    }
+}
+
+/// Reads CareSoft's statuses, including the ones that do not mean what HTTP says.
+fn verdict(status: u16, body: &[u8]) -> Verdict {
+    let message = serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .and_then(|e| e.message)
+        .unwrap_or_default();
+    if message.contains("Domain incorrect too many times") {
+        let retry_at = chrono::Utc::now() + Duration::minutes(15);
+        return Verdict::Fail(
+            Kind::Unavailable,
+            format!("CareSoft locked this domain out after too many requests ({:?})", message.trim()),
+            Some(format!(
+                "wait 15 minutes (until about {} UTC) before the next run, and lower `rate_limit` for this source",
+                retry_at.format("%H:%M")
+            )),
+        );
+    }
+    match status {
+        401 | 403 => Verdict::Fail(
+            Kind::Auth,
+            format!("HTTP {status}: CareSoft rejected the token{}", suffix(&message)),
+            Some("check the API token (CareSoft Admin > Api > Api token) in the configured environment variable".into()),
+        ),
+        // Any other 404 is a wrong domain or path, not an empty result.
+        404 => Verdict::Fail(
+            Kind::Config,
+            format!("HTTP 404: CareSoft does not know this path{}", suffix(&message)),
+            Some("check `domain` (the tenant slug of your CareSoft login URL) or `base_url`".into()),
+        ),
+        _ => default_verdict(status),
+    }
+}
+
+fn suffix(message: &str) -> String {
+    if message.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" ({:?})", message.trim())
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    code: Option<Value>,
+    #[serde(rename = "numFound")]
+    num_found: Option<Value>,
+    message: Option<String>,
+    #[serde(borrow, default)]
+    chats: Option<Vec<&'a RawValue>>,
+}
+
+fn reject(raw: &RawValue, reason: String) -> Parsed {
+    Parsed::Rejected(Rejected {
+        raw: raw.get().to_string(),
+        reason,
+    })
+}
+
+/// A non-empty text value; numbers are ids and become their decimal text.
+fn text(row: &Map<String, Value>, key: &str) -> Option<String> {
+    match row.get(key)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// An id that counts only when positive (CareSoft uses 0 or null for "none").
+fn positive_id(row: &Map<String, Value>, key: &str) -> Option<String> {
+    match row.get(key)? {
+        Value::Number(n) if n.as_i64().is_some_and(|v| v > 0) => Some(n.to_string()),
+        Value::String(s) if s.trim().parse::<i64>().is_ok_and(|v| v > 0) => {
+            Some(s.trim().to_string())
+        }
+        _ => None,
+    }
+}
+
+fn integer(row: &Map<String, Value>, key: &str) -> Result<Option<i64>, String> {
+    match row.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| format!("{key} is not a whole number")),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{key} {s:?} is not a number")),
+        Some(_) => Err(format!("{key} is not a number")),
+    }
+}
+
+fn time(
+    row: &Map<String, Value>,
+    key: &str,
+    zone: Tz,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+    match row.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => parse_platform_time(s, zone).map_err(|e| format!("{key}: {e}")),
+        Some(_) => Err(format!("{key} is not a timestamp string")),
+    }
+}
+
+/// Seconds from an integer or an `HH:MM:SS` string.
+fn seconds(row: &Map<String, Value>, key: &str) -> Result<Option<i64>, String> {
+    match row.get(key) {
+        Some(Value::String(s)) if s.contains(':') => {
+            let parts: Vec<&str> = s.trim().split(':').collect();
+            let numbers: Option<Vec<i64>> = parts.iter().map(|p| p.parse().ok()).collect();
+            match numbers.as_deref() {
+                Some([h, m, s]) => Ok(Some(h * 3600 + m * 60 + s)),
+                Some([m, s]) => Ok(Some(m * 60 + s)),
+                _ => Err(format!("{key} {s:?} is not HH:MM:SS")),
+            }
+        }
+        _ => integer(row, key),
+    }
+}
+
+fn status_name(raw: &str) -> String {
+    match raw {
+        "LBL_CHAT_STATUS_MEET" => "answered".into(),
+        "LBL_CHAT_STATUS_MISS" => "missed".into(),
+        other => other
+            .trim_start_matches("LBL_CHAT_STATUS_")
+            .to_ascii_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn source(extra: &str) -> Caresoft {
+        let text = format!(
+            "[sources.hanoi]\nkind = \"caresoft\"\ndomain = \"acme\"\ntoken = \"secret-token\"\n{extra}"
+        );
+        let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+        Caresoft::from_config(&config.source("hanoi").unwrap()).unwrap()
+    }
+
+    fn utc(s: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().into()
+    }
+
+    fn march() -> Window {
+        Window::new(utc("2024-02-29T17:00:00Z"), utc("2024-03-07T17:00:00Z"))
+    }
+
+    fn parse(
+        cs: &Caresoft,
+        stream: RecordKind,
+        variant: u32,
+        body: &str,
+    ) -> (PageInfo, Vec<Parsed>) {
+        let query = Query {
+            window: march(),
+            stream,
+            variant,
+        };
+        let mut out = Vec::new();
+        let info = cs
+            .parse_page(&query, body.as_bytes(), &mut |p| out.push(p))
+            .unwrap();
+        (info, out)
+    }
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/caresoft")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn urls_carry_local_wall_clock_with_literal_z() {
+        let cs = source("");
+        let q = Query {
+            window: march(),
+            stream: RecordKind::Messages,
+            variant: 3,
+        };
+        assert_eq!(
+            cs.page_url(&q, 2).as_str(),
+            "https://api.caresoft.vn/acme/api/v1/chats/messages?start_time_since=2024-03-01T00%3A00%3A00Z\
+             &start_time_to=2024-03-08T00%3A00%3A00Z&conversation_type=3&page=2&count=500"
+        );
+    }
+
+    #[test]
+    fn config_validation() {
+        let config = Config::parse(
+            "[sources.h]\nkind = \"caresoft\"\ndomain = \"a\"\ntoken = \"t\"\nconversation_types = [\"sms\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let e = Caresoft::from_config(&config.source("h").unwrap())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("sms"), "{e}");
+        let config = Config::parse(
+            "[sources.h]\nkind = \"caresoft\"\ndomain = \"a\"\ntoken = \"t\"\nwindow = \"31d\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert!(Caresoft::from_config(&config.source("h").unwrap()).is_err());
+        assert_eq!(
+            source("conversation_types = [\"Zalo\"]").conversation_types,
+            vec![3]
+        );
+    }
+
+    #[test]
+    fn maps_conversations_from_the_fixture() {
+        let cs = source("");
+        let (info, items) = parse(
+            &cs,
+            RecordKind::Conversations,
+            0,
+            &fixture("chats-livechat.json"),
+        );
+        assert_eq!(info.total, Some(3));
+        assert_eq!(info.items, 3);
+        let convs: Vec<&Conversation> = items
+            .iter()
+            .filter_map(|p| match p {
+                Parsed::Record(Record::Conversation(c)) => Some(&c.record),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(convs.len(), 3);
+        let c = convs[0];
+        assert_eq!(c.conversation_id, "20240301094830-AIVGTIVI-503996");
+        assert_eq!(c.channel.as_deref(), Some("livechat"));
+        assert_eq!(c.status.as_deref(), Some("answered"));
+        assert_eq!(c.started_at, Some(utc("2024-03-01T02:48:30Z")));
+        assert_eq!(c.ended_at, Some(utc("2024-03-01T02:52:10Z")));
+        assert_eq!(c.duration_s, Some(220));
+        assert_eq!(c.wait_s, Some(8));
+        assert_eq!(c.customer_name.as_deref(), Some("Nguyễn Thị Hoa"));
+        assert_eq!(c.customer_email, None, "empty strings are missing values");
+        assert_eq!(c.customer_id.as_deref(), Some("165644057"));
+        assert_eq!(c.queue.as_deref(), Some("CSKH"));
+        assert_eq!(convs[1].status.as_deref(), Some("missed"));
+        assert_eq!(convs[1].agent_name, None);
+    }
+
+    #[test]
+    fn rows_outside_the_window_are_skipped_and_bad_rows_rejected() {
+        let cs = source("");
+        let body = r#"{"code":"ok","numFound":3,"chats":[
+            {"conversation_id":"in","start_time":"2024-03-07 23:59:59"},
+            {"conversation_id":"edge","start_time":"2024-03-08 00:00:00"},
+            {"conversation_id":"bad","start_time":"yesterday"},
+            [1,2]]}"#;
+        let (info, items) = parse(&cs, RecordKind::Conversations, 0, body);
+        assert_eq!(info.items, 4);
+        let ids: Vec<String> = items
+            .iter()
+            .map(|p| match p {
+                Parsed::Record(Record::Conversation(c)) => c.record.conversation_id.clone(),
+                Parsed::Rejected(r) => format!("rejected: {}", r.reason),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert_eq!(ids[0], "in");
+        assert!(ids[1].contains("start_time"), "{ids:?}");
+        assert!(ids[2].starts_with("rejected: not a JSON object"), "{ids:?}");
+    }
+
+    #[test]
+    fn maps_messages_senders_and_json_content() {
+        let cs = source("");
+        let (_, items) = parse(&cs, RecordKind::Messages, 3, &fixture("messages-zalo.json"));
+        let msgs: Vec<&Message> = items
+            .iter()
+            .filter_map(|p| match p {
+                Parsed::Record(Record::Message(m)) => Some(&m.record),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(msgs.len(), 4);
+        assert_eq!(msgs[0].sender, Sender::System);
+        assert_eq!(msgs[1].sender, Sender::Customer);
+        assert_eq!(msgs[1].sender_name.as_deref(), Some("Trần Văn Nam"));
+        assert_eq!(
+            msgs[1].text.as_deref(),
+            Some("Cho mình hỏi đơn hàng #A-1203 giao chưa ạ?")
+        );
+        assert_eq!(msgs[2].sender, Sender::Agent);
+        assert_eq!(msgs[2].agent_id.as_deref(), Some("124734559"));
+        assert_eq!(msgs[1].order_key, Some(2));
+        assert_eq!(msgs[3].channel.as_deref(), Some("zalo"));
+        let attachment: Value = serde_json::from_str(msgs[3].text.as_deref().unwrap()).unwrap();
+        assert_eq!(attachment["type"], "image");
+        assert_eq!(msgs[1].sent_at, Some(utc("2024-03-02T06:55:19Z")));
+        assert_eq!(msgs[1].message_id.as_deref(), Some("zl-8812"));
+    }
+
+    #[test]
+    fn unreadable_body_and_error_code_are_data_errors() {
+        let cs = source("");
+        let q = Query {
+            window: march(),
+            stream: RecordKind::Conversations,
+            variant: 0,
+        };
+        let e = cs.parse_page(&q, b"<html>oops", &mut |_| {}).unwrap_err();
+        assert_eq!(e.exit_code(), 65);
+        let e = cs
+            .parse_page(&q, br#"{"code":"errors","message":"bad"}"#, &mut |_| {})
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 65);
+        let (info, _) = parse(
+            &cs,
+            RecordKind::Conversations,
+            0,
+            r#"{"code":"OK","numFound":0,"chats":[]}"#,
+        );
+        assert_eq!(
+            info,
+            PageInfo {
+                items: 0,
+                total: Some(0)
+            }
+        );
+    }
+
+    #[test]
+    fn verdicts_know_the_lockout() {
+        let lockout = br#"{"code": "errors", "message": "Domain incorrect too many times , retry after 15 minutes "}"#;
+        assert!(matches!(
+            verdict(404, lockout),
+            Verdict::Fail(Kind::Unavailable, ..)
+        ));
+        assert!(matches!(
+            verdict(404, b"{}"),
+            Verdict::Fail(Kind::Config, ..)
+        ));
+        assert!(matches!(
+            verdict(429, br#"{"code":"errors","message":"Too Many Attempts."}"#),
+            Verdict::Throttled(_)
+        ));
+        assert!(matches!(verdict(401, b""), Verdict::Fail(Kind::Auth, ..)));
+        assert!(matches!(verdict(200, b"{}"), Verdict::Ok));
+    }
+
+    #[test]
+    fn durations() {
+        let row: Map<String, Value> =
+            serde_json::from_str(r#"{"a":"01:02:03","b":"00:08","c":39,"d":"","e":"x:y"}"#)
+                .unwrap();
+        assert_eq!(seconds(&row, "a").unwrap(), Some(3723));
+        assert_eq!(seconds(&row, "b").unwrap(), Some(8));
+        assert_eq!(seconds(&row, "c").unwrap(), Some(39));
+        assert_eq!(seconds(&row, "d").unwrap(), None);
+        assert!(seconds(&row, "e").is_err());
+    }
+}

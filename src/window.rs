@@ -1,0 +1,203 @@
+//! Time windows: parsing user times and durations, and slicing a window into
+//! the pieces a platform accepts.
+//!
+//! Every bound is computed once, in UTC, and only converted to a platform's
+//! format at the edge (SPEC section 5). Naive times are read in the source's
+//! zone, never the machine's, so a cron job behaves the same on any host.
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// A half-open interval [from, to) in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl Window {
+    pub fn new(from: DateTime<Utc>, to: DateTime<Utc>) -> Self {
+        Window { from, to }
+    }
+
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.from <= t && t < self.to
+    }
+
+    /// Splits into consecutive slices of at most `step`, covering the window
+    /// exactly: no gap, no overlap.
+    pub fn split(&self, step: Duration) -> Vec<Window> {
+        assert!(step > Duration::zero(), "window step must be positive");
+        let mut out = Vec::new();
+        let mut from = self.from;
+        while from < self.to {
+            let to = (from + step).min(self.to);
+            out.push(Window { from, to });
+            from = to;
+        }
+        out
+    }
+}
+
+/// Parses a duration such as `500ms`, `30s`, `90m`, `36h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration {text:?} needs a unit: ms, s, m, h or d (e.g. 90m)"))?;
+    let (digits, unit) = text.split_at(split);
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("duration {text:?} must start with a whole number (e.g. 36h)"))?;
+    let d = match unit {
+        "ms" => Duration::try_milliseconds(n),
+        "s" => Duration::try_seconds(n),
+        "m" => Duration::try_minutes(n),
+        "h" => Duration::try_hours(n),
+        "d" => Duration::try_days(n),
+        _ => {
+            return Err(format!(
+                "duration {text:?} has unknown unit {unit:?}: use ms, s, m, h or d"
+            ))
+        }
+    };
+    d.ok_or_else(|| format!("duration {text:?} is too large"))
+}
+
+/// Parses a time bound: RFC 3339 with an offset, or `YYYY-MM-DD[ HH:MM[:SS]]`
+/// (also with `T`) read as wall-clock time in `zone`.
+pub fn parse_time(text: &str, zone: Tz) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = parse_naive(text).ok_or_else(|| {
+        format!(
+            "time {text:?} is neither RFC 3339 (2024-03-01T00:00:00Z) nor YYYY-MM-DD[ HH:MM[:SS]]"
+        )
+    })?;
+    local_to_utc(naive, zone).ok_or_else(|| {
+        format!("time {text:?} does not exist in {zone} (skipped by a clock change)")
+    })
+}
+
+fn parse_naive(text: &str) -> Option<NaiveDateTime> {
+    const FORMATS: &[&str] = &[
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ];
+    FORMATS
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .or_else(|| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+}
+
+/// Reads a platform's naive wall-clock timestamp in `zone`. Ambiguous times
+/// (a clock going back) take the earlier instant, so the result is stable.
+pub fn local_to_utc(naive: NaiveDateTime, zone: Tz) -> Option<DateTime<Utc>> {
+    zone.from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Parses a platform timestamp `YYYY-MM-DD HH:MM:SS` (fraction tolerated)
+/// in `zone`. Empty strings are absent values, not errors.
+pub fn parse_platform_time(text: &str, zone: Tz) -> Result<Option<DateTime<Utc>>, String> {
+    let text = text.trim();
+    if text.is_empty() || text.starts_with("0000-00-00") {
+        return Ok(None);
+    }
+    let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f"))
+        .map_err(|_| format!("unreadable timestamp {text:?}"))?;
+    local_to_utc(naive, zone)
+        .map(Some)
+        .ok_or_else(|| format!("timestamp {text:?} does not exist in {zone}"))
+}
+
+/// Formats a UTC instant as the platform's wall clock in `zone`.
+pub fn format_in_zone(t: DateTime<Utc>, zone: Tz, format: &str) -> String {
+    t.with_timezone(&zone).format(format).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90m").unwrap(), Duration::minutes(90));
+        assert_eq!(parse_duration("36h").unwrap(), Duration::hours(36));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::days(7));
+        assert_eq!(
+            parse_duration("250ms").unwrap(),
+            Duration::milliseconds(250)
+        );
+        assert!(parse_duration("7").is_err());
+        assert!(parse_duration("7w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn naive_times_are_read_in_the_source_zone() {
+        let hcm: Tz = "Asia/Ho_Chi_Minh".parse().unwrap();
+        assert_eq!(
+            parse_time("2024-03-01", hcm).unwrap(),
+            utc("2024-02-29T17:00:00Z")
+        );
+        assert_eq!(
+            parse_time("2024-03-01 09:30", hcm).unwrap(),
+            utc("2024-03-01T02:30:00Z")
+        );
+        let bog: Tz = "America/Bogota".parse().unwrap();
+        assert_eq!(
+            parse_time("2024-03-01T10:00:05", bog).unwrap(),
+            utc("2024-03-01T15:00:05Z")
+        );
+        assert_eq!(
+            parse_time("2024-03-01T10:00:00+02:00", bog).unwrap(),
+            utc("2024-03-01T08:00:00Z")
+        );
+        assert!(parse_time("yesterday", bog).is_err());
+    }
+
+    #[test]
+    fn platform_times() {
+        let hcm: Tz = "Asia/Ho_Chi_Minh".parse().unwrap();
+        assert_eq!(
+            parse_platform_time("2023-04-22 09:48:30", hcm).unwrap(),
+            Some(utc("2023-04-22T02:48:30Z"))
+        );
+        assert_eq!(parse_platform_time("", hcm).unwrap(), None);
+        assert!(parse_platform_time("22/04/2023", hcm).is_err());
+        assert_eq!(
+            format_in_zone(utc("2023-04-22T02:48:30Z"), hcm, "%Y-%m-%dT%H:%M:%SZ"),
+            "2023-04-22T09:48:30Z"
+        );
+    }
+
+    #[test]
+    fn split_covers_exactly() {
+        let w = Window::new(utc("2024-03-01T00:00:00Z"), utc("2024-03-03T12:00:00Z"));
+        let parts = w.split(Duration::days(1));
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0].from, w.from);
+        assert_eq!(parts[2].to, w.to);
+        for pair in parts.windows(2) {
+            assert_eq!(pair[0].to, pair[1].from);
+        }
+        assert!(Window::new(w.from, w.from)
+            .split(Duration::days(1))
+            .is_empty());
+    }
+}
