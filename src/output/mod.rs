@@ -107,7 +107,7 @@ impl Stream {
 }
 
 enum Writer {
-    Csv(csv::CsvWriter<Stream>),
+    Csv(Box<csv::CsvWriter<Stream>>),
     Jsonl(jsonl::JsonlWriter<Stream>),
 }
 
@@ -160,7 +160,8 @@ impl Output {
         };
         let writer = match format {
             Format::Csv => {
-                Writer::Csv(csv::CsvWriter::new(stream, kind).map_err(|e| out.io_error(e))?)
+                let writer = csv::CsvWriter::new(stream, kind).map_err(|e| out.io_error(e))?;
+                Writer::Csv(Box::new(writer))
             }
             Format::Jsonl => Writer::Jsonl(jsonl::JsonlWriter::new(stream)),
         };

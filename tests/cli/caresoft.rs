@@ -1,0 +1,610 @@
+//! CareSoft end to end: the binary against a wiremock CareSoft.
+
+use serde_json::{json, Value};
+use wiremock::matchers::{header, method, path, query_param};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crate::common::{caresoft_config, fixture, jsonl, run, TOKEN};
+
+const CHATS: &str = "/acme/api/v1/chats";
+const MESSAGES: &str = "/acme/api/v1/chats/messages";
+
+fn chat(id: &str, start: &str) -> Value {
+    json!({"conversation_id": id, "start_time": start, "end_time": start, "cus_name": "Khách", "chat_status": "LBL_CHAT_STATUS_MEET"})
+}
+
+fn page(total: usize, rows: &[Value]) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .set_body_json(json!({"code": "OK", "numFound": total, "chats": rows}))
+}
+
+fn empty() -> ResponseTemplate {
+    page(0, &[])
+}
+
+/// Answers every conversation type and page not otherwise mocked with nothing.
+async fn empty_fallback(server: &MockServer) {
+    Mock::given(method("GET"))
+        .respond_with(empty())
+        .with_priority(100)
+        .mount(server)
+        .await;
+}
+
+fn requests_to(requests: &[Request], p: &str) -> Vec<Request> {
+    requests
+        .iter()
+        .filter(|r| r.url.path() == p)
+        .cloned()
+        .collect()
+}
+
+fn param(r: &Request, key: &str) -> Option<String> {
+    r.url
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+const WINDOW: [&str; 4] = ["--from", "2024-03-01", "--to", "2024-03-02"];
+
+#[tokio::test]
+async fn pages_with_a_shifting_total_exactly_once() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(
+        &server.uri(),
+        "page_size = 2\nconversation_types = [\"livechat\"]\n",
+    );
+    // numFound says 3 on page 1, then grows to 5: a chat arrived while we
+    // paged and pushed one row from page 1 onto page 2 (a duplicate).
+    let rows: Vec<Value> = (1..=5)
+        .map(|i| chat(&format!("c{i}"), &format!("2024-03-01 10:00:0{i}")))
+        .collect();
+    for (n, body) in [
+        (1, page(3, &rows[0..2])),
+        (2, page(5, &rows[1..3])),
+        (3, page(5, &rows[3..5])),
+        (4, page(5, &[])),
+    ] {
+        Mock::given(path(CHATS))
+            .and(query_param("page", n.to_string()))
+            .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+            .respond_with(body)
+            .mount(&server)
+            .await;
+    }
+    let r = run(
+        dir.path(),
+        &[
+            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3],
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let ids: Vec<String> = jsonl(&r.stdout)
+        .iter()
+        .map(|v| v["conversation_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["c1", "c2", "c3", "c4", "c5"]);
+    let pages: Vec<String> = requests_to(&server.received_requests().await.unwrap(), CHATS)
+        .iter()
+        .map(|r| param(r, "page").unwrap())
+        .collect();
+    assert_eq!(pages, ["1", "2", "3", "4"], "stops at the empty page");
+}
+
+#[tokio::test]
+async fn short_page_ends_the_query_and_count_is_500_by_default() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
+    Mock::given(path(CHATS))
+        .and(query_param("page", "1"))
+        .and(query_param("count", "500"))
+        .respond_with(page(9999, &[chat("only", "2024-03-01 08:00:00")]))
+        .mount(&server)
+        .await;
+    let r = run(
+        dir.path(),
+        &[
+            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3],
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(jsonl(&r.stdout).len(), 1);
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn every_conversation_type_is_asked_and_labelled() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(&server.uri(), "");
+    for (kind, file) in [
+        ("0", "chats-livechat.json"),
+        ("1", "chats-facebook.json"),
+        ("3", "chats-zalo.json"),
+    ] {
+        Mock::given(path(CHATS))
+            .and(query_param("conversation_type", kind))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_string(fixture(&format!("caresoft/{file}"))),
+            )
+            .mount(&server)
+            .await;
+    }
+    let r = run(
+        dir.path(),
+        &[
+            "export",
+            "hanoi",
+            "--from",
+            "2024-03-01",
+            "--to",
+            "2024-03-08",
+            "-o",
+            "all.csv",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(dir.path().join("all.csv")).unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let channels: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap()[3].to_string())
+        .collect();
+    let count = |c: &str| channels.iter().filter(|x| *x == c).count();
+    assert_eq!(
+        (count("livechat"), count("facebook"), count("zalo")),
+        (3, 1, 1),
+        "{channels:?}"
+    );
+    // Seven one-day slices, three types each, one page each.
+    assert_eq!(server.received_requests().await.unwrap().len(), 21);
+}
+
+#[tokio::test]
+async fn message_windows_over_30_days_are_split() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(
+        &server.uri(),
+        "window = \"30d\"\nconversation_types = [\"zalo\"]\n",
+    );
+    empty_fallback(&server).await;
+    let r = run(
+        dir.path(),
+        &[
+            "export",
+            "hanoi",
+            "--from",
+            "2024-01-01",
+            "--to",
+            "2024-02-15",
+            "--records",
+            "messages",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let requests = server.received_requests().await.unwrap();
+    let windows: Vec<(String, String)> = requests_to(&requests, MESSAGES)
+        .iter()
+        .map(|r| {
+            (
+                param(r, "start_time_since").unwrap(),
+                param(r, "start_time_to").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        windows,
+        [
+            (
+                "2024-01-01T00:00:00Z".to_string(),
+                "2024-01-31T00:00:00Z".to_string()
+            ),
+            (
+                "2024-01-31T00:00:00Z".to_string(),
+                "2024-02-15T00:00:00Z".to_string()
+            ),
+        ]
+    );
+    assert!(requests_to(&requests, MESSAGES)
+        .iter()
+        .all(|r| param(r, "conversation_type").as_deref() == Some("3")));
+}
+
+#[tokio::test]
+async fn messages_are_ordered_enriched_and_deduplicated() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(
+        &server.uri(),
+        "conversation_types = [\"livechat\"]\npage_size = 7\n",
+    );
+    Mock::given(path(CHATS))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(fixture("caresoft/chats-livechat.json")),
+        )
+        .mount(&server)
+        .await;
+    // The same page twice (page 2 repeats page 1, e.g. a platform that
+    // ignores `page`): every message must still come out once.
+    let body = fixture("caresoft/messages-livechat.json");
+    let mut doubled: Value = serde_json::from_str(&body).unwrap();
+    doubled["numFound"] = json!(14);
+    Mock::given(path(MESSAGES))
+        .respond_with(ResponseTemplate::new(200).set_body_json(doubled))
+        .mount(&server)
+        .await;
+    let dir_path = dir.path();
+    let r = run(
+        dir_path,
+        &[
+            "export",
+            "hanoi",
+            "--from",
+            "2024-03-01",
+            "--to",
+            "2024-03-02",
+            "--records",
+            "messages",
+            "-o",
+            "m.jsonl",
+            "--config",
+            "chatdump.toml",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rows = jsonl(&std::fs::read_to_string(dir_path.join("m.jsonl")).unwrap());
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|v| v["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["lc-1001", "lc-1002", "lc-1003", "lc-1004"],
+        "sorted by message_index, no duplicates"
+    );
+    let seqs: Vec<i64> = rows.iter().map(|v| v["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [0, 1, 2, 3]);
+    assert_eq!(rows[0]["customer_name"], "Nguyễn Thị Hoa");
+    assert_eq!(rows[0]["customer_phone"], "0912345678");
+    assert_eq!(rows[0]["recipient_name"], "dungntt");
+    assert_eq!(rows[1]["sender"], "agent");
+    assert_eq!(
+        rows[2]["text"],
+        "Mã đơn: DH-88231\nSize hiện tại: M\nMuốn đổi: L"
+    );
+    assert_eq!(
+        rows[3]["text"].as_str().unwrap().chars().next(),
+        Some('='),
+        "JSONL is not guarded"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_then_success_is_retried() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
+    Mock::given(path(CHATS))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "0")
+                .set_body_json(json!({"code": "errors", "message": "Too Many Attempts."})),
+        )
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(path(CHATS))
+        .respond_with(page(1, &[chat("after-429", "2024-03-01 12:00:00")]))
+        .mount(&server)
+        .await;
+    let r = run(
+        dir.path(),
+        &[
+            "export", "hanoi", "-vv", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3],
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(jsonl(&r.stdout)[0]["conversation_id"], "after-429");
+    assert!(
+        r.stderr.contains("HTTP 429"),
+        "retries are visible at -v: {}",
+        r.stderr
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn server_error_then_success_is_retried() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
+    Mock::given(path(CHATS))
+        .respond_with(ResponseTemplate::new(500).set_body_string("oops"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path(CHATS))
+        .respond_with(page(1, &[chat("after-500", "2024-03-01 12:00:00")]))
+        .mount(&server)
+        .await;
+    let r = run(
+        dir.path(),
+        &[
+            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3],
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(jsonl(&r.stdout)[0]["conversation_id"], "after-500");
+}
+
+#[tokio::test]
+async fn persistent_server_errors_exit_69_after_retries() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(
+        &server.uri(),
+        "conversation_types = [\"livechat\"]\nmax_retries = 2\n",
+    );
+    Mock::given(path(CHATS))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let r = run(
+        dir.path(),
+        &[
+            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3], "-o", "x.jsonl",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 69, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("gave up after 3 attempts"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("/acme/api/v1/chats?"),
+        "names the request: {}",
+        r.stderr
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+    assert!(!dir.path().join("x.jsonl").exists());
+}
+
+#[tokio::test]
+async fn lockout_body_stops_with_69_and_says_when_to_retry() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
+    Mock::given(path(CHATS))
+        .respond_with(ResponseTemplate::new(404).set_body_json(
+            json!({"code": "errors", "message": "Domain incorrect too many times , retry after 15 minutes "}),
+        ))
+        .mount(&server)
+        .await;
+    let r = run(
+        dir.path(),
+        &[
+            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3],
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 69, "{}", r.stderr);
+    assert!(r.stderr.contains("15 minutes"), "{}", r.stderr);
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "a lockout is not retried"
+    );
+    assert!(r.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn bad_token_exits_77() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(&server.uri(), "");
+    Mock::given(path(CHATS))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"code": "errors", "message": "Unauthorized"})),
+        )
+        .mount(&server)
+        .await;
+    let r = run(
+        dir.path(),
+        &[
+            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3],
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 77, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("hint:"),
+        "says what to do next: {}",
+        r.stderr
+    );
+    let r = run(dir.path(), &["check", "hanoi"]).await;
+    assert_eq!(r.code, 77, "{}", r.stderr);
+    assert!(r.stdout.contains("hanoi: FAILED"), "{}", r.stdout);
+}
+
+#[tokio::test]
+async fn malformed_json_exits_65_and_writes_nothing() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
+    Mock::given(path(CHATS))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string("{\"code\":\"OK\",\"numFound\":2,\"chats\":[{\"conv"),
+        )
+        .mount(&server)
+        .await;
+    let r = run(
+        dir.path(),
+        &[
+            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3], "-o", "out.csv",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "chatdump.toml")
+        .collect();
+    assert!(left.is_empty(), "nothing written: {left:?}");
+}
+
+#[tokio::test]
+async fn unreadable_records_are_saved_and_the_rest_exported_with_65() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
+    Mock::given(path(CHATS))
+        .respond_with(page(
+            2,
+            &[
+                chat("good", "2024-03-01 09:00:00"),
+                json!({"conversation_id": "bad", "start_time": "31/12/2024"}),
+            ],
+        ))
+        .mount(&server)
+        .await;
+    let r = run(
+        dir.path(),
+        &[
+            "export",
+            "hanoi",
+            WINDOW[0],
+            WINDOW[1],
+            WINDOW[2],
+            WINDOW[3],
+            "-o",
+            "out.jsonl",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    let out = jsonl(&std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap());
+    assert_eq!(out.len(), 1);
+    let rejects =
+        jsonl(&std::fs::read_to_string(dir.path().join("out.jsonl.rejects.jsonl")).unwrap());
+    assert_eq!(rejects.len(), 1);
+    assert_eq!(rejects[0]["raw"]["conversation_id"], "bad");
+    assert!(rejects[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("start_time"));
+}
+
+#[tokio::test]
+async fn token_never_appears_on_stderr_even_when_verbose() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(&server.uri(), "max_retries = 1\n");
+    Mock::given(path(CHATS))
+        .respond_with(ResponseTemplate::new(500).set_body_string(format!("echo: Bearer {TOKEN}")))
+        .mount(&server)
+        .await;
+    let r = run(
+        dir.path(),
+        &[
+            "export", "hanoi", "-vvv", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3],
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 69, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("GET "),
+        "the trace shows requests: {}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains(TOKEN) && !r.stdout.contains(TOKEN),
+        "{}",
+        r.stderr
+    );
+    let r = run(dir.path(), &["sources"]).await;
+    assert!(!r.stdout.contains(TOKEN));
+    assert!(
+        r.stdout.contains("hanoi") && r.stdout.contains("yes"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[tokio::test]
+async fn check_succeeds_with_one_request() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(&server.uri(), "");
+    Mock::given(path(CHATS))
+        .and(query_param("count", "1"))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .respond_with(empty())
+        .mount(&server)
+        .await;
+    let r = run(dir.path(), &["check"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("hanoi: ok (caresoft"), "{}", r.stdout);
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn configuration_errors_exit_78_and_name_the_key() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(&server.uri(), "colour = \"blue\"\n");
+    let r = run(dir.path(), &["export", "hanoi"]).await;
+    assert_eq!(r.code, 78, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("chatdump.toml")
+            && r.stderr.contains("\"hanoi\"")
+            && r.stderr.contains("colour"),
+        "{}",
+        r.stderr
+    );
+
+    let dir = caresoft_config(&server.uri(), "");
+    let mut cmd = crate::common::command(dir.path(), &["export", "hanoi"]);
+    cmd.env_remove("CS_TOKEN");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CS_TOKEN"));
+
+    let r = run(dir.path(), &["export", "nowhere"]).await;
+    assert_eq!(r.code, 78, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("hanoi"),
+        "lists the configured sources: {}",
+        r.stderr
+    );
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn dry_run_sends_nothing() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(&server.uri(), "");
+    let r = run(
+        dir.path(),
+        &[
+            "export",
+            "hanoi",
+            "--dry-run",
+            "--from",
+            "2024-03-01",
+            "--to",
+            "2024-03-04",
+            "--records",
+            "messages",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("slices:   3"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("at least 18"),
+        "3 slices x 3 types x (chats + messages): {}",
+        r.stdout
+    );
+    assert!(server.received_requests().await.unwrap().is_empty());
+}

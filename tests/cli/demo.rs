@@ -1,0 +1,102 @@
+//! The demo, the README's first command: bundled samples through the real
+//! providers, compared with the expected files.
+
+use std::io::Read;
+use std::process::Stdio;
+
+use crate::common::{command, repo, run};
+
+#[tokio::test]
+async fn demo_messages_match_the_expected_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(
+        dir.path(),
+        &["demo", "--records", "messages", "-o", "out/msgs.csv"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.is_empty(),
+        "records went to the file: {}",
+        r.stdout
+    );
+    assert!(r.stderr.contains("exported 14 messages"), "{}", r.stderr);
+    let got = std::fs::read_to_string(dir.path().join("out/msgs.csv")).unwrap();
+    let want = std::fs::read_to_string(repo().join("tests/expected/demo-messages.csv")).unwrap();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn demo_conversations_on_stdout_match_the_expected_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(dir.path(), &["demo", "-q"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.is_empty(), "-q keeps stderr empty: {}", r.stderr);
+    let want =
+        std::fs::read_to_string(repo().join("tests/expected/demo-conversations.jsonl")).unwrap();
+    assert_eq!(r.stdout, want);
+}
+
+#[tokio::test]
+async fn demo_renders_in_a_zone_and_gzips() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(
+        dir.path(),
+        &["demo", "--tz", "Asia/Ho_Chi_Minh", "-o", "c.jsonl.gz"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(dir.path().join("c.jsonl.gz")).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(
+        text.contains("\"started_at\":\"2024-03-01T09:48:30+07:00\""),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn include_raw_is_refused_for_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(dir.path(), &["demo", "--include-raw", "-o", "x.csv"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--include-raw"), "{}", r.stderr);
+    assert!(!dir.path().join("x.csv").exists());
+}
+
+#[test]
+fn closed_stdout_pipe_ends_quietly_with_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(
+        dir.path(),
+        &["demo", "--records", "messages", "--include-raw"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(dir.path(), &["export"]).await;
+    assert_eq!(r.code, 2);
+    let r = run(dir.path(), &["demo", "--records", "calls"]).await;
+    assert_eq!(r.code, 2);
+    let r = run(dir.path(), &["demo", "--tz", "Mars/Base"]).await;
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("Mars/Base"), "{}", r.stderr);
+}
