@@ -189,10 +189,8 @@ async fn check(config: &Config, names: &[String]) -> Result<()> {
 async fn check_one<S: ChatSource>(source: &S, name: &str) -> Result<String> {
     let connection = source.connection();
     let http = Http::new(name, connection.auth, connection.settings, 1)?;
-    let url = source.check_url();
     let started = Instant::now();
-    http.get(&url, |status, body| source.verdict(status, body))
-        .await?;
+    let url = crate::source::check(source, &http).await?;
     Ok(format!(
         "{}, {}, {} ms",
         source.kind().as_str(),

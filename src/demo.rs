@@ -78,6 +78,7 @@ pub async fn demo(options: &Options) -> Result<()> {
             sample.name,
             window,
             options.records,
+            options.include_raw,
             out,
             RejectLog::new(sample.name, path.as_deref()),
         )

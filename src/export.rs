@@ -164,7 +164,16 @@ async fn export_one<S: ChatSource>(
         render(source, name, options),
     )?;
     let rejects = RejectLog::new(name, path.as_deref());
-    let stats = run(source, name, window, options.records, &mut output, rejects).await?;
+    let stats = run(
+        source,
+        name,
+        window,
+        options.records,
+        options.include_raw,
+        &mut output,
+        rejects,
+    )
+    .await?;
     let target = output.describe();
     output.commit()?;
     log::info(&format!(
@@ -204,6 +213,7 @@ pub async fn run<S: ChatSource>(
     name: &str,
     window: Window,
     records: RecordKind,
+    want_raw: bool,
     output: &mut Output,
     rejects: RejectLog,
 ) -> Result<Stats> {
@@ -214,8 +224,8 @@ pub async fn run<S: ChatSource>(
         connection.settings,
         connection.max_in_flight,
     )?;
-    let mut pipeline = Pipeline::new(records, output, rejects);
-    let driven = drive(source, &http, window, records, &mut pipeline).await?;
+    let mut pipeline = Pipeline::new(records, source.messages_in_order(), output, rejects);
+    let driven = drive(source, &http, window, records, want_raw, &mut pipeline).await?;
     let mut stats = pipeline.finish()?;
     stats.windows = driven.windows;
     stats.requests = driven.requests;
@@ -252,7 +262,7 @@ fn print_plan<S: ChatSource>(
         window.to.format("%Y-%m-%dT%H:%M:%SZ"),
         options.records.as_str(),
         slices.len(),
-        humanize(source.window_step(options.records)),
+        crate::window::humanize(source.window_step(options.records)),
         path.map_or_else(|| "stdout".into(), |p| p.display().to_string()),
     );
     for slice in slices.iter().take(20) {
@@ -265,16 +275,6 @@ fn print_plan<S: ChatSource>(
     }
     if slices.len() > 20 {
         let _ = writeln!(out, "  ... and {} more", slices.len() - 20);
-    }
-}
-
-fn humanize(d: Duration) -> String {
-    if d.num_seconds() % 86_400 == 0 {
-        format!("{}d", d.num_days())
-    } else if d.num_seconds() % 3600 == 0 {
-        format!("{}h", d.num_hours())
-    } else {
-        format!("{}m", d.num_minutes())
     }
 }
 
@@ -381,6 +381,8 @@ impl Seen {
 /// The [`Sink`] that turns driver output into written records.
 struct Pipeline<'a> {
     records: RecordKind,
+    /// Messages arrive grouped and ordered: no holding back.
+    messages_in_order: bool,
     output: &'a mut Output,
     rejects: RejectLog,
     seen: Seen,
@@ -388,20 +390,41 @@ struct Pipeline<'a> {
     pending: Vec<Item<Message>>,
     /// Next `seq` per conversation, for conversations spanning windows.
     next_seq: HashMap<String, u32>,
+    /// Identical messages seen so far in this response, by digest, so two
+    /// identical messages in one second get two ids, and the same two get
+    /// the same ids when a later response repeats them.
+    occurrences: HashMap<String, u32>,
     stats: Stats,
 }
 
 impl<'a> Pipeline<'a> {
-    fn new(records: RecordKind, output: &'a mut Output, rejects: RejectLog) -> Self {
+    fn new(
+        records: RecordKind,
+        messages_in_order: bool,
+        output: &'a mut Output,
+        rejects: RejectLog,
+    ) -> Self {
         Pipeline {
             records,
+            messages_in_order,
             output,
             rejects,
             seen: Seen::default(),
             pending: Vec::new(),
             next_seq: HashMap::new(),
+            occurrences: HashMap::new(),
             stats: Stats::default(),
         }
+    }
+
+    fn write_message(&mut self, mut m: Item<Message>) -> Result<()> {
+        let seq = self
+            .next_seq
+            .entry(m.record.conversation_id.clone())
+            .or_insert(0);
+        m.record.seq = *seq;
+        *seq += 1;
+        self.write(&Record::Message(m))
     }
 
     fn write(&mut self, record: &Record) -> Result<()> {
@@ -438,20 +461,39 @@ impl Sink for Pipeline<'_> {
                 Ok(true)
             }
             Parsed::Record(Record::Message(mut m)) => {
-                if let Some(id) = &m.record.message_id {
-                    let key = format!("{}\u{1f}{id}", m.record.conversation_id);
-                    if !self.seen.insert(&key) {
-                        self.stats.duplicates += 1;
-                        return Ok(false);
-                    }
+                if m.record.message_id.is_none() {
+                    let base = m.record.digest_id(0);
+                    let n = self.occurrences.entry(base.clone()).or_insert(0);
+                    m.record.message_id = Some(if *n == 0 {
+                        base
+                    } else {
+                        m.record.digest_id(*n)
+                    });
+                    *n += 1;
+                }
+                let id = m.record.message_id.as_deref().unwrap_or_default();
+                if !self
+                    .seen
+                    .insert(&format!("{}\u{1f}{id}", m.record.conversation_id))
+                {
+                    self.stats.duplicates += 1;
+                    return Ok(false);
                 }
                 if let Some(c) = context.by_id.get(&m.record.conversation_id) {
                     enrich(&mut m.record, c);
                 }
-                self.pending.push(m);
+                if self.messages_in_order {
+                    self.write_message(m)?;
+                } else {
+                    self.pending.push(m);
+                }
                 Ok(true)
             }
         }
+    }
+
+    fn begin_response(&mut self) {
+        self.occurrences.clear();
     }
 
     fn end_window(&mut self, _window: &Window) -> Result<()> {
@@ -469,37 +511,13 @@ impl Sink for Pipeline<'_> {
                     b.record.sent_at,
                 ))
         });
-        let mut occurrences: HashMap<String, u32> = HashMap::new();
-        for mut m in pending {
-            if m.record.message_id.is_none() {
-                let base = m.record.digest_id(0);
-                let n = occurrences.entry(base.clone()).or_insert(0);
-                let id = if *n == 0 {
-                    base
-                } else {
-                    m.record.digest_id(*n)
-                };
-                *n += 1;
-                if !self
-                    .seen
-                    .insert(&format!("{}\u{1f}{id}", m.record.conversation_id))
-                {
-                    self.stats.duplicates += 1;
-                    continue;
-                }
-                m.record.message_id = Some(id);
-            }
-            let seq = self
-                .next_seq
-                .entry(m.record.conversation_id.clone())
-                .or_insert(0);
-            m.record.seq = *seq;
-            *seq += 1;
-            self.write(&Record::Message(m))?;
+        for m in pending {
+            self.write_message(m)?;
         }
         self.seen.rotate();
-        // Keep `seq` continuity only for conversations of the last window.
-        if self.next_seq.len() > 100_000 {
+        // `seq` continues across windows for conversations that span them;
+        // the map is bounded like the de-duplication memory.
+        if self.next_seq.len() > 200_000 {
             self.next_seq.clear();
         }
         Ok(())

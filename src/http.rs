@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::Bytes;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
+
 use reqwest::Url;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -33,6 +33,9 @@ pub enum Auth {
 pub enum Verdict {
     /// Use the body.
     Ok,
+    /// The platform's way of saying "nothing here" (a 404 for an empty
+    /// window): no records, not an error.
+    Empty,
     /// Transient: try again after backoff. The text says why, for `-v`.
     Retry(String),
     /// Transient, but the platform asked for a specific pause, and every
@@ -61,10 +64,37 @@ pub fn default_verdict(status: u16) -> Verdict {
     }
 }
 
-/// A response whose body has been read.
+/// Why one exchange failed, as the retry loop needs to know it.
 #[derive(Debug)]
-pub struct Response {
-    pub body: Bytes,
+pub enum Failure {
+    /// Transient; an optional pause the platform asked for.
+    Retry(String, Option<Duration>),
+    /// Rate limited: every request of the source waits.
+    Throttled(String, Option<Duration>),
+    /// Definite; the error says what to do.
+    Fail(Error),
+}
+
+impl Failure {
+    /// Turns a provider's verdict on a response into a failure. `Ok` and
+    /// `Empty` are not failures; callers handle them first.
+    pub fn from_verdict(verdict: Verdict, headers: &HeaderMap) -> Failure {
+        match verdict {
+            Verdict::Retry(why) => Failure::Retry(why, retry_after(headers)),
+            Verdict::Throttled(why) => Failure::Throttled(why, retry_after(headers)),
+            Verdict::Fail(kind, what, hint) => {
+                let e = Error::new(kind, what);
+                Failure::Fail(match hint {
+                    Some(h) => e.with_hint(h),
+                    None => e,
+                })
+            }
+            Verdict::Ok | Verdict::Empty => Failure::Fail(Error::new(
+                Kind::Data,
+                "internal: success passed as failure",
+            )),
+        }
+    }
 }
 
 /// More consecutive 429s than this and we stop: CareSoft locks a domain out
@@ -115,48 +145,47 @@ impl Http {
         })
     }
 
-    /// GETs `url`, retrying transient failures, and returns the body once
-    /// `read` accepts it.
-    pub async fn get(&self, url: &Url, read: impl Fn(u16, &[u8]) -> Verdict) -> Result<Response> {
+    /// Sends GET `url` and lets `handle` consume the response, retrying the
+    /// whole exchange when the request or `handle` fails transiently. The
+    /// in-flight slot is held while `handle` runs, so a streamed body counts
+    /// as a request in flight.
+    pub async fn fetch<T>(
+        &self,
+        url: &Url,
+        mut handle: impl AsyncFnMut(reqwest::Response) -> Result<T, Failure>,
+    ) -> Result<T> {
         let shown = display_url(url);
         let mut attempt: u32 = 0;
         loop {
-            let _permit = self
+            let permit = self
                 .in_flight
                 .acquire()
                 .await
                 .expect("semaphore never closes");
             self.pacer.wait().await;
             let started = Instant::now();
-            let outcome = self.send_once(url).await;
-            drop(_permit);
-            let (reason, pause, throttled) = match outcome {
-                Ok((status, headers, body)) => {
+            let outcome = match self.send_once(url).await {
+                Ok(response) => {
                     log::trace(&format!(
-                        "GET {shown} -> {status} ({} ms, {} bytes)",
-                        started.elapsed().as_millis(),
-                        body.len()
+                        "GET {shown} -> {} ({} ms to headers)",
+                        response.status().as_u16(),
+                        started.elapsed().as_millis()
                     ));
-                    match read(status, &body) {
-                        Verdict::Ok => {
-                            self.consecutive_throttles.store(0, Ordering::Relaxed);
-                            return Ok(Response { body });
-                        }
-                        Verdict::Fail(kind, what, hint) => {
-                            let e = Error::new(
-                                kind,
-                                format!("source {:?}: GET {shown}: {what}", self.source),
-                            );
-                            return Err(match hint {
-                                Some(h) => e.with_hint(h),
-                                None => e,
-                            });
-                        }
-                        Verdict::Retry(why) => (why, retry_after(&headers), false),
-                        Verdict::Throttled(why) => (why, retry_after(&headers), true),
-                    }
+                    handle(response).await
                 }
-                Err(e) => (e, None, false),
+                Err(e) => Err(Failure::Retry(e, None)),
+            };
+            drop(permit);
+            let (reason, pause, throttled) = match outcome {
+                Ok(value) => {
+                    self.consecutive_throttles.store(0, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Err(Failure::Fail(e)) => {
+                    return Err(e.context(format!("source {:?}: GET {shown}", self.source)));
+                }
+                Err(Failure::Retry(why, pause)) => (why, pause, false),
+                Err(Failure::Throttled(why, pause)) => (why, pause, true),
             };
             if throttled {
                 let n = self.consecutive_throttles.fetch_add(1, Ordering::Relaxed) + 1;
@@ -196,16 +225,12 @@ impl Http {
         }
     }
 
-    async fn send_once(&self, url: &Url) -> Result<(u16, HeaderMap, Bytes), String> {
+    async fn send_once(&self, url: &Url) -> Result<reqwest::Response, String> {
         let request = self.client.get(url.clone());
         let request = match &self.auth {
             Auth::Bearer(token) => request.bearer_auth(token.expose()),
         };
-        let response = request.send().await.map_err(describe_transport_error)?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(describe_transport_error)?;
-        Ok((status, headers, body))
+        request.send().await.map_err(describe_transport_error)
     }
 
     /// Capped exponential backoff with jitter; a `Retry-After` from the

@@ -9,6 +9,7 @@ mod demo;
 mod error;
 mod export;
 mod http;
+mod jsonstream;
 mod log;
 mod model;
 mod output;

@@ -126,6 +126,20 @@ pub fn format_in_zone(t: DateTime<Utc>, zone: Tz, format: &str) -> String {
     t.with_timezone(&zone).format(format).to_string()
 }
 
+/// A duration as a user would write it: `1d`, `6h`, `90m`, `30s`.
+pub fn humanize(d: Duration) -> String {
+    let secs = d.num_seconds();
+    if secs % 86_400 == 0 {
+        format!("{}d", d.num_days())
+    } else if secs % 3600 == 0 {
+        format!("{}h", d.num_hours())
+    } else if secs % 60 == 0 {
+        format!("{}m", d.num_minutes())
+    } else {
+        format!("{secs}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,15 +24,15 @@
 use chrono::Duration;
 use chrono_tz::Tz;
 use reqwest::Url;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::config::{SourceKind, SourceTable};
-use crate::error::{Error, Kind, Result};
+use crate::error::{Kind, Result};
 use crate::http::{default_verdict, Auth, Verdict};
-use crate::model::{Conversation, Item, Message, Record, RecordKind, Rejected, Sender};
-use crate::source::{ChatSource, Connection, PageInfo, Paging, Parsed, Query};
+use crate::jsonstream::{Envelope, ItemsAt};
+use crate::model::{Conversation, Item, Message, Record, RecordKind, Sender};
+use crate::source::{ChatSource, Connection, Paging, Parsed, Query};
 use crate::window::{format_in_zone, parse_platform_time, Window};
 
 const KEYS: &[&str] = &[
@@ -304,98 +304,93 @@ impl ChatSource for Caresoft {
         verdict(status, body)
     }
 
-    fn parse_page(
-        &self,
-        query: &Query,
-        body: &[u8],
-        out: &mut dyn FnMut(Parsed),
-    ) -> Result<PageInfo> {
-        let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
-            Error::data(format!(
-                "CareSoft sent a response that is not the expected JSON: {e}"
-            ))
-        })?;
-        if let Some(code) = envelope.code.as_ref().and_then(Value::as_str) {
+    fn items_at(&self) -> ItemsAt {
+        ItemsAt::Key("chats")
+    }
+
+    fn read_envelope(&self, envelope: &Envelope) -> Result<Option<u64>, Verdict> {
+        if let Some(code) = envelope.text("code") {
             if !code.eq_ignore_ascii_case("ok") {
-                return Err(Error::data(format!(
-                    "CareSoft answered code {code:?}: {}",
-                    envelope.message.as_deref().unwrap_or("(no message)")
-                )));
+                let message = envelope
+                    .text("message")
+                    .unwrap_or_else(|| "(no message)".into());
+                return Err(Verdict::Fail(
+                    Kind::Data,
+                    format!("CareSoft answered code {code:?}: {message}"),
+                    None,
+                ));
             }
         }
-        let total = envelope.num_found.as_ref().and_then(|v| match v {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        });
-        let items = envelope.chats.unwrap_or_default();
-        for &raw in &items {
-            let row = match serde_json::from_str::<Map<String, Value>>(raw.get()) {
-                Ok(row) => row,
-                Err(e) => {
-                    out(reject(raw, format!("not a JSON object: {e}")));
-                    continue;
-                }
-            };
-            let mapped = match query.stream {
-                RecordKind::Conversations => self.conversation(query, &row).map(|c| {
-                    c.map(|record| {
-                        Record::Conversation(Item {
-                            record,
-                            raw: Some(raw.to_owned()),
-                        })
-                    })
-                }),
-                RecordKind::Messages => self.message(query, &row).map(|m| {
-                    m.map(|record| {
-                        Record::Message(Item {
-                            record,
-                            raw: Some(raw.to_owned()),
-                        })
-                    })
-                }),
-            };
-            match mapped {
-                Ok(Some(record)) => out(Parsed::Record(record)),
-                Ok(None) => {}
-                Err(reason) => out(reject(raw, reason)),
-            }
+        if !envelope.has_items && envelope.raw("code").is_none() {
+            return Err(Verdict::Fail(
+                Kind::Data,
+                "CareSoft answered without `code` or `chats`".into(),
+                None,
+            ));
         }
-        Ok(PageInfo {
-            items: items.len(),
-            total,
-        })
+        Ok(envelope
+            .text("numFound")
+            .and_then(|n| n.trim().parse().ok()))
+    }
+
+    fn parse_item(&self, query: &Query, item: &[u8], want_raw: bool, out: &mut dyn FnMut(Parsed)) {
+        let row = match serde_json::from_slice::<Map<String, Value>>(item) {
+            Ok(row) => row,
+            Err(e) => return out(Parsed::rejected(item, format!("not a JSON object: {e}"))),
+        };
+        let raw = || {
+            want_raw
+                .then(|| std::str::from_utf8(item).ok())
+                .flatten()
+                .and_then(|text| RawValue::from_string(text.to_string()).ok())
+        };
+        let mapped = match query.stream {
+            RecordKind::Conversations => self
+                .conversation(query, &row)
+                .map(|c| c.map(|record| Record::Conversation(Item { record, raw: raw() }))),
+            RecordKind::Messages => self
+                .message(query, &row)
+                .map(|m| m.map(|record| Record::Message(Item { record, raw: raw() }))),
+        };
+        match mapped {
+            Ok(Some(record)) => out(Parsed::Record(record)),
+            Ok(None) => {}
+            Err(reason) => out(Parsed::rejected(item, reason)),
+        }
     }
 
     fn messages_need_conversations(&self) -> bool {
         true
     }
 
-    fn check_url(&self) -> Url {
+    /// The last hour's live chats, one row: cheap and authenticated.
+    fn check(&self) -> (Query, Url) {
         let now = chrono::Utc::now();
         let query = Query {
             window: Window::new(now - Duration::hours(1), now),
             stream: RecordKind::Conversations,
             variant: 0,
         };
-        let mut url = self.page_url(&query, 1);
-        url.set_query(None);
-        url.query_pairs_mut()
-            .append_pair(
-                "start_time_since",
-                &format_in_zone(query.window.from, self.zone, QUERY_TIME_FORMAT),
-            )
-            .append_pair("page", "1")
-            .append_pair("count", "1");
-        url
+        let url = self.url(
+            "api/v1/chats",
+            &[
+                (
+                    "start_time_since",
+                    format_in_zone(query.window.from, self.zone, QUERY_TIME_FORMAT),
+                ),
+                ("page", "1".into()),
+                ("count", "1".into()),
+            ],
+        );
+        (query, url)
     }
 }
 
 /// Reads CareSoft's statuses, including the ones that do not mean what HTTP says.
 fn verdict(status: u16, body: &[u8]) -> Verdict {
-    let message = serde_json::from_slice::<Envelope>(body)
+    let message = serde_json::from_slice::<Value>(body)
         .ok()
-        .and_then(|e| e.message)
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_default();
     if message.contains("Domain incorrect too many times") {
         let retry_at = chrono::Utc::now() + Duration::minutes(15);
@@ -430,23 +425,6 @@ fn suffix(message: &str) -> String {
     } else {
         format!(" ({:?})", message.trim())
     }
-}
-
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    code: Option<Value>,
-    #[serde(rename = "numFound")]
-    num_found: Option<Value>,
-    message: Option<String>,
-    #[serde(borrow, default)]
-    chats: Option<Vec<&'a RawValue>>,
-}
-
-fn reject(raw: &RawValue, reason: String) -> Parsed {
-    Parsed::Rejected(Rejected {
-        raw: raw.get().to_string(),
-        reason,
-    })
 }
 
 /// A non-empty text value; numbers are ids and become their decimal text.
@@ -528,6 +506,7 @@ fn status_name(raw: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::jsonstream::Scanner;
     use std::path::Path;
 
     fn source(extra: &str) -> Caresoft {
@@ -546,22 +525,24 @@ mod tests {
         Window::new(utc("2024-02-29T17:00:00Z"), utc("2024-03-07T17:00:00Z"))
     }
 
+    /// Splits `body` like the driver does and maps every element.
     fn parse(
         cs: &Caresoft,
         stream: RecordKind,
         variant: u32,
         body: &str,
-    ) -> (PageInfo, Vec<Parsed>) {
+    ) -> (Result<Option<u64>, Verdict>, usize, Vec<Parsed>) {
         let query = Query {
             window: march(),
             stream,
             variant,
         };
         let mut out = Vec::new();
-        let info = cs
-            .parse_page(&query, body.as_bytes(), &mut |p| out.push(p))
-            .unwrap();
-        (info, out)
+        let mut scanner = Scanner::new(cs.items_at());
+        let mut on_item = |item: &[u8]| cs.parse_item(&query, item, true, &mut |p| out.push(p));
+        scanner.feed(body.as_bytes(), &mut on_item).unwrap();
+        scanner.finish(&mut on_item).unwrap();
+        (cs.read_envelope(&scanner.envelope), scanner.items, out)
     }
 
     fn fixture(name: &str) -> String {
@@ -614,14 +595,14 @@ mod tests {
     #[test]
     fn maps_conversations_from_the_fixture() {
         let cs = source("");
-        let (info, items) = parse(
+        let (total, count, items) = parse(
             &cs,
             RecordKind::Conversations,
             0,
             &fixture("chats-livechat.json"),
         );
-        assert_eq!(info.total, Some(3));
-        assert_eq!(info.items, 3);
+        assert_eq!(total.unwrap(), Some(3));
+        assert_eq!(count, 3);
         let convs: Vec<&Conversation> = items
             .iter()
             .filter_map(|p| match p {
@@ -654,8 +635,8 @@ mod tests {
             {"conversation_id":"edge","start_time":"2024-03-08 00:00:00"},
             {"conversation_id":"bad","start_time":"yesterday"},
             [1,2]]}"#;
-        let (info, items) = parse(&cs, RecordKind::Conversations, 0, body);
-        assert_eq!(info.items, 4);
+        let (_, count, items) = parse(&cs, RecordKind::Conversations, 0, body);
+        assert_eq!(count, 4);
         let ids: Vec<String> = items
             .iter()
             .map(|p| match p {
@@ -673,7 +654,7 @@ mod tests {
     #[test]
     fn maps_messages_senders_and_json_content() {
         let cs = source("");
-        let (_, items) = parse(&cs, RecordKind::Messages, 3, &fixture("messages-zalo.json"));
+        let (_, _, items) = parse(&cs, RecordKind::Messages, 3, &fixture("messages-zalo.json"));
         let msgs: Vec<&Message> = items
             .iter()
             .filter_map(|p| match p {
@@ -700,31 +681,35 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_body_and_error_code_are_data_errors() {
+    fn error_codes_and_raw_json() {
         let cs = source("");
-        let q = Query {
-            window: march(),
-            stream: RecordKind::Conversations,
-            variant: 0,
-        };
-        let e = cs.parse_page(&q, b"<html>oops", &mut |_| {}).unwrap_err();
-        assert_eq!(e.exit_code(), 65);
-        let e = cs
-            .parse_page(&q, br#"{"code":"errors","message":"bad"}"#, &mut |_| {})
-            .unwrap_err();
-        assert_eq!(e.exit_code(), 65);
-        let (info, _) = parse(
+        let (total, _, _) = parse(
+            &cs,
+            RecordKind::Conversations,
+            0,
+            r#"{"code":"errors","message":"bad"}"#,
+        );
+        assert!(matches!(total, Err(Verdict::Fail(Kind::Data, ..))));
+        let (total, count, _) = parse(
             &cs,
             RecordKind::Conversations,
             0,
             r#"{"code":"OK","numFound":0,"chats":[]}"#,
         );
+        assert_eq!((total.unwrap(), count), (Some(0), 0));
+        let (_, _, items) = parse(
+            &cs,
+            RecordKind::Conversations,
+            0,
+            &fixture("chats-zalo.json"),
+        );
+        let Parsed::Record(Record::Conversation(c)) = &items[0] else {
+            panic!("{items:?}")
+        };
+        let raw: Value = serde_json::from_str(c.raw.as_ref().unwrap().get()).unwrap();
         assert_eq!(
-            info,
-            PageInfo {
-                items: 0,
-                total: Some(0)
-            }
+            raw["service_id"], 62062484,
+            "the platform JSON is kept whole"
         );
     }
 

@@ -12,16 +12,17 @@
 
 pub mod caresoft;
 
-use std::collections::HashMap;
-
 use chrono::Duration;
 use chrono_tz::Tz;
 use futures_util::stream::{self, StreamExt};
 use reqwest::Url;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use crate::config::{HttpSettings, SourceKind};
 use crate::error::{Error, Result};
-use crate::http::{Auth, Http, Verdict};
+use crate::http::{display_url, Auth, Failure, Http, Verdict};
+use crate::jsonstream::{Envelope, ItemsAt, Scanner};
 use crate::log;
 use crate::model::{Conversation, Record, RecordKind, Rejected};
 use crate::window::Window;
@@ -42,12 +43,15 @@ pub enum Paging {
     /// `page=1,2,...` with a fixed page size and, where given, a total count;
     /// pages after the first may be fetched `concurrency` at a time.
     Numbered { page_size: u32, concurrency: usize },
+    /// One streamed response per window, silently truncated at `record_cap`
+    /// records: a window that reaches the cap is bisected, down to `floor`.
+    Capped { record_cap: u64, floor: Duration },
 }
 
-/// What a provider learned from one page besides its records.
+/// What the driver learned from one response besides its records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PageInfo {
-    /// Items on the page, including any skipped or rejected.
+    /// Items in the response, including any skipped or rejected.
     pub items: usize,
     /// The platform's total for the whole query, when it reports one.
     pub total: Option<u64>,
@@ -62,6 +66,16 @@ pub enum Parsed {
     Rejected(Rejected),
 }
 
+impl Parsed {
+    /// Helper for providers: a rejection of the item `raw` for `reason`.
+    pub fn rejected(raw: &[u8], reason: impl Into<String>) -> Parsed {
+        Parsed::Rejected(Rejected {
+            raw: String::from_utf8_lossy(raw).into_owned(),
+            reason: reason.into(),
+        })
+    }
+}
+
 /// Auth and HTTP tuning a provider asks the shared HTTP layer for.
 pub struct Connection {
     pub auth: Auth,
@@ -69,7 +83,8 @@ pub struct Connection {
     pub max_in_flight: usize,
 }
 
-/// A platform, as the driver sees it.
+/// A platform, as the driver sees it. Every method is synchronous and free
+/// of I/O: the driver does the fetching.
 pub trait ChatSource {
     fn kind(&self) -> SourceKind;
     /// The zone of the platform's naive timestamps (and of naive `--from`).
@@ -84,30 +99,38 @@ pub trait ChatSource {
     fn queries(&self, window: Window, stream: RecordKind) -> Vec<Query>;
     /// The URL of page `page` (1-based) of `query`.
     fn page_url(&self, query: &Query, page: u32) -> Url;
-    /// How to read a response's status and body.
+    /// Reads a non-2xx response (status and small body).
     fn verdict(&self, status: u16, body: &[u8]) -> Verdict;
-    /// Maps one page body to records. Items outside the query's window are
-    /// skipped (counted in `items`, not emitted); unreadable items are
-    /// emitted as [`Parsed::Rejected`]; an unreadable body is an error.
-    fn parse_page(
-        &self,
-        query: &Query,
-        body: &[u8],
-        out: &mut dyn FnMut(Parsed),
-    ) -> Result<PageInfo>;
+    /// Where the records sit in a response body.
+    fn items_at(&self) -> ItemsAt;
+    /// Judges a 2xx response's envelope once its records are read; returns
+    /// the platform's total count for the query where it gives one.
+    fn read_envelope(&self, envelope: &Envelope) -> Result<Option<u64>, Verdict>;
+    /// Maps one record element to records. Items outside the query's window
+    /// are skipped (nothing emitted); unreadable ones emitted as
+    /// [`Parsed::Rejected`]. `want_raw` asks for the platform JSON.
+    fn parse_item(&self, query: &Query, item: &[u8], want_raw: bool, out: &mut dyn FnMut(Parsed));
     /// Whether message rows need the window's conversations to fill their
     /// customer and agent fields (the platform's message rows lack them).
     fn messages_need_conversations(&self) -> bool {
         false
     }
-    /// One cheap authenticated request for `chatdump check`.
-    fn check_url(&self) -> Url;
+    /// Whether a response delivers each conversation's messages together and
+    /// in order, so `seq` can be assigned as they arrive, with nothing held.
+    /// Otherwise the pipeline holds a window's messages and sorts them.
+    fn messages_in_order(&self) -> bool {
+        false
+    }
+    /// The query and URL of one cheap authenticated request for `check`.
+    fn check(&self) -> (Query, Url);
 }
 
-/// Receives what the driver produces, window by window.
+/// Receives what the driver produces.
 pub trait Sink {
     /// A record or rejection. Returns whether it was new (not a duplicate).
     fn accept(&mut self, item: Parsed, context: &ConversationContext) -> Result<bool>;
+    /// A new response starts: counters local to one response restart.
+    fn begin_response(&mut self);
     /// Every query of `window` is done.
     fn end_window(&mut self, window: &Window) -> Result<()>;
 }
@@ -118,7 +141,7 @@ pub struct ConversationContext {
     pub by_id: HashMap<String, Conversation>,
 }
 
-/// Counters the driver keeps for the summary and `--dry-run`.
+/// Counters the driver keeps for the summary.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DriveStats {
     pub windows: usize,
@@ -134,37 +157,27 @@ pub async fn drive<S: ChatSource>(
     http: &Http,
     window: Window,
     stream: RecordKind,
+    want_raw: bool,
     sink: &mut dyn Sink,
 ) -> Result<DriveStats> {
     let mut stats = DriveStats::default();
     let slices = window.split(source.window_step(stream));
     let total = slices.len();
     for (n, slice) in slices.into_iter().enumerate() {
-        log::verbose(&format!(
-            "window {}/{total}: {} .. {}",
-            n + 1,
-            slice.from.format("%Y-%m-%dT%H:%M:%SZ"),
-            slice.to.format("%Y-%m-%dT%H:%M:%SZ")
-        ));
+        log::verbose(&format!("window {}/{total}: {}", n + 1, show(&slice)));
         let mut context = ConversationContext::default();
         if stream == RecordKind::Messages && source.messages_need_conversations() {
+            let mut collect = CollectContext(&mut context);
             for query in source.queries(slice, RecordKind::Conversations) {
-                let mut collect = |item: Parsed| {
-                    if let Parsed::Record(Record::Conversation(c)) = item {
-                        context
-                            .by_id
-                            .insert(c.record.conversation_id.clone(), c.record);
-                    }
-                    // Rejected conversations surface in a conversations
-                    // export; here they only miss as context.
-                    Ok(true)
-                };
-                stats.requests += fetch_query(source, http, &query, &mut collect).await?;
+                stats.requests += fetch_query(source, http, &query, false, &mut collect).await?;
             }
         }
+        let mut feed = Feed {
+            sink: &mut *sink,
+            context: &context,
+        };
         for query in source.queries(slice, stream) {
-            let mut feed = |item: Parsed| sink.accept(item, &context);
-            stats.requests += fetch_query(source, http, &query, &mut feed).await?;
+            stats.requests += fetch_query(source, http, &query, want_raw, &mut feed).await?;
         }
         sink.end_window(&slice)?;
         stats.windows += 1;
@@ -172,56 +185,123 @@ pub async fn drive<S: ChatSource>(
     Ok(stats)
 }
 
-/// Walks every page of one query. Returns the number of requests made.
+/// Sends the check request and reads the response like any page.
+pub async fn check<S: ChatSource>(source: &S, http: &Http) -> Result<Url> {
+    let (query, url) = source.check();
+    fetch_collect(source, http, &query, &url, false).await?;
+    Ok(url)
+}
+
+fn show(w: &Window) -> String {
+    format!(
+        "{} .. {}",
+        w.from.format("%Y-%m-%dT%H:%M:%SZ"),
+        w.to.format("%Y-%m-%dT%H:%M:%SZ")
+    )
+}
+
+/// Where the records of one query go.
+trait Accept {
+    fn accept(&mut self, item: Parsed) -> Result<bool>;
+    fn begin_response(&mut self) {}
+}
+
+struct Feed<'a> {
+    sink: &'a mut dyn Sink,
+    context: &'a ConversationContext,
+}
+
+impl Accept for Feed<'_> {
+    fn accept(&mut self, item: Parsed) -> Result<bool> {
+        self.sink.accept(item, self.context)
+    }
+
+    fn begin_response(&mut self) {
+        self.sink.begin_response();
+    }
+}
+
+/// Gathers conversations as context for message rows. Rejected ones surface
+/// in a conversations export; here they are only missing context.
+struct CollectContext<'a>(&'a mut ConversationContext);
+
+impl Accept for CollectContext<'_> {
+    fn accept(&mut self, item: Parsed) -> Result<bool> {
+        if let Parsed::Record(Record::Conversation(c)) = item {
+            self.0
+                .by_id
+                .insert(c.record.conversation_id.clone(), c.record);
+        }
+        Ok(true)
+    }
+}
+
+/// Walks every page (or bisected window) of one query. Returns the number
+/// of requests made.
 async fn fetch_query<S: ChatSource>(
     source: &S,
     http: &Http,
     query: &Query,
-    accept: &mut dyn FnMut(Parsed) -> Result<bool>,
+    want_raw: bool,
+    accept: &mut dyn Accept,
 ) -> Result<usize> {
-    let Paging::Numbered {
-        page_size,
-        concurrency,
-    } = source.paging();
-    let page_size = page_size as usize;
+    match source.paging() {
+        Paging::Numbered {
+            page_size,
+            concurrency,
+        } => {
+            fetch_numbered(
+                source,
+                http,
+                query,
+                want_raw,
+                page_size as usize,
+                concurrency,
+                accept,
+            )
+            .await
+        }
+        Paging::Capped { record_cap, floor } => {
+            fetch_capped(source, http, query, want_raw, record_cap, floor, accept).await
+        }
+    }
+}
+
+/// Numbered pages: page 1 tells the total; the announced pages are fetched
+/// concurrently and consumed in order; paging goes on while pages come back
+/// full (the total can grow meanwhile) and stops at a short or empty page.
+async fn fetch_numbered<S: ChatSource>(
+    source: &S,
+    http: &Http,
+    query: &Query,
+    want_raw: bool,
+    page_size: usize,
+    concurrency: usize,
+    accept: &mut dyn Accept,
+) -> Result<usize> {
     let fetch = |page: u32| {
         let url = source.page_url(query, page);
         async move {
-            let response = http
-                .get(&url, |status, body| source.verdict(status, body))
-                .await?;
-            Ok::<_, Error>((page, url, response.body))
+            let (items, info) = fetch_collect(source, http, query, &url, want_raw).await?;
+            Ok::<_, Error>((page, url, items, info))
         }
     };
-    // Parses one page into the sink; returns (items on page, new records).
-    let mut consume = |url: &Url, body: &[u8]| -> Result<(PageInfo, usize)> {
+    // Feeds one page to `accept`; returns how many records were new.
+    let mut consume = |items: Vec<Parsed>| -> Result<usize> {
+        accept.begin_response();
         let mut new = 0;
-        let mut failure = None;
-        let info = source
-            .parse_page(query, body, &mut |item| {
-                if failure.is_some() {
-                    return;
-                }
-                match accept(item) {
-                    Ok(true) => new += 1,
-                    Ok(false) => {}
-                    Err(e) => failure = Some(e),
-                }
-            })
-            .map_err(|e| e.context(format!("GET {}", crate::http::display_url(url))))?;
-        match failure {
-            Some(e) => Err(e),
-            None => Ok((info, new)),
+        for item in items {
+            new += usize::from(accept.accept(item)?);
         }
+        Ok(new)
     };
 
-    let (_, url, body) = fetch(1).await?;
+    let (_, _, items, first) = fetch(1).await?;
+    consume(items)?;
     let mut requests = 1;
-    let (first, _) = consume(&url, &body)?;
     if first.items == 0 || first.items < page_size {
         return Ok(requests);
     }
-    // Pages the platform announced; fetched concurrently, consumed in order.
     let announced = first.total.map_or(1, |t| {
         t.div_ceil(page_size as u64)
             .min(u64::from(MAX_PAGES_PER_QUERY)) as u32
@@ -233,9 +313,9 @@ async fn fetch_query<S: ChatSource>(
             .map(fetch)
             .buffered(concurrency.max(1));
         while let Some(result) = pages.next().await {
-            let (page, url, body) = result?;
+            let (page, _, items, info) = result?;
             requests += 1;
-            let (info, _) = consume(&url, &body)?;
+            consume(items)?;
             next_page = page + 1;
             if info.items < page_size {
                 // The set shrank while paging: nothing lies beyond.
@@ -244,21 +324,18 @@ async fn fetch_query<S: ChatSource>(
             }
         }
     }
-    // The total can grow while paging: keep going while pages come back full,
-    // but a full page with nothing new means the platform is repeating itself.
     while last_full {
         if next_page > MAX_PAGES_PER_QUERY {
             return Err(Error::unavailable(format!(
                 "query never ended after {MAX_PAGES_PER_QUERY} pages"
             )));
         }
-        let (page, url, body) = fetch(next_page).await?;
+        let (page, url, items, info) = fetch(next_page).await?;
         requests += 1;
-        let (info, new) = consume(&url, &body)?;
-        if info.items > 0 && new == 0 {
+        if consume(items)? == 0 && info.items > 0 {
             log::warn(&format!(
-                "GET {}: page {page} repeated records already seen; stopping this query",
-                crate::http::display_url(&url)
+                "GET {}: page {page} only repeated records already seen; stopping this query",
+                display_url(&url)
             ));
             break;
         }
@@ -266,4 +343,197 @@ async fn fetch_query<S: ChatSource>(
         next_page += 1;
     }
     Ok(requests)
+}
+
+/// Fetches one whole response and parses it into a list (pages are small;
+/// holding one lets pages be fetched concurrently and consumed in order).
+async fn fetch_collect<S: ChatSource>(
+    source: &S,
+    http: &Http,
+    query: &Query,
+    url: &Url,
+    want_raw: bool,
+) -> Result<(Vec<Parsed>, PageInfo)> {
+    http.fetch(url, async |response: reqwest::Response| {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Failure::Retry(transport(e), None))?;
+        if !(200..300).contains(&status) {
+            return match source.verdict(status, &body) {
+                Verdict::Ok | Verdict::Empty => Ok((Vec::new(), PageInfo::default())),
+                other => Err(Failure::from_verdict(other, &headers)),
+            };
+        }
+        let mut items = Vec::new();
+        let mut scanner = Scanner::new(source.items_at());
+        let mut on_item =
+            |bytes: &[u8]| source.parse_item(query, bytes, want_raw, &mut |p| items.push(p));
+        scanner
+            .feed(&body, &mut on_item)
+            .and_then(|_| scanner.finish(&mut on_item))
+            .map_err(|e| Failure::Fail(unreadable(source, e)))?;
+        let total = source
+            .read_envelope(&scanner.envelope)
+            .map_err(|v| Failure::from_verdict(v, &headers))?;
+        Ok((
+            items,
+            PageInfo {
+                items: scanner.items,
+                total,
+            },
+        ))
+    })
+    .await
+}
+
+/// One streamed response per window; a window whose response reaches the
+/// record cap is split in two and both halves fetched, down to the floor.
+/// Records of a truncated response are already written; the halves deliver
+/// them again and de-duplication drops them.
+async fn fetch_capped<S: ChatSource>(
+    source: &S,
+    http: &Http,
+    query: &Query,
+    want_raw: bool,
+    record_cap: u64,
+    floor: Duration,
+    accept: &mut dyn Accept,
+) -> Result<usize> {
+    let mut requests = 0;
+    // Depth-first, left half first, so output stays in time order.
+    let mut todo = vec![query.window];
+    while let Some(window) = todo.pop() {
+        let part = Query {
+            window,
+            ..query.clone()
+        };
+        let url = source.page_url(&part, 1);
+        let units = fetch_streamed(source, http, &part, &url, want_raw, accept).await?;
+        requests += 1;
+        if units < record_cap {
+            continue;
+        }
+        let length = window.to - window.from;
+        if length <= floor {
+            return Err(Error::data(format!(
+                "window {} holds at least {record_cap} records, the most one response can carry, and cannot be split below {}",
+                show(&window),
+                crate::window::humanize(floor)
+            ))
+            .with_hint("records past the cap may be missing from the platform's answer; raise `record_cap` only if the platform's limit is higher"));
+        }
+        let middle = window.from + Duration::seconds((length.num_seconds() / 2).max(1));
+        let middle = middle
+            .min(window.to - floor)
+            .max(window.from + floor.min(length / 2));
+        log::verbose(&format!(
+            "{units} records in {} reach the cap of {record_cap}: splitting at {}",
+            show(&window),
+            middle.format("%Y-%m-%dT%H:%M:%SZ")
+        ));
+        todo.push(Window::new(middle, window.to));
+        todo.push(Window::new(window.from, middle));
+    }
+    Ok(requests)
+}
+
+/// Streams one response into `accept`, element by element. Returns the
+/// response's size in records (elements, or messages if more).
+async fn fetch_streamed<S: ChatSource>(
+    source: &S,
+    http: &Http,
+    query: &Query,
+    url: &Url,
+    want_raw: bool,
+    accept: &mut dyn Accept,
+) -> Result<u64> {
+    http.fetch(url, async |mut response: reqwest::Response| {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        if !(200..300).contains(&status) {
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| Failure::Retry(transport(e), None))?;
+            return match source.verdict(status, &body) {
+                Verdict::Ok | Verdict::Empty => Ok(0),
+                other => Err(Failure::from_verdict(other, &headers)),
+            };
+        }
+        accept.begin_response();
+        let mut scanner = Scanner::new(source.items_at());
+        let mut messages: u64 = 0;
+        // Set when the sink fails (a full disk, a closed pipe): stop reading.
+        let failed: RefCell<Option<Error>> = RefCell::new(None);
+        let mut on_item = |bytes: &[u8]| {
+            source.parse_item(query, bytes, want_raw, &mut |parsed| {
+                messages += match &parsed {
+                    Parsed::Record(Record::Message(_)) => 1,
+                    Parsed::Record(Record::Conversation(c)) => {
+                        c.record.message_count.unwrap_or(0).max(0) as u64
+                    }
+                    Parsed::Rejected(_) => 0,
+                };
+                if failed.borrow().is_none() {
+                    if let Err(e) = accept.accept(parsed) {
+                        *failed.borrow_mut() = Some(e);
+                    }
+                }
+            })
+        };
+        let mut outcome = Ok(());
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    outcome = Err(Failure::Retry(transport(e), None));
+                    break;
+                }
+            };
+            if let Err(e) = scanner.feed(&chunk, &mut on_item) {
+                outcome = Err(Failure::Fail(unreadable(source, e)));
+                break;
+            }
+            if failed.borrow().is_some() {
+                break;
+            }
+        }
+        if outcome.is_ok() && failed.borrow().is_none() {
+            if let Err(e) = scanner.finish(&mut on_item) {
+                outcome = Err(Failure::Fail(unreadable(source, e)));
+            }
+        }
+        drop(on_item);
+        // A failed write outranks whatever the response did.
+        if let Some(e) = failed.into_inner() {
+            return Err(Failure::Fail(e));
+        }
+        outcome?;
+        source
+            .read_envelope(&scanner.envelope)
+            .map_err(|v| Failure::from_verdict(v, &headers))?;
+        Ok(messages.max(scanner.items as u64))
+    })
+    .await
+}
+
+fn unreadable<S: ChatSource>(source: &S, what: String) -> Error {
+    Error::data(format!(
+        "{} sent a response that cannot be read: {what}",
+        source.kind().as_str()
+    ))
+    .with_hint(
+        "nothing was written at the output path; if this persists, report it with the -vvv trace",
+    )
+}
+
+fn transport(e: reqwest::Error) -> String {
+    format!(
+        "connection broke while reading the response: {}",
+        e.without_url()
+    )
 }
