@@ -16,6 +16,7 @@ use crate::log;
 use crate::model::RecordKind;
 use crate::output::Format;
 use crate::source::caresoft::Caresoft;
+use crate::source::wolkvox;
 use crate::source::ChatSource;
 
 /// Runs the command; the error carries the exit code.
@@ -138,6 +139,10 @@ fn sources(config: &Config) -> Result<()> {
 fn describe(table: &SourceTable<'_>) -> (String, bool) {
     match table.kind {
         SourceKind::Caresoft => (Caresoft::endpoint(table), table.secret_present("token")),
+        SourceKind::Wolkvox => (
+            wolkvox::Client::endpoint(table),
+            table.secret_present("token"),
+        ),
         _ => (
             table
                 .string("base_url")
@@ -165,13 +170,7 @@ async fn check(config: &Config, names: &[String]) -> Result<()> {
     let mut first_error = None;
     for name in &names {
         let result = match config.source(name) {
-            Ok(table) => {
-                export::with_source(
-                    &table,
-                    |source| async move { check_one(&source, name).await },
-                )
-                .await
-            }
+            Ok(table) => crate::with_source!(&table, source => check_one(&source, name).await),
             Err(e) => Err(e),
         };
         match result {

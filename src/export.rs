@@ -8,7 +8,6 @@
 //! can repeat a record (shifting pages, an inclusive upper bound) while
 //! keeping memory bounded by two windows.
 
-use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,14 +15,14 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 
-use crate::config::{Config, SourceKind, SourceTable};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::Http;
 use crate::log;
-use crate::model::{Item, Message, Record, RecordKind, Rejected, Sender};
+use crate::model::{RecordKind, Rejected};
 use crate::output::{Format, Output, Render};
-use crate::source::caresoft::Caresoft;
-use crate::source::{drive, ChatSource, ConversationContext, Parsed, Sink};
+use crate::pipeline::Pipeline;
+use crate::source::{drive, ChatSource};
 use crate::window::{parse_duration, parse_time, Window};
 
 /// What the user asked for, validated: everything `export` and `demo` need
@@ -116,28 +115,7 @@ pub async fn export(
 ) -> Result<Stats> {
     options.validate()?;
     let table = config.source(name)?;
-    with_source(&table, |source| async move {
-        export_one(&source, name, window, options, dry_run).await
-    })
-    .await
-}
-
-/// Builds the provider a configured kind names and hands it to `f`. This is
-/// the one `match` on the kind; everything after it is generic.
-pub async fn with_source<T, F, Fut>(table: &SourceTable<'_>, f: F) -> Result<T>
-where
-    F: FnOnce(Caresoft) -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    match table.kind {
-        SourceKind::Caresoft => f(Caresoft::from_config(table)?).await,
-        other => Err(Error::config(format!(
-            "source {:?}: kind {:?} is not available in this build yet",
-            table.name,
-            other.as_str()
-        ))
-        .with_hint("this version exports caresoft sources")),
-    }
+    crate::with_source!(&table, source => export_one(&source, name, window, options, dry_run).await)
 }
 
 async fn export_one<S: ChatSource>(
@@ -224,8 +202,20 @@ pub async fn run<S: ChatSource>(
         connection.settings,
         connection.max_in_flight,
     )?;
-    let mut pipeline = Pipeline::new(records, source.messages_in_order(), output, rejects);
-    let driven = drive(source, &http, window, records, want_raw, &mut pipeline).await?;
+    let aggregate = records == RecordKind::Conversations && source.conversations_from_messages();
+    let fetch = if aggregate {
+        RecordKind::Messages
+    } else {
+        records
+    };
+    let mut pipeline = Pipeline::new(
+        records,
+        source.messages_in_order(),
+        aggregate,
+        output,
+        rejects,
+    );
+    let driven = drive(source, &http, window, fetch, want_raw, &mut pipeline).await?;
     let mut stats = pipeline.finish()?;
     stats.windows = driven.windows;
     stats.requests = driven.requests;
@@ -321,7 +311,7 @@ impl RejectLog {
         }
     }
 
-    fn save(&mut self, rejected: &Rejected) -> Result<()> {
+    pub fn save(&mut self, rejected: &Rejected) -> Result<()> {
         if self.file.is_none() {
             let f = std::fs::File::create(&self.path)
                 .map_err(|e| Error::output(format!("cannot create {}", self.path.display()), e))?;
@@ -340,7 +330,7 @@ impl RejectLog {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<u64> {
+    pub fn finish(mut self) -> Result<u64> {
         if let Some(mut f) = self.file.take() {
             f.flush()
                 .and_then(|_| f.get_ref().sync_all())
@@ -353,200 +343,6 @@ impl RejectLog {
             ));
         }
         Ok(self.count)
-    }
-}
-
-/// Two generations of keys: the current window's and the previous one's.
-#[derive(Default)]
-struct Seen {
-    current: HashSet<String>,
-    previous: HashSet<String>,
-}
-
-impl Seen {
-    /// True when `key` is new; records it.
-    fn insert(&mut self, key: &str) -> bool {
-        if self.previous.contains(key) || self.current.contains(key) {
-            return false;
-        }
-        self.current.insert(key.to_string());
-        true
-    }
-
-    fn rotate(&mut self) {
-        self.previous = std::mem::take(&mut self.current);
-    }
-}
-
-/// The [`Sink`] that turns driver output into written records.
-struct Pipeline<'a> {
-    records: RecordKind,
-    /// Messages arrive grouped and ordered: no holding back.
-    messages_in_order: bool,
-    output: &'a mut Output,
-    rejects: RejectLog,
-    seen: Seen,
-    /// Messages of the current window, written when it completes.
-    pending: Vec<Item<Message>>,
-    /// Next `seq` per conversation, for conversations spanning windows.
-    next_seq: HashMap<String, u32>,
-    /// Identical messages seen so far in this response, by digest, so two
-    /// identical messages in one second get two ids, and the same two get
-    /// the same ids when a later response repeats them.
-    occurrences: HashMap<String, u32>,
-    stats: Stats,
-}
-
-impl<'a> Pipeline<'a> {
-    fn new(
-        records: RecordKind,
-        messages_in_order: bool,
-        output: &'a mut Output,
-        rejects: RejectLog,
-    ) -> Self {
-        Pipeline {
-            records,
-            messages_in_order,
-            output,
-            rejects,
-            seen: Seen::default(),
-            pending: Vec::new(),
-            next_seq: HashMap::new(),
-            occurrences: HashMap::new(),
-            stats: Stats::default(),
-        }
-    }
-
-    fn write_message(&mut self, mut m: Item<Message>) -> Result<()> {
-        let seq = self
-            .next_seq
-            .entry(m.record.conversation_id.clone())
-            .or_insert(0);
-        m.record.seq = *seq;
-        *seq += 1;
-        self.write(&Record::Message(m))
-    }
-
-    fn write(&mut self, record: &Record) -> Result<()> {
-        self.output.write(record)?;
-        self.stats.records += 1;
-        Ok(())
-    }
-
-    fn finish(self) -> Result<Stats> {
-        debug_assert!(self.pending.is_empty(), "end_window flushes messages");
-        let mut stats = self.stats;
-        stats.rejected = self.rejects.finish()?;
-        Ok(stats)
-    }
-}
-
-impl Sink for Pipeline<'_> {
-    fn accept(&mut self, item: Parsed, context: &ConversationContext) -> Result<bool> {
-        match item {
-            Parsed::Rejected(r) => {
-                if !self.seen.insert(&format!("rejected:{}", r.raw)) {
-                    return Ok(false);
-                }
-                self.rejects.save(&r)?;
-                Ok(true)
-            }
-            Parsed::Record(record) if record.kind() != self.records => Ok(false),
-            Parsed::Record(Record::Conversation(c)) => {
-                if !self.seen.insert(&c.record.conversation_id) {
-                    self.stats.duplicates += 1;
-                    return Ok(false);
-                }
-                self.write(&Record::Conversation(c))?;
-                Ok(true)
-            }
-            Parsed::Record(Record::Message(mut m)) => {
-                if m.record.message_id.is_none() {
-                    let base = m.record.digest_id(0);
-                    let n = self.occurrences.entry(base.clone()).or_insert(0);
-                    m.record.message_id = Some(if *n == 0 {
-                        base
-                    } else {
-                        m.record.digest_id(*n)
-                    });
-                    *n += 1;
-                }
-                let id = m.record.message_id.as_deref().unwrap_or_default();
-                if !self
-                    .seen
-                    .insert(&format!("{}\u{1f}{id}", m.record.conversation_id))
-                {
-                    self.stats.duplicates += 1;
-                    return Ok(false);
-                }
-                if let Some(c) = context.by_id.get(&m.record.conversation_id) {
-                    enrich(&mut m.record, c);
-                }
-                if self.messages_in_order {
-                    self.write_message(m)?;
-                } else {
-                    self.pending.push(m);
-                }
-                Ok(true)
-            }
-        }
-    }
-
-    fn begin_response(&mut self) {
-        self.occurrences.clear();
-    }
-
-    fn end_window(&mut self, _window: &Window) -> Result<()> {
-        let mut pending = std::mem::take(&mut self.pending);
-        // Stable: rows without an order key keep the platform's order.
-        pending.sort_by(|a, b| {
-            (
-                &a.record.conversation_id,
-                a.record.order_key,
-                a.record.sent_at,
-            )
-                .cmp(&(
-                    &b.record.conversation_id,
-                    b.record.order_key,
-                    b.record.sent_at,
-                ))
-        });
-        for m in pending {
-            self.write_message(m)?;
-        }
-        self.seen.rotate();
-        // `seq` continues across windows for conversations that span them;
-        // the map is bounded like the de-duplication memory.
-        if self.next_seq.len() > 200_000 {
-            self.next_seq.clear();
-        }
-        Ok(())
-    }
-}
-
-/// Fills a message's missing context from its conversation.
-fn enrich(m: &mut Message, c: &crate::model::Conversation) {
-    fn fill(slot: &mut Option<String>, from: &Option<String>) {
-        if slot.is_none() {
-            slot.clone_from(from);
-        }
-    }
-    fill(&mut m.agent_name, &c.agent_name);
-    fill(&mut m.agent_id, &c.agent_id);
-    fill(&mut m.customer_id, &c.customer_id);
-    fill(&mut m.customer_name, &c.customer_name);
-    fill(&mut m.customer_phone, &c.customer_phone);
-    fill(&mut m.channel, &c.channel);
-    match m.sender {
-        Sender::Customer => {
-            fill(&mut m.sender_name, &c.customer_name);
-            fill(&mut m.recipient_name, &c.agent_name);
-        }
-        Sender::Agent => {
-            fill(&mut m.sender_name, &c.agent_name);
-            fill(&mut m.recipient_name, &c.customer_name);
-        }
-        _ => {}
     }
 }
 
@@ -612,17 +408,5 @@ mod tests {
             ),
             PathBuf::from("/d/hanoi/20240301T000000Z-20240302T000000Z.messages.csv")
         );
-    }
-
-    #[test]
-    fn seen_covers_two_windows() {
-        let mut seen = Seen::default();
-        assert!(seen.insert("a"));
-        assert!(!seen.insert("a"));
-        seen.rotate();
-        assert!(!seen.insert("a"), "previous window remembered");
-        seen.rotate();
-        seen.rotate();
-        assert!(seen.insert("a"), "forgotten after two windows");
     }
 }

@@ -26,6 +26,11 @@ use crate::log;
 #[derive(Debug, Clone)]
 pub enum Auth {
     Bearer(Secret),
+    /// A platform-specific header carrying the token (Wolkvox).
+    Header {
+        name: &'static str,
+        value: Secret,
+    },
 }
 
 /// A provider's reading of one HTTP response.
@@ -229,6 +234,7 @@ impl Http {
         let request = self.client.get(url.clone());
         let request = match &self.auth {
             Auth::Bearer(token) => request.bearer_auth(token.expose()),
+            Auth::Header { name, value } => request.header(*name, value.expose()),
         };
         request.send().await.map_err(describe_transport_error)
     }

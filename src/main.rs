@@ -13,6 +13,7 @@ mod jsonstream;
 mod log;
 mod model;
 mod output;
+mod pipeline;
 mod source;
 mod window;
 

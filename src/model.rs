@@ -80,6 +80,7 @@ pub const MESSAGE_COLUMNS: &[&str] = &[
 pub enum Sender {
     Agent,
     Customer,
+    Bot,
     System,
     #[default]
     Unknown,
@@ -90,6 +91,7 @@ impl Sender {
         match self {
             Sender::Agent => "agent",
             Sender::Customer => "customer",
+            Sender::Bot => "bot",
             Sender::System => "system",
             Sender::Unknown => "unknown",
         }
@@ -185,15 +187,6 @@ pub struct Item<T> {
 pub enum Record {
     Conversation(Item<Conversation>),
     Message(Item<Message>),
-}
-
-impl Record {
-    pub fn kind(&self) -> RecordKind {
-        match self {
-            Record::Conversation(_) => RecordKind::Conversations,
-            Record::Message(_) => RecordKind::Messages,
-        }
-    }
 }
 
 /// A record the platform sent that could not be read, kept with its reason so

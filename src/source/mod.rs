@@ -11,6 +11,33 @@
 //! async work. That keeps providers trivially testable on fixture bytes.
 
 pub mod caresoft;
+pub mod wolkvox;
+
+/// Builds the provider a configured source's kind names and evaluates
+/// `$body` with it bound to `$source`. This is the one `match` on the kind;
+/// everything it calls is generic over [`ChatSource`].
+#[macro_export]
+macro_rules! with_source {
+    ($table:expr, $source:ident => $body:expr) => {{
+        let table: &$crate::config::SourceTable<'_> = $table;
+        match table.kind {
+            $crate::config::SourceKind::Caresoft => {
+                let $source = $crate::source::caresoft::Caresoft::from_config(table)?;
+                $body
+            }
+            $crate::config::SourceKind::Wolkvox => {
+                let $source = $crate::source::wolkvox::reports::Reports::from_config(table)?;
+                $body
+            }
+            other => Err($crate::error::Error::config(format!(
+                "source {:?}: kind {:?} is not available in this build yet",
+                table.name,
+                other.as_str()
+            ))
+            .with_hint("this version exports caresoft and wolkvox sources")),
+        }
+    }};
+}
 
 use chrono::Duration;
 use chrono_tz::Tz;
@@ -113,6 +140,12 @@ pub trait ChatSource {
     /// Whether message rows need the window's conversations to fill their
     /// customer and agent fields (the platform's message rows lack them).
     fn messages_need_conversations(&self) -> bool {
+        false
+    }
+    /// Whether conversation rows are built from the messages (the platform
+    /// has no conversation listing): the driver fetches messages and the
+    /// pipeline aggregates them.
+    fn conversations_from_messages(&self) -> bool {
         false
     }
     /// Whether a response delivers each conversation's messages together and

@@ -1,0 +1,398 @@
+//! What happens to records between the driver and the writer:
+//! de-duplication, message ids and `seq`, enrichment from conversation
+//! context, building conversation rows from messages, and rejects.
+//!
+//! Memory is bounded by windows, never by the export: de-duplication keeps
+//! 128-bit digests of the keys of the current and the previous window (every
+//! place a platform can repeat a record: shifting pages, inclusive bounds,
+//! retried or bisected responses); messages are held back only when the
+//! platform does not deliver them in order; conversations built from
+//! messages are held until a window passes without them.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use crate::error::Result;
+use crate::export::{RejectLog, Stats};
+use crate::model::{Conversation, Item, Message, Record, RecordKind, Sender};
+use crate::output::Output;
+use crate::source::{ConversationContext, Parsed, Sink};
+use crate::window::Window;
+
+/// Keys of the current and the previous window, as 128-bit digests.
+#[derive(Default)]
+struct Seen {
+    current: HashSet<u128>,
+    previous: HashSet<u128>,
+}
+
+impl Seen {
+    /// True when `key` is new; remembers it.
+    fn insert(&mut self, parts: &[&str]) -> bool {
+        let key = digest128(parts);
+        if self.previous.contains(&key) {
+            return false;
+        }
+        self.current.insert(key)
+    }
+
+    fn rotate(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
+}
+
+/// Two independent SipHash runs: collisions are out of reach (2^-128 per
+/// pair), and the keys cost 16 bytes each instead of a string.
+fn digest128(parts: &[&str]) -> u128 {
+    let run = |seed: u8| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        seed.hash(&mut h);
+        parts.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(run(1)) << 64) | u128::from(run(2))
+}
+
+/// Conversation rows built from messages, for platforms without a
+/// conversation listing. A row is written once a window passes in which
+/// none of its messages arrived, so a chat spanning two windows is one row.
+#[derive(Default)]
+struct Aggregator {
+    rows: Vec<Option<(Conversation, usize)>>,
+    index: HashMap<String, usize>,
+    window: usize,
+}
+
+impl Aggregator {
+    fn add(&mut self, m: &Message) {
+        let slot = *self
+            .index
+            .entry(m.conversation_id.clone())
+            .or_insert_with(|| {
+                self.rows.push(Some((
+                    Conversation {
+                        conversation_id: m.conversation_id.clone(),
+                        message_count: Some(0),
+                        ..Default::default()
+                    },
+                    0,
+                )));
+                self.rows.len() - 1
+            });
+        let (c, touched) = self.rows[slot].as_mut().expect("indexed rows are present");
+        *touched = self.window;
+        fn fill(slot: &mut Option<String>, from: &Option<String>) {
+            if slot.is_none() {
+                slot.clone_from(from);
+            }
+        }
+        fill(&mut c.channel, &m.channel);
+        fill(&mut c.agent_id, &m.agent_id);
+        fill(&mut c.agent_name, &m.agent_name);
+        fill(&mut c.customer_id, &m.customer_id);
+        fill(&mut c.customer_name, &m.customer_name);
+        fill(&mut c.customer_phone, &m.customer_phone);
+        if m.sentiment.is_some() {
+            c.sentiment.clone_from(&m.sentiment);
+        }
+        if let Some(t) = m.sent_at {
+            c.started_at = Some(c.started_at.map_or(t, |s| s.min(t)));
+            c.ended_at = Some(c.ended_at.map_or(t, |e| e.max(t)));
+            c.duration_s = c
+                .started_at
+                .zip(c.ended_at)
+                .map(|(s, e)| (e - s).num_seconds());
+        }
+        c.message_count = Some(c.message_count.unwrap_or(0) + 1);
+    }
+
+    /// Rows not touched in the window that just ended (all rows if `all`),
+    /// in the order they were first seen.
+    fn take_finished(&mut self, all: bool) -> Vec<Conversation> {
+        let mut done = Vec::new();
+        let mut kept = Vec::new();
+        for row in self.rows.drain(..).flatten() {
+            if all || row.1 < self.window {
+                done.push(row.0);
+            } else {
+                kept.push(Some(row));
+            }
+        }
+        self.index = kept
+            .iter()
+            .enumerate()
+            .map(|(n, r)| {
+                (
+                    r.as_ref()
+                        .expect("kept rows are present")
+                        .0
+                        .conversation_id
+                        .clone(),
+                    n,
+                )
+            })
+            .collect();
+        self.rows = kept;
+        self.window += 1;
+        done
+    }
+}
+
+/// The [`Sink`] that turns driver output into written records.
+pub struct Pipeline<'a> {
+    records: RecordKind,
+    /// Messages arrive grouped and ordered: no holding back.
+    messages_in_order: bool,
+    output: &'a mut Output,
+    rejects: RejectLog,
+    seen: Seen,
+    /// Messages of the current window, when they must be sorted first.
+    pending: Vec<Item<Message>>,
+    /// Next `seq` per conversation, continuing across windows.
+    next_seq: HashMap<String, u32>,
+    /// Identical messages met so far, by digest, so two identical messages
+    /// in one second get two ids, and a repeat of both gets the same two.
+    /// Scoped to one response, or one conversation for in-order sources.
+    occurrences: HashMap<u128, u32>,
+    occurrence_scope: String,
+    aggregate: Option<Aggregator>,
+    stats: Stats,
+}
+
+impl<'a> Pipeline<'a> {
+    /// `aggregate`: the driver delivers messages and `records` asks for
+    /// conversations built from them.
+    pub fn new(
+        records: RecordKind,
+        messages_in_order: bool,
+        aggregate: bool,
+        output: &'a mut Output,
+        rejects: RejectLog,
+    ) -> Self {
+        Pipeline {
+            records,
+            messages_in_order,
+            output,
+            rejects,
+            seen: Seen::default(),
+            pending: Vec::new(),
+            next_seq: HashMap::new(),
+            occurrences: HashMap::new(),
+            occurrence_scope: String::new(),
+            aggregate: (aggregate && records == RecordKind::Conversations)
+                .then(Aggregator::default),
+            stats: Stats::default(),
+        }
+    }
+
+    fn write(&mut self, record: &Record) -> Result<()> {
+        self.output.write(record)?;
+        self.stats.records += 1;
+        Ok(())
+    }
+
+    fn write_message(&mut self, mut m: Item<Message>) -> Result<()> {
+        let seq = self
+            .next_seq
+            .entry(m.record.conversation_id.clone())
+            .or_insert(0);
+        m.record.seq = *seq;
+        *seq += 1;
+        self.write(&Record::Message(m))
+    }
+
+    fn write_conversations(&mut self, rows: Vec<Conversation>) -> Result<()> {
+        for record in rows {
+            self.write(&Record::Conversation(Item { record, raw: None }))?;
+        }
+        Ok(())
+    }
+
+    /// Gives a message without a platform id its digest id.
+    fn assign_id(&mut self, m: &mut Message) {
+        if m.message_id.is_some() {
+            return;
+        }
+        if self.messages_in_order && self.occurrence_scope != m.conversation_id {
+            self.occurrences.clear();
+            self.occurrence_scope.clone_from(&m.conversation_id);
+        }
+        let base = m.digest_id(0);
+        let n = self.occurrences.entry(digest128(&[&base])).or_insert(0);
+        m.message_id = Some(if *n == 0 { base } else { m.digest_id(*n) });
+        *n += 1;
+    }
+
+    /// Writes whatever is still held and closes the rejects file.
+    pub fn finish(mut self) -> Result<Stats> {
+        debug_assert!(self.pending.is_empty(), "end_window flushes messages");
+        if let Some(mut aggregate) = self.aggregate.take() {
+            let rows = aggregate.take_finished(true);
+            self.write_conversations(rows)?;
+        }
+        let mut stats = self.stats;
+        stats.rejected = self.rejects.finish()?;
+        Ok(stats)
+    }
+}
+
+impl Sink for Pipeline<'_> {
+    fn accept(&mut self, item: Parsed, context: &ConversationContext) -> Result<bool> {
+        match item {
+            Parsed::Rejected(r) => {
+                if !self.seen.insert(&["rejected", &r.raw]) {
+                    return Ok(false);
+                }
+                self.rejects.save(&r)?;
+                Ok(true)
+            }
+            Parsed::Record(Record::Conversation(c)) => {
+                if self.records != RecordKind::Conversations
+                    || !self.seen.insert(&[&c.record.conversation_id])
+                {
+                    self.stats.duplicates += 1;
+                    return Ok(false);
+                }
+                self.write(&Record::Conversation(c))?;
+                Ok(true)
+            }
+            Parsed::Record(Record::Message(mut m)) => {
+                if self.records != RecordKind::Messages && self.aggregate.is_none() {
+                    return Ok(false);
+                }
+                self.assign_id(&mut m.record);
+                let id = m.record.message_id.as_deref().unwrap_or_default();
+                if !self.seen.insert(&[&m.record.conversation_id, id]) {
+                    self.stats.duplicates += 1;
+                    return Ok(false);
+                }
+                if let Some(c) = context.by_id.get(&m.record.conversation_id) {
+                    enrich(&mut m.record, c);
+                }
+                if let Some(aggregate) = self.aggregate.as_mut() {
+                    aggregate.add(&m.record);
+                } else if self.messages_in_order {
+                    self.write_message(m)?;
+                } else {
+                    self.pending.push(m);
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    fn begin_response(&mut self) {
+        self.occurrences.clear();
+        self.occurrence_scope.clear();
+    }
+
+    fn end_window(&mut self, _window: &Window) -> Result<()> {
+        let mut pending = std::mem::take(&mut self.pending);
+        // Stable: rows without an order key keep the platform's order.
+        pending.sort_by(|a, b| {
+            let key = |m: &Item<Message>| (m.record.order_key, m.record.sent_at);
+            a.record
+                .conversation_id
+                .cmp(&b.record.conversation_id)
+                .then(key(a).cmp(&key(b)))
+        });
+        for m in pending {
+            self.write_message(m)?;
+        }
+        if let Some(mut aggregate) = self.aggregate.take() {
+            let rows = aggregate.take_finished(false);
+            self.aggregate = Some(aggregate);
+            self.write_conversations(rows)?;
+        }
+        self.seen.rotate();
+        // `seq` continues across windows for chats that span them; the map
+        // is bounded like the de-duplication memory.
+        if self.next_seq.len() > 200_000 {
+            self.next_seq.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Fills a message's missing context from its conversation.
+fn enrich(m: &mut Message, c: &Conversation) {
+    fn fill(slot: &mut Option<String>, from: &Option<String>) {
+        if slot.is_none() {
+            slot.clone_from(from);
+        }
+    }
+    fill(&mut m.agent_name, &c.agent_name);
+    fill(&mut m.agent_id, &c.agent_id);
+    fill(&mut m.customer_id, &c.customer_id);
+    fill(&mut m.customer_name, &c.customer_name);
+    fill(&mut m.customer_phone, &c.customer_phone);
+    fill(&mut m.channel, &c.channel);
+    match m.sender {
+        Sender::Customer => {
+            fill(&mut m.sender_name, &c.customer_name);
+            fill(&mut m.recipient_name, &c.agent_name);
+        }
+        Sender::Agent => {
+            fill(&mut m.sender_name, &c.agent_name);
+            fill(&mut m.recipient_name, &c.customer_name);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+
+    #[test]
+    fn seen_covers_two_windows() {
+        let mut seen = Seen::default();
+        assert!(seen.insert(&["a", "1"]));
+        assert!(!seen.insert(&["a", "1"]));
+        assert!(
+            seen.insert(&["a1", ""]),
+            "parts are not concatenated blindly"
+        );
+        seen.rotate();
+        assert!(!seen.insert(&["a", "1"]), "previous window remembered");
+        seen.rotate();
+        seen.rotate();
+        assert!(seen.insert(&["a", "1"]), "forgotten after two windows");
+    }
+
+    fn msg(conv: &str, at: &str) -> Message {
+        Message {
+            conversation_id: conv.into(),
+            sent_at: Some(
+                DateTime::parse_from_rfc3339(at)
+                    .unwrap()
+                    .with_timezone(&Utc),
+            ),
+            agent_name: Some("Ana".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn aggregates_span_windows_and_flush_when_quiet() {
+        let mut a = Aggregator::default();
+        a.add(&msg("c1", "2024-03-01T10:00:00Z"));
+        a.add(&msg("c2", "2024-03-01T11:00:00Z"));
+        assert!(
+            a.take_finished(false).is_empty(),
+            "touched in the window that just ended"
+        );
+        a.add(&msg("c1", "2024-03-02T00:00:30Z"));
+        let done = a.take_finished(false);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].conversation_id, "c2");
+        let done = a.take_finished(true);
+        assert_eq!(done.len(), 1);
+        let c = &done[0];
+        assert_eq!(c.conversation_id, "c1");
+        assert_eq!(c.message_count, Some(2));
+        assert_eq!(c.duration_s, Some(14 * 3600 + 30));
+        assert_eq!(c.agent_name.as_deref(), Some("Ana"));
+    }
+}

@@ -1,0 +1,358 @@
+//! Wolkvox: what the report (`chat_2`) and real-time (`chats`) endpoints
+//! share: the host, the `wolkvox-token` header, the envelope and its error
+//! texts, one request in flight per token, and lenient string fields.
+//!
+//! - Host `https://wv{server}.wolkvox.com/api/v2/...`, header
+//!   `wolkvox-token`. Docs: <https://www.wolkvox.com/en/apis-v2-2/2-conversations/>,
+//!   error codes: <https://wolkvox.com/en/api-response-codes>.
+//! - Envelope `{"code", "error", "msg", "data"}`; `code` is a number or a
+//!   string (200, "200", "0" mean success); `data` may be an object.
+//! - Limits: 2 simultaneous requests per token (we keep to 1), a daily token
+//!   quota (every request spends one), 60,000 records, 31 days and 256 MB per
+//!   response.
+//! - Errors: the documented texts, whether they arrive in the HTTP status or
+//!   only in the body `code`: `TOKEN LIMIT EXCEEDED` and `PLEASE VALIDATE
+//!   TOKEN` are final (77); `EXCEEDS THE LIMIT OF SIMULTANEOUS REQUESTS` waits
+//!   and retries; any other 403 is taken as maintenance and retried; a 404 is
+//!   an empty result.
+
+pub mod reports;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use chrono_tz::Tz;
+use reqwest::Url;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use crate::config::{HttpSettings, SourceTable};
+use crate::error::{Kind, Result};
+use crate::http::{default_verdict, Auth, Verdict};
+use crate::jsonstream::Envelope;
+use crate::model::Sender;
+use crate::source::Connection;
+
+/// Keys both Wolkvox kinds accept.
+pub const SHARED_KEYS: &[&str] = &["server", "token", "token_env", "timezone", "settle"];
+
+/// The naive format of `date_ini`/`date_end` and of returned `date`s.
+pub const QUERY_TIME_FORMAT: &str = "%Y%m%d%H%M%S";
+
+/// What both endpoints need to reach the platform.
+pub struct Client {
+    pub base: Url,
+    auth: Auth,
+    http: HttpSettings,
+    pub zone: Tz,
+}
+
+impl Client {
+    pub fn from_config(table: &SourceTable<'_>) -> Result<Client> {
+        let base = table.base_url(|| {
+            let server = table.required_string("server")?;
+            if !server.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(table.error(
+                    "server",
+                    "must be the operation's server code, e.g. \"0012\"",
+                ));
+            }
+            Ok(format!("https://wv{server}.wolkvox.com"))
+        })?;
+        Ok(Client {
+            base,
+            auth: Auth::Header {
+                name: "wolkvox-token",
+                value: table.secret("token")?,
+            },
+            // Every request spends a daily token: no hurry.
+            http: table.http(1.0)?,
+            zone: table.timezone(chrono_tz::America::Bogota)?,
+        })
+    }
+
+    pub fn endpoint(table: &SourceTable<'_>) -> String {
+        match (table.string("base_url"), table.string("server")) {
+            (Ok(Some(u)), _) => u,
+            (_, Ok(Some(s))) => format!("https://wv{s}.wolkvox.com"),
+            _ => "(server missing)".into(),
+        }
+    }
+
+    /// The token must never be used by two requests at once.
+    pub fn connection(&self) -> Connection {
+        Connection {
+            auth: self.auth.clone(),
+            settings: self.http.clone(),
+            max_in_flight: 1,
+        }
+    }
+
+    pub fn url(&self, script: &str, params: &[(&str, String)]) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("base URL validated as http(s)")
+            .pop_if_empty()
+            .extend(["api", "v2", script]);
+        url.query_pairs_mut().extend_pairs(params);
+        url
+    }
+}
+
+/// Reads a non-2xx response: the status and whatever text the body has.
+pub fn verdict(status: u16, body: &[u8]) -> Verdict {
+    let text = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .map(|v| {
+            let field = |k: &str| {
+                v.get(k)
+                    .and_then(|x| x.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            format!("{} {}", field("error"), field("msg"))
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned());
+    judge(status, &text).unwrap_or_else(|| default_verdict(status))
+}
+
+/// Reads a 2xx response's envelope: the body `code` can still carry an error.
+pub fn read_envelope(envelope: &Envelope) -> Result<(), Verdict> {
+    let code = envelope.text("code").unwrap_or_default();
+    let code = code.trim();
+    if code.is_empty() || code == "200" || code == "0" {
+        return Ok(());
+    }
+    let text = format!(
+        "{} {}",
+        envelope.text("error").unwrap_or_default(),
+        envelope.text("msg").unwrap_or_default()
+    );
+    let status: u16 = code.parse().unwrap_or(0);
+    match judge(status, &text) {
+        Some(Verdict::Empty) => Ok(()),
+        Some(v) => Err(v),
+        None if (200..300).contains(&status) => Ok(()),
+        None => Err(Verdict::Fail(
+            Kind::Data,
+            format!("Wolkvox answered code {code:?}: {}", text.trim()),
+            None,
+        )),
+    }
+}
+
+/// The documented error texts, by what a caller should do about them.
+fn judge(status: u16, text: &str) -> Option<Verdict> {
+    let upper = text.to_ascii_uppercase();
+    let said = text.trim();
+    if upper.contains("TOKEN LIMIT EXCEEDED") {
+        return Some(Verdict::Fail(
+            Kind::Auth,
+            format!("Wolkvox says the token's daily quota is spent ({said})"),
+            Some("the quota (licences x 1000 requests a day) resets daily; see `--dry-run` for what a run costs".into()),
+        ));
+    }
+    if upper.contains("VALIDATE TOKEN") || upper.contains("ENTER THE WOLKVOX-TOKEN") {
+        return Some(Verdict::Fail(
+            Kind::Auth,
+            format!("Wolkvox rejected the token ({said})"),
+            Some("check the token (wolkvox Manager > Integrations > Tokens) in the configured environment variable".into()),
+        ));
+    }
+    if upper.contains("SIMULTANEOUS") {
+        return Some(Verdict::Retry(format!(
+            "Wolkvox: too many simultaneous requests ({said})"
+        )));
+    }
+    if upper.contains("DOES NOT EXIST") || upper.contains("PARAMETERS ARE REQUIRED") {
+        return Some(Verdict::Fail(
+            Kind::Unavailable,
+            format!("Wolkvox refused the request ({said})"),
+            Some("check `server` (or `base_url`): this host may not serve the API".into()),
+        ));
+    }
+    match status {
+        404 => Some(Verdict::Empty),
+        401 => Some(Verdict::Fail(
+            Kind::Auth,
+            format!("HTTP 401: Wolkvox rejected the token ({said})"),
+            Some("check the token in the configured environment variable".into()),
+        )),
+        // Undocumented 403s happen during maintenance (backups).
+        403 => Some(Verdict::Retry(format!(
+            "HTTP 403, likely maintenance ({said})"
+        ))),
+        _ => None,
+    }
+}
+
+/// Who sent a message: `AGENT` / `CUSTOMER` are documented; the rest is
+/// recognised where possible and never fails.
+pub fn sender(from: Option<&str>) -> Sender {
+    let Some(from) = from else {
+        return Sender::Unknown;
+    };
+    let lower = from.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        "agent" | "agente" | "asesor" => Sender::Agent,
+        "customer" | "cliente" | "client" | "user" | "usuario" => Sender::Customer,
+        "system" | "sistema" => Sender::System,
+        s if s.contains("bot") => Sender::Bot,
+        _ => Sender::Unknown,
+    }
+}
+
+/// A string field that tolerates what Wolkvox sends instead: numbers,
+/// booleans, null. Borrowed from the response where possible.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Text<'a>(Option<Cow<'a, str>>);
+
+impl<'a> Text<'a> {
+    /// The value, unless missing or blank.
+    pub fn get(&self) -> Option<&str> {
+        self.0.as_deref().filter(|s| !s.trim().is_empty())
+    }
+
+    pub fn owned(&self) -> Option<String> {
+        self.get().map(str::to_string)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number, boolean or null")
+            }
+            fn visit_borrowed_str<E: de::Error>(
+                self,
+                v: &'de str,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> std::result::Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(v))))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_unit<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok(Text(None))
+            }
+            fn visit_none<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok(Text(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_error_texts() {
+        let body = |msg: &str| format!(r#"{{"code":403,"error":"FORBIDDEN","msg":"{msg}"}}"#);
+        assert!(matches!(
+            verdict(403, body("TOKEN LIMIT EXCEEDED").as_bytes()),
+            Verdict::Fail(Kind::Auth, ..)
+        ));
+        assert!(matches!(
+            verdict(403, body("PLEASE VALIDATE TOKEN").as_bytes()),
+            Verdict::Fail(Kind::Auth, ..)
+        ));
+        assert!(matches!(
+            verdict(
+                403,
+                body("EXCEEDS THE LIMIT OF SIMULTANEOUS REQUESTS PER TOKEN (2)").as_bytes()
+            ),
+            Verdict::Retry(_)
+        ));
+        assert!(matches!(
+            verdict(403, b"<html>maintenance</html>"),
+            Verdict::Retry(_)
+        ));
+        assert!(matches!(verdict(404, b""), Verdict::Empty));
+        assert!(matches!(
+            verdict(400, br#"{"code":400,"error":"BAD REQUEST","msg":"THE API YOU WANT TO CONSULT DOES NOT EXIST"}"#),
+            Verdict::Fail(Kind::Unavailable, ..)
+        ));
+        assert!(matches!(verdict(503, b""), Verdict::Retry(_)));
+    }
+
+    fn envelope(json: &str) -> Envelope {
+        let mut s = crate::jsonstream::Scanner::new(crate::jsonstream::ItemsAt::Key("data"));
+        s.feed(json.as_bytes(), &mut |_| {}).unwrap();
+        s.finish(&mut |_| {}).unwrap();
+        s.envelope
+    }
+
+    #[test]
+    fn body_codes_are_checked_too() {
+        assert!(read_envelope(&envelope(r#"{"code":200,"data":[]}"#)).is_ok());
+        assert!(read_envelope(&envelope(r#"{"code":"200","data":[]}"#)).is_ok());
+        assert!(read_envelope(&envelope(r#"{"code":"0","data":[]}"#)).is_ok());
+        assert!(read_envelope(&envelope(
+            r#"{"code":404,"error":"NOT FOUND","msg":"no data"}"#
+        ))
+        .is_ok());
+        assert!(matches!(
+            read_envelope(&envelope(
+                r#"{"code":403,"error":"FORBIDDEN","msg":"TOKEN LIMIT EXCEEDED"}"#
+            )),
+            Err(Verdict::Fail(Kind::Auth, ..))
+        ));
+        assert!(matches!(
+            read_envelope(&envelope(r#"{"code":"500","error":"x","msg":"y"}"#)),
+            Err(Verdict::Fail(Kind::Data, ..))
+        ));
+    }
+
+    #[test]
+    fn senders() {
+        assert_eq!(sender(Some("AGENT")), Sender::Agent);
+        assert_eq!(sender(Some("customer")), Sender::Customer);
+        assert_eq!(sender(Some("CHAT BOT")), Sender::Bot);
+        assert_eq!(sender(Some("supervisor")), Sender::Unknown);
+        assert_eq!(sender(None), Sender::Unknown);
+    }
+
+    #[test]
+    fn lenient_text() {
+        #[derive(Deserialize)]
+        struct T<'a> {
+            #[serde(borrow)]
+            a: Text<'a>,
+            #[serde(borrow)]
+            b: Text<'a>,
+            #[serde(borrow)]
+            c: Text<'a>,
+            #[serde(borrow)]
+            d: Text<'a>,
+            #[serde(borrow, default)]
+            e: Text<'a>,
+        }
+        let t: T = serde_json::from_str(r#"{"a":"x","b":12,"c":null,"d":"  "}"#).unwrap();
+        assert_eq!(t.a.get(), Some("x"));
+        assert!(matches!(t.a.0, Some(Cow::Borrowed(_))));
+        assert_eq!(t.b.get(), Some("12"));
+        assert_eq!(t.c.get(), None);
+        assert_eq!(t.d.get(), None);
+        assert_eq!(t.e.get(), None);
+    }
+}

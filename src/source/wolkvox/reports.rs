@@ -1,0 +1,424 @@
+//! Wolkvox conversation report `reports_manager.php?api=chat_2`: every
+//! message of the chats in a date range.
+//!
+//! - `GET {base}/api/v2/reports_manager.php?api=chat_2&date_ini=YYYYmmddHHiiss&date_end=YYYYmmddHHiiss`
+//!   (<https://www.wolkvox.com/en/apis-v2-2/2-conversations/>).
+//! - No pagination: one response per date range, believed to be truncated
+//!   silently at 60,000 records, at most 31 days. The driver slices the
+//!   export into `window`s and bisects any window whose response reaches
+//!   `record_cap` (see `source::Paging::Capped`).
+//! - Both bounds are naive wall-clock times in the operation's zone and both
+//!   are inclusive, at second resolution: [from, to) becomes
+//!   `date_ini = from`, `date_end = to - 1 s`, so adjacent windows neither
+//!   overlap nor leave a second out.
+//! - Two shapes: nested (`data[]` per chat with `conversation[]` messages,
+//!   the official collection's) and flat (one row per message, with
+//!   `feeling`, the web page's). Both are read; ids and everything else may
+//!   arrive as strings or numbers.
+//! - Which chats a range selects (by start, or by message date) is not
+//!   documented, so rows are not filtered by date on our side; the
+//!   pipeline's de-duplication removes any repeat between adjacent windows.
+
+use chrono::Duration;
+use chrono_tz::Tz;
+use reqwest::Url;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{Client, Text, QUERY_TIME_FORMAT, SHARED_KEYS};
+use crate::config::{SourceKind, SourceTable};
+use crate::error::Result;
+use crate::http::Verdict;
+use crate::jsonstream::{Envelope, ItemsAt};
+use crate::model::{Item, Message, Record, RecordKind};
+use crate::source::{ChatSource, Connection, Paging, Parsed, Query};
+use crate::window::{format_in_zone, parse_platform_time, Window};
+
+const KEYS: &[&str] = &["window", "record_cap"];
+const MAX_WINDOW_DAYS: i64 = 31;
+const DEFAULT_RECORD_CAP: i64 = 60_000;
+
+pub struct Reports {
+    client: Client,
+    window: Duration,
+    record_cap: u64,
+    settle: Duration,
+}
+
+impl Reports {
+    pub fn from_config(table: &SourceTable<'_>) -> Result<Reports> {
+        let keys: Vec<&str> = SHARED_KEYS.iter().chain(KEYS).copied().collect();
+        table.check_keys(&keys)?;
+        let window = table.duration("window")?.unwrap_or(Duration::days(1));
+        if window > Duration::days(MAX_WINDOW_DAYS) {
+            return Err(table.error("window", "must be at most 31d (the report's limit)"));
+        }
+        Ok(Reports {
+            client: Client::from_config(table)?,
+            window,
+            record_cap: table
+                .integer("record_cap", 1, 10_000_000)?
+                .unwrap_or(DEFAULT_RECORD_CAP) as u64,
+            settle: table.duration("settle")?.unwrap_or(Duration::minutes(10)),
+        })
+    }
+
+    fn report_url(&self, window: &Window) -> Url {
+        let zone = self.client.zone;
+        let last_second = window.to - Duration::seconds(1);
+        self.client.url(
+            "reports_manager.php",
+            &[
+                ("api", "chat_2".into()),
+                (
+                    "date_ini",
+                    format_in_zone(window.from, zone, QUERY_TIME_FORMAT),
+                ),
+                (
+                    "date_end",
+                    format_in_zone(last_second.max(window.from), zone, QUERY_TIME_FORMAT),
+                ),
+            ],
+        )
+    }
+}
+
+/// One element of `data`: a chat with its `conversation` (nested shape), or
+/// a single message row (flat shape). The same fields serve both.
+#[derive(Deserialize)]
+struct Entry<'a> {
+    #[serde(borrow, default)]
+    conn_id: Text<'a>,
+    #[serde(borrow, default)]
+    agent_name: Text<'a>,
+    #[serde(borrow, default)]
+    customer_name: Text<'a>,
+    #[serde(borrow, default)]
+    conversation: Option<Vec<Entry<'a>>>,
+    #[serde(borrow, default)]
+    channel: Text<'a>,
+    #[serde(borrow, default)]
+    from: Text<'a>,
+    #[serde(borrow, default)]
+    from_name: Text<'a>,
+    #[serde(borrow, default)]
+    to_name: Text<'a>,
+    #[serde(borrow, default)]
+    date: Text<'a>,
+    #[serde(borrow, default)]
+    message: Text<'a>,
+    #[serde(borrow, default)]
+    customer_id: Text<'a>,
+    #[serde(borrow, default)]
+    customer_phone: Text<'a>,
+    #[serde(borrow, default)]
+    feeling: Text<'a>,
+}
+
+/// The same element, keeping each message's JSON for `--include-raw`.
+#[derive(Deserialize)]
+struct RawEntry<'a> {
+    #[serde(borrow, default)]
+    conversation: Option<Vec<&'a RawValue>>,
+}
+
+/// Maps one message row; `chat` holds the chat-level fields (the row itself
+/// in the flat shape).
+fn message(row: &Entry<'_>, chat: &Entry<'_>, zone: Tz) -> Result<Message, String> {
+    let conversation_id = chat
+        .conn_id
+        .owned()
+        .or_else(|| row.conn_id.owned())
+        .ok_or("conn_id is missing")?;
+    let sent_at = match row.date.get() {
+        Some(d) => parse_platform_time(d, zone).map_err(|e| format!("date: {e}"))?,
+        None => None,
+    };
+    Ok(Message {
+        conversation_id,
+        message_id: None,
+        seq: 0,
+        sent_at,
+        sender: super::sender(row.from.get()),
+        sender_name: row.from_name.owned(),
+        recipient_name: row.to_name.owned(),
+        channel: row
+            .channel
+            .get()
+            .or(chat.channel.get())
+            .map(str::to_ascii_lowercase),
+        // Kept exactly as sent: HTML links and inline base64 images included.
+        text: row.message.0.as_deref().map(str::to_string),
+        agent_id: None,
+        agent_name: chat.agent_name.owned(),
+        customer_id: row.customer_id.owned().or_else(|| chat.customer_id.owned()),
+        customer_name: chat.customer_name.owned(),
+        customer_phone: row
+            .customer_phone
+            .owned()
+            .or_else(|| chat.customer_phone.owned()),
+        sentiment: row.feeling.owned(),
+        order_key: None,
+    })
+}
+
+impl ChatSource for Reports {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Wolkvox
+    }
+
+    fn timezone(&self) -> Tz {
+        self.client.zone
+    }
+
+    fn connection(&self) -> Connection {
+        self.client.connection()
+    }
+
+    fn window_step(&self, _stream: RecordKind) -> Duration {
+        self.window
+    }
+
+    fn settle(&self) -> Duration {
+        self.settle
+    }
+
+    fn paging(&self) -> Paging {
+        Paging::Capped {
+            record_cap: self.record_cap,
+            floor: Duration::minutes(1),
+        }
+    }
+
+    fn queries(&self, window: Window, stream: RecordKind) -> Vec<Query> {
+        vec![Query {
+            window,
+            stream,
+            variant: 0,
+        }]
+    }
+
+    fn page_url(&self, query: &Query, _page: u32) -> Url {
+        self.report_url(&query.window)
+    }
+
+    fn verdict(&self, status: u16, body: &[u8]) -> Verdict {
+        super::verdict(status, body)
+    }
+
+    fn items_at(&self) -> ItemsAt {
+        ItemsAt::Key("data")
+    }
+
+    fn read_envelope(&self, envelope: &Envelope) -> Result<Option<u64>, Verdict> {
+        super::read_envelope(envelope).map(|()| None)
+    }
+
+    fn parse_item(&self, _query: &Query, item: &[u8], want_raw: bool, out: &mut dyn FnMut(Parsed)) {
+        let entry: Entry = match serde_json::from_slice(item) {
+            Ok(e) => e,
+            Err(e) => return out(Parsed::rejected(item, format!("unreadable chat: {e}"))),
+        };
+        let zone = self.client.zone;
+        match &entry.conversation {
+            Some(rows) => {
+                let raws = want_raw
+                    .then(|| serde_json::from_slice::<RawEntry>(item).ok())
+                    .flatten()
+                    .and_then(|r| r.conversation);
+                for (n, row) in rows.iter().enumerate() {
+                    let raw = raws
+                        .as_ref()
+                        .and_then(|r| r.get(n))
+                        .map(|r| (*r).to_owned());
+                    match message(row, &entry, zone) {
+                        Ok(record) => out(Parsed::Record(Record::Message(Item { record, raw }))),
+                        Err(reason) => {
+                            let shown = raw.as_ref().map_or(item, |r| r.get().as_bytes());
+                            out(Parsed::rejected(shown, reason))
+                        }
+                    }
+                }
+            }
+            None => match message(&entry, &entry, zone) {
+                Ok(record) => {
+                    let raw = want_raw
+                        .then(|| std::str::from_utf8(item).ok())
+                        .flatten()
+                        .and_then(|t| RawValue::from_string(t.to_string()).ok());
+                    out(Parsed::Record(Record::Message(Item { record, raw })))
+                }
+                Err(reason) => out(Parsed::rejected(item, reason)),
+            },
+        }
+    }
+
+    fn messages_in_order(&self) -> bool {
+        true
+    }
+
+    fn conversations_from_messages(&self) -> bool {
+        true
+    }
+
+    /// The last minute's report: the cheapest request the API has (and it
+    /// still spends one daily token).
+    fn check(&self) -> (Query, Url) {
+        let now = chrono::Utc::now();
+        let query = Query {
+            window: Window::new(now - Duration::minutes(1), now),
+            stream: RecordKind::Messages,
+            variant: 0,
+        };
+        let url = self.report_url(&query.window);
+        (query, url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::jsonstream::Scanner;
+    use crate::model::Sender;
+    use std::path::Path;
+
+    fn source(extra: &str) -> Reports {
+        let text = format!(
+            "[sources.bogota]\nkind = \"wolkvox\"\nserver = \"0012\"\ntoken = \"t\"\n{extra}"
+        );
+        let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+        Reports::from_config(&config.source("bogota").unwrap()).unwrap()
+    }
+
+    fn utc(s: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().into()
+    }
+
+    fn messages(body: &str, want_raw: bool) -> (Vec<Message>, Vec<String>, Vec<Option<String>>) {
+        let src = source("");
+        let query = Query {
+            window: Window::new(utc("2024-03-05T05:00:00Z"), utc("2024-03-06T05:00:00Z")),
+            stream: RecordKind::Messages,
+            variant: 0,
+        };
+        let (mut msgs, mut rejects, mut raws) = (Vec::new(), Vec::new(), Vec::new());
+        let mut scanner = Scanner::new(src.items_at());
+        let mut on_item = |item: &[u8]| {
+            src.parse_item(&query, item, want_raw, &mut |p| match p {
+                Parsed::Record(Record::Message(m)) => {
+                    raws.push(m.raw.map(|r| r.get().to_string()));
+                    msgs.push(m.record)
+                }
+                Parsed::Rejected(r) => rejects.push(r.reason),
+                other => panic!("{other:?}"),
+            })
+        };
+        for chunk in body.as_bytes().chunks(7) {
+            scanner.feed(chunk, &mut on_item).unwrap();
+        }
+        scanner.finish(&mut on_item).unwrap();
+        assert!(src.read_envelope(&scanner.envelope).is_ok());
+        (msgs, rejects, raws)
+    }
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/wolkvox")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn half_open_window_maps_to_inclusive_seconds() {
+        let src = source("");
+        let url = src.report_url(&Window::new(
+            utc("2024-03-05T05:00:00Z"),
+            utc("2024-03-06T05:00:00Z"),
+        ));
+        assert_eq!(
+            url.as_str(),
+            "https://wv0012.wolkvox.com/api/v2/reports_manager.php?api=chat_2&date_ini=20240305000000&date_end=20240305235959"
+        );
+    }
+
+    #[test]
+    fn nested_shape() {
+        let (msgs, rejects, raws) = messages(&fixture("chat_2-nested.json"), true);
+        assert!(rejects.is_empty(), "{rejects:?}");
+        assert_eq!(msgs.len(), 7);
+        let m = &msgs[0];
+        assert_eq!(m.conversation_id, "55501");
+        assert_eq!(m.sender, Sender::Customer);
+        assert_eq!(m.sender_name.as_deref(), Some("María José Pérez"));
+        assert_eq!(m.recipient_name.as_deref(), Some("chat bot"));
+        assert_eq!(m.channel.as_deref(), Some("whatsapp"), "lowercased");
+        assert_eq!(m.agent_name.as_deref(), Some("Andrés Gómez"));
+        assert_eq!(m.customer_name.as_deref(), Some("María José Pérez"));
+        assert_eq!(m.customer_phone.as_deref(), Some("573001234567"));
+        assert_eq!(
+            m.sent_at,
+            Some(utc("2024-03-05T14:22:10Z")),
+            "Bogota is UTC-5"
+        );
+        assert_eq!(msgs[1].sender, Sender::Agent);
+        assert!(msgs[1]
+            .text
+            .as_deref()
+            .unwrap()
+            .contains("\"Plan Hogar\", con\nfibra"));
+        assert!(msgs[2].text.as_deref().unwrap().starts_with("<a href=\""));
+        assert!(msgs[3]
+            .text
+            .as_deref()
+            .unwrap()
+            .starts_with("data:image/png;base64,"));
+        assert_eq!(
+            msgs[4].text, msgs[5].text,
+            "identical messages in one second stay two"
+        );
+        assert_eq!(msgs[6].conversation_id, "55502", "numeric conn_id accepted");
+        assert!(raws[0].as_deref().unwrap().contains("\"from\""));
+    }
+
+    #[test]
+    fn flat_shape_with_feeling() {
+        let (msgs, rejects, raws) = messages(&fixture("chat_2-flat.json"), false);
+        assert_eq!(rejects.len(), 1, "the row with a broken date");
+        assert!(rejects[0].contains("date"));
+        assert_eq!(msgs.len(), 3);
+        assert_eq!(msgs[0].sentiment.as_deref(), Some("positive"));
+        assert_eq!(msgs[0].channel.as_deref(), Some("facebook"));
+        assert_eq!(msgs[1].sender, Sender::Agent);
+        assert!(raws.iter().all(Option::is_none), "no raw unless asked");
+    }
+
+    #[test]
+    fn data_as_a_single_object() {
+        let (msgs, _, _) = messages(
+            r#"{"code":"200","error":null,"msg":"1 records were found","data":{"conn_id":"9","agent_name":"a","customer_name":"c","conversation":[{"channel":"Web","from":"CUSTOMER","date":"2024-03-05 10:00:00","message":"hola"}]}}"#,
+            false,
+        );
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].channel.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn config_limits() {
+        let config = Config::parse(
+            "[sources.b]\nkind = \"wolkvox\"\nserver = \"1\"\ntoken = \"t\"\nwindow = \"32d\"\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        assert!(Reports::from_config(&config.source("b").unwrap()).is_err());
+        let config = Config::parse(
+            "[sources.b]\nkind = \"wolkvox\"\nserver = \"a/b\"\ntoken = \"t\"\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        assert!(Reports::from_config(&config.source("b").unwrap()).is_err());
+        assert_eq!(source("record_cap = 10").record_cap, 10);
+    }
+}
