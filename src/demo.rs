@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use chrono::Utc;
+use chrono::{Duration, Utc};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,7 +20,6 @@ use crate::error::{Error, Result};
 use crate::export::{self, expand_placeholders, Options, RejectLog, WindowArgs};
 use crate::log;
 use crate::output::Output;
-use crate::source::caresoft::Caresoft;
 use crate::source::ChatSource;
 
 const DEMO_TOKEN: &str = "demo-token";
@@ -34,55 +33,50 @@ struct Sample {
     config: fn(SocketAddr) -> String,
 }
 
-const SAMPLES: &[Sample] = &[Sample {
-    name: "demo-caresoft",
-    config: |addr| {
-        format!(
-            "[sources.demo-caresoft]\nkind = \"caresoft\"\nbase_url = \"http://{addr}/caresoft/demo\"\n\
-             token = \"{DEMO_TOKEN}\"\nconcurrency = 2\npage_size = 2\nrate_limit = 200\n"
-        )
+const SAMPLES: &[Sample] = &[
+    Sample {
+        name: "demo-caresoft",
+        config: |addr| {
+            format!(
+                "[sources.demo-caresoft]\nkind = \"caresoft\"\nbase_url = \"http://{addr}/caresoft/demo\"\n\
+                 token = \"{DEMO_TOKEN}\"\nconcurrency = 2\npage_size = 2\nrate_limit = 200\n"
+            )
+        },
     },
-}];
+    Sample {
+        name: "demo-wolkvox",
+        config: |addr| {
+            format!(
+                "[sources.demo-wolkvox]\nkind = \"wolkvox\"\nbase_url = \"http://{addr}/wolkvox\"\n\
+                 token = \"{DEMO_TOKEN}\"\nrate_limit = 200\n"
+            )
+        },
+    },
+];
 
 pub async fn demo(options: &Options) -> Result<()> {
     options.validate()?;
     let addr = serve().await?;
     let started = std::time::Instant::now();
-    let window_args = WindowArgs {
-        from: Some(FROM.into()),
-        to: Some(TO.into()),
-        since: None,
-    };
-    let mut output: Option<Output> = None;
+    // The samples' dates, in UTC, name the output for `{from}` / `{to}`.
+    let named = sample_window().resolve(chrono_tz::UTC, Duration::zero(), Utc::now())?;
+    let path = options
+        .output
+        .as_deref()
+        .map(|t| expand_placeholders(t, "demo", &named, options.records));
+    let mut output = Output::create(
+        path.as_deref(),
+        options.format(),
+        options.records,
+        export::render("demo", "demo", options),
+    )?;
     let mut total = 0;
     for sample in SAMPLES {
         let config = Config::parse(&(sample.config)(addr), Path::new("(demo)"))?;
         let table = config.source(sample.name)?;
-        let source = Caresoft::from_config(&table)?;
-        let window = window_args.resolve(source.timezone(), source.settle(), Utc::now())?;
-        let path = options
-            .output
-            .as_deref()
-            .map(|t| expand_placeholders(t, "demo", &window, options.records));
-        let out = match output.as_mut() {
-            Some(out) => out,
-            None => output.insert(Output::create(
-                path.as_deref(),
-                options.format(),
-                options.records,
-                export::render(&source, sample.name, options),
-            )?),
-        };
-        let stats = export::run(
-            &source,
-            sample.name,
-            window,
-            options.records,
-            options.include_raw,
-            out,
-            RejectLog::new(sample.name, path.as_deref()),
-        )
-        .await?;
+        let stats = crate::with_source!(&table, source => {
+            run_sample(&source, sample.name, options, &mut output, path.as_deref()).await
+        })?;
         log::verbose(&format!(
             "{}: {} {}",
             sample.name,
@@ -91,16 +85,44 @@ pub async fn demo(options: &Options) -> Result<()> {
         ));
         total += stats.records;
     }
-    if let Some(out) = output {
-        let target = out.describe();
-        out.commit()?;
-        log::info(&format!(
-            "demo: exported {total} {} from bundled samples in {:.1} s -> {target}",
-            options.records.as_str(),
-            started.elapsed().as_secs_f64()
-        ));
-    }
+    let target = output.describe();
+    output.commit()?;
+    log::info(&format!(
+        "demo: exported {total} {} from bundled samples in {:.1} s -> {target}",
+        options.records.as_str(),
+        started.elapsed().as_secs_f64()
+    ));
     Ok(())
+}
+
+fn sample_window() -> WindowArgs {
+    WindowArgs {
+        from: Some(FROM.into()),
+        to: Some(TO.into()),
+        since: None,
+    }
+}
+
+async fn run_sample<S: ChatSource>(
+    source: &S,
+    name: &str,
+    options: &Options,
+    output: &mut Output,
+    path: Option<&Path>,
+) -> Result<export::Stats> {
+    let window = sample_window().resolve(source.timezone(), source.settle(), Utc::now())?;
+    output.set_origin(name, source.kind().as_str());
+    let rejects = RejectLog::new(name, path);
+    export::run(
+        source,
+        name,
+        window,
+        options.records,
+        options.include_raw,
+        output,
+        rejects,
+    )
+    .await
 }
 
 /// Starts the sample server on a free loopback port.
@@ -137,9 +159,12 @@ async fn handle(mut stream: TcpStream) {
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or("/");
+    // Each platform's way of presenting the token.
     let authorized = lines.any(|l| {
         l.split_once(':').is_some_and(|(k, v)| {
-            k.eq_ignore_ascii_case("authorization") && v.trim() == format!("Bearer {DEMO_TOKEN}")
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            (k == "authorization" && v == format!("Bearer {DEMO_TOKEN}"))
+                || (k == "wolkvox-token" && v == DEMO_TOKEN)
         })
     });
     let (status, body) = if authorized {
@@ -168,6 +193,7 @@ fn route(target: &str) -> (u16, String) {
     match url.path() {
         "/caresoft/demo/api/v1/chats" => caresoft_page(&CARESOFT_CHATS, &query),
         "/caresoft/demo/api/v1/chats/messages" => caresoft_page(&CARESOFT_MESSAGES, &query),
+        "/wolkvox/api/v2/reports_manager.php" => wolkvox_report(&query),
         _ => (404, r#"{"code":"errors","message":"Not found"}"#.into()),
     }
 }
@@ -230,6 +256,43 @@ fn caresoft_page(files: &[(u32, &str)], query: &HashMap<String, String>) -> (u16
         .collect();
     let page_rows: Vec<&Value> = rows.iter().skip((page - 1) * count).take(count).collect();
     let body = serde_json::json!({"code": "ok", "numFound": rows.len(), "chats": page_rows});
+    (200, body.to_string())
+}
+
+const WOLKVOX_CHATS: &str = include_str!("../fixtures/wolkvox/chat_2-nested.json");
+
+/// Wolkvox `chat_2`: the chats whose first message falls in
+/// [date_ini, date_end] (both inclusive, naive local time); 404 when none.
+fn wolkvox_report(query: &HashMap<String, String>) -> (u16, String) {
+    let bound = |key: &str| {
+        query
+            .get(key)
+            .and_then(|v| chrono::NaiveDateTime::parse_from_str(v, "%Y%m%d%H%M%S").ok())
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+    };
+    let (Some(from), Some(to)) = (bound("date_ini"), bound("date_end")) else {
+        return (
+            400,
+            r#"{"code":400,"error":"BAD REQUEST","msg":"SOME PARAMETERS ARE REQUIRED"}"#.into(),
+        );
+    };
+    let all: Value = serde_json::from_str(WOLKVOX_CHATS).unwrap_or_default();
+    let chats: Vec<&Value> = all["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|chat| {
+            let first = chat["conversation"][0]["date"].as_str().unwrap_or("");
+            first >= from.as_str() && first <= to.as_str()
+        })
+        .collect();
+    if chats.is_empty() {
+        return (
+            404,
+            r#"{"code":404,"error":"NOT FOUND","msg":"0 records were found"}"#.into(),
+        );
+    }
+    let body = serde_json::json!({"code": 200, "error": null, "msg": format!("{} records were found", chats.len()), "data": chats});
     (200, body.to_string())
 }
 

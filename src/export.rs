@@ -139,7 +139,7 @@ async fn export_one<S: ChatSource>(
         path.as_deref(),
         options.format(),
         options.records,
-        render(source, name, options),
+        render(name, source.kind().as_str(), options),
     )?;
     let rejects = RejectLog::new(name, path.as_deref());
     let stats = run(
@@ -175,10 +175,10 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-pub fn render<S: ChatSource>(source: &S, name: &str, options: &Options) -> Render {
+pub fn render(name: &str, platform: &'static str, options: &Options) -> Render {
     Render {
         source: name.to_string(),
-        platform: source.kind().as_str(),
+        platform,
         tz: options.tz,
         include_raw: options.include_raw,
         csv_raw: options.csv_raw,
@@ -255,6 +255,13 @@ fn print_plan<S: ChatSource>(
         crate::window::humanize(source.window_step(options.records)),
         path.map_or_else(|| "stdout".into(), |p| p.display().to_string()),
     );
+    if source.spends_daily_tokens() {
+        let _ = writeln!(
+            out,
+            "cost:     each request spends one of the account's daily {} tokens; a window over the record cap is split and costs more",
+            source.kind().as_str()
+        );
+    }
     for slice in slices.iter().take(20) {
         let _ = writeln!(
             out,

@@ -201,6 +201,13 @@ impl Output {
         Ok(())
     }
 
+    /// Names the source of the records that follow (the demo writes
+    /// several sources into one output).
+    pub fn set_origin(&mut self, source: &str, platform: &'static str) {
+        self.render.source = source.to_string();
+        self.render.platform = platform;
+    }
+
     pub fn describe(&self) -> String {
         self.target
             .as_ref()

@@ -154,6 +154,11 @@ pub trait ChatSource {
     fn messages_in_order(&self) -> bool {
         false
     }
+    /// Whether every request spends one of the account's daily API tokens
+    /// (shown by `--dry-run`).
+    fn spends_daily_tokens(&self) -> bool {
+        false
+    }
     /// The query and URL of one cheap authenticated request for `check`.
     fn check(&self) -> (Query, Url);
 }
@@ -459,9 +464,6 @@ async fn fetch_capped<S: ChatSource>(
             .with_hint("records past the cap may be missing from the platform's answer; raise `record_cap` only if the platform's limit is higher"));
         }
         let middle = window.from + Duration::seconds((length.num_seconds() / 2).max(1));
-        let middle = middle
-            .min(window.to - floor)
-            .max(window.from + floor.min(length / 2));
         log::verbose(&format!(
             "{units} records in {} reach the cap of {record_cap}: splitting at {}",
             show(&window),

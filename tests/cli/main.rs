@@ -4,3 +4,4 @@
 mod caresoft;
 mod common;
 mod demo;
+mod wolkvox;

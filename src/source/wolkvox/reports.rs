@@ -257,6 +257,10 @@ impl ChatSource for Reports {
         true
     }
 
+    fn spends_daily_tokens(&self) -> bool {
+        true
+    }
+
     fn conversations_from_messages(&self) -> bool {
         true
     }

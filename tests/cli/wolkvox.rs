@@ -1,0 +1,454 @@
+//! Wolkvox `chat_2` end to end: the binary against a wiremock Wolkvox.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use wiremock::matchers::{header, method, path, query_param};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::common::{fixture, jsonl, TOKEN};
+
+const REPORT: &str = "/api/v2/reports_manager.php";
+
+fn config(base: &str, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[sources.bogota]\nkind = \"wolkvox\"\nbase_url = \"{base}\"\ntoken_env = \"WV_TOKEN\"\n\
+         backoff = \"10ms\"\nrate_limit = 1000\n{extra}"
+    );
+    std::fs::write(dir.path().join("chatdump.toml"), text).unwrap();
+    dir
+}
+
+async fn run_wv(dir: &tempfile::TempDir, args: &[&str]) -> crate::common::Run {
+    // The shared helper sets CS_TOKEN; Wolkvox reads WV_TOKEN.
+    let mut cmd = crate::common::command(dir.path(), args);
+    cmd.env("WV_TOKEN", TOKEN);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    crate::common::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn param(r: &Request, key: &str) -> String {
+    r.url
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// A chat with `n` messages, one per second from `start` (local time).
+fn chat(conn: &str, start: chrono::NaiveDateTime, n: usize) -> Value {
+    let rows: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"channel": "WhatsApp", "from": if i % 2 == 0 {"CUSTOMER"} else {"AGENT"}, "from_name": "x",
+                   "to_name": "y", "date": (start + chrono::Duration::seconds(i as i64)).format("%Y-%m-%d %H:%M:%S").to_string(),
+                   "message": format!("mensaje {i}"), "customer_id": "1", "customer_phone": "57300"})
+        })
+        .collect();
+    json!({"conn_id": conn, "agent_name": "Ana", "customer_name": "Luis", "conversation": rows})
+}
+
+fn ok(data: Vec<Value>) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(
+        json!({"code": 200, "error": null, "msg": "records were found", "data": data}),
+    )
+}
+
+/// A fake report: every chat of `chats` whose first message lies in the
+/// requested inclusive range; truncated to `cap` messages like the platform.
+struct Report {
+    chats: Vec<(chrono::NaiveDateTime, Value)>,
+    cap: usize,
+}
+
+impl Respond for Report {
+    fn respond(&self, r: &Request) -> ResponseTemplate {
+        let parse =
+            |k: &str| chrono::NaiveDateTime::parse_from_str(&param(r, k), "%Y%m%d%H%M%S").unwrap();
+        let (from, to) = (parse("date_ini"), parse("date_end"));
+        let mut left = self.cap;
+        let mut data = Vec::new();
+        for (start, chat) in &self.chats {
+            if *start < from || *start > to || left == 0 {
+                continue;
+            }
+            let mut chat = chat.clone();
+            let rows = chat["conversation"].as_array_mut().unwrap();
+            rows.truncate(left);
+            left -= rows.len();
+            data.push(chat);
+        }
+        ok(data)
+    }
+}
+
+fn local(s: &str) -> chrono::NaiveDateTime {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap()
+}
+
+#[tokio::test]
+async fn windows_are_sliced_in_bogota_time_with_inclusive_seconds() {
+    let server = MockServer::start().await;
+    let dir = config(&server.uri(), "");
+    // The first two windows both answer the sample's chats (a repeat across
+    // adjacent windows); the third is empty.
+    for day in ["20240305000000", "20240306000000"] {
+        Mock::given(method("GET"))
+            .and(path(REPORT))
+            .and(query_param("api", "chat_2"))
+            .and(query_param("date_ini", day))
+            .and(header("wolkvox-token", TOKEN))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_string(fixture("wolkvox/chat_2-nested.json")),
+            )
+            .mount(&server)
+            .await;
+    }
+    Mock::given(path(REPORT))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    let r = run_wv(
+        &dir,
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-07 12:00",
+            "--records",
+            "messages",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let ranges: Vec<(String, String)> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (param(r, "date_ini"), param(r, "date_end")))
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            ("20240305000000".into(), "20240305235959".into()),
+            ("20240306000000".into(), "20240306235959".into()),
+            ("20240307000000".into(), "20240307115959".into()),
+        ]
+    );
+    // Every message once, although two windows answered it.
+    let rows = jsonl(&r.stdout);
+    assert_eq!(rows.len(), 7);
+    assert_eq!(rows[0]["sent_at"], "2024-03-05T14:22:10Z");
+    let seqs: Vec<i64> = rows.iter().map(|v| v["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [0, 1, 2, 3, 4, 5, 0]);
+    assert_ne!(
+        rows[4]["message_id"], rows[5]["message_id"],
+        "identical messages in one second stay two"
+    );
+}
+
+#[tokio::test]
+async fn a_capped_window_is_bisected_until_complete_counting_messages() {
+    let server = MockServer::start().await;
+    let dir = config(&server.uri(), "record_cap = 10\n");
+    // Six chats of 4 messages over the day: 24 messages, cap 10.
+    let chats: Vec<(chrono::NaiveDateTime, Value)> = (0..6)
+        .map(|i| {
+            let start = local("2024-03-05 00:00:00") + chrono::Duration::hours(4 * i);
+            (start, chat(&format!("c{i}"), start, 4))
+        })
+        .collect();
+    Mock::given(path(REPORT))
+        .respond_with(Report { chats, cap: 10 })
+        .mount(&server)
+        .await;
+    let r = run_wv(
+        &dir,
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-06",
+            "--records",
+            "messages",
+            "-v",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rows = jsonl(&r.stdout);
+    assert_eq!(rows.len(), 24, "every message exactly once");
+    let mut ids: Vec<&str> = rows
+        .iter()
+        .map(|v| v["message_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 24);
+    assert!(
+        r.stderr.contains("splitting at"),
+        "the split shows at -v: {}",
+        r.stderr
+    );
+    let requests = server.received_requests().await.unwrap();
+    assert!(requests.len() >= 3, "{}", requests.len());
+}
+
+#[tokio::test]
+async fn a_capped_window_is_bisected_counting_conversations() {
+    let server = MockServer::start().await;
+    let dir = config(&server.uri(), "record_cap = 3\n");
+    let chats: Vec<(chrono::NaiveDateTime, Value)> = (0..8)
+        .map(|i| {
+            let start = local("2024-03-05 01:00:00") + chrono::Duration::hours(2 * i);
+            (start, chat(&format!("k{i}"), start, 1))
+        })
+        .collect();
+    Mock::given(path(REPORT))
+        .respond_with(Report { chats, cap: 3 })
+        .mount(&server)
+        .await;
+    let r = run_wv(
+        &dir,
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-06",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rows = jsonl(&r.stdout);
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|v| v["conversation_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7"]);
+    assert!(rows.iter().all(|v| v["message_count"] == 1));
+}
+
+#[tokio::test]
+async fn a_minute_over_the_cap_stops_with_65_naming_it() {
+    let server = MockServer::start().await;
+    let dir = config(&server.uri(), "record_cap = 5\n");
+    let start = local("2024-03-05 10:30:00");
+    Mock::given(path(REPORT))
+        .respond_with(Report {
+            chats: vec![(start, chat("big", start, 20))],
+            cap: 5,
+        })
+        .mount(&server)
+        .await;
+    let r = run_wv(
+        &dir,
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-06",
+            "--records",
+            "messages",
+            "-o",
+            "m.jsonl",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("2024-03-05T15:30:"),
+        "names the minute (UTC): {}",
+        r.stderr
+    );
+    assert!(!dir.path().join("m.jsonl").exists());
+    // Bisection ends: a day halves to a minute in about 11 steps.
+    assert!(server.received_requests().await.unwrap().len() < 40);
+}
+
+#[tokio::test]
+async fn not_found_is_an_empty_window() {
+    let server = MockServer::start().await;
+    let dir = config(&server.uri(), "");
+    Mock::given(path(REPORT))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(json!({"code": 404, "error": "NOT FOUND", "msg": "0 records"})),
+        )
+        .mount(&server)
+        .await;
+    let r = run_wv(
+        &dir,
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-06",
+            "-o",
+            "c.csv",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(dir.path().join("c.csv")).unwrap();
+    assert_eq!(text.lines().count(), 1, "just the header: {text}");
+}
+
+#[tokio::test]
+async fn documented_error_texts_map_to_exit_codes() {
+    for (status, msg, code) in [
+        (403, "TOKEN LIMIT EXCEEDED", 77),
+        (403, "PLEASE VALIDATE TOKEN", 77),
+        (401, "PLEASE ENTER THE WOLKVOX-TOKEN", 77),
+        (200, "TOKEN LIMIT EXCEEDED", 77),
+        (403, "Servidor en mantenimiento", 69),
+        (400, "THE API YOU WANT TO CONSULT DOES NOT EXIST", 69),
+    ] {
+        let server = MockServer::start().await;
+        let dir = config(&server.uri(), "max_retries = 1\n");
+        let body = json!({"code": if status == 200 { 403 } else { status }, "error": "FORBIDDEN", "msg": msg});
+        Mock::given(path(REPORT))
+            .respond_with(ResponseTemplate::new(status).set_body_json(body))
+            .mount(&server)
+            .await;
+        let r = run_wv(
+            &dir,
+            &[
+                "export",
+                "bogota",
+                "--from",
+                "2024-03-05",
+                "--to",
+                "2024-03-06",
+            ],
+        )
+        .await;
+        assert_eq!(r.code, code, "{status} {msg}: {}", r.stderr);
+        assert!(r.stdout.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn simultaneous_requests_error_waits_and_retries() {
+    let server = MockServer::start().await;
+    let dir = config(&server.uri(), "");
+    Mock::given(path(REPORT))
+        .respond_with(ResponseTemplate::new(403).set_body_json(
+            json!({"code": 403, "error": "FORBIDDEN", "msg": "EXCEEDS THE LIMIT OF SIMULTANEOUS REQUESTS PER TOKEN (2)"}),
+        ))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path(REPORT))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(fixture("wolkvox/chat_2-flat.json")),
+        )
+        .mount(&server)
+        .await;
+    let r = run_wv(
+        &dir,
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-06",
+            "--records",
+            "messages",
+            "-o",
+            "m.jsonl",
+        ],
+    )
+    .await;
+    // The flat fixture holds one unreadable row: exported rest, exit 65.
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    let rows = jsonl(&std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap());
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["sentiment"], "positive");
+    let rejects = std::fs::read_to_string(dir.path().join("m.jsonl.rejects.jsonl")).unwrap();
+    assert!(rejects.contains("fecha rota"), "{rejects}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+/// Records when each request arrived; answers after `delay`.
+struct Clock {
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+    delay: Duration,
+}
+
+impl Respond for Clock {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        self.arrivals.lock().unwrap().push(Instant::now());
+        ok(vec![]).set_delay(self.delay)
+    }
+}
+
+#[tokio::test]
+async fn requests_never_overlap() {
+    let server = MockServer::start().await;
+    let dir = config(&server.uri(), "window = \"6h\"\n");
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let delay = Duration::from_millis(150);
+    Mock::given(path(REPORT))
+        .respond_with(Clock {
+            arrivals: arrivals.clone(),
+            delay,
+        })
+        .mount(&server)
+        .await;
+    let r = run_wv(
+        &dir,
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-06",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let arrivals = arrivals.lock().unwrap();
+    assert_eq!(arrivals.len(), 4);
+    for pair in arrivals.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= delay,
+            "a request started before the previous answer: {:?}",
+            pair[1] - pair[0]
+        );
+    }
+}
+
+#[tokio::test]
+async fn dry_run_counts_the_tokens_a_plan_spends() {
+    let server = MockServer::start().await;
+    let dir = config(&server.uri(), "");
+    let r = run_wv(&dir, &["export", "bogota", "--dry-run", "--since", "7d"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("at least 7"),
+        "7 days less the settle lag, in daily slices: {}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("daily wolkvox tokens"), "{}", r.stdout);
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
