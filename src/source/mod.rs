@@ -542,7 +542,6 @@ async fn fetch_streamed<S: ChatSource>(
                 outcome = Err(Failure::Fail(unreadable(source, e)));
             }
         }
-        drop(on_item);
         // A failed write outranks whatever the response did.
         if let Some(e) = failed.into_inner() {
             return Err(Failure::Fail(e));
