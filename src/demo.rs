@@ -111,7 +111,7 @@ async fn run_sample<S: ChatSource>(
     path: Option<&Path>,
 ) -> Result<export::Stats> {
     let window = sample_window().resolve(source.timezone(), source.settle(), Utc::now())?;
-    output.set_origin(name, source.kind().as_str());
+    output.set_origin(name, source.kind().as_str())?;
     let rejects = RejectLog::new(name, path);
     export::run(
         source,

@@ -150,9 +150,10 @@ pub struct Message {
 
 impl Message {
     /// Stable digest of (conversation_id, sent_at, sender, text, occurrence),
-    /// used as `message_id` when the platform has none (SPEC section 4).
-    /// `occurrence` tells two identical messages in the same second apart.
-    pub fn digest_id(&self, occurrence: u32) -> String {
+    /// the basis of `message_id` when the platform has none (SPEC section
+    /// 4). `occurrence` tells two identical messages in the same second
+    /// apart. Rendered by [`digest_id`].
+    pub fn digest(&self, occurrence: u32) -> u128 {
         let mut h = Sha256::new();
         h.update(self.conversation_id.as_bytes());
         h.update([0]);
@@ -166,13 +167,22 @@ impl Message {
         h.update([0]);
         h.update(occurrence.to_be_bytes());
         let digest = h.finalize();
-        let mut id = String::with_capacity(34);
-        id.push_str("d:");
-        for b in &digest[..16] {
-            id.push_str(&format!("{b:02x}"));
-        }
-        id
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        u128::from_be_bytes(first)
     }
+}
+
+/// The `message_id` text of a digest: `d:` and 32 lowercase hex digits.
+pub fn digest_id(digest: u128) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(34);
+    id.push_str("d:");
+    for b in digest.to_be_bytes() {
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 15)] as char);
+    }
+    id
 }
 
 /// A normalized record plus, for `--include-raw`, the platform's JSON.
@@ -290,14 +300,19 @@ mod tests {
             sender: Sender::Customer,
             ..Default::default()
         };
-        assert_eq!(m.digest_id(0), m.digest_id(0));
-        assert_ne!(m.digest_id(0), m.digest_id(1));
+        assert_eq!(m.digest(0), m.digest(0));
+        assert_ne!(m.digest(0), m.digest(1));
         let other = Message {
             text: Some("hola!".into()),
             ..m.clone()
         };
-        assert_ne!(m.digest_id(0), other.digest_id(0));
-        assert!(m.digest_id(0).starts_with("d:"));
-        assert_eq!(m.digest_id(0).len(), 34);
+        assert_ne!(m.digest(0), other.digest(0));
+        let id = digest_id(m.digest(0));
+        assert!(id.starts_with("d:"));
+        assert_eq!(id.len(), 34);
+        assert_eq!(
+            digest_id(0xab << 120 | 1),
+            format!("d:ab{}01", "0".repeat(28))
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::hash::{Hash, Hasher};
 
 use crate::error::Result;
 use crate::export::{RejectLog, Stats};
-use crate::model::{Conversation, Item, Message, Record, RecordKind, Sender};
+use crate::model::{digest_id, Conversation, Item, Message, Record, RecordKind, Sender};
 use crate::output::Output;
 use crate::source::{ConversationContext, Parsed, Sink};
 use crate::window::Window;
@@ -27,9 +27,12 @@ struct Seen {
 }
 
 impl Seen {
-    /// True when `key` is new; remembers it.
+    /// True when the key made of `parts` is new; remembers it.
     fn insert(&mut self, parts: &[&str]) -> bool {
-        let key = digest128(parts);
+        self.insert_key(digest128(parts))
+    }
+
+    fn insert_key(&mut self, key: u128) -> bool {
         if self.previous.contains(&key) {
             return false;
         }
@@ -185,7 +188,7 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    fn write(&mut self, record: &Record) -> Result<()> {
+    fn write(&mut self, record: Record) -> Result<()> {
         self.output.write(record)?;
         self.stats.records += 1;
         Ok(())
@@ -198,29 +201,32 @@ impl<'a> Pipeline<'a> {
             .or_insert(0);
         m.record.seq = *seq;
         *seq += 1;
-        self.write(&Record::Message(m))
+        self.write(Record::Message(m))
     }
 
     fn write_conversations(&mut self, rows: Vec<Conversation>) -> Result<()> {
         for record in rows {
-            self.write(&Record::Conversation(Item { record, raw: None }))?;
+            self.write(Record::Conversation(Item { record, raw: None }))?;
         }
         Ok(())
     }
 
-    /// Gives a message without a platform id its digest id.
-    fn assign_id(&mut self, m: &mut Message) {
-        if m.message_id.is_some() {
-            return;
+    /// Gives a message without a platform id its digest id; returns its
+    /// de-duplication key (the digest itself, when it is one).
+    fn assign_id(&mut self, m: &mut Message) -> u128 {
+        if let Some(id) = &m.message_id {
+            return digest128(&[&m.conversation_id, id]);
         }
         if self.messages_in_order && self.occurrence_scope != m.conversation_id {
             self.occurrences.clear();
             self.occurrence_scope.clone_from(&m.conversation_id);
         }
-        let base = m.digest_id(0);
-        let n = self.occurrences.entry(digest128(&[&base])).or_insert(0);
-        m.message_id = Some(if *n == 0 { base } else { m.digest_id(*n) });
+        let base = m.digest(0);
+        let n = self.occurrences.entry(base).or_insert(0);
+        let digest = if *n == 0 { base } else { m.digest(*n) };
         *n += 1;
+        m.message_id = Some(digest_id(digest));
+        digest
     }
 
     /// Writes whatever is still held and closes the rejects file.
@@ -253,16 +259,15 @@ impl Sink for Pipeline<'_> {
                     self.stats.duplicates += 1;
                     return Ok(false);
                 }
-                self.write(&Record::Conversation(c))?;
+                self.write(Record::Conversation(c))?;
                 Ok(true)
             }
             Parsed::Record(Record::Message(mut m)) => {
                 if self.records != RecordKind::Messages && self.aggregate.is_none() {
                     return Ok(false);
                 }
-                self.assign_id(&mut m.record);
-                let id = m.record.message_id.as_deref().unwrap_or_default();
-                if !self.seen.insert(&[&m.record.conversation_id, id]) {
+                let key = self.assign_id(&mut m.record);
+                if !self.seen.insert_key(key) {
                     self.stats.duplicates += 1;
                     return Ok(false);
                 }

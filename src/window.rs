@@ -113,12 +113,39 @@ pub fn parse_platform_time(text: &str, zone: Tz) -> Result<Option<DateTime<Utc>>
     if text.is_empty() || text.starts_with("0000-00-00") {
         return Ok(None);
     }
-    let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
-        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f"))
-        .map_err(|_| format!("unreadable timestamp {text:?}"))?;
+    let naive = match parse_plain(text.as_bytes()) {
+        Some(naive) => naive,
+        None => NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+            .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f"))
+            .map_err(|_| format!("unreadable timestamp {text:?}"))?,
+    };
     local_to_utc(naive, zone)
         .map(Some)
         .ok_or_else(|| format!("timestamp {text:?} does not exist in {zone}"))
+}
+
+/// The common `YYYY-MM-DD HH:MM:SS` without chrono's format machinery: it is
+/// read once per message, and a large export has millions.
+fn parse_plain(b: &[u8]) -> Option<NaiveDateTime> {
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b' ' | b'T')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| {
+        b[range].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?.and_hms_opt(
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    )
 }
 
 /// Formats a UTC instant as the platform's wall clock in `zone`.
@@ -183,6 +210,26 @@ mod tests {
             utc("2024-03-01T08:00:00Z")
         );
         assert!(parse_time("yesterday", bog).is_err());
+    }
+
+    #[test]
+    fn fast_and_general_parsers_agree() {
+        for text in [
+            "2024-02-29 23:59:59",
+            "1999-12-31T00:00:00",
+            "2024-13-01 00:00:00",
+            "2024-02-30 10:00:00",
+            "2024-1-01 00:00:00",
+        ] {
+            assert_eq!(
+                parse_plain(text.as_bytes()),
+                NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
+                    .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S"))
+                    .ok()
+                    .filter(|_| text.len() == 19),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl<W: Write> CsvWriter<W> {
                 &self.scratch
             }
             Cell::Time(t) => {
-                self.scratch = render.time(t);
+                render.push_time(t, &mut self.scratch);
                 &self.scratch
             }
         };

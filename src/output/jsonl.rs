@@ -11,12 +11,14 @@ const BUFFER: usize = 64 * 1024;
 
 pub struct JsonlWriter<W: Write> {
     inner: BufWriter<W>,
+    scratch: String,
 }
 
 impl<W: Write> JsonlWriter<W> {
     pub fn new(stream: W) -> Self {
         JsonlWriter {
             inner: BufWriter::with_capacity(BUFFER, stream),
+            scratch: String::with_capacity(32),
         }
     }
 
@@ -28,11 +30,23 @@ impl<W: Write> JsonlWriter<W> {
         string(w, render.platform)?;
         let raw = match record {
             Record::Conversation(c) => {
-                fields(w, &CONVERSATION_COLUMNS[2..], &c.record.cells(), render)?;
+                fields(
+                    w,
+                    &mut self.scratch,
+                    &CONVERSATION_COLUMNS[2..],
+                    &c.record.cells(),
+                    render,
+                )?;
                 c.raw.as_deref()
             }
             Record::Message(m) => {
-                fields(w, &MESSAGE_COLUMNS[2..], &m.record.cells(), render)?;
+                fields(
+                    w,
+                    &mut self.scratch,
+                    &MESSAGE_COLUMNS[2..],
+                    &m.record.cells(),
+                    render,
+                )?;
                 m.raw.as_deref()
             }
         };
@@ -52,6 +66,7 @@ impl<W: Write> JsonlWriter<W> {
 
 fn fields(
     w: &mut impl Write,
+    scratch: &mut String,
     names: &[&str],
     cells: &[Cell<'_>],
     render: &Render,
@@ -64,7 +79,14 @@ fn fields(
             Cell::Null => w.write_all(b"null")?,
             Cell::Str(s) => string(w, s)?,
             Cell::Int(n) => write!(w, "{n}")?,
-            Cell::Time(t) => string(w, &render.time(t))?,
+            Cell::Time(t) => {
+                // Digits and separators only: no escaping needed.
+                scratch.clear();
+                scratch.push('"');
+                render.push_time(t, scratch);
+                scratch.push('"');
+                w.write_all(scratch.as_bytes())?;
+            }
         }
     }
     Ok(())

@@ -12,8 +12,10 @@ mod jsonl;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, Offset, SecondsFormat, Timelike, Utc};
 use chrono_tz::Tz;
 use flate2::write::GzEncoder;
 
@@ -52,13 +54,61 @@ pub struct Render {
 }
 
 impl Render {
-    pub fn time(&self, t: DateTime<Utc>) -> String {
-        match self.tz {
-            Some(zone) => t
-                .with_timezone(&zone)
-                .to_rfc3339_opts(SecondsFormat::Secs, true),
-            None => t.to_rfc3339_opts(SecondsFormat::Secs, true),
+    /// Appends `t` as RFC 3339 to the second: `Z` in UTC, else the zone's
+    /// offset. Hand-rolled because it runs for every timestamp written.
+    pub fn push_time(&self, t: DateTime<Utc>, out: &mut String) {
+        let (local, offset) = match self.tz {
+            None => (t.naive_utc(), None),
+            Some(zone) => {
+                let l = t.with_timezone(&zone);
+                (l.naive_local(), Some(l.offset().fix().local_minus_utc()))
+            }
+        };
+        let year = local.year();
+        if !(0..=9999).contains(&year) {
+            let text = match self.tz {
+                Some(zone) => t
+                    .with_timezone(&zone)
+                    .to_rfc3339_opts(SecondsFormat::Secs, true),
+                None => t.to_rfc3339_opts(SecondsFormat::Secs, true),
+            };
+            out.push_str(&text);
+            return;
         }
+        let two = |out: &mut String, n: u32| {
+            out.push(char::from(b'0' + (n / 10) as u8));
+            out.push(char::from(b'0' + (n % 10) as u8));
+        };
+        two(out, year as u32 / 100);
+        two(out, year as u32 % 100);
+        out.push('-');
+        two(out, local.month());
+        out.push('-');
+        two(out, local.day());
+        out.push('T');
+        two(out, local.hour());
+        out.push(':');
+        two(out, local.minute());
+        out.push(':');
+        two(out, local.second());
+        match offset {
+            None | Some(0) if self.tz.is_none() => out.push('Z'),
+            None => out.push('Z'),
+            Some(secs) => {
+                out.push(if secs < 0 { '-' } else { '+' });
+                let minutes = secs.unsigned_abs() / 60;
+                two(out, minutes / 60);
+                out.push(':');
+                two(out, minutes % 60);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub fn time(&self, t: DateTime<Utc>) -> String {
+        let mut s = String::new();
+        self.push_time(t, &mut s);
+        s
     }
 }
 
@@ -111,13 +161,50 @@ enum Writer {
     Jsonl(jsonl::JsonlWriter<Stream>),
 }
 
-/// An open output of one record kind.
+impl Writer {
+    fn write(&mut self, record: &Record, render: &Render) -> io::Result<()> {
+        match self {
+            Writer::Csv(w) => w.write(record, render),
+            Writer::Jsonl(w) => w.write(record, render),
+        }
+    }
+
+    fn into_stream(self) -> io::Result<Stream> {
+        match self {
+            Writer::Csv(w) => w.into_inner(),
+            Writer::Jsonl(w) => w.into_inner(),
+        }
+    }
+}
+
+/// What the writer thread is told.
+enum Message {
+    Records(Vec<Record>),
+    /// The records that follow come from another source (the demo).
+    Origin(String, &'static str),
+}
+
+/// A hand-over to the writer thread is this many records or this many bytes
+/// of text, whichever comes first; two may wait. Enough to keep both cores
+/// busy, little enough that memory stays flat with huge messages.
+const BATCH: usize = 512;
+const BATCH_BYTES: usize = 1 << 20;
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// An open output of one record kind. Rendering and writing run on a
+/// thread of their own, so a large export uses both cores: one parses the
+/// platform's response while the other writes.
 pub struct Output {
-    writer: Option<Writer>,
+    batch: Vec<Record>,
+    batch_bytes: usize,
+    sender: Option<SyncSender<Message>>,
+    /// Written batches come back to be freed here: memory freed on another
+    /// thread than the one that allocated it is slow with the system
+    /// allocator, and the freed vectors are reused.
+    returned: Option<Receiver<Vec<Record>>>,
+    writer: Option<JoinHandle<io::Result<Stream>>>,
     target: Option<PathBuf>,
     temp: Option<PathBuf>,
-    render: Render,
-    pub written: u64,
 }
 
 impl Output {
@@ -152,42 +239,102 @@ impl Output {
             }
         };
         let mut out = Output {
+            batch: Vec::with_capacity(BATCH),
+            batch_bytes: 0,
+            sender: None,
+            returned: None,
             writer: None,
             target,
             temp,
-            render,
-            written: 0,
         };
-        let writer = match format {
-            Format::Csv => {
-                let writer = csv::CsvWriter::new(stream, kind).map_err(|e| out.io_error(e))?;
-                Writer::Csv(Box::new(writer))
-            }
+        let mut writer = match format {
+            Format::Csv => Writer::Csv(Box::new(
+                csv::CsvWriter::new(stream, kind).map_err(|e| out.io_error(e))?,
+            )),
             Format::Jsonl => Writer::Jsonl(jsonl::JsonlWriter::new(stream)),
         };
-        out.writer = Some(writer);
+        let (sender, receiver) = sync_channel::<Message>(BATCHES_IN_FLIGHT);
+        let (give_back, returned) = channel::<Vec<Record>>();
+        let mut render = render;
+        let handle = std::thread::Builder::new()
+            .name("chatdump-writer".into())
+            .spawn(move || {
+                for message in receiver {
+                    match message {
+                        Message::Records(records) => {
+                            for record in &records {
+                                writer.write(record, &render)?;
+                            }
+                            let _ = give_back.send(records);
+                        }
+                        Message::Origin(source, platform) => {
+                            render.source = source;
+                            render.platform = platform;
+                        }
+                    }
+                }
+                writer.into_stream()
+            })
+            .map_err(|e| out.io_error(e))?;
+        out.sender = Some(sender);
+        out.returned = Some(returned);
+        out.writer = Some(handle);
         Ok(out)
     }
 
-    pub fn write(&mut self, record: &Record) -> Result<()> {
-        let result = match self.writer.as_mut().expect("writer present until commit") {
-            Writer::Csv(w) => w.write(record, &self.render),
-            Writer::Jsonl(w) => w.write(record, &self.render),
+    pub fn write(&mut self, record: Record) -> Result<()> {
+        self.batch_bytes += match &record {
+            Record::Message(m) => m.record.text.as_ref().map_or(0, String::len),
+            Record::Conversation(_) => 0,
         };
-        result.map_err(|e| self.io_error(e))?;
-        self.written += 1;
+        self.batch.push(record);
+        if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
+            self.hand_over()?;
+        }
         Ok(())
+    }
+
+    fn hand_over(&mut self) -> Result<()> {
+        let mut next = None;
+        if let Some(returned) = &self.returned {
+            while let Ok(mut written) = returned.try_recv() {
+                written.clear();
+                next = Some(written);
+            }
+        }
+        let next = next.unwrap_or_else(|| Vec::with_capacity(BATCH));
+        let batch = std::mem::replace(&mut self.batch, next);
+        self.batch_bytes = 0;
+        self.send(Message::Records(batch))
+    }
+
+    fn send(&mut self, message: Message) -> Result<()> {
+        let sender = self.sender.as_ref().expect("sender present until commit");
+        if sender.send(message).is_err() {
+            // The writer stopped: its error says why.
+            return Err(match self.join() {
+                Err(e) => e,
+                Ok(_) => self.io_error(io::Error::other("the writer stopped")),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits for the writer thread and takes back its stream.
+    fn join(&mut self) -> Result<Stream> {
+        self.sender = None;
+        let handle = self.writer.take().expect("writer joined once");
+        match handle.join() {
+            Ok(result) => result.map_err(|e| self.io_error(e)),
+            Err(_) => Err(self.io_error(io::Error::other("the writer thread panicked"))),
+        }
     }
 
     /// Flushes, syncs and moves the file into place.
     pub fn commit(mut self) -> Result<()> {
-        let stream = match self.writer.take().expect("commit once") {
-            Writer::Csv(w) => w.into_inner(),
-            Writer::Jsonl(w) => w.into_inner(),
-        };
-        stream
-            .and_then(Stream::finish)
-            .map_err(|e| self.io_error(e))?;
+        self.hand_over()?;
+        let stream = self.join()?;
+        stream.finish().map_err(|e| self.io_error(e))?;
         if let (Some(temp), Some(target)) = (self.temp.take(), self.target.as_ref()) {
             std::fs::rename(&temp, target).map_err(|e| {
                 let _ = std::fs::remove_file(&temp);
@@ -203,9 +350,9 @@ impl Output {
 
     /// Names the source of the records that follow (the demo writes
     /// several sources into one output).
-    pub fn set_origin(&mut self, source: &str, platform: &'static str) {
-        self.render.source = source.to_string();
-        self.render.platform = platform;
+    pub fn set_origin(&mut self, source: &str, platform: &'static str) -> Result<()> {
+        self.hand_over()?;
+        self.send(Message::Origin(source.to_string(), platform))
     }
 
     pub fn describe(&self) -> String {
@@ -221,6 +368,11 @@ impl Output {
 
 impl Drop for Output {
     fn drop(&mut self) {
+        // Uncommitted: stop the writer, then remove what it wrote.
+        self.sender = None;
+        if let Some(handle) = self.writer.take() {
+            let _ = handle.join();
+        }
         if let Some(temp) = self.temp.take() {
             let _ = std::fs::remove_file(temp);
         }
@@ -279,6 +431,24 @@ mod tests {
         assert_eq!(r.time(t), "2024-03-05T19:22:10Z");
         r.tz = Some(chrono_tz::America::Bogota);
         assert_eq!(r.time(t), "2024-03-05T14:22:10-05:00");
+        r.tz = Some(chrono_tz::UTC);
+        assert_eq!(r.time(t), "2024-03-05T19:22:10+00:00");
+        r.tz = Some(chrono_tz::Asia::Kolkata);
+        assert_eq!(r.time(t), "2024-03-06T00:52:10+05:30");
+        for zone in [
+            None,
+            Some(chrono_tz::Asia::Ho_Chi_Minh),
+            Some(chrono_tz::America::St_Johns),
+        ] {
+            r.tz = zone;
+            let expected = match zone {
+                Some(z) => t
+                    .with_timezone(&z)
+                    .to_rfc3339_opts(SecondsFormat::Secs, true),
+                None => t.to_rfc3339_opts(SecondsFormat::Secs, true),
+            };
+            assert_eq!(r.time(t), expected, "{zone:?}");
+        }
     }
 
     #[test]
@@ -292,7 +462,7 @@ mod tests {
             render(),
         )
         .unwrap();
-        out.write(&Record::Conversation(Item {
+        out.write(Record::Conversation(Item {
             record: Conversation {
                 conversation_id: "c1".into(),
                 ..Default::default()

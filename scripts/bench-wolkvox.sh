@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Streaming benchmark for the Wolkvox chat_2 export (BENCHMARKS.md).
+#
+# Serves a generated ~256 MB chat_2 response on 127.0.0.1 and exports it to
+# JSONL messages with chatdump, beside `curl | jq -c` flattening the same
+# response, measuring wall time and peak RSS with /usr/bin/time -v.
+#
+# Usage: scripts/bench-wolkvox.sh [MB] [cap|text]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mb=${1:-256}
+mix=${2:-cap}
+work=$(mktemp -d)
+trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+
+cargo build --release --quiet
+cargo build --release --quiet --example gen_chat2
+mkdir -p "$work/www/api/v2"
+./target/release/examples/gen_chat2 "$work/www/api/v2/reports_manager.php" "$mb" "$mix"
+size=$(stat -c %s "$work/www/api/v2/reports_manager.php")
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+(cd "$work/www" && exec python3 -m http.server "$port" --bind 127.0.0.1 >/dev/null 2>&1) &
+server=$!
+for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$port/api/v2/reports_manager.php" -r 0-0 && break; sleep 0.1; done
+
+cat > "$work/chatdump.toml" <<TOML
+[sources.bench]
+kind = "wolkvox"
+base_url = "http://127.0.0.1:$port"
+token = "bench"
+record_cap = 10000000
+TOML
+chmod 600 "$work/chatdump.toml"
+
+measure() { # label, command...
+  local label=$1; shift
+  /usr/bin/time -v "$@" 2> "$work/time.txt" > /dev/null
+  local wall rss
+  wall=$(grep 'Elapsed (wall clock)' "$work/time.txt" | awk '{print $NF}')
+  rss=$(grep 'Maximum resident set size' "$work/time.txt" | awk '{print $NF}')
+  local secs
+  secs=$(python3 -c "p='$wall'.split(':'); print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
+  printf '%-10s wall %6.2f s   %7.1f MB/s   peak RSS %7.1f MB\n' "$label" "$secs" \
+    "$(python3 -c "print($size/1048576/$secs)")" "$(python3 -c "print($rss/1024)")"
+}
+
+echo "response: $((size / 1048576)) MB ($mix mix), $(nproc) cores"
+measure chatdump ./target/release/chatdump --config "$work/chatdump.toml" export bench \
+  --from 2024-03-05 --to 2024-03-06 --records messages -q -o "$work/out.jsonl"
+lines=$(wc -l < "$work/out.jsonl")
+measure jq sh -c "curl -s 'http://127.0.0.1:$port/api/v2/reports_manager.php' | jq -c '.data[] as \$c | \$c.conversation[] | {conn_id: \$c.conn_id, agent_name: \$c.agent_name, customer_name: \$c.customer_name} + .'"
+echo "chatdump wrote $lines messages"
