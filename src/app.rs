@@ -27,7 +27,17 @@ pub fn run(cli: Cli) -> Result<()> {
         .map_err(|e| Error::new(Kind::Unavailable, format!("cannot start the runtime: {e}")))?;
     match cli.command {
         Command::Export(args) => {
-            let options = output_options(&args.output)?;
+            let mut options = output_options(&args.output)?;
+            options.state = args.state.clone();
+            options.chunk = args
+                .chunk
+                .as_deref()
+                .map(|d| match crate::window::parse_duration(d) {
+                    Ok(d) if d >= chrono::Duration::minutes(1) => Ok(d),
+                    Ok(_) => Err(Error::usage("--chunk must be at least 1m")),
+                    Err(e) => Err(Error::usage(format!("--chunk: {e}"))),
+                })
+                .transpose()?;
             let config = Config::load(cli.config.as_deref())?;
             let window = window_args(&args);
             runtime
@@ -100,6 +110,8 @@ fn output_options(args: &OutputArgs) -> Result<Options> {
         tz,
         include_raw: args.include_raw,
         csv_raw: args.csv_raw,
+        state: None,
+        chunk: None,
     })
 }
 

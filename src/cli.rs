@@ -16,6 +16,7 @@ Examples:
   chatdump export hanoi --since 7d -o chats.csv   # one-off CSV pull
   chatdump export hanoi --from 2024-03-01 --to 2024-03-08 --records messages -o march.csv
   chatdump export hanoi --records messages | jq -r .text
+  chatdump export hanoi --state /var/lib/chatdump/hanoi.state -o '/data/{source}/{to}.jsonl.gz'
 ";
 
 #[derive(Debug, Parser)]
@@ -68,7 +69,15 @@ pub struct ExportArgs {
     #[arg(long, value_name = "D", conflicts_with = "from")]
     pub since: Option<String>,
 
-    /// Print the plan (windows, requests) and fetch nothing
+    /// Incremental mode: resume from this checkpoint file and advance it
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+
+    /// With {from}/{to} in the output path: one file (and checkpoint) per D, e.g. 1d, 6h
+    #[arg(long, value_name = "D")]
+    pub chunk: Option<String>,
+
+    /// Print the plan (windows, requests, files, state) and fetch nothing
     #[arg(long)]
     pub dry_run: bool,
 

@@ -113,7 +113,8 @@ async fn run_sample<S: ChatSource>(
     let window = sample_window().resolve(source.timezone(), source.settle(), Utc::now())?;
     output.set_origin(name, source.kind().as_str())?;
     let rejects = RejectLog::new(name, path);
-    export::run(
+    let memory = crate::pipeline::Memory::default();
+    let (stats, _) = export::run(
         source,
         name,
         window,
@@ -121,8 +122,10 @@ async fn run_sample<S: ChatSource>(
         options.include_raw,
         output,
         rejects,
+        memory,
     )
-    .await
+    .await?;
+    Ok(stats)
 }
 
 /// Starts the sample server on a free loopback port.

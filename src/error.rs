@@ -18,6 +18,8 @@ pub enum Kind {
     Unavailable,
     /// Output or state could not be written (exit 73).
     Output,
+    /// Another run holds the lock on the state (exit 75).
+    Locked,
     /// Credentials rejected or quota exhausted (exit 77).
     Auth,
     /// Configuration error (exit 78).
@@ -31,6 +33,7 @@ impl Kind {
             Kind::Data => 65,
             Kind::Unavailable => 69,
             Kind::Output => 73,
+            Kind::Locked => 75,
             Kind::Auth => 77,
             Kind::Config => 78,
         }
@@ -128,6 +131,7 @@ mod tests {
             (Kind::Data, 65),
             (Kind::Unavailable, 69),
             (Kind::Output, 73),
+            (Kind::Locked, 75),
             (Kind::Auth, 77),
             (Kind::Config, 78),
         ];

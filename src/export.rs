@@ -1,29 +1,27 @@
-//! The export pipeline: resolve the window, drive the source, and pass every
-//! record through de-duplication, ordering and enrichment to the writer.
-//!
-//! Records stream from each page to the output. Messages are held back only
-//! until their window is complete, because the platform's order within a
-//! conversation (and thus `seq`) is known only then. De-duplication remembers
-//! the current and the previous window, which covers every place a platform
-//! can repeat a record (shifting pages, an inclusive upper bound) while
-//! keeping memory bounded by two windows.
+//! One export run: resolve the window (from the flags, or from the state's
+//! checkpoint), cut it into output chunks, drive the source into each
+//! chunk's output through the pipeline, commit the output, then advance the
+//! state. With a fixed output path or stdout there is one chunk and one
+//! commit; with `{from}`/`{to}` in the path each chunk is its own file and
+//! its own checkpoint, so a long backfill that dies resumes where it died.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use chrono_tz::Tz;
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::http::Http;
 use crate::log;
 use crate::model::{RecordKind, Rejected};
 use crate::output::{Format, Output, Render};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Memory, Pipeline};
 use crate::source::{drive, ChatSource};
-use crate::window::{parse_duration, parse_time, Window};
+use crate::state::{with_suffix, LedgerEntry, State, StateFile, VERSION as STATE_VERSION};
+use crate::window::{humanize, parse_duration, parse_time, Window};
 
 /// What the user asked for, validated: everything `export` and `demo` need
 /// besides the source itself.
@@ -36,6 +34,10 @@ pub struct Options {
     pub tz: Option<Tz>,
     pub include_raw: bool,
     pub csv_raw: bool,
+    /// `--state FILE`: incremental mode.
+    pub state: Option<PathBuf>,
+    /// `--chunk D`: output chunk length with a templated path.
+    pub chunk: Option<Duration>,
 }
 
 impl Options {
@@ -70,6 +72,21 @@ impl WindowArgs {
     /// [from, to): `--to` defaults to now minus the settle lag, `--from` to
     /// `--since` or the last 24 hours.
     pub fn resolve(&self, zone: Tz, settle: Duration, now: DateTime<Utc>) -> Result<Window> {
+        self.resolve_from(zone, settle, now, None)
+    }
+
+    /// Like [`WindowArgs::resolve`], but without `--from`/`--since` the
+    /// window starts at `resume` (an incremental run's checkpoint minus the
+    /// lookback) when there is one.
+    pub fn resolve_from(
+        &self,
+        zone: Tz,
+        settle: Duration,
+        now: DateTime<Utc>,
+        resume: Option<DateTime<Utc>>,
+    ) -> Result<Window> {
+        // Whole seconds: the platforms' resolution, and stable file names.
+        let now = now.trunc_subsecs(0);
         let to = match &self.to {
             Some(t) => parse_time(t, zone).map_err(|e| Error::usage(format!("--to: {e}")))?,
             None => now - settle,
@@ -81,7 +98,7 @@ impl WindowArgs {
             (None, Some(d)) => {
                 now - parse_duration(d).map_err(|e| Error::usage(format!("--since: {e}")))?
             }
-            (None, None) => now - Duration::hours(24),
+            (None, None) => resume.unwrap_or(now - Duration::hours(24)),
         };
         if from >= to {
             return Err(Error::usage(format!(
@@ -105,6 +122,16 @@ pub struct Stats {
     pub requests: usize,
 }
 
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, other: Stats) {
+        self.records += other.records;
+        self.duplicates += other.duplicates;
+        self.rejected += other.rejected;
+        self.windows += other.windows;
+        self.requests += other.requests;
+    }
+}
+
 /// `chatdump export SOURCE`.
 pub async fn export(
     config: &Config,
@@ -126,45 +153,119 @@ async fn export_one<S: ChatSource>(
     dry_run: bool,
 ) -> Result<Stats> {
     let started = Instant::now();
-    let window = window_args.resolve(source.timezone(), source.settle(), Utc::now())?;
-    let path = options
-        .output
-        .as_deref()
-        .map(|t| expand_placeholders(t, name, &window, options.records));
+    let records = options.records;
+    let kind = source.kind().as_str();
+    let mut state = match &options.state {
+        Some(path) => Some(StateFile::open(path, name, kind, records.as_str())?),
+        None => None,
+    };
+    let checkpoint = state
+        .as_ref()
+        .and_then(|f| f.state.as_ref())
+        .map(|s| s.checkpoint);
+    let lookback = source.lookback();
+    let resume = checkpoint.map(|c| c - lookback);
+    let now = Utc::now();
+    let window = match window_args.resolve_from(source.timezone(), source.settle(), now, resume) {
+        Err(e) if checkpoint.is_some() && window_args.to.is_none() && e.kind == Kind::Usage => {
+            log::info(&format!(
+                "{name}: nothing new since the checkpoint; try again later"
+            ));
+            return Ok(Stats::default());
+        }
+        other => other?,
+    };
+    let chunks = match options.output.as_deref() {
+        Some(t) if t.contains("{from}") || t.contains("{to}") => {
+            window.split(options.chunk.unwrap_or_else(|| source.window_step(records)))
+        }
+        _ => vec![window],
+    };
     if dry_run {
-        print_plan(source, name, &window, options, path.as_deref());
+        print_plan(
+            source,
+            name,
+            &window,
+            options,
+            &chunks,
+            state.as_ref().map(StateFile::path),
+        );
         return Ok(Stats::default());
     }
-    let mut output = Output::create(
-        path.as_deref(),
-        options.format(),
-        options.records,
-        render(name, source.kind().as_str(), options),
-    )?;
-    let rejects = RejectLog::new(name, path.as_deref());
-    let stats = run(
-        source,
-        name,
-        window,
-        options.records,
-        options.include_raw,
-        &mut output,
-        rejects,
-    )
-    .await?;
-    let target = output.describe();
-    output.commit()?;
+    let carried = match state.as_ref().and_then(|f| f.state.as_ref()) {
+        Some(s) => s.keys()?,
+        None => Vec::new(),
+    };
+    let mut memory = Memory::carrying(carried);
+    let mut total = Stats::default();
+    let mut targets = Vec::new();
+    for chunk in &chunks {
+        let path = options
+            .output
+            .as_deref()
+            .map(|t| expand_placeholders(t, name, chunk, records));
+        let mut output = Output::create(
+            path.as_deref(),
+            options.format(),
+            records,
+            render(name, kind, options),
+        )?;
+        let rejects = match &state {
+            // Beside the state, kept across runs: cron mail points there.
+            Some(f) => RejectLog::appending(name, with_suffix(f.path(), ".rejects.jsonl")),
+            None => RejectLog::new(name, path.as_deref()),
+        };
+        let (stats, kept) = run(
+            source,
+            name,
+            *chunk,
+            records,
+            options.include_raw,
+            &mut output,
+            rejects,
+            memory,
+        )
+        .await?;
+        memory = kept;
+        targets.push(output.describe());
+        output.commit()?;
+        if let Some(file) = state.as_mut() {
+            let mut next = file.state.clone().unwrap_or_else(|| State {
+                version: STATE_VERSION,
+                source: name.to_string(),
+                kind: kind.to_string(),
+                records: records.as_str().to_string(),
+                checkpoint: chunk.to,
+                overlap_keys: Vec::new(),
+                ledger: Vec::new(),
+            });
+            next.record(LedgerEntry {
+                from: chunk.from,
+                to: chunk.to,
+                records: stats.records,
+                output: path.as_ref().map(|p| p.display().to_string()),
+                finished_at: Utc::now(),
+            });
+            next.set_keys(memory.overlap_keys(chunk.to - lookback));
+            file.save(next)?;
+        }
+        total += stats;
+    }
+    let target = match targets.as_slice() {
+        [one] => one.clone(),
+        many => format!("{} files", many.len()),
+    };
     log::info(&format!(
         "exported {} {} from {} window{} ({} request{}) in {:.1} s -> {target}",
-        stats.records,
-        options.records.as_str(),
-        stats.windows,
-        plural(stats.windows),
-        stats.requests,
-        plural(stats.requests),
+        total.records,
+        records.as_str(),
+        total.windows,
+        plural(total.windows),
+        total.requests,
+        plural(total.requests),
         started.elapsed().as_secs_f64()
     ));
-    Ok(stats)
+    Ok(total)
 }
 
 fn plural(n: usize) -> &'static str {
@@ -185,7 +286,9 @@ pub fn render(name: &str, platform: &'static str, options: &Options) -> Render {
     }
 }
 
-/// Drives `source` over `window` into `output`. The caller commits.
+/// Drives `source` over `window` into `output`; the caller commits. The
+/// memory of earlier chunks (or runs) comes in and goes out.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<S: ChatSource>(
     source: &S,
     name: &str,
@@ -194,7 +297,8 @@ pub async fn run<S: ChatSource>(
     want_raw: bool,
     output: &mut Output,
     rejects: RejectLog,
-) -> Result<Stats> {
+    memory: Memory,
+) -> Result<(Stats, Memory)> {
     let connection = source.connection();
     let http = Http::new(
         name,
@@ -214,15 +318,17 @@ pub async fn run<S: ChatSource>(
         aggregate,
         output,
         rejects,
+        memory,
+        source.lookback(),
     );
     let driven = drive(source, &http, window, fetch, want_raw, &mut pipeline).await?;
-    let mut stats = pipeline.finish()?;
+    let (mut stats, memory) = pipeline.finish()?;
     stats.windows = driven.windows;
     stats.requests = driven.requests;
     if stats.duplicates > 0 {
         log::verbose(&format!("skipped {} duplicate records", stats.duplicates));
     }
-    Ok(stats)
+    Ok((stats, memory))
 }
 
 fn print_plan<S: ChatSource>(
@@ -230,48 +336,82 @@ fn print_plan<S: ChatSource>(
     name: &str,
     window: &Window,
     options: &Options,
-    path: Option<&Path>,
+    chunks: &[Window],
+    state: Option<&Path>,
 ) {
-    let slices = window.split(source.window_step(options.records));
-    let mut queries = slices
+    let records = options.records;
+    let fetch = if records == RecordKind::Conversations && source.conversations_from_messages() {
+        RecordKind::Messages
+    } else {
+        records
+    };
+    let slices: Vec<Window> = chunks
         .iter()
-        .map(|s| source.queries(*s, options.records).len())
-        .sum::<usize>();
-    if options.records == RecordKind::Messages && source.messages_need_conversations() {
+        .flat_map(|c| c.split(source.window_step(fetch)))
+        .collect();
+    let mut queries: usize = slices.iter().map(|s| source.queries(*s, fetch).len()).sum();
+    if fetch == RecordKind::Messages && source.messages_need_conversations() {
         queries += slices
             .iter()
             .map(|s| source.queries(*s, RecordKind::Conversations).len())
             .sum::<usize>();
     }
+    let time = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "source:   {name} ({})\nwindow:   {} .. {} (UTC, end exclusive)\nrecords:  {}\nslices:   {} of at most {}\nrequests: at least {queries} (one per query; more when a query has several pages)\noutput:   {}",
-        source.kind().as_str(),
-        window.from.format("%Y-%m-%dT%H:%M:%SZ"),
-        window.to.format("%Y-%m-%dT%H:%M:%SZ"),
-        options.records.as_str(),
-        slices.len(),
-        crate::window::humanize(source.window_step(options.records)),
-        path.map_or_else(|| "stdout".into(), |p| p.display().to_string()),
-    );
+    let mut lines = vec![
+        format!("source:   {name} ({})", source.kind().as_str()),
+        format!(
+            "window:   {} .. {} (UTC, end exclusive)",
+            time(window.from),
+            time(window.to)
+        ),
+        format!("records:  {}", records.as_str()),
+        format!(
+            "slices:   {} of at most {}",
+            slices.len(),
+            humanize(source.window_step(fetch))
+        ),
+        format!(
+            "requests: at least {queries} (one per query; more when a query has several pages)"
+        ),
+    ];
     if source.spends_daily_tokens() {
-        let _ = writeln!(
-            out,
+        lines.push(format!(
             "cost:     each request spends one of the account's daily {} tokens; a window over the record cap is split and costs more",
             source.kind().as_str()
-        );
+        ));
     }
-    for slice in slices.iter().take(20) {
-        let _ = writeln!(
-            out,
-            "  {} .. {}",
-            slice.from.format("%Y-%m-%dT%H:%M:%SZ"),
-            slice.to.format("%Y-%m-%dT%H:%M:%SZ")
-        );
+    match state {
+        Some(p) => lines.push(format!(
+            "state:    {} (resumes at the checkpoint minus {} of lookback)",
+            p.display(),
+            humanize(source.lookback())
+        )),
+        None => lines.push("state:    none (not incremental)".into()),
     }
-    if slices.len() > 20 {
-        let _ = writeln!(out, "  ... and {} more", slices.len() - 20);
+    for chunk in chunks.iter().take(20) {
+        let target = options.output.as_deref().map_or_else(
+            || "stdout".to_string(),
+            |t| {
+                expand_placeholders(t, name, chunk, records)
+                    .display()
+                    .to_string()
+            },
+        );
+        lines.push(format!(
+            "output:   {} .. {} -> {target}",
+            time(chunk.from),
+            time(chunk.to)
+        ));
+    }
+    if chunks.len() > 20 {
+        lines.push(format!(
+            "          ... and {} more files",
+            chunks.len() - 20
+        ));
+    }
+    for line in lines {
+        let _ = writeln!(out, "{line}");
     }
 }
 
@@ -296,6 +436,7 @@ pub fn expand_placeholders(
 pub struct RejectLog {
     source: String,
     path: PathBuf,
+    append: bool,
     file: Option<std::io::BufWriter<std::fs::File>>,
     count: u64,
 }
@@ -313,6 +454,18 @@ impl RejectLog {
         RejectLog {
             source: source.to_string(),
             path,
+            append: false,
+            file: None,
+            count: 0,
+        }
+    }
+
+    /// A log that adds to `path` (beside a state file, across runs).
+    pub fn appending(source: &str, path: PathBuf) -> RejectLog {
+        RejectLog {
+            source: source.to_string(),
+            path,
+            append: true,
             file: None,
             count: 0,
         }
@@ -320,12 +473,18 @@ impl RejectLog {
 
     pub fn save(&mut self, rejected: &Rejected) -> Result<()> {
         if self.file.is_none() {
-            let f = std::fs::File::create(&self.path)
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(self.append)
+                .truncate(!self.append)
+                .open(&self.path)
                 .map_err(|e| Error::output(format!("cannot create {}", self.path.display()), e))?;
             self.file = Some(std::io::BufWriter::new(f));
         }
         let line = serde_json::json!({
             "source": self.source,
+            "rejected_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "reason": rejected.reason,
             "raw": serde_json::from_str::<serde_json::Value>(&rejected.raw)
                 .unwrap_or_else(|_| serde_json::Value::String(rejected.raw.clone())),

@@ -15,6 +15,7 @@ mod model;
 mod output;
 mod pipeline;
 mod source;
+mod state;
 mod window;
 
 use clap::Parser;

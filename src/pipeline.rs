@@ -9,7 +9,9 @@
 //! platform does not deliver them in order; conversations built from
 //! messages are held until a window passes without them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use chrono::{DateTime, Duration, Utc};
 use std::hash::{Hash, Hasher};
 
 use crate::error::Result;
@@ -19,11 +21,13 @@ use crate::output::Output;
 use crate::source::{ConversationContext, Parsed, Sink};
 use crate::window::Window;
 
-/// Keys of the current and the previous window, as 128-bit digests.
+/// Keys of the current and the previous window, as 128-bit digests, plus
+/// the keys a previous run left for the overlap it knew would be re-fetched.
 #[derive(Default)]
 struct Seen {
     current: HashSet<u128>,
     previous: HashSet<u128>,
+    carried: HashSet<u128>,
 }
 
 impl Seen {
@@ -33,7 +37,10 @@ impl Seen {
     }
 
     fn insert_key(&mut self, key: u128) -> bool {
-        if self.previous.contains(&key) {
+        if self.previous.contains(&key) || self.carried.contains(&key) {
+            // Seen again here: this window now vouches for it too, so the
+            // memory handed to the next run keeps it.
+            self.current.insert(key);
             return false;
         }
         self.current.insert(key)
@@ -54,6 +61,38 @@ fn digest128(parts: &[&str]) -> u128 {
         h.finish()
     };
     (u128::from(run(1)) << 64) | u128::from(run(2))
+}
+
+/// What outlives one output file: de-duplication keys, `seq` counters, and
+/// the keys of recent windows that a later run will fetch again.
+#[derive(Default)]
+pub struct Memory {
+    seen: Seen,
+    next_seq: HashMap<String, u32>,
+    recent: VecDeque<(Window, Vec<u128>)>,
+}
+
+impl Memory {
+    /// Memory that already knows `keys` (from the state of a previous run).
+    pub fn carrying(keys: Vec<u128>) -> Memory {
+        let mut memory = Memory::default();
+        memory.seen.carried = keys.into_iter().collect();
+        memory
+    }
+
+    /// Keys of the records of every window that reaches past `since`: what
+    /// the next run, starting at `since`, may be sent again.
+    pub fn overlap_keys(&self, since: DateTime<Utc>) -> Vec<u128> {
+        let mut keys: Vec<u128> = self
+            .recent
+            .iter()
+            .filter(|(w, _)| w.to > since)
+            .flat_map(|(_, k)| k.iter().copied())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
 }
 
 /// Conversation rows built from messages, for platforms without a
@@ -153,6 +192,9 @@ pub struct Pipeline<'a> {
     pending: Vec<Item<Message>>,
     /// Next `seq` per conversation, continuing across windows.
     next_seq: HashMap<String, u32>,
+    /// Keys per recent window, kept while within `keep_for` of the newest.
+    recent: VecDeque<(Window, Vec<u128>)>,
+    keep_for: Duration,
     /// Identical messages met so far, by digest, so two identical messages
     /// in one second get two ids, and a repeat of both gets the same two.
     /// Scoped to one response, or one conversation for in-order sources.
@@ -165,21 +207,27 @@ pub struct Pipeline<'a> {
 impl<'a> Pipeline<'a> {
     /// `aggregate`: the driver delivers messages and `records` asks for
     /// conversations built from them.
+    /// `keep_for`: how far back from a window's end its keys are kept for
+    /// a later run (the source's lookback).
     pub fn new(
         records: RecordKind,
         messages_in_order: bool,
         aggregate: bool,
         output: &'a mut Output,
         rejects: RejectLog,
+        memory: Memory,
+        keep_for: Duration,
     ) -> Self {
         Pipeline {
             records,
             messages_in_order,
             output,
             rejects,
-            seen: Seen::default(),
+            seen: memory.seen,
             pending: Vec::new(),
-            next_seq: HashMap::new(),
+            next_seq: memory.next_seq,
+            recent: memory.recent,
+            keep_for,
             occurrences: HashMap::new(),
             occurrence_scope: String::new(),
             aggregate: (aggregate && records == RecordKind::Conversations)
@@ -229,8 +277,9 @@ impl<'a> Pipeline<'a> {
         digest
     }
 
-    /// Writes whatever is still held and closes the rejects file.
-    pub fn finish(mut self) -> Result<Stats> {
+    /// Writes whatever is still held and closes the rejects file; returns
+    /// the counts and what the next output of the run must remember.
+    pub fn finish(mut self) -> Result<(Stats, Memory)> {
         debug_assert!(self.pending.is_empty(), "end_window flushes messages");
         if let Some(mut aggregate) = self.aggregate.take() {
             let rows = aggregate.take_finished(true);
@@ -238,7 +287,12 @@ impl<'a> Pipeline<'a> {
         }
         let mut stats = self.stats;
         stats.rejected = self.rejects.finish()?;
-        Ok(stats)
+        let memory = Memory {
+            seen: self.seen,
+            next_seq: self.next_seq,
+            recent: self.recent,
+        };
+        Ok((stats, memory))
     }
 }
 
@@ -291,7 +345,7 @@ impl Sink for Pipeline<'_> {
         self.occurrence_scope.clear();
     }
 
-    fn end_window(&mut self, _window: &Window) -> Result<()> {
+    fn end_window(&mut self, window: &Window) -> Result<()> {
         let mut pending = std::mem::take(&mut self.pending);
         // Stable: rows without an order key keep the platform's order.
         pending.sort_by(|a, b| {
@@ -308,6 +362,15 @@ impl Sink for Pipeline<'_> {
             let rows = aggregate.take_finished(false);
             self.aggregate = Some(aggregate);
             self.write_conversations(rows)?;
+        }
+        self.recent
+            .push_back((*window, self.seen.current.iter().copied().collect()));
+        while self
+            .recent
+            .front()
+            .is_some_and(|(w, _)| w.to <= window.to - self.keep_for)
+        {
+            self.recent.pop_front();
         }
         self.seen.rotate();
         // `seq` continues across windows for chats that span them; the map
@@ -348,7 +411,6 @@ fn enrich(m: &mut Message, c: &Conversation) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, Utc};
 
     #[test]
     fn seen_covers_two_windows() {
@@ -364,6 +426,9 @@ mod tests {
         seen.rotate();
         seen.rotate();
         assert!(seen.insert(&["a", "1"]), "forgotten after two windows");
+        seen.carried.insert(digest128(&["b"]));
+        assert!(!seen.insert(&["b"]), "carried from a previous run");
+        assert!(seen.current.contains(&digest128(&["b"])), "and handed on");
     }
 
     fn msg(conv: &str, at: &str) -> Message {

@@ -44,6 +44,7 @@ const KEYS: &[&str] = &[
     "page_size",
     "window",
     "settle",
+    "lookback",
     "concurrency",
 ];
 
@@ -68,6 +69,7 @@ pub struct Caresoft {
     page_size: u32,
     window: Duration,
     settle: Duration,
+    lookback: Duration,
     concurrency: usize,
 }
 
@@ -120,6 +122,10 @@ impl Caresoft {
                 .unwrap_or(MAX_PAGE_SIZE) as u32,
             window,
             settle: table.duration("settle")?.unwrap_or(Duration::minutes(10)),
+            // A chat and its messages belong to the window it started in;
+            // messages keep arriving while it lasts. Two hours covers
+            // nearly every live chat; raise it for long social threads.
+            lookback: table.duration("lookback")?.unwrap_or(Duration::hours(2)),
             concurrency: table.integer("concurrency", 1, 8)?.unwrap_or(4) as usize,
         })
     }
@@ -257,6 +263,10 @@ impl ChatSource for Caresoft {
 
     fn settle(&self) -> Duration {
         self.settle
+    }
+
+    fn lookback(&self) -> Duration {
+        self.lookback
     }
 
     fn paging(&self) -> Paging {

@@ -121,6 +121,9 @@ pub trait ChatSource {
     fn window_step(&self, stream: RecordKind) -> Duration;
     /// The lag behind now below which data is not yet complete.
     fn settle(&self) -> Duration;
+    /// How far before the checkpoint an incremental run starts again, to
+    /// catch what the platform adds late to windows already exported.
+    fn lookback(&self) -> Duration;
     fn paging(&self) -> Paging;
     /// The queries that together cover `window` for `stream`.
     fn queries(&self, window: Window, stream: RecordKind) -> Vec<Query>;

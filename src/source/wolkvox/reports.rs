@@ -34,7 +34,7 @@ use crate::model::{Item, Message, Record, RecordKind};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query};
 use crate::window::{format_in_zone, parse_platform_time, Window};
 
-const KEYS: &[&str] = &["window", "record_cap"];
+const KEYS: &[&str] = &["window", "record_cap", "lookback"];
 const MAX_WINDOW_DAYS: i64 = 31;
 const DEFAULT_RECORD_CAP: i64 = 60_000;
 
@@ -43,6 +43,7 @@ pub struct Reports {
     window: Duration,
     record_cap: u64,
     settle: Duration,
+    lookback: Duration,
 }
 
 impl Reports {
@@ -60,6 +61,10 @@ impl Reports {
                 .integer("record_cap", 1, 10_000_000)?
                 .unwrap_or(DEFAULT_RECORD_CAP) as u64,
             settle: table.duration("settle")?.unwrap_or(Duration::minutes(10)),
+            // Reports are built from closed chats; one that closes after a
+            // run may still land in a range already exported. An hour
+            // costs one extra request per run.
+            lookback: table.duration("lookback")?.unwrap_or(Duration::hours(1)),
         })
     }
 
@@ -181,6 +186,10 @@ impl ChatSource for Reports {
 
     fn settle(&self) -> Duration {
         self.settle
+    }
+
+    fn lookback(&self) -> Duration {
+        self.lookback
     }
 
     fn paging(&self) -> Paging {
