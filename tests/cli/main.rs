@@ -4,4 +4,5 @@
 mod caresoft;
 mod common;
 mod demo;
+mod state;
 mod wolkvox;
