@@ -262,7 +262,7 @@ async fn a_run_killed_mid_backfill_resumes_and_the_files_hold_everything_once() 
         .unwrap();
     // Kill it once two days are committed, while the third is being fetched.
     let out = d.join("out");
-    for _ in 0..300 {
+    for _ in 0..2000 {
         let files = std::fs::read_dir(&out).map(|r| {
             r.filter(|e| {
                 e.as_ref()
