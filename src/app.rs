@@ -7,14 +7,15 @@ use std::time::Instant;
 
 use chrono_tz::Tz;
 
-use crate::cli::{Cli, Command, ExportArgs, FormatArg, OutputArgs, RecordsArg};
+use crate::cli::{Cli, Command, ExportArgs, FormatArg, OutputArgs, RecordsArg, RedactArg};
 use crate::config::{Config, SourceKind, SourceTable};
 use crate::error::{Error, Kind, Result};
-use crate::export::{self, Options, WindowArgs};
+use crate::export::{self, Options, RedactOptions, WindowArgs};
 use crate::http::{display_url, Http};
 use crate::log;
 use crate::model::RecordKind;
 use crate::output::Format;
+use crate::redact::Mode as RedactMode;
 use crate::source::caresoft::Caresoft;
 use crate::source::wolkvox;
 use crate::source::ChatSource;
@@ -112,6 +113,14 @@ fn output_options(args: &OutputArgs) -> Result<Options> {
         csv_raw: args.csv_raw,
         state: None,
         chunk: None,
+        redact: args.redact.map(|mode| RedactOptions {
+            mode: match mode {
+                RedactArg::Hash => RedactMode::Hash,
+                RedactArg::Mask => RedactMode::Mask,
+                RedactArg::Drop => RedactMode::Drop,
+            },
+            agents: args.redact_agents,
+        }),
     })
 }
 

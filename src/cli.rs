@@ -112,6 +112,16 @@ pub struct OutputArgs {
     #[arg(long)]
     pub csv_raw: bool,
 
+    /// Remove personal data before writing: customer fields become keyed pseudonyms
+    /// (hash, key in $CHATDUMP_REDACT_KEY), placeholders (mask) or null (drop);
+    /// e-mails, phones and card numbers in message text become [EMAIL] [PHONE] [CARD]
+    #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "hash")]
+    pub redact: Option<RedactArg>,
+
+    /// With --redact: treat agent names and e-mails as personal data too
+    #[arg(long, requires = "redact")]
+    pub redact_agents: bool,
+
     /// Only errors on stderr
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -125,6 +135,13 @@ pub struct OutputArgs {
 pub enum RecordsArg {
     Conversations,
     Messages,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedactArg {
+    Hash,
+    Mask,
+    Drop,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -82,6 +82,8 @@ pub struct Config {
     pub sources: BTreeMap<String, toml::Table>,
     /// Group- or world-readable: literal secrets in it deserve a warning.
     pub readable_by_others: bool,
+    /// The variable holding the `--redact=hash` key, if not the default.
+    pub redact_key_env: Option<String>,
 }
 
 /// Keys every source accepts besides its kind's own.
@@ -139,7 +141,17 @@ impl Config {
                 )))
             }
         };
-        if let Some(key) = table.keys().find(|k| k.as_str() != "redact_key_env") {
+        let redact_key_env = match table.remove("redact_key_env") {
+            None => None,
+            Some(toml::Value::String(v)) => Some(v),
+            Some(_) => {
+                return Err(Error::config(format!(
+                    "{}: `redact_key_env` must be the name of an environment variable",
+                    path.display()
+                )))
+            }
+        };
+        if let Some(key) = table.keys().next() {
             return Err(Error::config(format!(
                 "{}: unknown top-level key {key:?}",
                 path.display()
@@ -160,6 +172,7 @@ impl Config {
             path: Some(path.to_path_buf()),
             sources: out,
             readable_by_others: false,
+            redact_key_env,
         })
     }
 

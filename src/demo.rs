@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::export::{self, expand_placeholders, Options, RejectLog, WindowArgs};
 use crate::log;
 use crate::output::Output;
+use crate::redact::Redactor;
 use crate::source::ChatSource;
 
 const DEMO_TOKEN: &str = "demo-token";
@@ -56,6 +57,7 @@ const SAMPLES: &[Sample] = &[
 
 pub async fn demo(options: &Options) -> Result<()> {
     options.validate()?;
+    let redactor = export::redactor(options, None)?;
     let addr = serve().await?;
     let started = std::time::Instant::now();
     // The samples' dates, in UTC, name the output for `{from}` / `{to}`.
@@ -75,7 +77,7 @@ pub async fn demo(options: &Options) -> Result<()> {
         let config = Config::parse(&(sample.config)(addr), Path::new("(demo)"))?;
         let table = config.source(sample.name)?;
         let stats = crate::with_source!(&table, source => {
-            run_sample(&source, sample.name, options, &mut output, path.as_deref()).await
+            run_sample(&source, sample.name, options, redactor.as_ref(), &mut output, path.as_deref()).await
         })?;
         log::verbose(&format!(
             "{}: {} {}",
@@ -107,22 +109,16 @@ async fn run_sample<S: ChatSource>(
     source: &S,
     name: &str,
     options: &Options,
+    redactor: Option<&Redactor>,
     output: &mut Output,
     path: Option<&Path>,
 ) -> Result<export::Stats> {
     let window = sample_window().resolve(source.timezone(), source.settle(), Utc::now())?;
     output.set_origin(name, source.kind().as_str())?;
-    let rejects = RejectLog::new(name, path);
+    let rejects = RejectLog::new(name, path).redacting(redactor.is_some());
     let memory = crate::pipeline::Memory::default();
     let (stats, _) = export::run(
-        source,
-        name,
-        window,
-        options.records,
-        options.include_raw,
-        output,
-        rejects,
-        memory,
+        source, name, window, options, redactor, output, rejects, memory,
     )
     .await?;
     Ok(stats)

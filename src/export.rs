@@ -18,7 +18,8 @@ use crate::http::Http;
 use crate::log;
 use crate::model::{RecordKind, Rejected};
 use crate::output::{Format, Output, Render};
-use crate::pipeline::{Memory, Pipeline};
+use crate::pipeline::{Memory, Pipeline, Shape};
+use crate::redact::{Mode as RedactMode, Redactor};
 use crate::source::{drive, ChatSource};
 use crate::state::{with_suffix, LedgerEntry, State, StateFile, VERSION as STATE_VERSION};
 use crate::window::{humanize, parse_duration, parse_time, Window};
@@ -38,6 +39,14 @@ pub struct Options {
     pub state: Option<PathBuf>,
     /// `--chunk D`: output chunk length with a templated path.
     pub chunk: Option<Duration>,
+    /// `--redact[=MODE]` and `--redact-agents`.
+    pub redact: Option<RedactOptions>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RedactOptions {
+    pub mode: RedactMode,
+    pub agents: bool,
 }
 
 impl Options {
@@ -50,6 +59,11 @@ impl Options {
     }
 
     pub fn validate(&self) -> Result<()> {
+        if self.include_raw && self.redact.is_some() {
+            return Err(Error::usage(
+                "--include-raw cannot be combined with --redact: the platform's raw JSON cannot be guaranteed clean",
+            ));
+        }
         if self.include_raw && self.format() == Format::Csv {
             return Err(
                 Error::usage("--include-raw needs JSON Lines output; CSV rows are flat")
@@ -141,8 +155,10 @@ pub async fn export(
     dry_run: bool,
 ) -> Result<Stats> {
     options.validate()?;
+    let redactor = redactor(options, config.redact_key_env.as_deref())?;
     let table = config.source(name)?;
-    crate::with_source!(&table, source => export_one(&source, name, window, options, dry_run).await)
+    let redactor = redactor.as_ref();
+    crate::with_source!(&table, source => export_one(&source, name, window, options, redactor, dry_run).await)
 }
 
 async fn export_one<S: ChatSource>(
@@ -150,6 +166,7 @@ async fn export_one<S: ChatSource>(
     name: &str,
     window_args: &WindowArgs,
     options: &Options,
+    redactor: Option<&Redactor>,
     dry_run: bool,
 ) -> Result<Stats> {
     let started = Instant::now();
@@ -214,13 +231,14 @@ async fn export_one<S: ChatSource>(
             // Beside the state, kept across runs: cron mail points there.
             Some(f) => RejectLog::appending(name, with_suffix(f.path(), ".rejects.jsonl")),
             None => RejectLog::new(name, path.as_deref()),
-        };
+        }
+        .redacting(redactor.is_some());
         let (stats, kept) = run(
             source,
             name,
             *chunk,
-            records,
-            options.include_raw,
+            options,
+            redactor,
             &mut output,
             rejects,
             memory,
@@ -293,8 +311,8 @@ pub async fn run<S: ChatSource>(
     source: &S,
     name: &str,
     window: Window,
-    records: RecordKind,
-    want_raw: bool,
+    options: &Options,
+    redactor: Option<&Redactor>,
     output: &mut Output,
     rejects: RejectLog,
     memory: Memory,
@@ -306,22 +324,29 @@ pub async fn run<S: ChatSource>(
         connection.settings,
         connection.max_in_flight,
     )?;
+    let records = options.records;
     let aggregate = records == RecordKind::Conversations && source.conversations_from_messages();
+    let shape = Shape {
+        records,
+        messages_in_order: source.messages_in_order(),
+        aggregate,
+        keep_for: source.lookback(),
+    };
     let fetch = if aggregate {
         RecordKind::Messages
     } else {
         records
     };
-    let mut pipeline = Pipeline::new(
-        records,
-        source.messages_in_order(),
-        aggregate,
-        output,
-        rejects,
-        memory,
-        source.lookback(),
-    );
-    let driven = drive(source, &http, window, fetch, want_raw, &mut pipeline).await?;
+    let mut pipeline = Pipeline::new(shape, redactor, output, rejects, memory);
+    let driven = drive(
+        source,
+        &http,
+        window,
+        fetch,
+        options.include_raw,
+        &mut pipeline,
+    )
+    .await?;
     let (mut stats, memory) = pipeline.finish()?;
     stats.windows = driven.windows;
     stats.requests = driven.requests;
@@ -329,6 +354,29 @@ pub async fn run<S: ChatSource>(
         log::verbose(&format!("skipped {} duplicate records", stats.duplicates));
     }
     Ok((stats, memory))
+}
+
+/// The redactor `--redact` asks for, with its key from
+/// `CHATDUMP_REDACT_KEY` or the variable the config's `redact_key_env` names.
+pub fn redactor(options: &Options, key_env: Option<&str>) -> Result<Option<Redactor>> {
+    let Some(redact) = options.redact else {
+        return Ok(None);
+    };
+    let var = key_env.unwrap_or("CHATDUMP_REDACT_KEY");
+    let key = std::env::var(var).ok().filter(|k| !k.is_empty());
+    if redact.mode == RedactMode::Hash && key.is_none() {
+        return Err(Error::config(format!(
+            "--redact=hash needs a key: the environment variable {var} is not set"
+        ))
+        .with_hint(format!(
+            "export {var}=<a long random secret> (keep it: the same key gives the same pseudonyms), or use --redact=mask"
+        )));
+    }
+    Ok(Some(Redactor::new(
+        redact.mode,
+        redact.agents,
+        key.as_deref().map(str::as_bytes),
+    )))
 }
 
 fn print_plan<S: ChatSource>(
@@ -437,6 +485,8 @@ pub struct RejectLog {
     source: String,
     path: PathBuf,
     append: bool,
+    /// Under `--redact`, only the shape of a rejected record is kept.
+    redact: bool,
     file: Option<std::io::BufWriter<std::fs::File>>,
     count: u64,
 }
@@ -455,6 +505,7 @@ impl RejectLog {
             source: source.to_string(),
             path,
             append: false,
+            redact: false,
             file: None,
             count: 0,
         }
@@ -466,9 +517,15 @@ impl RejectLog {
             source: source.to_string(),
             path,
             append: true,
+            redact: false,
             file: None,
             count: 0,
         }
+    }
+
+    pub fn redacting(mut self, redact: bool) -> RejectLog {
+        self.redact = redact;
+        self
     }
 
     pub fn save(&mut self, rejected: &Rejected) -> Result<()> {
@@ -482,13 +539,18 @@ impl RejectLog {
                 .map_err(|e| Error::output(format!("cannot create {}", self.path.display()), e))?;
             self.file = Some(std::io::BufWriter::new(f));
         }
-        let line = serde_json::json!({
+        let raw = serde_json::from_str::<serde_json::Value>(&rejected.raw)
+            .unwrap_or_else(|_| serde_json::Value::String(rejected.raw.clone()));
+        let mut line = serde_json::json!({
             "source": self.source,
             "rejected_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "reason": rejected.reason,
-            "raw": serde_json::from_str::<serde_json::Value>(&rejected.raw)
-                .unwrap_or_else(|_| serde_json::Value::String(rejected.raw.clone())),
         });
+        if self.redact {
+            line["raw_shape"] = shape_of(&raw);
+        } else {
+            line["raw"] = raw;
+        }
         let file = self.file.as_mut().expect("opened above");
         writeln!(file, "{line}")
             .map_err(|e| Error::output(format!("cannot write {}", self.path.display()), e))?;
@@ -509,6 +571,22 @@ impl RejectLog {
             ));
         }
         Ok(self.count)
+    }
+}
+
+/// The structure of a JSON value with every scalar replaced by its type:
+/// enough to see why a record did not parse, nothing personal.
+fn shape_of(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), shape_of(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(shape_of).collect()),
+        Value::String(_) => Value::String("<string>".into()),
+        Value::Number(_) => Value::String("<number>".into()),
+        Value::Bool(_) => Value::String("<bool>".into()),
+        Value::Null => Value::Null,
     }
 }
 

@@ -14,6 +14,7 @@ mod log;
 mod model;
 mod output;
 mod pipeline;
+mod redact;
 mod source;
 mod state;
 mod window;

@@ -18,6 +18,7 @@ use crate::error::Result;
 use crate::export::{RejectLog, Stats};
 use crate::model::{digest_id, Conversation, Item, Message, Record, RecordKind, Sender};
 use crate::output::Output;
+use crate::redact::Redactor;
 use crate::source::{ConversationContext, Parsed, Sink};
 use crate::window::Window;
 
@@ -180,12 +181,26 @@ impl Aggregator {
     }
 }
 
+/// What the pipeline needs to know about the export's shape.
+pub struct Shape {
+    pub records: RecordKind,
+    /// Messages arrive grouped and ordered: no holding back.
+    pub messages_in_order: bool,
+    /// The driver delivers messages and `records` asks for conversations
+    /// built from them.
+    pub aggregate: bool,
+    /// How far back from a window's end its keys are kept for a later run
+    /// (the source's lookback).
+    pub keep_for: Duration,
+}
+
 /// The [`Sink`] that turns driver output into written records.
 pub struct Pipeline<'a> {
     records: RecordKind,
     /// Messages arrive grouped and ordered: no holding back.
     messages_in_order: bool,
     output: &'a mut Output,
+    redactor: Option<&'a Redactor>,
     rejects: RejectLog,
     seen: Seen,
     /// Messages of the current window, when they must be sorted first.
@@ -207,36 +222,38 @@ pub struct Pipeline<'a> {
 impl<'a> Pipeline<'a> {
     /// `aggregate`: the driver delivers messages and `records` asks for
     /// conversations built from them.
-    /// `keep_for`: how far back from a window's end its keys are kept for
-    /// a later run (the source's lookback).
     pub fn new(
-        records: RecordKind,
-        messages_in_order: bool,
-        aggregate: bool,
+        shape: Shape,
+        redactor: Option<&'a Redactor>,
         output: &'a mut Output,
         rejects: RejectLog,
         memory: Memory,
-        keep_for: Duration,
     ) -> Self {
         Pipeline {
-            records,
-            messages_in_order,
+            records: shape.records,
+            messages_in_order: shape.messages_in_order,
             output,
+            redactor,
             rejects,
             seen: memory.seen,
             pending: Vec::new(),
             next_seq: memory.next_seq,
             recent: memory.recent,
-            keep_for,
+            keep_for: shape.keep_for,
             occurrences: HashMap::new(),
             occurrence_scope: String::new(),
-            aggregate: (aggregate && records == RecordKind::Conversations)
+            aggregate: (shape.aggregate && shape.records == RecordKind::Conversations)
                 .then(Aggregator::default),
             stats: Stats::default(),
         }
     }
 
-    fn write(&mut self, record: Record) -> Result<()> {
+    /// The last stop before the writer: personal data goes here, after ids,
+    /// de-duplication and enrichment have used it.
+    fn write(&mut self, mut record: Record) -> Result<()> {
+        if let Some(redactor) = self.redactor {
+            redactor.apply(&mut record);
+        }
         self.output.write(record)?;
         self.stats.records += 1;
         Ok(())

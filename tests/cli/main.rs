@@ -4,5 +4,6 @@
 mod caresoft;
 mod common;
 mod demo;
+mod redact;
 mod state;
 mod wolkvox;
