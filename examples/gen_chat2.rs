@@ -99,10 +99,22 @@ fn main() -> std::io::Result<()> {
             let customer = i % 2 == 0;
             let roll = rng.below(1000);
             let body = if text_only || roll < 960 {
-                {
-                    let words = 3 + rng.below(25);
-                    serde_json::to_string(&sentence(&mut rng, words)).unwrap()
+                let words = 3 + rng.below(25);
+                let mut text = sentence(&mut rng, words);
+                // One message in twenty carries contact data, as real chats do.
+                match rng.below(40) {
+                    0 => text.push_str(&format!(
+                        " mi celular es 300 {:03} {:04}",
+                        rng.below(1000),
+                        rng.below(10_000)
+                    )),
+                    1 => text.push_str(&format!(
+                        " escríbeme a cliente{}@correo.com",
+                        rng.below(100_000)
+                    )),
+                    _ => {}
                 }
+                serde_json::to_string(&text).unwrap()
             } else if roll < 985 {
                 format!("\"<a href=\\\"https://files.wolkvox.com/{conn}/{i}.pdf\\\" target=\\\"_blank\\\">archivo.pdf</a>\"")
             } else {

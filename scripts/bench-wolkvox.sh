@@ -5,6 +5,9 @@
 # JSONL messages with chatdump, beside `curl | jq -c` flattening the same
 # response, measuring wall time and peak RSS with /usr/bin/time -v.
 #
+# Also measures the same export with --redact (issue 7: redaction must keep
+# at least 70% of the unredacted throughput).
+#
 # Usage: scripts/bench-wolkvox.sh [MB] [cap|text]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,5 +52,8 @@ echo "response: $((size / 1048576)) MB ($mix mix), $(nproc) cores"
 measure chatdump ./target/release/chatdump --config "$work/chatdump.toml" export bench \
   --from 2024-03-05 --to 2024-03-06 --records messages -q -o "$work/out.jsonl"
 lines=$(wc -l < "$work/out.jsonl")
+CHATDUMP_REDACT_KEY=bench-key measure redacted ./target/release/chatdump --config "$work/chatdump.toml" export bench \
+  --from 2024-03-05 --to 2024-03-06 --records messages -q --redact -o "$work/redacted.jsonl"
+echo "redacted: $(grep -c '\[PHONE\]' "$work/redacted.jsonl") messages with [PHONE], $(grep -c '\[EMAIL\]' "$work/redacted.jsonl") with [EMAIL]"
 measure jq sh -c "curl -s 'http://127.0.0.1:$port/api/v2/reports_manager.php' | jq -c '.data[] as \$c | \$c.conversation[] | {conn_id: \$c.conn_id, agent_name: \$c.agent_name, customer_name: \$c.customer_name} + .'"
 echo "chatdump wrote $lines messages"

@@ -71,6 +71,7 @@ pub async fn demo(options: &Options) -> Result<()> {
         options.format(),
         options.records,
         export::render("demo", "demo", options),
+        redactor.clone(),
     )?;
     let mut total = 0;
     for sample in SAMPLES {
@@ -117,10 +118,7 @@ async fn run_sample<S: ChatSource>(
     output.set_origin(name, source.kind().as_str())?;
     let rejects = RejectLog::new(name, path).redacting(redactor.is_some());
     let memory = crate::pipeline::Memory::default();
-    let (stats, _) = export::run(
-        source, name, window, options, redactor, output, rejects, memory,
-    )
-    .await?;
+    let (stats, _) = export::run(source, name, window, options, output, rejects, memory).await?;
     Ok(stats)
 }
 

@@ -226,6 +226,7 @@ async fn export_one<S: ChatSource>(
             options.format(),
             records,
             render(name, kind, options),
+            redactor.cloned(),
         )?;
         let rejects = match &state {
             // Beside the state, kept across runs: cron mail points there.
@@ -233,17 +234,8 @@ async fn export_one<S: ChatSource>(
             None => RejectLog::new(name, path.as_deref()),
         }
         .redacting(redactor.is_some());
-        let (stats, kept) = run(
-            source,
-            name,
-            *chunk,
-            options,
-            redactor,
-            &mut output,
-            rejects,
-            memory,
-        )
-        .await?;
+        let (stats, kept) =
+            run(source, name, *chunk, options, &mut output, rejects, memory).await?;
         memory = kept;
         targets.push(output.describe());
         output.commit()?;
@@ -312,7 +304,6 @@ pub async fn run<S: ChatSource>(
     name: &str,
     window: Window,
     options: &Options,
-    redactor: Option<&Redactor>,
     output: &mut Output,
     rejects: RejectLog,
     memory: Memory,
@@ -337,7 +328,7 @@ pub async fn run<S: ChatSource>(
     } else {
         records
     };
-    let mut pipeline = Pipeline::new(shape, redactor, output, rejects, memory);
+    let mut pipeline = Pipeline::new(shape, output, rejects, memory);
     let driven = drive(
         source,
         &http,

@@ -18,7 +18,6 @@ use crate::error::Result;
 use crate::export::{RejectLog, Stats};
 use crate::model::{digest_id, Conversation, Item, Message, Record, RecordKind, Sender};
 use crate::output::Output;
-use crate::redact::Redactor;
 use crate::source::{ConversationContext, Parsed, Sink};
 use crate::window::Window;
 
@@ -200,7 +199,6 @@ pub struct Pipeline<'a> {
     /// Messages arrive grouped and ordered: no holding back.
     messages_in_order: bool,
     output: &'a mut Output,
-    redactor: Option<&'a Redactor>,
     rejects: RejectLog,
     seen: Seen,
     /// Messages of the current window, when they must be sorted first.
@@ -222,18 +220,11 @@ pub struct Pipeline<'a> {
 impl<'a> Pipeline<'a> {
     /// `aggregate`: the driver delivers messages and `records` asks for
     /// conversations built from them.
-    pub fn new(
-        shape: Shape,
-        redactor: Option<&'a Redactor>,
-        output: &'a mut Output,
-        rejects: RejectLog,
-        memory: Memory,
-    ) -> Self {
+    pub fn new(shape: Shape, output: &'a mut Output, rejects: RejectLog, memory: Memory) -> Self {
         Pipeline {
             records: shape.records,
             messages_in_order: shape.messages_in_order,
             output,
-            redactor,
             rejects,
             seen: memory.seen,
             pending: Vec::new(),
@@ -248,12 +239,7 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// The last stop before the writer: personal data goes here, after ids,
-    /// de-duplication and enrichment have used it.
-    fn write(&mut self, mut record: Record) -> Result<()> {
-        if let Some(redactor) = self.redactor {
-            redactor.apply(&mut record);
-        }
+    fn write(&mut self, record: Record) -> Result<()> {
         self.output.write(record)?;
         self.stats.records += 1;
         Ok(())

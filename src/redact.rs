@@ -18,6 +18,9 @@
 //! prices with thousands separators, order numbers glued to letters and
 //! other ids are left alone; the tests hold a corpus of such look-alikes.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -34,7 +37,7 @@ pub enum Mode {
 /// The class of a value: pseudonyms are keyed per class, so a phone and a
 /// name never share one, and normalised, so `+57 300 123 4567` and
 /// `573001234567` are the same person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Class {
     Name,
     Phone,
@@ -62,11 +65,19 @@ impl Class {
     }
 }
 
+#[derive(Clone)]
 pub struct Redactor {
     mode: Mode,
     agents: bool,
     key: Option<Hmac<Sha256>>,
+    /// Pseudonyms computed lately: a chat repeats its customer's name and
+    /// phone on every message, and an HMAC per field per message is the
+    /// largest cost of redaction otherwise.
+    recent: RefCell<HashMap<(Class, String), String>>,
 }
+
+/// Pseudonyms remembered; the cache starts over beyond this.
+const RECENT_PSEUDONYMS: usize = 4096;
 
 impl Redactor {
     /// `key` is required for [`Mode::Hash`]; the caller checks (exit 78).
@@ -75,6 +86,7 @@ impl Redactor {
             mode,
             agents,
             key: key.map(|k| Hmac::<Sha256>::new_from_slice(k).expect("HMAC takes any key length")),
+            recent: RefCell::new(HashMap::new()),
         }
     }
 
@@ -133,8 +145,19 @@ impl Redactor {
             if self.agents {
                 names.extend(m.agent_name.as_deref());
             }
-            let text = scrub_names(&text, &names).unwrap_or(text);
-            m.text = Some(scrub(&text).unwrap_or(text));
+            // An inline `data:...;base64,` payload is not prose, and editing
+            // it would only break the file: scrub what precedes it.
+            let (prose, payload) = split_payload(&text);
+            let cleaned = scrub_names(prose, &names);
+            let prose_now = cleaned.as_deref().unwrap_or(prose);
+            let cleaned = scrub(prose_now).or(cleaned);
+            m.text = Some(match cleaned {
+                Some(mut c) => {
+                    c.push_str(payload);
+                    c
+                }
+                None => text,
+            });
         }
     }
 
@@ -143,8 +166,22 @@ impl Redactor {
         *slot = match self.mode {
             Mode::Drop => None,
             Mode::Mask => Some(class.placeholder().to_string()),
-            Mode::Hash => Some(self.pseudonym(value, class)),
+            Mode::Hash => Some(self.cached_pseudonym(value, class)),
         };
+    }
+
+    fn cached_pseudonym(&self, value: &str, class: Class) -> String {
+        let mut recent = self.recent.borrow_mut();
+        let key = (class, value.to_string());
+        if let Some(p) = recent.get(&key) {
+            return p.clone();
+        }
+        if recent.len() >= RECENT_PSEUDONYMS {
+            recent.clear();
+        }
+        let p = self.pseudonym(value, class);
+        recent.insert(key, p.clone());
+        p
     }
 
     /// `class:` and 24 hex digits (96 bits) of HMAC-SHA256(key, class, value).
@@ -177,32 +214,72 @@ fn normalise(value: &str, class: Class) -> String {
     }
 }
 
+/// Splits an inline data URI into its header and its base64 payload.
+fn split_payload(text: &str) -> (&str, &str) {
+    if text.starts_with("data:") {
+        if let Some(comma) = text[..text.len().min(200)].find(";base64,") {
+            let cut = comma + ";base64,".len();
+            return text.split_at(cut);
+        }
+    }
+    (text, "")
+}
+
 /// Replaces whole occurrences of `names` (case-insensitive) with `[NAME]`.
 /// Returns None when none occurs.
 pub fn scrub_names(text: &str, names: &[&str]) -> Option<String> {
+    let names: Vec<String> = names
+        .iter()
+        .map(|n| n.trim().to_lowercase())
+        // Very short "names" (initials) would hit ordinary words.
+        .filter(|n| n.chars().count() >= 3)
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let lower = text.to_lowercase();
+    // Byte offsets carry over when lower-casing kept every character's
+    // length (true of Spanish and Vietnamese); otherwise go char by char.
+    if lower.len() != text.len() {
+        return scrub_names_by_char(text, &names);
+    }
+    let is_word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for name in &names {
+        for start in memchr::memmem::find_iter(lower.as_bytes(), name.as_bytes()) {
+            let end = start + name.len();
+            if !is_word(lower[..start].chars().next_back()) && !is_word(lower[end..].chars().next())
+            {
+                spans.push((start, end));
+            }
+        }
+    }
+    replace_spans(text, spans)
+}
+
+fn scrub_names_by_char(text: &str, names: &[String]) -> Option<String> {
     let hay: Vec<(usize, char)> = text.char_indices().collect();
     let lower: Vec<char> = hay.iter().map(|(_, c)| fold(*c)).collect();
     let mut spans: Vec<(usize, usize)> = Vec::new();
     for name in names {
-        let needle: Vec<char> = name.trim().chars().map(fold).collect();
-        // Very short "names" (initials, "Ana" is fine) would hit ordinary words.
-        if needle.len() < 3 || needle.len() > lower.len() {
-            continue;
-        }
+        let needle: Vec<char> = name.chars().map(fold).collect();
         let mut i = 0;
         while i + needle.len() <= lower.len() {
-            let boundary_before = i == 0 || !lower[i - 1].is_alphanumeric();
             let after = i + needle.len();
+            let boundary_before = i == 0 || !lower[i - 1].is_alphanumeric();
             let boundary_after = after == lower.len() || !lower[after].is_alphanumeric();
             if boundary_before && boundary_after && lower[i..after] == needle[..] {
-                let end = hay.get(after).map_or(text.len(), |(b, _)| *b);
-                spans.push((hay[i].0, end));
+                spans.push((hay[i].0, hay.get(after).map_or(text.len(), |(b, _)| *b)));
                 i = after;
             } else {
                 i += 1;
             }
         }
     }
+    replace_spans(text, spans)
+}
+
+fn replace_spans(text: &str, mut spans: Vec<(usize, usize)>) -> Option<String> {
     if spans.is_empty() {
         return None;
     }
@@ -471,6 +548,25 @@ mod tests {
             "whole words only"
         );
         assert_eq!(scrub_names("hola", &["Al", ""]), None);
+        assert_eq!(
+            scrub_names("İstanbul'dan AYŞE KAYA yazdı", &["Ayşe Kaya"]).as_deref(),
+            Some("İstanbul'dan [NAME] yazdı"),
+            "lower-casing that changes lengths takes the slow path"
+        );
+    }
+
+    #[test]
+    fn inline_images_are_left_intact() {
+        let image = "data:image/png;base64,iVBORw0KGgo3001234567AAAA+/5500000000000004==";
+        let mut r = Record::Message(Item {
+            record: Message {
+                text: Some(image.into()),
+                ..Default::default()
+            },
+            raw: None,
+        });
+        Redactor::new(Mode::Mask, false, None).apply(&mut r);
+        assert_eq!(fields(&r).text.as_deref(), Some(image));
     }
 
     #[test]

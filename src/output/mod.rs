@@ -21,6 +21,7 @@ use flate2::write::GzEncoder;
 
 use crate::error::{Error, Result};
 use crate::model::{Record, RecordKind};
+use crate::redact::Redactor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -210,11 +211,14 @@ pub struct Output {
 impl Output {
     /// Opens `path` (None: stdout) for records of `kind`. The CSV header is
     /// written at once, so an empty export is still a valid file.
+    /// A `redactor` is applied on the writer thread, to every record before
+    /// it is rendered: nothing personal reaches the stream.
     pub fn create(
         path: Option<&Path>,
         format: Format,
         kind: RecordKind,
         render: Render,
+        redactor: Option<Redactor>,
     ) -> Result<Output> {
         let (stream, target, temp) = match path {
             None => (Stream::Stdout(io::stdout()), None, None),
@@ -261,8 +265,11 @@ impl Output {
             .spawn(move || {
                 for message in receiver {
                     match message {
-                        Message::Records(records) => {
-                            for record in &records {
+                        Message::Records(mut records) => {
+                            for record in &mut records {
+                                if let Some(r) = &redactor {
+                                    r.apply(record);
+                                }
                                 writer.write(record, &render)?;
                             }
                             let _ = give_back.send(records);
@@ -460,6 +467,7 @@ mod tests {
             Format::Csv,
             RecordKind::Conversations,
             render(),
+            None,
         )
         .unwrap();
         out.write(Record::Conversation(Item {
@@ -491,8 +499,14 @@ mod tests {
     fn dropped_output_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out.jsonl");
-        let out =
-            Output::create(Some(&target), Format::Jsonl, RecordKind::Messages, render()).unwrap();
+        let out = Output::create(
+            Some(&target),
+            Format::Jsonl,
+            RecordKind::Messages,
+            render(),
+            None,
+        )
+        .unwrap();
         drop(out);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
