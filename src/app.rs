@@ -164,6 +164,10 @@ fn describe(table: &SourceTable<'_>) -> (String, bool) {
             wolkvox::Client::endpoint(table),
             table.secret_present("token"),
         ),
+        SourceKind::Ujet => (
+            crate::source::ujet::Ujet::endpoint(table),
+            table.secret_present("username") && table.secret_present("password"),
+        ),
         _ => (
             table
                 .string("base_url")

@@ -24,6 +24,8 @@ use crate::redact::Redactor;
 use crate::source::ChatSource;
 
 const DEMO_TOKEN: &str = "demo-token";
+/// HTTP Basic for `demo:demo-token`.
+const DEMO_BASIC: &str = "Basic ZGVtbzpkZW1vLXRva2Vu";
 
 /// The sample window, in each platform's local time.
 const FROM: &str = "2024-03-01";
@@ -41,6 +43,15 @@ const SAMPLES: &[Sample] = &[
             format!(
                 "[sources.demo-caresoft]\nkind = \"caresoft\"\nbase_url = \"http://{addr}/caresoft/demo\"\n\
                  token = \"{DEMO_TOKEN}\"\nconcurrency = 2\npage_size = 2\nrate_limit = 200\n"
+            )
+        },
+    },
+    Sample {
+        name: "demo-ujet",
+        config: |addr| {
+            format!(
+                "[sources.demo-ujet]\nkind = \"ujet\"\nbase_url = \"http://{addr}/ujet\"\n\
+                 username = \"demo\"\npassword = \"{DEMO_TOKEN}\"\npage_size = 2\nrate_limit = 200\n"
             )
         },
     },
@@ -114,6 +125,10 @@ async fn run_sample<S: ChatSource>(
     output: &mut Output,
     path: Option<&Path>,
 ) -> Result<export::Stats> {
+    if let Err(why) = source.records_supported(options.records) {
+        log::verbose(&format!("{name}: skipped: {why}"));
+        return Ok(export::Stats::default());
+    }
     let window = sample_window().resolve(source.timezone(), source.settle(), Utc::now())?;
     output.set_origin(name, source.kind().as_str())?;
     let rejects = RejectLog::new(name, path).redacting(redactor.is_some());
@@ -160,7 +175,7 @@ async fn handle(mut stream: TcpStream) {
     let authorized = lines.any(|l| {
         l.split_once(':').is_some_and(|(k, v)| {
             let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            (k == "authorization" && v == format!("Bearer {DEMO_TOKEN}"))
+            (k == "authorization" && (v == format!("Bearer {DEMO_TOKEN}") || v == DEMO_BASIC))
                 || (k == "wolkvox-token" && v == DEMO_TOKEN)
         })
     });
@@ -191,6 +206,7 @@ fn route(target: &str) -> (u16, String) {
         "/caresoft/demo/api/v1/chats" => caresoft_page(&CARESOFT_CHATS, &query),
         "/caresoft/demo/api/v1/chats/messages" => caresoft_page(&CARESOFT_MESSAGES, &query),
         "/wolkvox/api/v2/reports_manager.php" => wolkvox_report(&query),
+        "/ujet/manager/api/v1/chats" => ujet_chats(&query),
         _ => (404, r#"{"code":"errors","message":"Not found"}"#.into()),
     }
 }
@@ -254,6 +270,40 @@ fn caresoft_page(files: &[(u32, &str)], query: &HashMap<String, String>) -> (u16
     let page_rows: Vec<&Value> = rows.iter().skip((page - 1) * count).take(count).collect();
     let body = serde_json::json!({"code": "ok", "numFound": rows.len(), "chats": page_rows});
     (200, body.to_string())
+}
+
+const UJET_CHATS: &str = include_str!("../fixtures/ujet/chats.json");
+
+/// The Manager API's chat listing: `updated_at` in [from, to), sorted
+/// ascending, `per` (at most 100) a page.
+fn ujet_chats(query: &HashMap<String, String>) -> (u16, String) {
+    let from = query.get("updated_at[from]").cloned().unwrap_or_default();
+    let to = query
+        .get("updated_at[to]")
+        .cloned()
+        .unwrap_or_else(|| "9".into());
+    let per: usize = query
+        .get("per")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .clamp(1, 100);
+    let page: usize = query
+        .get("page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let all: Vec<Value> = serde_json::from_str(UJET_CHATS).unwrap_or_default();
+    let updated = |c: &Value| c["updated_at"].as_str().unwrap_or("").to_string();
+    let mut rows: Vec<Value> = all
+        .into_iter()
+        .filter(|c| {
+            let u = updated(c);
+            u >= from && u < to
+        })
+        .collect();
+    rows.sort_by_key(updated);
+    let page_rows: Vec<Value> = rows.into_iter().skip((page - 1) * per).take(per).collect();
+    (200, Value::Array(page_rows).to_string())
 }
 
 const WOLKVOX_CHATS: &str = include_str!("../fixtures/wolkvox/chat_2-nested.json");

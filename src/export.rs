@@ -172,6 +172,9 @@ async fn export_one<S: ChatSource>(
     let started = Instant::now();
     let records = options.records;
     let kind = source.kind().as_str();
+    source
+        .records_supported(records)
+        .map_err(|why| Error::usage(format!("source {name:?}: {why}")))?;
     let mut state = match &options.state {
         Some(path) => Some(StateFile::open(path, name, kind, records.as_str())?),
         None => None,

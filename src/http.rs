@@ -26,6 +26,10 @@ use crate::log;
 #[derive(Debug, Clone)]
 pub enum Auth {
     Bearer(Secret),
+    Basic {
+        user: Secret,
+        password: Secret,
+    },
     /// A platform-specific header carrying the token (Wolkvox).
     Header {
         name: &'static str,
@@ -234,6 +238,9 @@ impl Http {
         let request = self.client.get(url.clone());
         let request = match &self.auth {
             Auth::Bearer(token) => request.bearer_auth(token.expose()),
+            Auth::Basic { user, password } => {
+                request.basic_auth(user.expose(), Some(password.expose()))
+            }
             Auth::Header { name, value } => request.header(*name, value.expose()),
         };
         request.send().await.map_err(describe_transport_error)

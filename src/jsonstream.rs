@@ -21,8 +21,6 @@ pub enum ItemsAt {
     /// Under this key of the root object (a root array is accepted too).
     Key(&'static str),
     /// The root is an array of records.
-    // Read by the UJET source to come; exercised by the tests meanwhile.
-    #[allow(dead_code)]
     Root,
 }
 

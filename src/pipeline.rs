@@ -310,8 +310,15 @@ impl Sink for Pipeline<'_> {
                 Ok(true)
             }
             Parsed::Record(Record::Conversation(c)) => {
+                // A conversation that changed is a new version: its
+                // `updated_at` is part of its identity (UJET).
+                let version = c
+                    .record
+                    .updated_at
+                    .map(|t| t.timestamp_millis().to_string())
+                    .unwrap_or_default();
                 if self.records != RecordKind::Conversations
-                    || !self.seen.insert(&[&c.record.conversation_id])
+                    || !self.seen.insert(&[&c.record.conversation_id, &version])
                 {
                     self.stats.duplicates += 1;
                     return Ok(false);

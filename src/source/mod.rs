@@ -11,6 +11,7 @@
 //! async work. That keeps providers trivially testable on fixture bytes.
 
 pub mod caresoft;
+pub mod ujet;
 pub mod wolkvox;
 
 /// Builds the provider a configured source's kind names and evaluates
@@ -29,12 +30,16 @@ macro_rules! with_source {
                 let $source = $crate::source::wolkvox::reports::Reports::from_config(table)?;
                 $body
             }
+            $crate::config::SourceKind::Ujet => {
+                let $source = $crate::source::ujet::Ujet::from_config(table)?;
+                $body
+            }
             other => Err($crate::error::Error::config(format!(
                 "source {:?}: kind {:?} is not available in this build yet",
                 table.name,
                 other.as_str()
             ))
-            .with_hint("this version exports caresoft and wolkvox sources")),
+            .with_hint("this version exports caresoft, wolkvox and ujet sources")),
         }
     }};
 }
@@ -73,6 +78,10 @@ pub enum Paging {
     /// One streamed response per window, silently truncated at `record_cap`
     /// records: a window that reaches the cap is bisected, down to `floor`.
     Capped { record_cap: u64, floor: Duration },
+    /// Sorted by `updated_at` ascending, `per` records a page: the driver
+    /// moves the query window's start to the newest `updated_at` seen and
+    /// starts again at page 1, paging on only through ties.
+    Tail { per: u32 },
 }
 
 /// What the driver learned from one response besides its records.
@@ -156,6 +165,11 @@ pub trait ChatSource {
     /// Otherwise the pipeline holds a window's messages and sorts them.
     fn messages_in_order(&self) -> bool {
         false
+    }
+    /// Whether the platform can deliver `records` at all; the text says why
+    /// not (a usage error).
+    fn records_supported(&self, _records: RecordKind) -> std::result::Result<(), String> {
+        Ok(())
     }
     /// Whether every request spends one of the account's daily API tokens
     /// (shown by `--dry-run`).
@@ -305,6 +319,9 @@ async fn fetch_query<S: ChatSource>(
         Paging::Capped { record_cap, floor } => {
             fetch_capped(source, http, query, want_raw, record_cap, floor, accept).await
         }
+        Paging::Tail { per } => {
+            fetch_tail(source, http, query, want_raw, per as usize, accept).await
+        }
     }
 }
 
@@ -384,6 +401,67 @@ async fn fetch_numbered<S: ChatSource>(
         next_page += 1;
     }
     Ok(requests)
+}
+
+/// Tails a query sorted by `updated_at`: each page restarts the query at
+/// the newest `updated_at` it held (inclusive, so nothing at that instant is
+/// skipped; de-duplication drops what repeats). Only when a full page adds
+/// nothing newer, because more than a page of records share one instant,
+/// does the next request ask for page 2, 3, ... of the same start. No
+/// request repeats, and every request either moves the start forward or
+/// pages further, so the loop ends.
+async fn fetch_tail<S: ChatSource>(
+    source: &S,
+    http: &Http,
+    query: &Query,
+    want_raw: bool,
+    per: usize,
+    accept: &mut dyn Accept,
+) -> Result<usize> {
+    let end = query.window.to;
+    let mut start = query.window.from;
+    let mut page: u32 = 1;
+    let mut requests = 0;
+    loop {
+        if requests >= MAX_PAGES_PER_QUERY as usize {
+            return Err(Error::unavailable(format!(
+                "query never ended after {MAX_PAGES_PER_QUERY} pages"
+            )));
+        }
+        let part = Query {
+            window: Window::new(start, end),
+            ..query.clone()
+        };
+        let url = source.page_url(&part, page);
+        let (items, info) = fetch_collect(source, http, &part, &url, want_raw).await?;
+        requests += 1;
+        accept.begin_response();
+        let mut newest = start;
+        let mut past_end = false;
+        for item in items {
+            if let Parsed::Record(Record::Conversation(c)) = &item {
+                match c.record.updated_at {
+                    // Changed after the window: the next run's business.
+                    Some(t) if t >= end => {
+                        past_end = true;
+                        continue;
+                    }
+                    Some(t) => newest = newest.max(t),
+                    None => {}
+                }
+            }
+            accept.accept(item)?;
+        }
+        if info.items < per || past_end {
+            return Ok(requests);
+        }
+        if newest > start {
+            start = newest;
+            page = 1;
+        } else {
+            page += 1;
+        }
+    }
 }
 
 /// Fetches one whole response and parses it into a list (pages are small;

@@ -6,4 +6,5 @@ mod common;
 mod demo;
 mod redact;
 mod state;
+mod ujet;
 mod wolkvox;

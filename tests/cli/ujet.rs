@@ -1,0 +1,308 @@
+//! UJET / CCAI Platform Manager API end to end: the binary against a fake
+//! Manager API that sorts, filters and pages like the real one.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::common::{jsonl, TOKEN};
+
+const CHATS: &str = "/manager/api/v1/chats";
+
+fn config(base: &str, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[sources.support]\nkind = \"ujet\"\nbase_url = \"{base}\"\nusername_env = \"UJET_USER\"\npassword_env = \"UJET_PASSWORD\"\n\
+         backoff = \"10ms\"\nrate_limit = 1000\n{extra}"
+    );
+    std::fs::write(dir.path().join("chatdump.toml"), text).unwrap();
+    dir
+}
+
+async fn run(dir: &tempfile::TempDir, args: &[&str]) -> crate::common::Run {
+    let mut cmd = crate::common::command(dir.path(), args);
+    cmd.env("UJET_USER", "acme").env("UJET_PASSWORD", TOKEN);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    crate::common::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `n` chats updated one second apart from 2024-03-05T10:00:00Z, except
+/// that `ties` of them share the first instant.
+fn chats(n: usize, ties: usize) -> Vec<Value> {
+    let base = chrono::DateTime::parse_from_rfc3339("2024-03-05T10:00:00Z").unwrap();
+    (0..n)
+        .map(|i| {
+            let offset = i.saturating_sub(ties.saturating_sub(1)) as i64;
+            let t = base + chrono::Duration::seconds(offset);
+            json!({"id": 1000 + i, "status": "finished", "chat_type": "Messaging (WhatsApp)",
+                   "updated_at": t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(), "rating": 5})
+        })
+        .collect()
+}
+
+/// The Manager API's listing: filters on `updated_at[from]`/`[to]`, sorts
+/// ascending, caps `per` at 100, pages, and sets `Link`, `Total`,
+/// `Per-Page`. After each answer, `change` may edit the data (chats that
+/// change while we page).
+struct Manager {
+    chats: Arc<Mutex<Vec<Value>>>,
+    link: bool,
+    calls: AtomicUsize,
+    change: fn(usize, &mut Vec<Value>),
+}
+
+impl Respond for Manager {
+    fn respond(&self, r: &Request) -> ResponseTemplate {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let q: std::collections::HashMap<String, String> =
+            r.url.query_pairs().into_owned().collect();
+        let mut chats = self.chats.lock().unwrap();
+        let from = q.get("updated_at[from]").cloned().unwrap_or_default();
+        let to = q
+            .get("updated_at[to]")
+            .cloned()
+            .unwrap_or_else(|| "9".into());
+        let mut rows: Vec<Value> = chats
+            .iter()
+            .filter(|c| {
+                let u = c["updated_at"].as_str().unwrap();
+                u >= from.as_str() && u < to.as_str()
+            })
+            .cloned()
+            .collect();
+        rows.sort_by(|a, b| {
+            (a["updated_at"].as_str(), a["id"].as_i64())
+                .cmp(&(b["updated_at"].as_str(), b["id"].as_i64()))
+        });
+        let per: usize = q
+            .get("per")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(100)
+            .min(100);
+        let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+        let total = rows.len();
+        let body: Vec<Value> = rows.into_iter().skip((page - 1) * per).take(per).collect();
+        let mut response = ResponseTemplate::new(200)
+            .set_body_json(body)
+            .insert_header("Total", total.to_string().as_str())
+            .insert_header("Per-Page", per.to_string().as_str());
+        if self.link {
+            let last = total.div_ceil(per).max(1);
+            let mut links = vec![format!(
+                "<https://acme.ujet.co{CHATS}?page={last}&per={per}>; rel=\"last\""
+            )];
+            if page < last {
+                links.push(format!(
+                    "<https://acme.ujet.co{CHATS}?page={}&per={per}>; rel=\"next\"",
+                    page + 1
+                ));
+            }
+            response = response.insert_header("Link", links.join(", ").as_str());
+        }
+        (self.change)(call, &mut chats);
+        response
+    }
+}
+
+async fn manager(chats: Vec<Value>, link: bool, change: fn(usize, &mut Vec<Value>)) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(path(CHATS))
+        .respond_with(Manager {
+            chats: Arc::new(Mutex::new(chats)),
+            link,
+            calls: AtomicUsize::new(0),
+            change,
+        })
+        .mount(&server)
+        .await;
+    server
+}
+
+const WINDOW: [&str; 4] = [
+    "--from",
+    "2024-03-05T00:00:00Z",
+    "--to",
+    "2024-03-06T00:00:00Z",
+];
+
+fn ids(stdout: &str) -> Vec<String> {
+    jsonl(stdout)
+        .iter()
+        .map(|v| v["conversation_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["export", "support"];
+    a.extend_from_slice(&WINDOW);
+    a.extend_from_slice(extra);
+    a
+}
+
+#[tokio::test]
+async fn every_chat_once_with_link_headers_and_the_100_cap() {
+    let server = manager(chats(250, 0), true, |_, _| {}).await;
+    let dir = config(&server.uri(), "");
+    let r = run(&dir, &args(&[])).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let got = ids(&r.stdout);
+    let want: Vec<String> = (0..250).map(|i| (1000 + i).to_string()).collect();
+    assert_eq!(got, want);
+    let requests = server.received_requests().await.unwrap();
+    assert!(requests
+        .iter()
+        .all(|r| r.url.query_pairs().any(|(k, v)| k == "per" && v == "100")));
+    assert!(requests.iter().all(|r| r
+        .headers
+        .get("authorization")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("Basic "))));
+    assert!(
+        requests.len() <= 4,
+        "tailing needs few requests: {}",
+        requests.len()
+    );
+}
+
+#[tokio::test]
+async fn without_link_headers_a_short_last_page_ends_it() {
+    let server = manager(chats(130, 0), false, |_, _| {}).await;
+    let dir = config(&server.uri(), "page_size = 100\n");
+    let r = run(&dir, &args(&[])).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ids(&r.stdout).len(), 130);
+}
+
+#[tokio::test]
+async fn more_than_a_page_of_ties_is_paged_through() {
+    // 150 chats share one updated_at: the start cannot move, pages must.
+    let server = manager(chats(180, 150), true, |_, _| {}).await;
+    let dir = config(&server.uri(), "");
+    let r = run(&dir, &args(&[])).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut got = ids(&r.stdout);
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 180);
+    assert_eq!(ids(&r.stdout).len(), 180, "no duplicates");
+}
+
+#[tokio::test]
+async fn chats_changing_while_we_tail_arrive_in_their_latest_version_once() {
+    // After the first answer, chat 1005 (already seen) and chat 1150 (not
+    // yet seen) change: both move to the end of the window.
+    let server = manager(chats(200, 0), true, |call, chats| {
+        if call == 0 {
+            for c in chats.iter_mut() {
+                if c["id"] == 1005 || c["id"] == 1150 {
+                    c["updated_at"] = json!("2024-03-05T20:00:00.000Z");
+                    c["status"] = json!("reopened");
+                }
+            }
+        }
+    })
+    .await;
+    let dir = config(&server.uri(), "");
+    let r = run(&dir, &args(&[])).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rows = jsonl(&r.stdout);
+    let versions = |id: &str| -> Vec<String> {
+        rows.iter()
+            .filter(|v| v["conversation_id"] == id)
+            .map(|v| v["status"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        versions("1005"),
+        ["finished", "reopened"],
+        "seen, then its new version"
+    );
+    assert_eq!(
+        versions("1150"),
+        ["reopened"],
+        "only the latest version, once"
+    );
+    for i in (0..200).filter(|i| *i != 5 && *i != 150) {
+        assert_eq!(
+            versions(&(1000 + i).to_string()).len(),
+            1,
+            "chat {}",
+            1000 + i
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_credentials_exit_77_and_check_uses_the_organization_settings() {
+    let server = MockServer::start().await;
+    Mock::given(path(CHATS))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&server)
+        .await;
+    Mock::given(path("/manager/api/v1/settings/organization"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": "unauthorized"})))
+        .mount(&server)
+        .await;
+    let dir = config(&server.uri(), "");
+    let r = run(&dir, &args(&[])).await;
+    assert_eq!(r.code, 77, "{}", r.stderr);
+    let r = run(&dir, &["check", "support"]).await;
+    assert_eq!(r.code, 77, "{}", r.stderr);
+    assert!(r.stdout.contains("support: FAILED"));
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_retried() {
+    let server = MockServer::start().await;
+    Mock::given(path(CHATS))
+        .respond_with(ResponseTemplate::new(429))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(path(CHATS))
+        .respond_with(ResponseTemplate::new(502))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path(CHATS))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!([{"id": 7, "updated_at": "2024-03-05T01:00:00.000Z"}])),
+        )
+        .mount(&server)
+        .await;
+    let dir = config(&server.uri(), "");
+    let r = run(&dir, &args(&[])).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ids(&r.stdout), ["7"]);
+    assert_eq!(server.received_requests().await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn unreadable_chats_are_saved_and_counted_and_messages_are_refused() {
+    let server = MockServer::start().await;
+    Mock::given(path(CHATS))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(crate::common::fixture("ujet/chats.json")),
+        )
+        .mount(&server)
+        .await;
+    let dir = config(&server.uri(), "");
+    let r = run(&dir, &args(&["-o", "c.csv"])).await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    let text = std::fs::read_to_string(dir.path().join("c.csv")).unwrap();
+    assert_eq!(text.lines().count(), 5, "header and four chats: {text}");
+    let rejects = std::fs::read_to_string(dir.path().join("c.csv.rejects.jsonl")).unwrap();
+    assert!(rejects.contains("31358"));
+    let r = run(&dir, &args(&["--records", "messages"])).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no message text"), "{}", r.stderr);
+}
