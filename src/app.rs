@@ -39,6 +39,22 @@ pub fn run(cli: Cli) -> Result<()> {
                     Err(e) => Err(Error::usage(format!("--chunk: {e}"))),
                 })
                 .transpose()?;
+            if args.follow {
+                let interval = match args.interval.as_deref() {
+                    None => chrono::Duration::minutes(5),
+                    Some(d) => crate::window::parse_duration(d)
+                        .map_err(|e| Error::usage(format!("--interval: {e}")))?,
+                };
+                if interval < chrono::Duration::seconds(1) {
+                    return Err(Error::usage("--interval must be at least 1s"));
+                }
+                if interval < chrono::Duration::minutes(5) {
+                    log::warn(
+                        "polling more often than every 5 minutes spends the daily API token quota faster (Wolkvox: licences x 1000 requests a day)",
+                    );
+                }
+                options.follow = Some(interval);
+            }
             let config = Config::load(cli.config.as_deref())?;
             let window = window_args(&args);
             runtime
@@ -113,6 +129,7 @@ fn output_options(args: &OutputArgs) -> Result<Options> {
         csv_raw: args.csv_raw,
         state: None,
         chunk: None,
+        follow: None,
         redact: args.redact.map(|mode| RedactOptions {
             mode: match mode {
                 RedactArg::Hash => RedactMode::Hash,
@@ -168,12 +185,8 @@ fn describe(table: &SourceTable<'_>) -> (String, bool) {
             crate::source::ujet::Ujet::endpoint(table),
             table.secret_present("username") && table.secret_present("password"),
         ),
-        _ => (
-            table
-                .string("base_url")
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| "(not supported yet)".into()),
+        SourceKind::WolkvoxLive => (
+            wolkvox::Client::endpoint(table),
             table.secret_present("token"),
         ),
     }

@@ -17,6 +17,7 @@ Examples:
   chatdump export hanoi --from 2024-03-01 --to 2024-03-08 --records messages -o march.csv
   chatdump export hanoi --records messages | jq -r .text
   chatdump export hanoi --state /var/lib/chatdump/hanoi.state -o '/data/{source}/{to}.jsonl.gz'
+  chatdump export bogota-live --follow --records messages --state live.state
 ";
 
 #[derive(Debug, Parser)]
@@ -76,6 +77,14 @@ pub struct ExportArgs {
     /// With {from}/{to} in the output path: one file (and checkpoint) per D, e.g. 1d, 6h
     #[arg(long, value_name = "D")]
     pub chunk: Option<String>,
+
+    /// Keep polling and emit only what is new, until Ctrl-C or SIGTERM
+    #[arg(long)]
+    pub follow: bool,
+
+    /// Time between polls with --follow (default 5m, the platforms' guidance)
+    #[arg(long, value_name = "D", requires = "follow")]
+    pub interval: Option<String>,
 
     /// Print the plan (windows, requests, files, state) and fetch nothing
     #[arg(long)]

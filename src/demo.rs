@@ -56,6 +56,15 @@ const SAMPLES: &[Sample] = &[
         },
     },
     Sample {
+        name: "demo-wolkvox-live",
+        config: |addr| {
+            format!(
+                "[sources.demo-wolkvox-live]\nkind = \"wolkvox-live\"\nbase_url = \"http://{addr}/wolkvox\"\n\
+                 token = \"{DEMO_TOKEN}\"\nrate_limit = 200\n"
+            )
+        },
+    },
+    Sample {
         name: "demo-wolkvox",
         config: |addr| {
             format!(
@@ -206,6 +215,9 @@ fn route(target: &str) -> (u16, String) {
         "/caresoft/demo/api/v1/chats" => caresoft_page(&CARESOFT_CHATS, &query),
         "/caresoft/demo/api/v1/chats/messages" => caresoft_page(&CARESOFT_MESSAGES, &query),
         "/wolkvox/api/v2/reports_manager.php" => wolkvox_report(&query),
+        "/wolkvox/api/v2/real_time.php" if query.get("api").is_some_and(|a| a == "chats") => {
+            (200, WOLKVOX_LIVE.to_string())
+        }
         "/ujet/manager/api/v1/chats" => ujet_chats(&query),
         _ => (404, r#"{"code":"errors","message":"Not found"}"#.into()),
     }
@@ -305,6 +317,8 @@ fn ujet_chats(query: &HashMap<String, String>) -> (u16, String) {
     let page_rows: Vec<Value> = rows.into_iter().skip((page - 1) * per).take(per).collect();
     (200, Value::Array(page_rows).to_string())
 }
+
+const WOLKVOX_LIVE: &str = include_str!("../fixtures/wolkvox/real_time-chats.json");
 
 const WOLKVOX_CHATS: &str = include_str!("../fixtures/wolkvox/chat_2-nested.json");
 

@@ -41,6 +41,8 @@ pub struct Options {
     pub chunk: Option<Duration>,
     /// `--redact[=MODE]` and `--redact-agents`.
     pub redact: Option<RedactOptions>,
+    /// `--follow`: poll again after this interval until interrupted.
+    pub follow: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -175,96 +177,184 @@ async fn export_one<S: ChatSource>(
     source
         .records_supported(records)
         .map_err(|why| Error::usage(format!("source {name:?}: {why}")))?;
+    let templated = options
+        .output
+        .as_deref()
+        .is_some_and(|t| t.contains("{from}") || t.contains("{to}"));
+    if options.follow.is_some() && options.output.is_some() && !templated {
+        return Err(Error::usage(
+            "--follow writes to stdout, or to a path with {from} or {to} (one file per poll)",
+        ));
+    }
+    if source.is_snapshot()
+        && (window_args.from.is_some() || window_args.since.is_some() || window_args.to.is_some())
+    {
+        log::warn(&format!(
+            "{name}: {kind} answers with what is active now; --from/--to/--since are ignored"
+        ));
+    }
     let mut state = match &options.state {
         Some(path) => Some(StateFile::open(path, name, kind, records.as_str())?),
         None => None,
     };
-    let checkpoint = state
+    let mut checkpoint = state
         .as_ref()
         .and_then(|f| f.state.as_ref())
         .map(|s| s.checkpoint);
-    let lookback = source.lookback();
-    let resume = checkpoint.map(|c| c - lookback);
-    let now = Utc::now();
-    let window = match window_args.resolve_from(source.timezone(), source.settle(), now, resume) {
-        Err(e) if checkpoint.is_some() && window_args.to.is_none() && e.kind == Kind::Usage => {
-            log::info(&format!(
-                "{name}: nothing new since the checkpoint; try again later"
-            ));
-            return Ok(Stats::default());
-        }
-        other => other?,
-    };
-    let chunks = match options.output.as_deref() {
-        Some(t) if t.contains("{from}") || t.contains("{to}") => {
-            window.split(options.chunk.unwrap_or_else(|| source.window_step(records)))
-        }
-        _ => vec![window],
-    };
-    if dry_run {
-        print_plan(
-            source,
-            name,
-            &window,
-            options,
-            &chunks,
-            state.as_ref().map(StateFile::path),
-        );
-        return Ok(Stats::default());
-    }
     let carried = match state.as_ref().and_then(|f| f.state.as_ref()) {
         Some(s) => s.keys()?,
         None => Vec::new(),
     };
     let mut memory = Memory::carrying(carried);
+    let shutdown = match options.follow {
+        Some(_) if !dry_run => Some(Shutdown::listen()),
+        _ => None,
+    };
+    // Following into stdout: one stream for every poll, flushed after each.
+    let mut stream: Option<Output> = None;
     let mut total = Stats::default();
     let mut targets = Vec::new();
-    for chunk in &chunks {
-        let path = options
-            .output
-            .as_deref()
-            .map(|t| expand_placeholders(t, name, chunk, records));
-        let mut output = Output::create(
-            path.as_deref(),
-            options.format(),
-            records,
-            render(name, kind, options),
-            redactor.cloned(),
-        )?;
-        let rejects = match &state {
-            // Beside the state, kept across runs: cron mail points there.
-            Some(f) => RejectLog::appending(name, with_suffix(f.path(), ".rejects.jsonl")),
-            None => RejectLog::new(name, path.as_deref()),
+    let mut first_poll = true;
+    loop {
+        let now = Utc::now().trunc_subsecs(0);
+        let window = if source.is_snapshot() {
+            // No window: the interval since the last snapshot only names
+            // files and ledger entries.
+            let from = checkpoint
+                .filter(|c| *c < now)
+                .unwrap_or(now - Duration::seconds(1));
+            Some(Window::new(from, now))
+        } else {
+            let explicit = if first_poll {
+                window_args.clone()
+            } else {
+                WindowArgs::default()
+            };
+            let resume = checkpoint.map(|c| c - source.lookback());
+            match explicit.resolve_from(source.timezone(), source.settle(), now, resume) {
+                Err(e)
+                    if checkpoint.is_some() && explicit.to.is_none() && e.kind == Kind::Usage =>
+                {
+                    None
+                }
+                other => Some(other?),
+            }
+        };
+        first_poll = false;
+        let chunks = match window {
+            None => {
+                log::info(&format!(
+                    "{name}: nothing new since the checkpoint; try again later"
+                ));
+                Vec::new()
+            }
+            Some(w) if templated => {
+                w.split(options.chunk.unwrap_or_else(|| source.window_step(records)))
+            }
+            Some(w) => vec![w],
+        };
+        if dry_run {
+            if let Some(w) = window {
+                print_plan(
+                    source,
+                    name,
+                    &w,
+                    options,
+                    &chunks,
+                    state.as_ref().map(StateFile::path),
+                );
+            }
+            return Ok(Stats::default());
         }
-        .redacting(redactor.is_some());
-        let (stats, kept) =
-            run(source, name, *chunk, options, &mut output, rejects, memory).await?;
-        memory = kept;
-        targets.push(output.describe());
-        output.commit()?;
-        if let Some(file) = state.as_mut() {
-            let mut next = file.state.clone().unwrap_or_else(|| State {
-                version: STATE_VERSION,
-                source: name.to_string(),
-                kind: kind.to_string(),
-                records: records.as_str().to_string(),
-                checkpoint: chunk.to,
-                overlap_keys: Vec::new(),
-                ledger: Vec::new(),
-            });
-            next.record(LedgerEntry {
-                from: chunk.from,
-                to: chunk.to,
-                records: stats.records,
-                output: path.as_ref().map(|p| p.display().to_string()),
-                finished_at: Utc::now(),
-            });
-            next.set_keys(memory.overlap_keys(chunk.to - lookback));
-            file.save(next)?;
+        for chunk in &chunks {
+            let path = options
+                .output
+                .as_deref()
+                .map(|t| expand_placeholders(t, name, chunk, records));
+            let rejects = match &state {
+                // Beside the state, kept across runs: cron mail points there.
+                Some(f) => RejectLog::appending(name, with_suffix(f.path(), ".rejects.jsonl")),
+                None => RejectLog::new(name, path.as_deref()),
+            }
+            .redacting(redactor.is_some());
+            let streaming = options.follow.is_some() && path.is_none();
+            let mut own = match streaming {
+                true => None,
+                false => Some(Output::create(
+                    path.as_deref(),
+                    options.format(),
+                    records,
+                    render(name, kind, options),
+                    redactor.cloned(),
+                )?),
+            };
+            if streaming && stream.is_none() {
+                stream = Some(Output::create(
+                    None,
+                    options.format(),
+                    records,
+                    render(name, kind, options),
+                    redactor.cloned(),
+                )?);
+            }
+            let output = match own.as_mut() {
+                Some(out) => out,
+                None => stream.as_mut().expect("created above"),
+            };
+            let (stats, kept) = run(source, name, *chunk, options, output, rejects, memory).await?;
+            memory = kept;
+            // The records are durable (or handed to the reader) before the
+            // state may say so.
+            match own.take() {
+                Some(out) => {
+                    targets.push(out.describe());
+                    out.commit()?;
+                }
+                None => stream.as_mut().expect("created above").flush()?,
+            }
+            if options.follow.is_some() {
+                log::verbose(&format!(
+                    "{name}: {} new {}",
+                    stats.records,
+                    records.as_str()
+                ));
+            }
+            if let Some(file) = state.as_mut() {
+                let mut next = file.state.clone().unwrap_or_else(|| State {
+                    version: STATE_VERSION,
+                    source: name.to_string(),
+                    kind: kind.to_string(),
+                    records: records.as_str().to_string(),
+                    checkpoint: chunk.to,
+                    recent: Vec::new(),
+                    ledger: Vec::new(),
+                });
+                next.record(LedgerEntry {
+                    from: chunk.from,
+                    to: chunk.to,
+                    records: stats.records,
+                    output: path.as_ref().map(|p| p.display().to_string()),
+                    finished_at: Utc::now(),
+                });
+                next.set_keys(memory.recent_since(chunk.to - source.memory_span()));
+                file.save(next)?;
+            }
+            checkpoint = Some(chunk.to);
+            total += stats;
         }
-        total += stats;
+        let (Some(interval), Some(shutdown)) = (options.follow, &shutdown) else {
+            break;
+        };
+        if !shutdown.wait(interval).await {
+            break;
+        }
+    }
+    if let Some(out) = stream {
+        targets.push(out.describe());
+        out.commit()?;
     }
     let target = match targets.as_slice() {
+        [] => "nothing written".to_string(),
         [one] => one.clone(),
         many => format!("{} files", many.len()),
     };
@@ -279,6 +369,63 @@ async fn export_one<S: ChatSource>(
         started.elapsed().as_secs_f64()
     ));
     Ok(total)
+}
+
+/// Ctrl-C and SIGTERM in follow mode: the poll under way finishes, its
+/// records and state are saved, and the run ends with 0.
+struct Shutdown {
+    requested: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Shutdown {
+    fn listen() -> Shutdown {
+        let requested = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (flag, notify) = (requested.clone(), wake.clone());
+        tokio::spawn(async move {
+            signal().await;
+            log::info("stopping after this poll");
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            notify.notify_one();
+        });
+        Shutdown { requested, wake }
+    }
+
+    /// Sleeps `interval`; false when asked to stop (before or during).
+    async fn wait(&self, interval: Duration) -> bool {
+        if self.requested.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
+        let pause = interval
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(300));
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => !self.requested.load(std::sync::atomic::Ordering::SeqCst),
+            _ = self.wake.notified() => false,
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn signal() {
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn plural(n: usize) -> &'static str {
@@ -324,7 +471,7 @@ pub async fn run<S: ChatSource>(
         records,
         messages_in_order: source.messages_in_order(),
         aggregate,
-        keep_for: source.lookback(),
+        keep_for: source.memory_span(),
     };
     let fetch = if aggregate {
         RecordKind::Messages

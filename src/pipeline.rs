@@ -69,29 +69,32 @@ fn digest128(parts: &[&str]) -> u128 {
 pub struct Memory {
     seen: Seen,
     next_seq: HashMap<String, u32>,
-    recent: VecDeque<(Window, Vec<u128>)>,
+    /// Keys by the end of the window that saw them, oldest first.
+    recent: VecDeque<(DateTime<Utc>, Vec<u128>)>,
 }
 
 impl Memory {
-    /// Memory that already knows `keys` (from the state of a previous run).
-    pub fn carrying(keys: Vec<u128>) -> Memory {
+    /// Memory that already knows the keys a previous run left.
+    pub fn carrying(recent: Vec<(DateTime<Utc>, Vec<u128>)>) -> Memory {
         let mut memory = Memory::default();
-        memory.seen.carried = keys.into_iter().collect();
+        memory.seen.carried = recent.iter().flat_map(|(_, k)| k.iter().copied()).collect();
+        memory.recent = recent.into();
         memory
     }
 
-    /// Keys of the records of every window that reaches past `since`: what
-    /// the next run, starting at `since`, may be sent again.
-    pub fn overlap_keys(&self, since: DateTime<Utc>) -> Vec<u128> {
-        let mut keys: Vec<u128> = self
-            .recent
-            .iter()
-            .filter(|(w, _)| w.to > since)
-            .flat_map(|(_, k)| k.iter().copied())
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys
+    /// What to hand to the next run: the keys of windows ending after
+    /// `since`, each key once, filed under the newest window that saw it.
+    pub fn recent_since(&self, since: DateTime<Utc>) -> Vec<(DateTime<Utc>, Vec<u128>)> {
+        let mut taken: HashSet<u128> = HashSet::new();
+        let mut out: Vec<(DateTime<Utc>, Vec<u128>)> = Vec::new();
+        for (seen_until, keys) in self.recent.iter().rev().filter(|(t, _)| *t > since) {
+            let fresh: Vec<u128> = keys.iter().copied().filter(|k| taken.insert(*k)).collect();
+            if !fresh.is_empty() {
+                out.push((*seen_until, fresh));
+            }
+        }
+        out.reverse();
+        out
     }
 }
 
@@ -206,7 +209,7 @@ pub struct Pipeline<'a> {
     /// Next `seq` per conversation, continuing across windows.
     next_seq: HashMap<String, u32>,
     /// Keys per recent window, kept while within `keep_for` of the newest.
-    recent: VecDeque<(Window, Vec<u128>)>,
+    recent: VecDeque<(DateTime<Utc>, Vec<u128>)>,
     keep_for: Duration,
     /// Identical messages met so far, by digest, so two identical messages
     /// in one second get two ids, and a repeat of both gets the same two.
@@ -374,11 +377,11 @@ impl Sink for Pipeline<'_> {
             self.write_conversations(rows)?;
         }
         self.recent
-            .push_back((*window, self.seen.current.iter().copied().collect()));
+            .push_back((window.to, self.seen.current.iter().copied().collect()));
         while self
             .recent
             .front()
-            .is_some_and(|(w, _)| w.to <= window.to - self.keep_for)
+            .is_some_and(|(t, _)| *t <= window.to - self.keep_for)
         {
             self.recent.pop_front();
         }

@@ -31,11 +31,18 @@ pub struct State {
     pub records: String,
     /// Everything before this instant is durably written.
     pub checkpoint: DateTime<Utc>,
-    /// De-duplication keys (32 hex digits) of records in the overlap.
+    /// De-duplication keys (32 hex digits) of records a later run may be
+    /// sent again, grouped by the end of the window that last saw them.
     #[serde(default)]
-    pub overlap_keys: Vec<String>,
+    pub recent: Vec<RecentKeys>,
     #[serde(default)]
     pub ledger: Vec<LedgerEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecentKeys {
+    pub seen_until: DateTime<Utc>,
+    pub keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -49,18 +56,33 @@ pub struct LedgerEntry {
 }
 
 impl State {
-    pub fn keys(&self) -> Result<Vec<u128>> {
-        self.overlap_keys
+    /// The remembered keys, oldest window first.
+    pub fn keys(&self) -> Result<Vec<(DateTime<Utc>, Vec<u128>)>> {
+        self.recent
             .iter()
-            .map(|k| {
-                u128::from_str_radix(k, 16).map_err(|_| Error::config(format!("bad key {k:?}")))
+            .map(|r| {
+                let keys = r
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        u128::from_str_radix(k, 16)
+                            .map_err(|_| Error::config(format!("bad key {k:?}")))
+                    })
+                    .collect::<Result<Vec<u128>>>()?;
+                Ok((r.seen_until, keys))
             })
             .collect()
     }
 
-    pub fn set_keys(&mut self, keys: impl IntoIterator<Item = u128>) {
-        self.overlap_keys = keys.into_iter().map(|k| format!("{k:032x}")).collect();
-        self.overlap_keys.sort_unstable();
+    pub fn set_keys(&mut self, recent: Vec<(DateTime<Utc>, Vec<u128>)>) {
+        self.recent = recent
+            .into_iter()
+            .map(|(seen_until, keys)| {
+                let mut keys: Vec<String> = keys.into_iter().map(|k| format!("{k:032x}")).collect();
+                keys.sort_unstable();
+                RecentKeys { seen_until, keys }
+            })
+            .collect();
     }
 
     pub fn record(&mut self, entry: LedgerEntry) {
@@ -227,7 +249,7 @@ mod tests {
             kind: "caresoft".into(),
             records: "messages".into(),
             checkpoint: "2024-03-08T00:00:00Z".parse().unwrap(),
-            overlap_keys: Vec::new(),
+            recent: Vec::new(),
             ledger: Vec::new(),
         }
     }
@@ -239,7 +261,8 @@ mod tests {
         let mut f = StateFile::open(&path, "hanoi", "caresoft", "messages").unwrap();
         assert!(f.state.is_none());
         let mut s = sample();
-        s.set_keys([1u128, u128::MAX]);
+        let t0: DateTime<Utc> = "2024-03-08T00:00:00Z".parse().unwrap();
+        s.set_keys(vec![(t0, vec![u128::MAX, 1u128])]);
         for i in 0..80 {
             let t: DateTime<Utc> = "2024-03-08T00:00:00Z".parse().unwrap();
             s.record(LedgerEntry {
@@ -256,7 +279,7 @@ mod tests {
         let f = StateFile::open(&path, "hanoi", "caresoft", "messages").unwrap();
         let back = f.state.clone().unwrap();
         assert_eq!(back, s);
-        assert_eq!(back.keys().unwrap(), vec![1, u128::MAX]);
+        assert_eq!(back.keys().unwrap(), vec![(t0, vec![1, u128::MAX])]);
         assert_eq!(
             back.checkpoint,
             "2024-03-11T07:00:00Z".parse::<DateTime<Utc>>().unwrap()

@@ -70,6 +70,10 @@ impl<W: Write> CsvWriter<W> {
         self.inner.write_field(text).map_err(into_io)
     }
 
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+
     pub fn into_inner(self) -> io::Result<W> {
         self.inner
             .into_inner()

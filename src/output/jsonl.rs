@@ -57,6 +57,10 @@ impl<W: Write> JsonlWriter<W> {
         w.write_all(b"}\n")
     }
 
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+
     pub fn into_inner(self) -> io::Result<W> {
         self.inner
             .into_inner()

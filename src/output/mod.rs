@@ -170,6 +170,13 @@ impl Writer {
         }
     }
 
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Writer::Csv(w) => w.flush(),
+            Writer::Jsonl(w) => w.flush(),
+        }
+    }
+
     fn into_stream(self) -> io::Result<Stream> {
         match self {
             Writer::Csv(w) => w.into_inner(),
@@ -183,6 +190,8 @@ enum Message {
     Records(Vec<Record>),
     /// The records that follow come from another source (the demo).
     Origin(String, &'static str),
+    /// Push everything written so far to the stream, then answer.
+    Flush(SyncSender<io::Result<()>>),
 }
 
 /// A hand-over to the writer thread is this many records or this many bytes
@@ -278,6 +287,17 @@ impl Output {
                             render.source = source;
                             render.platform = platform;
                         }
+                        Message::Flush(done) => {
+                            let result = writer.flush();
+                            let failed = result
+                                .as_ref()
+                                .err()
+                                .map(|e| io::Error::new(e.kind(), e.to_string()));
+                            let _ = done.send(result);
+                            if let Some(e) = failed {
+                                return Err(e);
+                            }
+                        }
                     }
                 }
                 writer.into_stream()
@@ -353,6 +373,22 @@ impl Output {
             sync_parent(target);
         }
         Ok(())
+    }
+
+    /// Hands every record so far to the stream and waits until it is there
+    /// (follow mode: each poll reaches the reader at once).
+    pub fn flush(&mut self) -> Result<()> {
+        self.hand_over()?;
+        let (done, result) = sync_channel(1);
+        self.send(Message::Flush(done))?;
+        match result.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.io_error(e)),
+            Err(_) => Err(match self.join() {
+                Err(e) => e,
+                Ok(_) => self.io_error(io::Error::other("the writer stopped")),
+            }),
+        }
     }
 
     /// Names the source of the records that follow (the demo writes

@@ -34,12 +34,10 @@ macro_rules! with_source {
                 let $source = $crate::source::ujet::Ujet::from_config(table)?;
                 $body
             }
-            other => Err($crate::error::Error::config(format!(
-                "source {:?}: kind {:?} is not available in this build yet",
-                table.name,
-                other.as_str()
-            ))
-            .with_hint("this version exports caresoft, wolkvox and ujet sources")),
+            $crate::config::SourceKind::WolkvoxLive => {
+                let $source = $crate::source::wolkvox::live::Live::from_config(table)?;
+                $body
+            }
         }
     }};
 }
@@ -82,6 +80,9 @@ pub enum Paging {
     /// moves the query window's start to the newest `updated_at` seen and
     /// starts again at page 1, paging on only through ties.
     Tail { per: u32 },
+    /// One request is the whole answer, whatever the window: the state of
+    /// things now (real-time endpoints).
+    Snapshot,
 }
 
 /// What the driver learned from one response besides its records.
@@ -133,6 +134,16 @@ pub trait ChatSource {
     /// How far before the checkpoint an incremental run starts again, to
     /// catch what the platform adds late to windows already exported.
     fn lookback(&self) -> Duration;
+    /// How long de-duplication keys are kept across runs (default: the
+    /// lookback, the part a later run fetches again).
+    fn memory_span(&self) -> Duration {
+        self.lookback()
+    }
+    /// Whether a request returns the state of things now rather than a time
+    /// window's records (windows then only mark when each poll happened).
+    fn is_snapshot(&self) -> bool {
+        false
+    }
     fn paging(&self) -> Paging;
     /// The queries that together cover `window` for `stream`.
     fn queries(&self, window: Window, stream: RecordKind) -> Vec<Query>;
@@ -321,6 +332,11 @@ async fn fetch_query<S: ChatSource>(
         }
         Paging::Tail { per } => {
             fetch_tail(source, http, query, want_raw, per as usize, accept).await
+        }
+        Paging::Snapshot => {
+            let url = source.page_url(query, 1);
+            fetch_streamed(source, http, query, &url, want_raw, accept).await?;
+            Ok(1)
         }
     }
 }
