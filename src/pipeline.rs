@@ -37,18 +37,39 @@ impl Seen {
     }
 
     fn insert_key(&mut self, key: u128) -> bool {
-        if self.previous.contains(&key) || self.carried.contains(&key) {
-            // Seen again here: this window now vouches for it too, so the
-            // memory handed to the next run keeps it.
-            self.current.insert(key);
-            return false;
+        self.check(key) == Novelty::New
+    }
+
+    /// Where `key` was met before, remembering it for this window.
+    fn check(&mut self, key: u128) -> Novelty {
+        if self.current.contains(&key) {
+            return Novelty::Repeated;
         }
-        self.current.insert(key)
+        let known = self.previous.contains(&key) || self.carried.contains(&key);
+        // Seen again here: this window now vouches for it too, so the
+        // memory handed to the next run keeps it.
+        self.current.insert(key);
+        if known {
+            Novelty::Emitted
+        } else {
+            Novelty::New
+        }
     }
 
     fn rotate(&mut self) {
         self.previous = std::mem::take(&mut self.current);
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Novelty {
+    /// Never met: emit it.
+    New,
+    /// Emitted by an earlier window or run: not again, but it still counts
+    /// for the `seq` of the messages after it.
+    Emitted,
+    /// Already met in this window (a page or response repeating itself).
+    Repeated,
 }
 
 /// Two independent SipHash runs: collisions are out of reach (2^-128 per
@@ -204,8 +225,9 @@ pub struct Pipeline<'a> {
     output: &'a mut Output,
     rejects: RejectLog,
     seen: Seen,
-    /// Messages of the current window, when they must be sorted first.
-    pending: Vec<Item<Message>>,
+    /// Messages of the current window, when they must be sorted first, and
+    /// whether each is to be written (false: emitted before, kept to count).
+    pending: Vec<(Item<Message>, bool)>,
     /// Next `seq` per conversation, continuing across windows.
     next_seq: HashMap<String, u32>,
     /// Keys per recent window, kept while within `keep_for` of the newest.
@@ -248,14 +270,23 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
-    fn write_message(&mut self, mut m: Item<Message>) -> Result<()> {
-        let seq = self
-            .next_seq
-            .entry(m.record.conversation_id.clone())
-            .or_insert(0);
-        m.record.seq = *seq;
-        *seq += 1;
-        self.write(Record::Message(m))
+    /// The message's `seq`: its position when the platform gives one
+    /// (in-order sources), else the next number of its conversation.
+    fn next_seq_of(&mut self, m: &Message) -> u32 {
+        let counted = match self.next_seq.get_mut(&m.conversation_id) {
+            Some(next) => {
+                *next += 1;
+                *next - 1
+            }
+            None => {
+                self.next_seq.insert(m.conversation_id.clone(), 1);
+                0
+            }
+        };
+        match m.order_key {
+            Some(position) if self.messages_in_order => u32::try_from(position).unwrap_or(counted),
+            _ => counted,
+        }
     }
 
     fn write_conversations(&mut self, rows: Vec<Conversation>) -> Result<()> {
@@ -334,21 +365,38 @@ impl Sink for Pipeline<'_> {
                     return Ok(false);
                 }
                 let key = self.assign_id(&mut m.record);
-                if !self.seen.insert_key(key) {
+                let novelty = self.seen.check(key);
+                if novelty != Novelty::New {
                     self.stats.duplicates += 1;
-                    return Ok(false);
                 }
-                if let Some(c) = context.by_id.get(&m.record.conversation_id) {
-                    enrich(&mut m.record, c);
+                let emit = novelty == Novelty::New;
+                match novelty {
+                    Novelty::Repeated => {}
+                    _ if self.aggregate.is_some() => {
+                        if emit {
+                            if let Some(aggregate) = self.aggregate.as_mut() {
+                                aggregate.add(&m.record);
+                            }
+                        }
+                    }
+                    _ if self.messages_in_order => {
+                        let seq = self.next_seq_of(&m.record);
+                        if emit {
+                            if let Some(c) = context.by_id.get(&m.record.conversation_id) {
+                                enrich(&mut m.record, c);
+                            }
+                            m.record.seq = seq;
+                            self.write(Record::Message(m))?;
+                        }
+                    }
+                    _ => {
+                        if let Some(c) = context.by_id.get(&m.record.conversation_id) {
+                            enrich(&mut m.record, c);
+                        }
+                        self.pending.push((m, emit));
+                    }
                 }
-                if let Some(aggregate) = self.aggregate.as_mut() {
-                    aggregate.add(&m.record);
-                } else if self.messages_in_order {
-                    self.write_message(m)?;
-                } else {
-                    self.pending.push(m);
-                }
-                Ok(true)
+                Ok(emit)
             }
         }
     }
@@ -361,15 +409,19 @@ impl Sink for Pipeline<'_> {
     fn end_window(&mut self, window: &Window) -> Result<()> {
         let mut pending = std::mem::take(&mut self.pending);
         // Stable: rows without an order key keep the platform's order.
-        pending.sort_by(|a, b| {
+        pending.sort_by(|(a, _), (b, _)| {
             let key = |m: &Item<Message>| (m.record.order_key, m.record.sent_at);
             a.record
                 .conversation_id
                 .cmp(&b.record.conversation_id)
                 .then(key(a).cmp(&key(b)))
         });
-        for m in pending {
-            self.write_message(m)?;
+        for (mut m, emit) in pending {
+            let seq = self.next_seq_of(&m.record);
+            if emit {
+                m.record.seq = seq;
+                self.write(Record::Message(m))?;
+            }
         }
         if let Some(mut aggregate) = self.aggregate.take() {
             let rows = aggregate.take_finished(false);

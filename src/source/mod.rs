@@ -174,6 +174,8 @@ pub trait ChatSource {
     /// Whether a response delivers each conversation's messages together and
     /// in order, so `seq` can be assigned as they arrive, with nothing held.
     /// Otherwise the pipeline holds a window's messages and sorts them.
+    /// For in-order sources a message's `order_key`, when set, is its 0-based
+    /// position in the conversation and becomes its `seq`.
     fn messages_in_order(&self) -> bool {
         false
     }

@@ -111,7 +111,7 @@ impl Live {
         };
         let channel = chat.channel.get().map(str::to_ascii_lowercase);
         let mut messages = Vec::with_capacity(chat.conversation.len());
-        for line in &chat.conversation {
+        for (position, line) in chat.conversation.iter().enumerate() {
             let sent_at = match line
                 .date
                 .get()
@@ -137,6 +137,7 @@ impl Live {
                 text,
                 agent_id: agent_id.map(str::to_string),
                 customer_phone: chat.customer_phone.owned(),
+                order_key: Some(position as i64),
                 ..Default::default()
             });
         }

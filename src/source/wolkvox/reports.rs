@@ -244,7 +244,12 @@ impl ChatSource for Reports {
                         .and_then(|r| r.get(n))
                         .map(|r| (*r).to_owned());
                     match message(row, &entry, zone) {
-                        Ok(record) => out(Parsed::Record(Record::Message(Item { record, raw }))),
+                        Ok(mut record) => {
+                            // Its place in the chat: `seq`, even when a
+                            // truncated answer or a repeat cut the chat.
+                            record.order_key = Some(n as i64);
+                            out(Parsed::Record(Record::Message(Item { record, raw })))
+                        }
                         Err(reason) => {
                             let shown = raw.as_ref().map_or(item, |r| r.get().as_bytes());
                             out(Parsed::rejected(shown, reason))
