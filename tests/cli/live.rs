@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use wiremock::matchers::{path, query_param};
