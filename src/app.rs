@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use chrono_tz::Tz;
 
-use crate::cli::{Cli, Command, ExportArgs, FormatArg, OutputArgs, RecordsArg, RedactArg};
+use crate::cli::{Cli, Command, ExportArgs, FormatArg, KindArg, OutputArgs, RecordsArg, RedactArg};
 use crate::config::{Config, SourceKind, SourceTable};
 use crate::error::{Error, Kind, Result};
 use crate::export::{self, Options, RedactOptions, WindowArgs};
@@ -86,6 +86,44 @@ pub fn run(cli: Cli) -> Result<()> {
             runtime.block_on(crate::demo::demo(&options))
         }
         Command::Sources => sources(&Config::load(cli.config.as_deref())?),
+        Command::Schema {
+            records,
+            include_raw,
+        } => {
+            let kind = match records {
+                RecordsArg::Conversations => RecordKind::Conversations,
+                RecordsArg::Messages => RecordKind::Messages,
+            };
+            let text = serde_json::to_string_pretty(&crate::schema::schema(kind, include_raw))
+                .expect("schema serializes");
+            writeln!(std::io::stdout(), "{text}").map_err(|e| Error::output("stdout", e))
+        }
+        Command::Init { kinds } => {
+            let kinds: Vec<SourceKind> = kinds
+                .into_iter()
+                .map(|k| match k {
+                    KindArg::Wolkvox => SourceKind::Wolkvox,
+                    KindArg::WolkvoxLive => SourceKind::WolkvoxLive,
+                    KindArg::Ujet => SourceKind::Ujet,
+                    KindArg::Caresoft => SourceKind::Caresoft,
+                })
+                .collect();
+            let path = cli
+                .config
+                .unwrap_or_else(|| std::path::PathBuf::from("chatdump.toml"));
+            crate::init::write(&path, &kinds)
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "chatdump", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command)
+                .render(&mut std::io::stdout())
+                .map_err(|e| Error::output("stdout", e))
+        }
         Command::Check { sources } => {
             let config = Config::load(cli.config.as_deref())?;
             runtime.block_on(check(&config, &sources))

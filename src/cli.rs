@@ -51,6 +51,38 @@ pub enum Command {
     Sources,
     /// Export the bundled sample data of every source kind (no network, no credentials)
     Demo(OutputArgs),
+    /// Print the JSON Schema of the output records, personal data marked (x-pii)
+    Schema {
+        #[arg(long, value_enum, default_value_t = RecordsArg::Conversations)]
+        records: RecordsArg,
+        /// Include the `raw` field written by --include-raw
+        #[arg(long)]
+        include_raw: bool,
+    },
+    /// Write a commented configuration template (to --config, else ./chatdump.toml; never overwrites)
+    Init {
+        /// Only these kinds (repeatable; default: all)
+        #[arg(long = "kind", value_enum, value_name = "KIND")]
+        kinds: Vec<KindArg>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
+    #[command(
+        after_help = "Install, e.g.:\n  chatdump completions bash > ~/.local/share/bash-completion/completions/chatdump\n  chatdump completions zsh > ~/.zfunc/_chatdump\n  chatdump completions fish > ~/.config/fish/completions/chatdump.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): chatdump man > chatdump.1
+    Man,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    Wolkvox,
+    WolkvoxLive,
+    Ujet,
+    Caresoft,
 }
 
 #[derive(Debug, Args)]

@@ -21,7 +21,9 @@ use crate::output::{Format, Output, Render};
 use crate::pipeline::{Memory, Pipeline, Shape};
 use crate::redact::{Mode as RedactMode, Redactor};
 use crate::source::{drive, ChatSource};
-use crate::state::{with_suffix, LedgerEntry, State, StateFile, VERSION as STATE_VERSION};
+use crate::state::{
+    with_suffix, LedgerEntry, PendingRename, State, StateFile, VERSION as STATE_VERSION,
+};
 use crate::window::{humanize, parse_duration, parse_time, Window};
 
 /// What the user asked for, validated: everything `export` and `demo` need
@@ -107,14 +109,22 @@ impl WindowArgs {
             Some(t) => parse_time(t, zone).map_err(|e| Error::usage(format!("--to: {e}")))?,
             None => now - settle,
         };
-        let from = match (&self.from, &self.since) {
+        let asked = match (&self.from, &self.since) {
             (Some(f), _) => {
-                parse_time(f, zone).map_err(|e| Error::usage(format!("--from: {e}")))?
+                Some(parse_time(f, zone).map_err(|e| Error::usage(format!("--from: {e}")))?)
             }
             (None, Some(d)) => {
-                now - parse_duration(d).map_err(|e| Error::usage(format!("--since: {e}")))?
+                Some(now - parse_duration(d).map_err(|e| Error::usage(format!("--since: {e}")))?)
             }
-            (None, None) => resume.unwrap_or(now - Duration::hours(24)),
+            (None, None) => None,
+        };
+        // With a checkpoint, `--from` is where the export begins, not where
+        // every rerun begins again: the same command resumes.
+        let from = match (asked, resume) {
+            (Some(a), Some(r)) => a.max(r),
+            (Some(a), None) => a,
+            (None, Some(r)) => r,
+            (None, None) => now - Duration::hours(24),
         };
         if from >= to {
             return Err(Error::usage(format!(
@@ -304,14 +314,19 @@ async fn export_one<S: ChatSource>(
             let (stats, kept) = run(source, name, *chunk, options, output, rejects, memory).await?;
             memory = kept;
             // The records are durable (or handed to the reader) before the
-            // state may say so.
-            match own.take() {
+            // state may say so. A file's checkpoint is saved together with
+            // the rename that publishes it (`pending`), so the two cannot
+            // part: a run killed between them is finished by the next.
+            let prepared = match own.take() {
                 Some(out) => {
                     targets.push(out.describe());
-                    out.commit()?;
+                    Some(out.prepare()?)
                 }
-                None => stream.as_mut().expect("created above").flush()?,
-            }
+                None => {
+                    stream.as_mut().expect("created above").flush()?;
+                    None
+                }
+            };
             if options.follow.is_some() {
                 log::verbose(&format!(
                     "{name}: {} new {}",
@@ -328,6 +343,7 @@ async fn export_one<S: ChatSource>(
                     checkpoint: chunk.to,
                     recent: Vec::new(),
                     ledger: Vec::new(),
+                    pending: None,
                 });
                 next.record(LedgerEntry {
                     from: chunk.from,
@@ -337,7 +353,16 @@ async fn export_one<S: ChatSource>(
                     finished_at: Utc::now(),
                 });
                 next.set_keys(memory.recent_since(chunk.to - source.memory_span()));
+                next.pending = prepared.as_ref().and_then(|p| {
+                    Some(PendingRename {
+                        temp: p.temp.clone()?,
+                        target: p.target.clone()?,
+                    })
+                });
                 file.save(next)?;
+            }
+            if let Some(prepared) = prepared {
+                prepared.publish()?;
             }
             checkpoint = Some(chunk.to);
             total += stats;
@@ -353,6 +378,7 @@ async fn export_one<S: ChatSource>(
         targets.push(out.describe());
         out.commit()?;
     }
+    log::progress::finish();
     let target = match targets.as_slice() {
         [] => "nothing written".to_string(),
         [one] => one.clone(),
@@ -360,7 +386,7 @@ async fn export_one<S: ChatSource>(
     };
     log::info(&format!(
         "exported {} {} from {} window{} ({} request{}) in {:.1} s -> {target}",
-        total.records,
+        log::thousands(total.records),
         records.as_str(),
         total.windows,
         plural(total.windows),

@@ -173,6 +173,7 @@ impl Http {
                 .expect("semaphore never closes");
             self.pacer.wait().await;
             let started = Instant::now();
+            log::progress::request();
             let outcome = match self.send_once(url).await {
                 Ok(response) => {
                     log::trace(&format!(

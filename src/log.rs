@@ -1,10 +1,18 @@
-//! Stderr messages at three levels, set once per run.
+//! Stderr: messages at three levels, and a progress line on terminals.
 //!
 //! stdout carries records and nothing else (SPEC section 3), so everything a
-//! person should read goes through here. The verbosity is global because it
-//! is one user choice per process; a logging framework would add nothing.
+//! person should read goes through here. The verbosity is one user choice
+//! per process, so it is global; a logging framework would add nothing.
+//!
+//! The progress line (windows done, records, requests, rate, elapsed) is
+//! drawn only when stderr is a terminal and not `-q`, redrawn in place at
+//! most a few times a second, and erased before any other message, so logs
+//! and pipes never see it.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
 
 static LEVEL: AtomicU8 = AtomicU8::new(1);
 
@@ -19,24 +27,119 @@ pub fn level() -> u8 {
 
 pub fn warn(message: &str) {
     if level() >= 1 {
-        eprintln!("chatdump: warning: {message}");
+        say(&format!("warning: {message}"));
     }
 }
 
 pub fn info(message: &str) {
     if level() >= 1 {
-        eprintln!("chatdump: {message}");
+        say(message);
     }
 }
 
 pub fn verbose(message: &str) {
     if level() >= 2 {
-        eprintln!("chatdump: {message}");
+        say(message);
     }
 }
 
 pub fn trace(message: &str) {
     if level() >= 3 {
-        eprintln!("chatdump: {message}");
+        say(message);
+    }
+}
+
+fn say(message: &str) {
+    let mut err = std::io::stderr().lock();
+    if PROGRESS_SHOWN.swap(false, Ordering::Relaxed) {
+        let _ = write!(err, "\r\x1b[2K");
+    }
+    let _ = writeln!(err, "{message}");
+}
+
+static PROGRESS_SHOWN: AtomicBool = AtomicBool::new(false);
+static WINDOWS_DONE: AtomicU64 = AtomicU64::new(0);
+static WINDOWS_TOTAL: AtomicU64 = AtomicU64::new(0);
+static RECORDS: AtomicU64 = AtomicU64::new(0);
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+static DRAWN: Mutex<Option<Instant>> = Mutex::new(None);
+static STARTED: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Progress counters; cheap, and only drawn on a terminal.
+pub mod progress {
+    use super::*;
+
+    pub fn windows(done: u64, total: u64) {
+        WINDOWS_DONE.store(done, Ordering::Relaxed);
+        WINDOWS_TOTAL.store(total, Ordering::Relaxed);
+        draw();
+    }
+
+    pub fn request() {
+        REQUESTS.fetch_add(1, Ordering::Relaxed);
+        draw();
+    }
+
+    pub fn records(n: u64) {
+        RECORDS.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Erases the line before the summary.
+    pub fn finish() {
+        if PROGRESS_SHOWN.swap(false, Ordering::Relaxed) {
+            let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
+        }
+    }
+}
+
+fn draw() {
+    if level() == 0 || !std::io::stderr().is_terminal() {
+        return;
+    }
+    let now = Instant::now();
+    let started = *STARTED.lock().expect("progress lock").get_or_insert(now);
+    {
+        let mut drawn = DRAWN.lock().expect("progress lock");
+        if drawn.is_some_and(|t| now.duration_since(t).as_millis() < 200) {
+            return;
+        }
+        *drawn = Some(now);
+    }
+    let elapsed = now.duration_since(started).as_secs_f64();
+    let records = RECORDS.load(Ordering::Relaxed);
+    let line = format!(
+        "window {}/{} · {} records · {} requests · {}/s · {:.0} s",
+        WINDOWS_DONE.load(Ordering::Relaxed),
+        WINDOWS_TOTAL.load(Ordering::Relaxed),
+        thousands(records),
+        thousands(REQUESTS.load(Ordering::Relaxed)),
+        thousands((records as f64 / elapsed.max(0.001)) as u64),
+        elapsed
+    );
+    let _ = write!(std::io::stderr().lock(), "\r\x1b[2K{line}");
+    PROGRESS_SHOWN.store(true, Ordering::Relaxed);
+}
+
+/// `12345` -> `12,345`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(12_345), "12,345");
+        assert_eq!(super::thousands(1_234_567), "1,234,567");
     }
 }

@@ -9,12 +9,14 @@ mod demo;
 mod error;
 mod export;
 mod http;
+mod init;
 mod jsonstream;
 mod log;
 mod model;
 mod output;
 mod pipeline;
 mod redact;
+mod schema;
 mod source;
 mod state;
 mod window;
@@ -40,9 +42,10 @@ fn main() {
 }
 
 /// Prints an error and its hint to stderr, one style for every command.
+/// Reads like clap's own errors: `error:` then a `tip:` line.
 pub(crate) fn report(e: &error::Error) {
-    eprintln!("chatdump: error: {e}");
+    eprintln!("error: {e}");
     if let Some(hint) = e.hint() {
-        eprintln!("  hint: {hint}");
+        eprintln!("\n  tip: {hint}");
     }
 }

@@ -16,6 +16,7 @@ use std::hash::{Hash, Hasher};
 
 use crate::error::Result;
 use crate::export::{RejectLog, Stats};
+use crate::log;
 use crate::model::{digest_id, Conversation, Item, Message, Record, RecordKind, Sender};
 use crate::output::Output;
 use crate::source::{ConversationContext, Parsed, Sink};
@@ -265,6 +266,7 @@ impl<'a> Pipeline<'a> {
     }
 
     fn write(&mut self, record: Record) -> Result<()> {
+        log::progress::records(1);
         self.output.write(record)?;
         self.stats.records += 1;
         Ok(())

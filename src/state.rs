@@ -37,6 +37,17 @@ pub struct State {
     pub recent: Vec<RecentKeys>,
     #[serde(default)]
     pub ledger: Vec<LedgerEntry>,
+    /// An output file written and synced under a temporary name, to be
+    /// moved into place right after this state was saved. A run that finds
+    /// it still there finishes the move, so file and checkpoint never part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingRename>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PendingRename {
+    pub temp: PathBuf,
+    pub target: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -141,7 +152,18 @@ impl StateFile {
         let _ = lock.rewind();
         let _ = write!(lock, "{}", std::process::id());
         let _ = lock.flush();
-        let state = read(path)?;
+        let mut state = read(path)?;
+        if let Some(p) = state.as_mut().and_then(|s| s.pending.take()) {
+            // The previous run saved this checkpoint and died before moving
+            // its file into place: finish the move.
+            if p.temp.exists() {
+                crate::output::publish(&p.temp, &p.target)?;
+                crate::log::info(&format!(
+                    "finished moving {} into place (the previous run stopped before it)",
+                    p.target.display()
+                ));
+            }
+        }
         if let Some(s) = &state {
             if s.source != source || s.records != records || s.kind != kind {
                 return Err(Error::config(format!(
@@ -251,6 +273,7 @@ mod tests {
             checkpoint: "2024-03-08T00:00:00Z".parse().unwrap(),
             recent: Vec::new(),
             ledger: Vec::new(),
+            pending: None,
         }
     }
 
@@ -283,6 +306,30 @@ mod tests {
         assert_eq!(
             back.checkpoint,
             "2024-03-11T07:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_pending_rename_is_finished_by_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.state");
+        let (temp, target) = (dir.path().join(".out.tmp-1"), dir.path().join("out.jsonl"));
+        std::fs::write(&temp, "{}\n").unwrap();
+        let mut s = sample();
+        s.pending = Some(PendingRename {
+            temp: temp.clone(),
+            target: target.clone(),
+        });
+        std::fs::write(&path, serde_json::to_string(&s).unwrap()).unwrap();
+        let f = StateFile::open(&path, "hanoi", "caresoft", "messages").unwrap();
+        assert!(target.exists() && !temp.exists(), "rolled forward");
+        assert!(f.state.as_ref().unwrap().pending.is_none());
+        drop(f);
+        drop(StateFile::open(&path, "hanoi", "caresoft", "messages").unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "{}\n",
+            "a second open has nothing to do"
         );
     }
 

@@ -52,7 +52,7 @@ impl<W: Write> JsonlWriter<W> {
         };
         if render.include_raw {
             w.write_all(b",\"raw\":")?;
-            w.write_all(raw.map_or("null", |r| r.get()).as_bytes())?;
+            compact(w, raw.map_or("null", |r| r.get()).as_bytes())?;
         }
         w.write_all(b"}\n")
     }
@@ -96,6 +96,33 @@ fn fields(
     Ok(())
 }
 
+/// Writes JSON without the whitespace between tokens: platform JSON is often
+/// pretty-printed, and a newline inside would split the JSON Lines record.
+fn compact(w: &mut impl Write, json: &[u8]) -> io::Result<()> {
+    if !json.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+        return w.write_all(json);
+    }
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut start = 0;
+    for (i, &b) in json.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b.is_ascii_whitespace() {
+            w.write_all(&json[start..i])?;
+            start = i + 1;
+        }
+    }
+    w.write_all(&json[start..])
+}
+
 fn string(w: &mut impl Write, s: &str) -> io::Result<()> {
     serde_json::to_writer(w, s).map_err(io::Error::from)
 }
@@ -105,6 +132,20 @@ mod tests {
     use super::*;
     use crate::model::{Conversation, Item, CONVERSATION_COLUMNS};
     use serde_json::Value;
+
+    #[test]
+    fn pretty_raw_json_becomes_one_line() {
+        let mut out = Vec::new();
+        compact(
+            &mut out,
+            b"{\n  \"a b\": [1,\n 2],\r\n \"c\": \"x\\\" \\n y\"\n}",
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a b":[1,2],"c":"x\" \n y"}"#
+        );
+    }
 
     #[test]
     fn keys_in_order_with_raw() {

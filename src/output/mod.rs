@@ -358,21 +358,22 @@ impl Output {
     }
 
     /// Flushes, syncs and moves the file into place.
-    pub fn commit(mut self) -> Result<()> {
+    pub fn commit(self) -> Result<()> {
+        self.prepare()?.publish()
+    }
+
+    /// Flushes and syncs everything under the temporary name, without
+    /// moving it into place yet: the caller may first record that it will
+    /// (the state's pending rename), so a crash in between cannot separate
+    /// the file from its checkpoint.
+    pub fn prepare(mut self) -> Result<Prepared> {
         self.hand_over()?;
         let stream = self.join()?;
         stream.finish().map_err(|e| self.io_error(e))?;
-        if let (Some(temp), Some(target)) = (self.temp.take(), self.target.as_ref()) {
-            std::fs::rename(&temp, target).map_err(|e| {
-                let _ = std::fs::remove_file(&temp);
-                Error::output(
-                    format!("cannot move output into place at {}", target.display()),
-                    e,
-                )
-            })?;
-            sync_parent(target);
-        }
-        Ok(())
+        Ok(Prepared {
+            temp: self.temp.take(),
+            target: self.target.take(),
+        })
     }
 
     /// Hands every record so far to the stream and waits until it is there
@@ -407,6 +408,36 @@ impl Output {
     fn io_error(&self, e: io::Error) -> Error {
         Error::output(format!("cannot write {}", self.describe()), e)
     }
+}
+
+/// A complete, synced output under its temporary name.
+#[derive(Debug)]
+pub struct Prepared {
+    pub temp: Option<PathBuf>,
+    pub target: Option<PathBuf>,
+}
+
+impl Prepared {
+    /// Moves the file into place (nothing to do for stdout).
+    pub fn publish(self) -> Result<()> {
+        match (self.temp, self.target) {
+            (Some(temp), Some(target)) => publish(&temp, &target),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Renames `temp` to `target` and makes the rename durable.
+pub fn publish(temp: &Path, target: &Path) -> Result<()> {
+    std::fs::rename(temp, target).map_err(|e| {
+        let _ = std::fs::remove_file(temp);
+        Error::output(
+            format!("cannot move output into place at {}", target.display()),
+            e,
+        )
+    })?;
+    sync_parent(target);
+    Ok(())
 }
 
 impl Drop for Output {

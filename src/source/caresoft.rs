@@ -35,7 +35,7 @@ use crate::model::{Conversation, Item, Message, Record, RecordKind, Sender};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query};
 use crate::window::{format_in_zone, parse_platform_time, Window};
 
-const KEYS: &[&str] = &[
+pub const KEYS: &[&str] = &[
     "domain",
     "token",
     "token_env",

@@ -249,6 +249,7 @@ pub async fn drive<S: ChatSource>(
         }
         sink.end_window(&slice)?;
         stats.windows += 1;
+        log::progress::windows((n + 1) as u64, total as u64);
     }
     Ok(stats)
 }

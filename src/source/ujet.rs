@@ -35,7 +35,7 @@ use crate::model::{Conversation, Item, Record, RecordKind};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query};
 use crate::window::Window;
 
-const KEYS: &[&str] = &[
+pub const KEYS: &[&str] = &[
     "subdomain",
     "domain",
     "username",

@@ -421,7 +421,7 @@ async fn bad_token_exits_77() {
     .await;
     assert_eq!(r.code, 77, "{}", r.stderr);
     assert!(
-        r.stderr.contains("hint:"),
+        r.stderr.contains("tip:"),
         "says what to do next: {}",
         r.stderr
     );

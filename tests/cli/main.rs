@@ -8,4 +8,5 @@ mod live;
 mod redact;
 mod state;
 mod ujet;
+mod ux;
 mod wolkvox;

@@ -240,11 +240,11 @@ async fn a_second_run_on_the_same_state_exits_75_at_once() {
 
 #[tokio::test]
 async fn a_run_killed_mid_backfill_resumes_and_the_files_hold_everything_once() {
-    // Six days, a chat every 3 hours: 48 chats; one file per day.
+    // Six days, a chat every 3 hours: 48 chats; one file per day. Killed at
+    // many points (before anything, between and inside days), then the same
+    // command again: the files together hold every chat exactly once.
     let all = chats(48, 180);
-    let slow = fake(all.clone(), Duration::from_millis(300)).await;
-    let dir = caresoft_config(&slow.uri(), ONE_TYPE);
-    let d = dir.path().to_path_buf();
+    let expected: Vec<String> = (0..48).map(|i| format!("c{i:04}")).collect();
     let args = [
         "export",
         "hanoi",
@@ -257,68 +257,57 @@ async fn a_run_killed_mid_backfill_resumes_and_the_files_hold_everything_once() 
         "-o",
         "out/{from}.jsonl",
     ];
-    let mut child = command(&d, &args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kill it once two days are committed, while the third is being fetched.
-    let out = d.join("out");
-    for _ in 0..2000 {
-        let files = std::fs::read_dir(&out).map(|r| {
-            r.filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "jsonl")
+    for (kill_after_files, extra_ms) in [(0, 50), (1, 0), (1, 120), (2, 60), (4, 0)] {
+        let slow = fake(all.clone(), Duration::from_millis(100)).await;
+        let dir = caresoft_config(&slow.uri(), ONE_TYPE);
+        let d = dir.path().to_path_buf();
+        let out = d.join("out");
+        let mut child = command(&d, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let files = || {
+            std::fs::read_dir(&out).map_or(0, |r| {
+                r.filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "jsonl")
+                })
+                .count()
             })
-            .count()
-        });
-        if files.unwrap_or(0) >= 2 {
-            break;
+        };
+        for _ in 0..2000 {
+            if files() >= kill_after_files {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(extra_ms)).await;
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert_ne!(
+            status.code(),
+            Some(0),
+            "killed before the end ({kill_after_files} files + {extra_ms} ms)"
+        );
+        assert!(ids_in(&out).len() < 48);
+        // Again, the same command, against a fast server.
+        let fast = fake(all.clone(), Duration::ZERO).await;
+        let config = std::fs::read_to_string(d.join("chatdump.toml"))
+            .unwrap()
+            .replace(&slow.uri(), &fast.uri());
+        std::fs::write(d.join("chatdump.toml"), config).unwrap();
+        let r = run(&d, &args).await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(
+            ids_in(&out),
+            expected,
+            "killed after {kill_after_files} files + {extra_ms} ms"
+        );
     }
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
-    assert_ne!(status.code(), Some(0), "killed before the end");
-    let state: Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("h.state")).unwrap()).unwrap();
-    assert!(state["ledger"].as_array().unwrap().len() >= 2);
-    let committed = ids_in(&out);
-    assert!(
-        committed.len() < 48,
-        "the run died before the end ({} chats written)",
-        committed.len()
-    );
-    // Rerun against a fast server until the same end.
-    let fast = fake(all, Duration::ZERO).await;
-    let config = std::fs::read_to_string(d.join("chatdump.toml"))
-        .unwrap()
-        .replace(&slow.uri(), &fast.uri());
-    std::fs::write(d.join("chatdump.toml"), config).unwrap();
-    let r = run(
-        &d,
-        &[
-            "export",
-            "hanoi",
-            "--state",
-            "h.state",
-            "--to",
-            "2024-03-07",
-            "-o",
-            "out/{from}.jsonl",
-        ],
-    )
-    .await;
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let expected: Vec<String> = (0..48).map(|i| format!("c{i:04}")).collect();
-    assert_eq!(
-        ids_in(&out),
-        expected,
-        "every chat exactly once across all files"
-    );
 }
 
 #[tokio::test]

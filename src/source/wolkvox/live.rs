@@ -31,7 +31,7 @@ use crate::model::{Conversation, Item, Message, Record, RecordKind};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query};
 use crate::window::{parse_platform_time, Window};
 
-const KEYS: &[&str] = &["forget_after"];
+pub const KEYS: &[&str] = &["forget_after"];
 
 pub struct Live {
     client: Client,

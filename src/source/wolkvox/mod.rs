@@ -35,7 +35,7 @@ use crate::model::Sender;
 use crate::source::Connection;
 
 /// Keys both Wolkvox kinds accept.
-pub const SHARED_KEYS: &[&str] = &["server", "token", "token_env", "timezone", "settle"];
+pub const SHARED_KEYS: &[&str] = &["server", "token", "token_env", "timezone"];
 
 /// The naive format of `date_ini`/`date_end` and of returned `date`s.
 pub const QUERY_TIME_FORMAT: &str = "%Y%m%d%H%M%S";

@@ -34,7 +34,7 @@ use crate::model::{Item, Message, Record, RecordKind};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query};
 use crate::window::{format_in_zone, parse_platform_time, Window};
 
-const KEYS: &[&str] = &["window", "record_cap", "lookback"];
+pub const KEYS: &[&str] = &["window", "record_cap", "settle", "lookback"];
 const MAX_WINDOW_DAYS: i64 = 31;
 const DEFAULT_RECORD_CAP: i64 = 60_000;
 
