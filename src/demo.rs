@@ -138,7 +138,7 @@ async fn run_sample<S: ChatSource>(
         log::verbose(&format!("{name}: skipped: {why}"));
         return Ok(export::Stats::default());
     }
-    let window = sample_window().resolve(source.timezone(), source.settle(), Utc::now())?;
+    let window = sample_window().resolve(source.timezone(), source.timing().settle, Utc::now())?;
     output.set_origin(name, source.kind().as_str())?;
     let rejects = RejectLog::new(name, path).redacting(redactor.is_some());
     let memory = crate::pipeline::Memory::default();

@@ -240,8 +240,8 @@ async fn export_one<S: ChatSource>(
             } else {
                 WindowArgs::default()
             };
-            let resume = checkpoint.map(|c| c - source.lookback());
-            match explicit.resolve_from(source.timezone(), source.settle(), now, resume) {
+            let resume = checkpoint.map(|c| c - source.timing().lookback);
+            match explicit.resolve_from(source.timezone(), source.timing().settle, now, resume) {
                 Err(e)
                     if checkpoint.is_some() && explicit.to.is_none() && e.kind == Kind::Usage =>
                 {
@@ -258,9 +258,7 @@ async fn export_one<S: ChatSource>(
                 ));
                 Vec::new()
             }
-            Some(w) if templated => {
-                w.split(options.chunk.unwrap_or_else(|| source.window_step(records)))
-            }
+            Some(w) if templated => w.split(options.chunk.unwrap_or(source.timing().window)),
             Some(w) => vec![w],
         };
         if dry_run {
@@ -562,7 +560,7 @@ fn print_plan<S: ChatSource>(
     };
     let slices: Vec<Window> = chunks
         .iter()
-        .flat_map(|c| c.split(source.window_step(fetch)))
+        .flat_map(|c| c.split(source.timing().window))
         .collect();
     let mut queries: usize = slices.iter().map(|s| source.queries(*s, fetch).len()).sum();
     if fetch == RecordKind::Messages && source.messages_need_conversations() {
@@ -584,7 +582,7 @@ fn print_plan<S: ChatSource>(
         format!(
             "slices:   {} of at most {}",
             slices.len(),
-            humanize(source.window_step(fetch))
+            humanize(source.timing().window)
         ),
         format!(
             "requests: at least {queries} (one per query; more when a query has several pages)"
@@ -600,7 +598,7 @@ fn print_plan<S: ChatSource>(
         Some(p) => lines.push(format!(
             "state:    {} (resumes at the checkpoint minus {} of lookback)",
             p.display(),
-            humanize(source.lookback())
+            humanize(source.timing().lookback)
         )),
         None => lines.push("state:    none (not incremental)".into()),
     }

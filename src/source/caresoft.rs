@@ -32,7 +32,7 @@ use crate::error::{Kind, Result};
 use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Conversation, Item, Message, Record, RecordKind, Sender};
-use crate::source::{ChatSource, Connection, Paging, Parsed, Query};
+use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::{format_in_zone, parse_platform_time, Window};
 
 pub const KEYS: &[&str] = &[
@@ -67,9 +67,7 @@ pub struct Caresoft {
     zone: Tz,
     conversation_types: Vec<u32>,
     page_size: u32,
-    window: Duration,
-    settle: Duration,
-    lookback: Duration,
+    timing: Timing,
     concurrency: usize,
 }
 
@@ -104,13 +102,15 @@ impl Caresoft {
                 })
                 .collect::<Result<Vec<_>>>()?,
         };
-        let window = table.duration("window")?.unwrap_or(Duration::days(1));
-        if window > Duration::days(MAX_WINDOW_DAYS) {
-            return Err(table.error(
-                "window",
-                "must be at most 30d (the messages endpoint's limit)",
-            ));
-        }
+        let defaults = Timing {
+            window: Duration::days(1),
+            settle: Duration::minutes(10),
+            // A chat and its messages belong to the window it started in;
+            // messages keep arriving while it lasts. Two hours covers
+            // nearly every live chat; raise it for long social threads.
+            lookback: Duration::hours(2),
+        };
+        let timing = Timing::from_config(table, defaults, Duration::days(MAX_WINDOW_DAYS))?;
         Ok(Caresoft {
             base,
             connection_auth: Auth::Bearer(table.secret("token")?),
@@ -120,12 +120,7 @@ impl Caresoft {
             page_size: table
                 .integer("page_size", 1, MAX_PAGE_SIZE)?
                 .unwrap_or(MAX_PAGE_SIZE) as u32,
-            window,
-            settle: table.duration("settle")?.unwrap_or(Duration::minutes(10)),
-            // A chat and its messages belong to the window it started in;
-            // messages keep arriving while it lasts. Two hours covers
-            // nearly every live chat; raise it for long social threads.
-            lookback: table.duration("lookback")?.unwrap_or(Duration::hours(2)),
+            timing,
             concurrency: table.integer("concurrency", 1, 8)?.unwrap_or(4) as usize,
         })
     }
@@ -257,16 +252,8 @@ impl ChatSource for Caresoft {
         }
     }
 
-    fn window_step(&self, _stream: RecordKind) -> Duration {
-        self.window
-    }
-
-    fn settle(&self) -> Duration {
-        self.settle
-    }
-
-    fn lookback(&self) -> Duration {
-        self.lookback
+    fn timing(&self) -> Timing {
+        self.timing
     }
 
     fn paging(&self) -> Paging {

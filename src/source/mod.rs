@@ -113,6 +113,45 @@ impl Parsed {
     }
 }
 
+/// When a source's data is fetched, shared by every windowed source and
+/// read from the same keys (`window`, `settle`, `lookback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// The slice length an export window is cut into.
+    pub window: Duration,
+    /// The lag behind now below which data is not yet complete.
+    pub settle: Duration,
+    /// How far before the checkpoint an incremental run starts again, to
+    /// catch what the platform adds late to windows already exported.
+    pub lookback: Duration,
+}
+
+impl Timing {
+    /// Reads the three keys, each defaulting to `defaults`; `window` may
+    /// not exceed `max_window` (the platform's limit).
+    pub fn from_config(
+        table: &crate::config::SourceTable<'_>,
+        defaults: Timing,
+        max_window: Duration,
+    ) -> Result<Timing> {
+        let window = table.duration("window")?.unwrap_or(defaults.window);
+        if window > max_window {
+            return Err(table.error(
+                "window",
+                &format!(
+                    "must be at most {} (the platform's limit)",
+                    crate::window::humanize(max_window)
+                ),
+            ));
+        }
+        Ok(Timing {
+            window,
+            settle: table.duration("settle")?.unwrap_or(defaults.settle),
+            lookback: table.duration("lookback")?.unwrap_or(defaults.lookback),
+        })
+    }
+}
+
 /// Auth and HTTP tuning a provider asks the shared HTTP layer for.
 pub struct Connection {
     pub auth: Auth,
@@ -127,17 +166,12 @@ pub trait ChatSource {
     /// The zone of the platform's naive timestamps (and of naive `--from`).
     fn timezone(&self) -> Tz;
     fn connection(&self) -> Connection;
-    /// The slice length the export window is cut into for `stream`.
-    fn window_step(&self, stream: RecordKind) -> Duration;
-    /// The lag behind now below which data is not yet complete.
-    fn settle(&self) -> Duration;
-    /// How far before the checkpoint an incremental run starts again, to
-    /// catch what the platform adds late to windows already exported.
-    fn lookback(&self) -> Duration;
+    /// Slice length, settle lag and lookback.
+    fn timing(&self) -> Timing;
     /// How long de-duplication keys are kept across runs (default: the
     /// lookback, the part a later run fetches again).
     fn memory_span(&self) -> Duration {
-        self.lookback()
+        self.timing().lookback
     }
     /// Whether a request returns the state of things now rather than a time
     /// window's records (windows then only mark when each poll happened).
@@ -229,7 +263,7 @@ pub async fn drive<S: ChatSource>(
     sink: &mut dyn Sink,
 ) -> Result<DriveStats> {
     let mut stats = DriveStats::default();
-    let slices = window.split(source.window_step(stream));
+    let slices = window.split(source.timing().window);
     let total = slices.len();
     for (n, slice) in slices.into_iter().enumerate() {
         log::verbose(&format!("window {}/{total}: {}", n + 1, show(&slice)));

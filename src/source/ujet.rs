@@ -32,7 +32,7 @@ use crate::error::Result;
 use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Conversation, Item, Record, RecordKind};
-use crate::source::{ChatSource, Connection, Paging, Parsed, Query};
+use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::Window;
 
 pub const KEYS: &[&str] = &[
@@ -57,9 +57,7 @@ pub struct Ujet {
     auth: Auth,
     http: crate::config::HttpSettings,
     per: u32,
-    window: Duration,
-    settle: Duration,
-    lookback: Duration,
+    timing: Timing,
 }
 
 impl Ujet {
@@ -78,11 +76,17 @@ impl Ujet {
             },
             http: table.http(1.0)?,
             per: table.integer("page_size", 1, MAX_PER)?.unwrap_or(MAX_PER) as u32,
-            window: table.duration("window")?.unwrap_or(Duration::days(1)),
-            settle: table.duration("settle")?.unwrap_or(Duration::minutes(2)),
-            // Tailing on updated_at catches every later change by itself;
-            // the lookback only covers clock skew and commit delays.
-            lookback: table.duration("lookback")?.unwrap_or(Duration::minutes(10)),
+            timing: Timing::from_config(
+                table,
+                Timing {
+                    window: Duration::days(1),
+                    settle: Duration::minutes(2),
+                    // Tailing on updated_at catches every later change by
+                    // itself; the lookback only covers clock skew.
+                    lookback: Duration::minutes(10),
+                },
+                Duration::days(3650),
+            )?,
         })
     }
 
@@ -132,16 +136,8 @@ impl ChatSource for Ujet {
         }
     }
 
-    fn window_step(&self, _stream: RecordKind) -> Duration {
-        self.window
-    }
-
-    fn settle(&self) -> Duration {
-        self.settle
-    }
-
-    fn lookback(&self) -> Duration {
-        self.lookback
+    fn timing(&self) -> Timing {
+        self.timing
     }
 
     fn paging(&self) -> Paging {

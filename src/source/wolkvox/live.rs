@@ -28,7 +28,7 @@ use crate::error::Result;
 use crate::http::Verdict;
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Conversation, Item, Message, Record, RecordKind};
-use crate::source::{ChatSource, Connection, Paging, Parsed, Query};
+use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::{parse_platform_time, Window};
 
 pub const KEYS: &[&str] = &["forget_after"];
@@ -194,17 +194,14 @@ impl ChatSource for Live {
         self.client.connection()
     }
 
-    /// A snapshot is one request, whatever the window.
-    fn window_step(&self, _stream: RecordKind) -> Duration {
-        Duration::days(3650)
-    }
-
-    fn settle(&self) -> Duration {
-        Duration::zero()
-    }
-
-    fn lookback(&self) -> Duration {
-        Duration::zero()
+    /// A snapshot is one request, whatever the window; it has no settle
+    /// lag and nothing to look back at.
+    fn timing(&self) -> Timing {
+        Timing {
+            window: Duration::days(3650),
+            settle: Duration::zero(),
+            lookback: Duration::zero(),
+        }
     }
 
     fn memory_span(&self) -> Duration {

@@ -31,7 +31,7 @@ use crate::error::Result;
 use crate::http::Verdict;
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Item, Message, Record, RecordKind};
-use crate::source::{ChatSource, Connection, Paging, Parsed, Query};
+use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::{format_in_zone, parse_platform_time, Window};
 
 pub const KEYS: &[&str] = &["window", "record_cap", "settle", "lookback"];
@@ -40,31 +40,28 @@ const DEFAULT_RECORD_CAP: i64 = 60_000;
 
 pub struct Reports {
     client: Client,
-    window: Duration,
+    timing: Timing,
     record_cap: u64,
-    settle: Duration,
-    lookback: Duration,
 }
 
 impl Reports {
     pub fn from_config(table: &SourceTable<'_>) -> Result<Reports> {
         let keys: Vec<&str> = SHARED_KEYS.iter().chain(KEYS).copied().collect();
         table.check_keys(&keys)?;
-        let window = table.duration("window")?.unwrap_or(Duration::days(1));
-        if window > Duration::days(MAX_WINDOW_DAYS) {
-            return Err(table.error("window", "must be at most 31d (the report's limit)"));
-        }
-        Ok(Reports {
-            client: Client::from_config(table)?,
-            window,
-            record_cap: table
-                .integer("record_cap", 1, 10_000_000)?
-                .unwrap_or(DEFAULT_RECORD_CAP) as u64,
-            settle: table.duration("settle")?.unwrap_or(Duration::minutes(10)),
+        let defaults = Timing {
+            window: Duration::days(1),
+            settle: Duration::minutes(10),
             // Reports are built from closed chats; one that closes after a
             // run may still land in a range already exported. An hour
             // costs one extra request per run.
-            lookback: table.duration("lookback")?.unwrap_or(Duration::hours(1)),
+            lookback: Duration::hours(1),
+        };
+        Ok(Reports {
+            client: Client::from_config(table)?,
+            timing: Timing::from_config(table, defaults, Duration::days(MAX_WINDOW_DAYS))?,
+            record_cap: table
+                .integer("record_cap", 1, 10_000_000)?
+                .unwrap_or(DEFAULT_RECORD_CAP) as u64,
         })
     }
 
@@ -180,16 +177,8 @@ impl ChatSource for Reports {
         self.client.connection()
     }
 
-    fn window_step(&self, _stream: RecordKind) -> Duration {
-        self.window
-    }
-
-    fn settle(&self) -> Duration {
-        self.settle
-    }
-
-    fn lookback(&self) -> Duration {
-        self.lookback
+    fn timing(&self) -> Timing {
+        self.timing
     }
 
     fn paging(&self) -> Paging {
