@@ -135,13 +135,7 @@ impl Caresoft {
     }
 
     fn url(&self, path: &str, params: &[(&str, String)]) -> Url {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .expect("base URL validated as http(s)")
-            .pop_if_empty()
-            .extend(path.split('/'));
-        url.query_pairs_mut().extend_pairs(params);
-        url
+        crate::source::endpoint(&self.base, path, params)
     }
 
     fn channel(variant: u32) -> &'static str {

@@ -152,6 +152,20 @@ impl Timing {
     }
 }
 
+/// `base` with `path` (slash-separated, appended to the base's own path,
+/// e.g. a tenant prefix) and query `params`.
+pub fn endpoint(base: &Url, path: &str, params: &[(&str, String)]) -> Url {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .expect("base URLs are validated as http(s)")
+        .pop_if_empty()
+        .extend(path.split('/'));
+    if !params.is_empty() {
+        url.query_pairs_mut().extend_pairs(params);
+    }
+    url
+}
+
 /// Auth and HTTP tuning a provider asks the shared HTTP layer for.
 pub struct Connection {
     pub auth: Auth,

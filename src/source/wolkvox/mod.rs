@@ -90,13 +90,7 @@ impl Client {
     }
 
     pub fn url(&self, script: &str, params: &[(&str, String)]) -> Url {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .expect("base URL validated as http(s)")
-            .pop_if_empty()
-            .extend(["api", "v2", script]);
-        url.query_pairs_mut().extend_pairs(params);
-        url
+        crate::source::endpoint(&self.base, &format!("api/v2/{script}"), params)
     }
 }
 
