@@ -1,5 +1,6 @@
 #!/bin/sh
-# Pipelines over chatdump's JSON Lines. Each works with the demo data:
+# Pipelines over chatdump's JSON Lines, tried on the demo data (jq 1.6,
+# DuckDB 2.0 through its Python package). Each works with the demo data:
 #   cargo run --release -- demo --records messages > messages.jsonl
 set -eu
 
@@ -15,4 +16,8 @@ chatdump demo -q | jq -r 'select(.duration_s > 300) | [.source, .conversation_id
 # DuckDB reads the files directly (also the .jsonl.gz of a cron export):
 chatdump demo --records messages -q -o messages.jsonl
 duckdb -c "SELECT channel, sender, count(*) AS n FROM read_json_auto('messages.jsonl') GROUP BY ALL ORDER BY n DESC"
-# duckdb -c "SELECT date_trunc('day', sent_at) AS day, count(*) FROM read_json_auto('/data/chats/hanoi/*.jsonl.gz') GROUP BY 1 ORDER BY 1"
+duckdb -c "SELECT date_trunc('day', sent_at::TIMESTAMP) AS day, count(*) AS messages FROM read_json_auto('messages.jsonl') GROUP BY 1 ORDER BY 1"
+# A cron export's files, compressed, all at once:
+# duckdb -c "SELECT count(*) FROM read_json_auto('/data/chats/hanoi/*.jsonl.gz')"
+# Without the duckdb CLI: pip install duckdb, then
+# python3 -c "import duckdb; print(duckdb.sql(\"SELECT sender, count(*) FROM read_json_auto('messages.jsonl') GROUP BY 1\"))"
