@@ -135,7 +135,9 @@ impl Http {
         let client = reqwest::Client::builder()
             .user_agent(concat!("chatdump/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
-            .timeout(Duration::from_secs(180))
+            // A 256 MB answer may take minutes on a slow link: limit silence
+            // between reads, not the whole exchange.
+            .read_timeout(Duration::from_secs(120))
             .build()
             .map_err(|e| Error::config(format!("cannot start the HTTP client: {e}")))?;
         let interval = Duration::from_secs_f64(1.0 / settings.rate_limit.max(0.001));
