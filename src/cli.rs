@@ -91,35 +91,45 @@ pub struct ExportArgs {
     pub source: String,
 
     /// Start of the window, inclusive: RFC 3339, or YYYY-MM-DD[ HH:MM[:SS]] in the source's zone
-    #[arg(long, value_name = "T")]
+    #[arg(help_heading = "Window", long, value_name = "T")]
     pub from: Option<String>,
 
     /// End of the window, exclusive (default: now minus the settle lag)
-    #[arg(long, value_name = "T")]
+    #[arg(help_heading = "Window", long, value_name = "T")]
     pub to: Option<String>,
 
     /// Window start relative to now: 90m, 36h, 7d
-    #[arg(long, value_name = "D", conflicts_with = "from")]
+    #[arg(
+        help_heading = "Window",
+        long,
+        value_name = "D",
+        conflicts_with = "from"
+    )]
     pub since: Option<String>,
 
     /// Incremental mode: resume from this checkpoint file and advance it
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Incremental", long, value_name = "FILE")]
     pub state: Option<PathBuf>,
 
     /// With {from}/{to} in the output path: one file (and checkpoint) per D, e.g. 1d, 6h
-    #[arg(long, value_name = "D")]
+    #[arg(help_heading = "Incremental", long, value_name = "D")]
     pub chunk: Option<String>,
 
     /// Keep polling and emit only what is new, until Ctrl-C or SIGTERM
-    #[arg(long)]
+    #[arg(help_heading = "Incremental", long)]
     pub follow: bool,
 
     /// Time between polls with --follow (default 5m, the platforms' guidance)
-    #[arg(long, value_name = "D", requires = "follow")]
+    #[arg(
+        help_heading = "Incremental",
+        long,
+        value_name = "D",
+        requires = "follow"
+    )]
     pub interval: Option<String>,
 
     /// Print the plan (windows, requests, files, state) and fetch nothing
-    #[arg(long)]
+    #[arg(help_heading = "Incremental", long)]
     pub dry_run: bool,
 
     #[command(flatten)]
@@ -130,45 +140,45 @@ pub struct ExportArgs {
 #[derive(Debug, Args)]
 pub struct OutputArgs {
     /// One row per conversation or per message
-    #[arg(long, value_enum, default_value_t = RecordsArg::Conversations)]
+    #[arg(help_heading = "Output", long, value_enum, default_value_t = RecordsArg::Conversations)]
     pub records: RecordsArg,
 
     /// Output format (default: from the output file's extension, else jsonl)
-    #[arg(long, value_enum)]
+    #[arg(help_heading = "Output", long, value_enum)]
     pub format: Option<FormatArg>,
 
     /// Output file (default: stdout). Placeholders: {source} {from} {to} {records}; .gz compresses
-    #[arg(short, long, value_name = "PATH")]
+    #[arg(help_heading = "Output", short, long, value_name = "PATH")]
     pub output: Option<String>,
 
     /// Render timestamps in this zone (e.g. America/Bogota) instead of UTC
-    #[arg(long, value_name = "ZONE")]
+    #[arg(help_heading = "Output", long, value_name = "ZONE")]
     pub tz: Option<String>,
 
     /// Add each record's original platform JSON under `raw` (JSONL only)
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub include_raw: bool,
 
     /// Do not guard CSV cells that start with = + - @ against spreadsheet formulas
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub csv_raw: bool,
 
     /// Remove personal data before writing: customer fields become keyed pseudonyms
     /// (hash, key in $CHATDUMP_REDACT_KEY), placeholders (mask) or null (drop);
     /// e-mails, phones and card numbers in message text become [EMAIL] [PHONE] [CARD]
-    #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "hash")]
+    #[arg(help_heading = "Privacy", long, value_enum, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "hash")]
     pub redact: Option<RedactArg>,
 
     /// With --redact: treat agent names and e-mails as personal data too
-    #[arg(long, requires = "redact")]
+    #[arg(help_heading = "Privacy", long, requires = "redact")]
     pub redact_agents: bool,
 
     /// Only errors on stderr
-    #[arg(short, long, conflicts_with = "verbose")]
+    #[arg(help_heading = "Messages", short, long, conflicts_with = "verbose")]
     pub quiet: bool,
 
     /// More detail on stderr (repeat for requests)
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(help_heading = "Messages", short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
 
