@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::common::{jsonl, TOKEN};
+use crate::common::jsonl;
 
 const LIVE: &str = "/api/v2/real_time.php";
 
@@ -23,22 +23,9 @@ fn config(base: &str) -> tempfile::TempDir {
     dir
 }
 
-fn command(dir: &tempfile::TempDir, args: &[&str]) -> std::process::Command {
-    let mut cmd = crate::common::command(dir.path(), args);
-    cmd.env("WV_TOKEN", TOKEN);
-    cmd
-}
-
 async fn run(dir: &tempfile::TempDir, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = command(dir, args);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let r = crate::common::run(dir.path(), args).await;
+    (r.code, r.stdout, r.stderr)
 }
 
 /// Snapshot number `n` of two chats that grow by one message per poll;
@@ -148,8 +135,8 @@ async fn conversations_are_active_rows_with_the_connector_in_raw() {
 async fn follow_streams_new_messages_and_a_signal_saves_the_state() {
     let server = server().await;
     let dir = config(&server.uri());
-    let mut child = command(
-        &dir,
+    let mut child = crate::common::command(
+        dir.path(),
         &[
             "export",
             "live",

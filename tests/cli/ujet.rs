@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::common::{jsonl, TOKEN};
+use crate::common::{jsonl, run};
 
 const CHATS: &str = "/manager/api/v1/chats";
 
@@ -20,19 +20,6 @@ fn config(base: &str, extra: &str) -> tempfile::TempDir {
     );
     std::fs::write(dir.path().join("chatdump.toml"), text).unwrap();
     dir
-}
-
-async fn run(dir: &tempfile::TempDir, args: &[&str]) -> crate::common::Run {
-    let mut cmd = crate::common::command(dir.path(), args);
-    cmd.env("UJET_USER", "acme").env("UJET_PASSWORD", TOKEN);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    crate::common::Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// `n` chats updated one second apart from 2024-03-05T10:00:00Z, except
@@ -152,7 +139,7 @@ fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 async fn every_chat_once_with_link_headers_and_the_100_cap() {
     let server = manager(chats(250, 0), true, |_, _| {}).await;
     let dir = config(&server.uri(), "");
-    let r = run(&dir, &args(&[])).await;
+    let r = run(dir.path(), &args(&[])).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let got = ids(&r.stdout);
     let want: Vec<String> = (0..250).map(|i| (1000 + i).to_string()).collect();
@@ -176,7 +163,7 @@ async fn every_chat_once_with_link_headers_and_the_100_cap() {
 async fn without_link_headers_a_short_last_page_ends_it() {
     let server = manager(chats(130, 0), false, |_, _| {}).await;
     let dir = config(&server.uri(), "page_size = 100\n");
-    let r = run(&dir, &args(&[])).await;
+    let r = run(dir.path(), &args(&[])).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(ids(&r.stdout).len(), 130);
 }
@@ -186,7 +173,7 @@ async fn more_than_a_page_of_ties_is_paged_through() {
     // 150 chats share one updated_at: the start cannot move, pages must.
     let server = manager(chats(180, 150), true, |_, _| {}).await;
     let dir = config(&server.uri(), "");
-    let r = run(&dir, &args(&[])).await;
+    let r = run(dir.path(), &args(&[])).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let mut got = ids(&r.stdout);
     got.sort();
@@ -211,7 +198,7 @@ async fn chats_changing_while_we_tail_arrive_in_their_latest_version_once() {
     })
     .await;
     let dir = config(&server.uri(), "");
-    let r = run(&dir, &args(&[])).await;
+    let r = run(dir.path(), &args(&[])).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let rows = jsonl(&r.stdout);
     let versions = |id: &str| -> Vec<String> {
@@ -252,9 +239,9 @@ async fn bad_credentials_exit_77_and_check_uses_the_organization_settings() {
         .mount(&server)
         .await;
     let dir = config(&server.uri(), "");
-    let r = run(&dir, &args(&[])).await;
+    let r = run(dir.path(), &args(&[])).await;
     assert_eq!(r.code, 77, "{}", r.stderr);
-    let r = run(&dir, &["check", "support"]).await;
+    let r = run(dir.path(), &["check", "support"]).await;
     assert_eq!(r.code, 77, "{}", r.stderr);
     assert!(r.stdout.contains("support: FAILED"));
 }
@@ -280,7 +267,7 @@ async fn rate_limits_and_server_errors_are_retried() {
         .mount(&server)
         .await;
     let dir = config(&server.uri(), "");
-    let r = run(&dir, &args(&[])).await;
+    let r = run(dir.path(), &args(&[])).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(ids(&r.stdout), ["7"]);
     assert_eq!(server.received_requests().await.unwrap().len(), 4);
@@ -296,13 +283,13 @@ async fn unreadable_chats_are_saved_and_counted_and_messages_are_refused() {
         .mount(&server)
         .await;
     let dir = config(&server.uri(), "");
-    let r = run(&dir, &args(&["-o", "c.csv"])).await;
+    let r = run(dir.path(), &args(&["-o", "c.csv"])).await;
     assert_eq!(r.code, 65, "{}", r.stderr);
     let text = std::fs::read_to_string(dir.path().join("c.csv")).unwrap();
     assert_eq!(text.lines().count(), 5, "header and four chats: {text}");
     let rejects = std::fs::read_to_string(dir.path().join("c.csv.rejects.jsonl")).unwrap();
     assert!(rejects.contains("31358"));
-    let r = run(&dir, &args(&["--records", "messages"])).await;
+    let r = run(dir.path(), &args(&["--records", "messages"])).await;
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("no message text"), "{}", r.stderr);
 }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::common::{fixture, jsonl, TOKEN};
+use crate::common::{fixture, jsonl, run, TOKEN};
 
 const REPORT: &str = "/api/v2/reports_manager.php";
 
@@ -19,20 +19,6 @@ fn config(base: &str, extra: &str) -> tempfile::TempDir {
     );
     std::fs::write(dir.path().join("chatdump.toml"), text).unwrap();
     dir
-}
-
-async fn run_wv(dir: &tempfile::TempDir, args: &[&str]) -> crate::common::Run {
-    // The shared helper sets CS_TOKEN; Wolkvox reads WV_TOKEN.
-    let mut cmd = crate::common::command(dir.path(), args);
-    cmd.env("WV_TOKEN", TOKEN);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    crate::common::Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 fn param(r: &Request, key: &str) -> String {
@@ -115,8 +101,8 @@ async fn windows_are_sliced_in_bogota_time_with_inclusive_seconds() {
         .respond_with(ResponseTemplate::new(404))
         .mount(&server)
         .await;
-    let r = run_wv(
-        &dir,
+    let r = run(
+        dir.path(),
         &[
             "export",
             "bogota",
@@ -172,8 +158,8 @@ async fn a_capped_window_is_bisected_until_complete_counting_messages() {
         .respond_with(Report { chats, cap: 10 })
         .mount(&server)
         .await;
-    let r = run_wv(
-        &dir,
+    let r = run(
+        dir.path(),
         &[
             "export",
             "bogota",
@@ -220,8 +206,8 @@ async fn a_capped_window_is_bisected_counting_conversations() {
         .respond_with(Report { chats, cap: 3 })
         .mount(&server)
         .await;
-    let r = run_wv(
-        &dir,
+    let r = run(
+        dir.path(),
         &[
             "export",
             "bogota",
@@ -254,8 +240,8 @@ async fn a_minute_over_the_cap_stops_with_65_naming_it() {
         })
         .mount(&server)
         .await;
-    let r = run_wv(
-        &dir,
+    let r = run(
+        dir.path(),
         &[
             "export",
             "bogota",
@@ -292,8 +278,8 @@ async fn not_found_is_an_empty_window() {
         )
         .mount(&server)
         .await;
-    let r = run_wv(
-        &dir,
+    let r = run(
+        dir.path(),
         &[
             "export",
             "bogota",
@@ -328,8 +314,8 @@ async fn documented_error_texts_map_to_exit_codes() {
             .respond_with(ResponseTemplate::new(status).set_body_json(body))
             .mount(&server)
             .await;
-        let r = run_wv(
-            &dir,
+        let r = run(
+            dir.path(),
             &[
                 "export",
                 "bogota",
@@ -362,8 +348,8 @@ async fn simultaneous_requests_error_waits_and_retries() {
         )
         .mount(&server)
         .await;
-    let r = run_wv(
-        &dir,
+    let r = run(
+        dir.path(),
         &[
             "export",
             "bogota",
@@ -414,8 +400,8 @@ async fn requests_never_overlap() {
         })
         .mount(&server)
         .await;
-    let r = run_wv(
-        &dir,
+    let r = run(
+        dir.path(),
         &[
             "export",
             "bogota",
@@ -442,7 +428,11 @@ async fn requests_never_overlap() {
 async fn dry_run_counts_the_tokens_a_plan_spends() {
     let server = MockServer::start().await;
     let dir = config(&server.uri(), "");
-    let r = run_wv(&dir, &["export", "bogota", "--dry-run", "--since", "7d"]).await;
+    let r = run(
+        dir.path(),
+        &["export", "bogota", "--dry-run", "--since", "7d"],
+    )
+    .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
         r.stdout.contains("at least 7"),
