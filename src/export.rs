@@ -182,188 +182,25 @@ async fn export_one<S: ChatSource>(
     dry_run: bool,
 ) -> Result<Stats> {
     let started = Instant::now();
-    let records = options.records;
-    let kind = source.kind().as_str();
-    source
-        .records_supported(records)
-        .map_err(|why| Error::usage(format!("source {name:?}: {why}")))?;
-    let templated = options
-        .output
-        .as_deref()
-        .is_some_and(|t| t.contains("{from}") || t.contains("{to}"));
-    if options.follow.is_some() && options.output.is_some() && !templated {
-        return Err(Error::usage(
-            "--follow writes to stdout, or to a path with {from} or {to} (one file per poll)",
-        ));
-    }
-    if source.is_snapshot()
-        && (window_args.from.is_some() || window_args.since.is_some() || window_args.to.is_some())
-    {
-        log::warn(&format!(
-            "{name}: {kind} answers with what is active now; --from/--to/--since are ignored"
-        ));
-    }
-    let mut state = match &options.state {
-        Some(path) => Some(StateFile::open(path, name, kind, records.as_str())?),
-        None => None,
-    };
-    let mut checkpoint = state
-        .as_ref()
-        .and_then(|f| f.state.as_ref())
-        .map(|s| s.checkpoint);
-    let carried = match state.as_ref().and_then(|f| f.state.as_ref()) {
-        Some(s) => s.keys()?,
-        None => Vec::new(),
-    };
-    let mut memory = Memory::carrying(carried);
+    let mut export = Exporter::open(source, name, window_args, options, redactor)?;
     let shutdown = match options.follow {
         Some(_) if !dry_run => Some(Shutdown::listen()),
         _ => None,
     };
-    // Following into stdout: one stream for every poll, flushed after each.
-    let mut stream: Option<Output> = None;
-    let mut total = Stats::default();
-    let mut targets = Vec::new();
     let mut first_poll = true;
     loop {
-        let now = Utc::now().trunc_subsecs(0);
-        let window = if source.is_snapshot() {
-            // No window: the interval since the last snapshot only names
-            // files and ledger entries.
-            let from = checkpoint
-                .filter(|c| *c < now)
-                .unwrap_or(now - Duration::seconds(1));
-            Some(Window::new(from, now))
-        } else {
-            let explicit = if first_poll {
-                window_args.clone()
-            } else {
-                WindowArgs::default()
-            };
-            let resume = checkpoint.map(|c| c - source.timing().lookback);
-            match explicit.resolve_from(source.timezone(), source.timing().settle, now, resume) {
-                Err(e)
-                    if checkpoint.is_some() && explicit.to.is_none() && e.kind == Kind::Usage =>
-                {
-                    None
-                }
-                other => Some(other?),
-            }
-        };
+        let window = export.next_window(first_poll)?;
         first_poll = false;
-        let chunks = match window {
-            None => {
-                log::info(&format!(
-                    "{name}: nothing new since the checkpoint; try again later"
-                ));
-                Vec::new()
-            }
-            Some(w) if templated => w.split(options.chunk.unwrap_or(source.timing().window)),
-            Some(w) => vec![w],
-        };
+        let chunks = export.chunks(window);
         if dry_run {
             if let Some(w) = window {
-                print_plan(
-                    source,
-                    name,
-                    &w,
-                    options,
-                    &chunks,
-                    state.as_ref().map(StateFile::path),
-                );
+                let state = export.state.as_ref().map(StateFile::path);
+                print_plan(source, name, &w, options, &chunks, state);
             }
             return Ok(Stats::default());
         }
         for chunk in &chunks {
-            let path = options
-                .output
-                .as_deref()
-                .map(|t| expand_placeholders(t, name, chunk, records));
-            let rejects = match &state {
-                // Beside the state, kept across runs: cron mail points there.
-                Some(f) => RejectLog::appending(name, with_suffix(f.path(), ".rejects.jsonl")),
-                None => RejectLog::new(name, path.as_deref()),
-            }
-            .redacting(redactor.is_some());
-            let streaming = options.follow.is_some() && path.is_none();
-            let mut own = match streaming {
-                true => None,
-                false => Some(Output::create(
-                    path.as_deref(),
-                    options.format(),
-                    records,
-                    render(name, kind, options),
-                    redactor.cloned(),
-                )?),
-            };
-            if streaming && stream.is_none() {
-                stream = Some(Output::create(
-                    None,
-                    options.format(),
-                    records,
-                    render(name, kind, options),
-                    redactor.cloned(),
-                )?);
-            }
-            let output = match own.as_mut() {
-                Some(out) => out,
-                None => stream.as_mut().expect("created above"),
-            };
-            let (stats, kept) = run(source, name, *chunk, options, output, rejects, memory).await?;
-            memory = kept;
-            // The records are durable (or handed to the reader) before the
-            // state may say so. A file's checkpoint is saved together with
-            // the rename that publishes it (`pending`), so the two cannot
-            // part: a run killed between them is finished by the next.
-            let prepared = match own.take() {
-                Some(out) => {
-                    targets.push(out.describe());
-                    Some(out.prepare()?)
-                }
-                None => {
-                    stream.as_mut().expect("created above").flush()?;
-                    None
-                }
-            };
-            if options.follow.is_some() {
-                log::verbose(&format!(
-                    "{name}: {} new {}",
-                    stats.records,
-                    records.as_str()
-                ));
-            }
-            if let Some(file) = state.as_mut() {
-                let mut next = file.state.clone().unwrap_or_else(|| State {
-                    version: STATE_VERSION,
-                    source: name.to_string(),
-                    kind: kind.to_string(),
-                    records: records.as_str().to_string(),
-                    checkpoint: chunk.to,
-                    recent: Vec::new(),
-                    ledger: Vec::new(),
-                    pending: None,
-                });
-                next.record(LedgerEntry {
-                    from: chunk.from,
-                    to: chunk.to,
-                    records: stats.records,
-                    output: path.as_ref().map(|p| p.display().to_string()),
-                    finished_at: Utc::now(),
-                });
-                next.set_keys(memory.recent_since(chunk.to - source.memory_span()));
-                next.pending = prepared.as_ref().and_then(|p| {
-                    Some(PendingRename {
-                        temp: p.temp.clone()?,
-                        target: p.target.clone()?,
-                    })
-                });
-                file.save(next)?;
-            }
-            if let Some(prepared) = prepared {
-                prepared.publish()?;
-            }
-            checkpoint = Some(chunk.to);
-            total += stats;
+            export.chunk(*chunk).await?;
         }
         let (Some(interval), Some(shutdown)) = (options.follow, &shutdown) else {
             break;
@@ -372,27 +209,253 @@ async fn export_one<S: ChatSource>(
             break;
         }
     }
-    if let Some(out) = stream {
-        targets.push(out.describe());
-        out.commit()?;
+    export.finish(started)
+}
+
+/// One `export` run: its state, memory and outputs across chunks and polls.
+struct Exporter<'a, S: ChatSource> {
+    source: &'a S,
+    name: &'a str,
+    window_args: &'a WindowArgs,
+    options: &'a Options,
+    redactor: Option<&'a Redactor>,
+    state: Option<StateFile>,
+    /// The end of the last chunk written (from the state at first).
+    checkpoint: Option<DateTime<Utc>>,
+    memory: Memory,
+    /// Following into stdout: one stream for every poll, flushed after each.
+    stream: Option<Output>,
+    total: Stats,
+    targets: Vec<String>,
+}
+
+impl<'a, S: ChatSource> Exporter<'a, S> {
+    fn open(
+        source: &'a S,
+        name: &'a str,
+        window_args: &'a WindowArgs,
+        options: &'a Options,
+        redactor: Option<&'a Redactor>,
+    ) -> Result<Self> {
+        let kind = source.kind().as_str();
+        source
+            .records_supported(options.records)
+            .map_err(|why| Error::usage(format!("source {name:?}: {why}")))?;
+        if options.follow.is_some() && options.output.is_some() && !Self::templated(options) {
+            return Err(Error::usage(
+                "--follow writes to stdout, or to a path with {from} or {to} (one file per poll)",
+            ));
+        }
+        if source.is_snapshot()
+            && (window_args.from.is_some()
+                || window_args.since.is_some()
+                || window_args.to.is_some())
+        {
+            log::warn(&format!(
+                "{name}: {kind} answers with what is active now; --from/--to/--since are ignored"
+            ));
+        }
+        let state = match &options.state {
+            Some(path) => Some(StateFile::open(path, name, kind, options.records.as_str())?),
+            None => None,
+        };
+        let saved = state.as_ref().and_then(|f| f.state.as_ref());
+        let checkpoint = saved.map(|s| s.checkpoint);
+        let memory = Memory::carrying(match saved {
+            Some(s) => s.keys()?,
+            None => Vec::new(),
+        });
+        Ok(Exporter {
+            source,
+            name,
+            window_args,
+            options,
+            redactor,
+            state,
+            checkpoint,
+            memory,
+            stream: None,
+            total: Stats::default(),
+            targets: Vec::new(),
+        })
     }
-    log::progress::finish();
-    let target = match targets.as_slice() {
-        [] => "nothing written".to_string(),
-        [one] => one.clone(),
-        many => format!("{} files", many.len()),
-    };
-    log::info(&format!(
-        "exported {} {} from {} window{} ({} request{}) in {:.1} s -> {target}",
-        log::thousands(total.records),
-        records.as_str(),
-        total.windows,
-        plural(total.windows),
-        total.requests,
-        plural(total.requests),
-        started.elapsed().as_secs_f64()
-    ));
-    Ok(total)
+
+    fn templated(options: &Options) -> bool {
+        options
+            .output
+            .as_deref()
+            .is_some_and(|t| t.contains("{from}") || t.contains("{to}"))
+    }
+
+    /// The window of this poll; None when nothing is new since the checkpoint.
+    fn next_window(&self, first_poll: bool) -> Result<Option<Window>> {
+        let now = Utc::now().trunc_subsecs(0);
+        if self.source.is_snapshot() {
+            // No window: the interval since the last snapshot only names
+            // files and ledger entries.
+            let from = self
+                .checkpoint
+                .filter(|c| *c < now)
+                .unwrap_or(now - Duration::seconds(1));
+            return Ok(Some(Window::new(from, now)));
+        }
+        // Later polls of --follow continue from where the last one ended.
+        let explicit = if first_poll {
+            self.window_args.clone()
+        } else {
+            WindowArgs::default()
+        };
+        let timing = self.source.timing();
+        let resume = self.checkpoint.map(|c| c - timing.lookback);
+        match explicit.resolve_from(self.source.timezone(), timing.settle, now, resume) {
+            Err(e)
+                if self.checkpoint.is_some() && explicit.to.is_none() && e.kind == Kind::Usage =>
+            {
+                log::info(&format!(
+                    "{}: nothing new since the checkpoint; try again later",
+                    self.name
+                ));
+                Ok(None)
+            }
+            other => other.map(Some),
+        }
+    }
+
+    /// One output file per chunk with a templated path, else one output.
+    fn chunks(&self, window: Option<Window>) -> Vec<Window> {
+        match window {
+            None => Vec::new(),
+            Some(w) if Self::templated(self.options) => {
+                w.split(self.options.chunk.unwrap_or(self.source.timing().window))
+            }
+            Some(w) => vec![w],
+        }
+    }
+
+    /// Exports `chunk`, makes it durable, then moves the checkpoint.
+    async fn chunk(&mut self, chunk: Window) -> Result<()> {
+        let (name, options, records) = (self.name, self.options, self.options.records);
+        let kind = self.source.kind().as_str();
+        let path = options
+            .output
+            .as_deref()
+            .map(|t| expand_placeholders(t, name, &chunk, records));
+        let rejects = match &self.state {
+            // Beside the state, kept across runs: cron mail points there.
+            Some(f) => RejectLog::appending(name, with_suffix(f.path(), ".rejects.jsonl")),
+            None => RejectLog::new(name, path.as_deref()),
+        }
+        .redacting(self.redactor.is_some());
+        let create = |path: Option<&Path>| {
+            Output::create(
+                path,
+                options.format(),
+                records,
+                render(name, kind, options),
+                self.redactor.cloned(),
+            )
+        };
+        let streaming = options.follow.is_some() && path.is_none();
+        let mut own = if streaming {
+            None
+        } else {
+            Some(create(path.as_deref())?)
+        };
+        if streaming && self.stream.is_none() {
+            self.stream = Some(create(None)?);
+        }
+        let output = match own.as_mut() {
+            Some(out) => out,
+            None => self.stream.as_mut().expect("created above"),
+        };
+        let memory = std::mem::take(&mut self.memory);
+        let (stats, memory) =
+            run(self.source, name, chunk, options, output, rejects, memory).await?;
+        self.memory = memory;
+        // The records are durable (or handed to the reader) before the
+        // state may say so. A file's checkpoint is saved together with the
+        // rename that publishes it (`pending`), so the two cannot part: a
+        // run killed between them is finished by the next.
+        let prepared = match own.take() {
+            Some(out) => {
+                self.targets.push(out.describe());
+                Some(out.prepare()?)
+            }
+            None => {
+                self.stream.as_mut().expect("created above").flush()?;
+                None
+            }
+        };
+        if options.follow.is_some() {
+            log::verbose(&format!(
+                "{name}: {} new {}",
+                stats.records,
+                records.as_str()
+            ));
+        }
+        if let Some(file) = self.state.as_mut() {
+            let mut next = file.state.clone().unwrap_or_else(|| State {
+                version: STATE_VERSION,
+                source: name.to_string(),
+                kind: kind.to_string(),
+                records: records.as_str().to_string(),
+                checkpoint: chunk.to,
+                recent: Vec::new(),
+                ledger: Vec::new(),
+                pending: None,
+            });
+            next.record(LedgerEntry {
+                from: chunk.from,
+                to: chunk.to,
+                records: stats.records,
+                output: path.as_ref().map(|p| p.display().to_string()),
+                finished_at: Utc::now(),
+            });
+            next.set_keys(
+                self.memory
+                    .recent_since(chunk.to - self.source.memory_span()),
+            );
+            next.pending = prepared.as_ref().and_then(|p| {
+                Some(PendingRename {
+                    temp: p.temp.clone()?,
+                    target: p.target.clone()?,
+                })
+            });
+            file.save(next)?;
+        }
+        if let Some(prepared) = prepared {
+            prepared.publish()?;
+        }
+        self.checkpoint = Some(chunk.to);
+        self.total += stats;
+        Ok(())
+    }
+
+    /// Closes the follow stream and prints the summary.
+    fn finish(mut self, started: Instant) -> Result<Stats> {
+        if let Some(out) = self.stream.take() {
+            self.targets.push(out.describe());
+            out.commit()?;
+        }
+        log::progress::finish();
+        let target = match self.targets.as_slice() {
+            [] => "nothing written".to_string(),
+            [one] => one.clone(),
+            many => format!("{} files", many.len()),
+        };
+        let total = self.total;
+        log::info(&format!(
+            "exported {} {} from {} window{} ({} request{}) in {:.1} s -> {target}",
+            log::thousands(total.records),
+            self.options.records.as_str(),
+            total.windows,
+            plural(total.windows),
+            total.requests,
+            plural(total.requests),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(total)
+    }
 }
 
 /// Ctrl-C and SIGTERM in follow mode: the poll under way finishes, its
