@@ -261,10 +261,11 @@ impl<'a, S: ChatSource> Exporter<'a, S> {
         };
         let saved = state.as_ref().and_then(|f| f.state.as_ref());
         let checkpoint = saved.map(|s| s.checkpoint);
-        let memory = Memory::carrying(match saved {
-            Some(s) => s.keys()?,
-            None => Vec::new(),
-        });
+        let memory = match (&state, saved) {
+            (None, _) => Memory::default(),
+            (Some(_), Some(s)) => Memory::carrying(s.keys()?),
+            (Some(_), None) => Memory::carrying(Vec::new()),
+        };
         Ok(Exporter {
             source,
             name,

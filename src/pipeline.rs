@@ -93,12 +93,19 @@ pub struct Memory {
     next_seq: HashMap<String, u32>,
     /// Keys by the end of the window that saw them, oldest first.
     recent: VecDeque<(DateTime<Utc>, Vec<u128>)>,
+    /// Whether a later run will want `recent` (there is a state file):
+    /// without one, copying every window's keys would only cost memory.
+    remember: bool,
 }
 
 impl Memory {
-    /// Memory that already knows the keys a previous run left.
+    /// Memory for a run with a state file, knowing the keys a previous
+    /// run left there.
     pub fn carrying(recent: Vec<(DateTime<Utc>, Vec<u128>)>) -> Memory {
-        let mut memory = Memory::default();
+        let mut memory = Memory {
+            remember: true,
+            ..Memory::default()
+        };
         memory.seen.carried = recent.iter().flat_map(|(_, k)| k.iter().copied()).collect();
         memory.recent = recent.into();
         memory
@@ -233,6 +240,7 @@ pub struct Pipeline<'a> {
     next_seq: HashMap<String, u32>,
     /// Keys per recent window, kept while within `keep_for` of the newest.
     recent: VecDeque<(DateTime<Utc>, Vec<u128>)>,
+    remember: bool,
     keep_for: Duration,
     /// Identical messages met so far, by digest, so two identical messages
     /// in one second get two ids, and a repeat of both gets the same two.
@@ -256,6 +264,7 @@ impl<'a> Pipeline<'a> {
             pending: Vec::new(),
             next_seq: memory.next_seq,
             recent: memory.recent,
+            remember: memory.remember,
             keep_for: shape.keep_for,
             occurrences: HashMap::new(),
             occurrence_scope: String::new(),
@@ -330,6 +339,7 @@ impl<'a> Pipeline<'a> {
             seen: self.seen,
             next_seq: self.next_seq,
             recent: self.recent,
+            remember: self.remember,
         };
         Ok((stats, memory))
     }
@@ -430,8 +440,10 @@ impl Sink for Pipeline<'_> {
             self.aggregate = Some(aggregate);
             self.write_conversations(rows)?;
         }
-        self.recent
-            .push_back((window.to, self.seen.current.iter().copied().collect()));
+        if self.remember {
+            self.recent
+                .push_back((window.to, self.seen.current.iter().copied().collect()));
+        }
         while self
             .recent
             .front()
