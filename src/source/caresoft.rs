@@ -497,7 +497,7 @@ fn status_name(raw: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::jsonstream::Scanner;
+    use crate::source::testing;
     use std::path::Path;
 
     fn source(extra: &str) -> Caresoft {
@@ -528,21 +528,12 @@ mod tests {
             stream,
             variant,
         };
-        let mut out = Vec::new();
-        let mut scanner = Scanner::new(cs.items_at());
-        let mut on_item = |item: &[u8]| cs.parse_item(&query, item, true, &mut |p| out.push(p));
-        scanner.feed(body.as_bytes(), &mut on_item).unwrap();
-        scanner.finish(&mut on_item).unwrap();
-        (cs.read_envelope(&scanner.envelope), scanner.items, out)
+        let page = testing::parse_body(cs, &query, body, true);
+        (page.envelope, page.items, page.parsed)
     }
 
     fn fixture(name: &str) -> String {
-        std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("fixtures/caresoft")
-                .join(name),
-        )
-        .unwrap()
+        testing::fixture(&format!("caresoft/{name}"))
     }
 
     #[test]
@@ -594,13 +585,7 @@ mod tests {
         );
         assert_eq!(total.unwrap(), Some(3));
         assert_eq!(count, 3);
-        let convs: Vec<&Conversation> = items
-            .iter()
-            .filter_map(|p| match p {
-                Parsed::Record(Record::Conversation(c)) => Some(&c.record),
-                _ => None,
-            })
-            .collect();
+        let convs = testing::conversations(&items);
         assert_eq!(convs.len(), 3);
         let c = convs[0];
         assert_eq!(c.conversation_id, "20240301094830-AIVGTIVI-503996");
@@ -646,13 +631,7 @@ mod tests {
     fn maps_messages_senders_and_json_content() {
         let cs = source("");
         let (_, _, items) = parse(&cs, RecordKind::Messages, 3, &fixture("messages-zalo.json"));
-        let msgs: Vec<&Message> = items
-            .iter()
-            .filter_map(|p| match p {
-                Parsed::Record(Record::Message(m)) => Some(&m.record),
-                _ => None,
-            })
-            .collect();
+        let msgs = testing::messages(&items);
         assert_eq!(msgs.len(), 4);
         assert_eq!(msgs[0].sender, Sender::System);
         assert_eq!(msgs[1].sender, Sender::Customer);

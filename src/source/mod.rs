@@ -531,8 +531,8 @@ async fn fetch_tail<S: ChatSource>(
     }
 }
 
-/// Fetches one whole response and parses it into a list (pages are small;
-/// holding one lets pages be fetched concurrently and consumed in order).
+/// Fetches one response and parses it into a list: pages are small, and
+/// holding one lets pages be fetched concurrently and consumed in order.
 async fn fetch_collect<S: ChatSource>(
     source: &S,
     http: &Http,
@@ -540,39 +540,24 @@ async fn fetch_collect<S: ChatSource>(
     url: &Url,
     want_raw: bool,
 ) -> Result<(Vec<Parsed>, PageInfo)> {
-    http.fetch(url, async |response: reqwest::Response| {
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| Failure::Retry(transport(e), None))?;
-        if !(200..300).contains(&status) {
-            return match source.verdict(status, &body) {
-                Verdict::Ok | Verdict::Empty => Ok((Vec::new(), PageInfo::default())),
-                other => Err(Failure::from_verdict(other, &headers)),
-            };
-        }
-        let mut items = Vec::new();
-        let mut scanner = Scanner::new(source.items_at());
-        let mut on_item =
-            |bytes: &[u8]| source.parse_item(query, bytes, want_raw, &mut |p| items.push(p));
-        scanner
-            .feed(&body, &mut on_item)
-            .and_then(|_| scanner.finish(&mut on_item))
-            .map_err(|e| Failure::Fail(unreadable(source, e)))?;
-        let total = source
-            .read_envelope(&scanner.envelope)
-            .map_err(|v| Failure::from_verdict(v, &headers))?;
-        Ok((
-            items,
-            PageInfo {
-                items: scanner.items,
-                total,
-            },
-        ))
-    })
-    .await
+    let mut collect = Collect::default();
+    let answer = fetch_streamed(source, http, query, url, want_raw, &mut collect).await?;
+    Ok((collect.0, answer.info))
+}
+
+/// Gathers one response's items; a retried response starts over.
+#[derive(Default)]
+struct Collect(Vec<Parsed>);
+
+impl Accept for Collect {
+    fn accept(&mut self, item: Parsed) -> Result<bool> {
+        self.0.push(item);
+        Ok(true)
+    }
+
+    fn begin_response(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// One streamed response per window; a window whose response reaches the
@@ -597,7 +582,9 @@ async fn fetch_capped<S: ChatSource>(
             ..query.clone()
         };
         let url = source.page_url(&part, 1);
-        let units = fetch_streamed(source, http, &part, &url, want_raw, accept).await?;
+        let units = fetch_streamed(source, http, &part, &url, want_raw, accept)
+            .await?
+            .units;
         requests += 1;
         if units < record_cap {
             continue;
@@ -623,8 +610,16 @@ async fn fetch_capped<S: ChatSource>(
     Ok(requests)
 }
 
-/// Streams one response into `accept`, element by element. Returns the
-/// response's size in records (elements, or messages if more).
+/// What the driver learns from one streamed response.
+struct Answer {
+    info: PageInfo,
+    /// The response's size in records: elements, or messages if more (what
+    /// a record cap counts).
+    units: u64,
+}
+
+/// Streams one response into `accept`, element by element: the one place
+/// that reads a response, whether it feeds the sink or a page list.
 async fn fetch_streamed<S: ChatSource>(
     source: &S,
     http: &Http,
@@ -632,21 +627,24 @@ async fn fetch_streamed<S: ChatSource>(
     url: &Url,
     want_raw: bool,
     accept: &mut dyn Accept,
-) -> Result<u64> {
+) -> Result<Answer> {
     http.fetch(url, async |mut response: reqwest::Response| {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
+        accept.begin_response();
         if !(200..300).contains(&status) {
             let body = response
                 .bytes()
                 .await
                 .map_err(|e| Failure::Retry(transport(e), None))?;
             return match source.verdict(status, &body) {
-                Verdict::Ok | Verdict::Empty => Ok(0),
+                Verdict::Ok | Verdict::Empty => Ok(Answer {
+                    info: PageInfo::default(),
+                    units: 0,
+                }),
                 other => Err(Failure::from_verdict(other, &headers)),
             };
         }
-        accept.begin_response();
         let mut scanner = Scanner::new(source.items_at());
         let mut messages: u64 = 0;
         // Set when the sink fails (a full disk, a closed pipe): stop reading.
@@ -695,10 +693,16 @@ async fn fetch_streamed<S: ChatSource>(
             return Err(Failure::Fail(e));
         }
         outcome?;
-        source
+        let total = source
             .read_envelope(&scanner.envelope)
             .map_err(|v| Failure::from_verdict(v, &headers))?;
-        Ok(messages.max(scanner.items as u64))
+        Ok(Answer {
+            info: PageInfo {
+                items: scanner.items,
+                total,
+            },
+            units: messages.max(scanner.items as u64),
+        })
     })
     .await
 }
@@ -718,4 +722,73 @@ fn transport(e: reqwest::Error) -> String {
         "connection broke while reading the response: {}",
         e.without_url()
     )
+}
+
+/// What the provider tests share: a body split and mapped the way the
+/// driver does it, and the records picked out of the result.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use crate::model::Message;
+
+    /// One response as a provider turns it into records.
+    pub struct Page {
+        /// The provider's reading of the envelope (the total, or why not).
+        pub envelope: std::result::Result<Option<u64>, Verdict>,
+        /// Elements of the records array.
+        pub items: usize,
+        pub parsed: Vec<Parsed>,
+    }
+
+    /// Feeds `body` in small pieces, as a network would cut it.
+    pub fn parse_body<S: ChatSource>(
+        source: &S,
+        query: &Query,
+        body: &str,
+        want_raw: bool,
+    ) -> Page {
+        let mut parsed = Vec::new();
+        let mut scanner = Scanner::new(source.items_at());
+        let mut on_item =
+            |item: &[u8]| source.parse_item(query, item, want_raw, &mut |p| parsed.push(p));
+        for piece in body.as_bytes().chunks(7) {
+            scanner.feed(piece, &mut on_item).unwrap();
+        }
+        scanner.finish(&mut on_item).unwrap();
+        Page {
+            envelope: source.read_envelope(&scanner.envelope),
+            items: scanner.items,
+            parsed,
+        }
+    }
+
+    pub fn conversations(parsed: &[Parsed]) -> Vec<&Conversation> {
+        parsed
+            .iter()
+            .filter_map(|p| match p {
+                Parsed::Record(Record::Conversation(c)) => Some(&c.record),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn messages(parsed: &[Parsed]) -> Vec<&Message> {
+        parsed
+            .iter()
+            .filter_map(|p| match p {
+                Parsed::Record(Record::Message(m)) => Some(&m.record),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `fixtures/{path}`.
+    pub fn fixture(path: &str) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures")
+                .join(path),
+        )
+        .unwrap()
+    }
 }

@@ -330,7 +330,7 @@ fn time(row: &Map<String, Value>, key: &str) -> Result<Option<DateTime<Utc>>, St
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::jsonstream::Scanner;
+    use crate::source::testing;
     use std::path::Path;
 
     fn source() -> Ujet {
@@ -343,29 +343,13 @@ mod tests {
     }
 
     fn parse(body: &str) -> Vec<Parsed> {
-        let src = source();
         let now = Utc::now();
         let query = Query {
             window: Window::new(now, now),
             stream: RecordKind::Conversations,
             variant: 0,
         };
-        let mut out = Vec::new();
-        let mut scanner = Scanner::new(src.items_at());
-        let mut on_item = |item: &[u8]| src.parse_item(&query, item, false, &mut |p| out.push(p));
-        scanner.feed(body.as_bytes(), &mut on_item).unwrap();
-        scanner.finish(&mut on_item).unwrap();
-        out
-    }
-
-    fn conversations(items: &[Parsed]) -> Vec<&Conversation> {
-        items
-            .iter()
-            .filter_map(|p| match p {
-                Parsed::Record(Record::Conversation(c)) => Some(&c.record),
-                _ => None,
-            })
-            .collect()
+        testing::parse_body(&source(), &query, body, false).parsed
     }
 
     #[test]
@@ -375,7 +359,7 @@ mod tests {
         )
         .unwrap();
         let items = parse(&body);
-        let chats = conversations(&items);
+        let chats = testing::conversations(&items);
         assert_eq!(chats.len(), 4);
         let c = chats[0];
         assert_eq!(c.conversation_id, "31354");

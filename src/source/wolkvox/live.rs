@@ -279,8 +279,8 @@ impl ChatSource for Live {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::jsonstream::Scanner;
     use crate::model::Sender;
+    use crate::source::testing;
     use std::path::Path;
 
     fn source() -> Live {
@@ -293,39 +293,26 @@ mod tests {
     }
 
     fn parse(stream: RecordKind) -> Vec<Parsed> {
-        let src = source();
-        let body = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/wolkvox/real_time-chats.json"),
-        )
-        .unwrap();
         let now = chrono::Utc::now();
         let query = Query {
             window: Window::new(now, now),
             stream,
             variant: 0,
         };
-        let mut out = Vec::new();
-        let mut scanner = Scanner::new(src.items_at());
-        let mut on_item = |item: &[u8]| src.parse_item(&query, item, true, &mut |p| out.push(p));
-        scanner.feed(body.as_bytes(), &mut on_item).unwrap();
-        scanner.finish(&mut on_item).unwrap();
-        assert!(
-            src.read_envelope(&scanner.envelope).is_ok(),
-            "code \"200\" is success"
+        let page = testing::parse_body(
+            &source(),
+            &query,
+            &testing::fixture("wolkvox/real_time-chats.json"),
+            true,
         );
-        out
+        assert!(page.envelope.is_ok(), "code \"200\" is success");
+        page.parsed
     }
 
     #[test]
     fn snapshot_messages() {
         let items = parse(RecordKind::Messages);
-        let msgs: Vec<&Message> = items
-            .iter()
-            .filter_map(|p| match p {
-                Parsed::Record(Record::Message(m)) => Some(&m.record),
-                _ => None,
-            })
-            .collect();
+        let msgs = testing::messages(&items);
         assert_eq!(msgs.len(), 5);
         assert_eq!(msgs[0].conversation_id, "88001");
         assert_eq!(msgs[0].agent_id.as_deref(), Some("1001"));

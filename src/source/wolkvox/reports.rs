@@ -289,8 +289,8 @@ impl ChatSource for Reports {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::jsonstream::Scanner;
     use crate::model::Sender;
+    use crate::source::testing;
     use std::path::Path;
 
     fn source(extra: &str) -> Reports {
@@ -306,39 +306,29 @@ mod tests {
     }
 
     fn messages(body: &str, want_raw: bool) -> (Vec<Message>, Vec<String>, Vec<Option<String>>) {
-        let src = source("");
         let query = Query {
             window: Window::new(utc("2024-03-05T05:00:00Z"), utc("2024-03-06T05:00:00Z")),
             stream: RecordKind::Messages,
             variant: 0,
         };
+        let page = testing::parse_body(&source(""), &query, body, want_raw);
+        assert!(page.envelope.is_ok());
         let (mut msgs, mut rejects, mut raws) = (Vec::new(), Vec::new(), Vec::new());
-        let mut scanner = Scanner::new(src.items_at());
-        let mut on_item = |item: &[u8]| {
-            src.parse_item(&query, item, want_raw, &mut |p| match p {
+        for p in page.parsed {
+            match p {
                 Parsed::Record(Record::Message(m)) => {
                     raws.push(m.raw.map(|r| r.get().to_string()));
                     msgs.push(m.record)
                 }
                 Parsed::Rejected(r) => rejects.push(r.reason),
                 other => panic!("{other:?}"),
-            })
-        };
-        for chunk in body.as_bytes().chunks(7) {
-            scanner.feed(chunk, &mut on_item).unwrap();
+            }
         }
-        scanner.finish(&mut on_item).unwrap();
-        assert!(src.read_envelope(&scanner.envelope).is_ok());
         (msgs, rejects, raws)
     }
 
     fn fixture(name: &str) -> String {
-        std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("fixtures/wolkvox")
-                .join(name),
-        )
-        .unwrap()
+        testing::fixture(&format!("wolkvox/{name}"))
     }
 
     #[test]
