@@ -87,7 +87,18 @@ pub struct Config {
 }
 
 /// Keys every source accepts besides its kind's own.
-pub const COMMON_KEYS: &[&str] = &["kind", "base_url", "rate_limit", "max_retries", "backoff"];
+pub const COMMON_KEYS: &[&str] = &[
+    "kind",
+    "base_url",
+    "rate_limit",
+    "max_retries",
+    "backoff",
+    "max_wait",
+    "request_timeout",
+    "max_error_body",
+    "max_record_size",
+    "max_page_size",
+];
 
 impl Config {
     /// Finds and reads the configuration: `--config`, `$CHATDUMP_CONFIG`,
@@ -160,6 +171,13 @@ impl Config {
         }
         let mut out = BTreeMap::new();
         for (name, value) in sources {
+            if !is_plain_name(&name) {
+                return Err(Error::config(format!(
+                    "{}: [sources.{name:?}]: a source name may hold only letters, digits, `_`, `-` and `.`, and may not start with `.`",
+                    path.display()
+                ))
+                .with_hint("the name is used in file names (`{source}` in -o): rename the table, e.g. [sources.bogota-live]"));
+            }
             let toml::Value::Table(t) = value else {
                 return Err(Error::config(format!(
                     "{}: sources.{name} must be a table",
@@ -201,6 +219,17 @@ impl Config {
     }
 }
 
+/// Whether `name` is safe inside a file name: `[A-Za-z0-9_.-]`, not
+/// starting with `.`, so `{source}` can never climb out of a directory or
+/// hide a file.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 fn default_locations() -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from("chatdump.toml")];
     let xdg = std::env::var_os("XDG_CONFIG_HOME")
@@ -231,6 +260,51 @@ pub struct HttpSettings {
     pub max_retries: u32,
     /// First backoff step; doubles per attempt up to a cap.
     pub backoff: std::time::Duration,
+    /// The longest pause chatdump accepts (`Retry-After`, backoff): a
+    /// platform asking for more ends the run with 69 and a time to retry,
+    /// instead of holding the lock for hours.
+    pub max_wait: std::time::Duration,
+    /// The deadline of one whole exchange, headers to last byte, besides
+    /// the silence timeout between reads: a body trickling a byte at a
+    /// time cannot keep a run alive.
+    pub request_timeout: std::time::Duration,
+    pub limits: Limits,
+}
+
+/// Bytes chatdump will hold for one thing a server sends; past them the
+/// answer is unreadable, whatever the server meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Read of a non-2xx body (only its first words are ever shown).
+    pub error_body: usize,
+    /// One record element (a Wolkvox element is a whole chat).
+    pub record: usize,
+    /// One page collected whole (numbered and tailed pages are held so
+    /// they can be fetched concurrently and consumed in order).
+    pub page: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            error_body: 8 * 1024,
+            record: 64 << 20,
+            page: 256 << 20,
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            rate_limit: 1.0,
+            max_retries: 5,
+            backoff: std::time::Duration::from_millis(500),
+            max_wait: std::time::Duration::from_secs(15 * 60),
+            request_timeout: std::time::Duration::from_secs(30 * 60),
+            limits: Limits::default(),
+        }
+    }
 }
 
 /// One `[sources.NAME]` table, read key by key. Reading a key marks it as
@@ -405,8 +479,10 @@ impl<'a> SourceTable<'a> {
             Some(u) => (u, "base_url"),
             None => (default()?, "base_url"),
         };
-        let url = Url::parse(text.trim_end_matches('/'))
-            .map_err(|e| self.error(key, &format!("is not a valid URL ({text:?}): {e}")))?;
+        let url = Url::parse(text.trim_end_matches('/')).map_err(|e| {
+            // The text may hold `user:password@`: it is not quoted back.
+            self.error(key, &format!("is not a valid URL: {e}"))
+        })?;
         match url.scheme() {
             "https" => {}
             "http" if is_loopback(&url) => {}
@@ -422,16 +498,78 @@ impl<'a> SourceTable<'a> {
     }
 
     pub fn http(&self, default_rate: f64) -> Result<HttpSettings> {
-        let backoff = self
-            .duration("backoff")?
-            .and_then(|d| d.to_std().ok())
-            .unwrap_or(std::time::Duration::from_millis(500));
+        let defaults = HttpSettings::default();
+        let std_duration = |key: &str, default: std::time::Duration| -> Result<_> {
+            Ok(self
+                .duration(key)?
+                .and_then(|d| d.to_std().ok())
+                .unwrap_or(default))
+        };
+        let max_wait = std_duration("max_wait", defaults.max_wait)?;
+        let backoff = std_duration("backoff", defaults.backoff)?;
+        if backoff > max_wait {
+            return Err(self.error(
+                "backoff",
+                &format!(
+                    "is longer than `max_wait` ({}): a first retry would never happen",
+                    crate::window::humanize(Duration::from_std(max_wait).unwrap_or(Duration::MAX))
+                ),
+            ));
+        }
+        let rate_limit = self.float("rate_limit")?.unwrap_or(default_rate);
+        if !(0.001..=10_000.0).contains(&rate_limit) {
+            return Err(self.error("rate_limit", "must be from 0.001 to 10000 requests a second"));
+        }
         Ok(HttpSettings {
-            rate_limit: self.float("rate_limit")?.unwrap_or(default_rate),
+            rate_limit,
             max_retries: self.integer("max_retries", 0, 20)?.unwrap_or(5) as u32,
             backoff,
+            max_wait,
+            request_timeout: std_duration("request_timeout", defaults.request_timeout)?,
+            limits: Limits {
+                error_body: self.size("max_error_body", 256)?.unwrap_or(defaults.limits.error_body),
+                record: self.size("max_record_size", 1024)?.unwrap_or(defaults.limits.record),
+                page: self.size("max_page_size", 1024)?.unwrap_or(defaults.limits.page),
+            },
         })
     }
+
+    /// A byte size: a whole number of bytes, or a string with a unit
+    /// (`64KiB`, `256MiB`, `1GiB`; `KB`/`MB`/`GB` read the same way).
+    pub fn size(&self, key: &str, min: usize) -> Result<Option<usize>> {
+        const MAX: u64 = 1 << 40;
+        let bytes = match self.table.get(key) {
+            None => return Ok(None),
+            Some(toml::Value::Integer(n)) => u64::try_from(*n).ok(),
+            Some(toml::Value::String(s)) => parse_size(s),
+            Some(_) => None,
+        };
+        match bytes {
+            Some(b) if b >= min as u64 && b <= MAX => Ok(Some(b as usize)),
+            _ => Err(self.error(
+                key,
+                &format!("must be a size from {min} bytes to 1TiB, e.g. 64MiB"),
+            )),
+        }
+    }
+}
+
+/// `64MiB`, `512 KB`, `1GiB`, `4096`: binary units either way.
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -449,6 +587,38 @@ mod tests {
 
     fn parse(text: &str) -> Config {
         Config::parse(text, Path::new("test.toml")).unwrap()
+    }
+
+    #[test]
+    fn source_names_stay_plain() {
+        for good in ["bogota", "bogota-live", "a.b_c-9", "X"] {
+            assert!(is_plain_name(good), "{good}");
+        }
+        for bad in ["../etc", "a/b", ".hidden", "", "a b", "é", "a\\b", "..", "a\u{1b}"] {
+            assert!(!is_plain_name(bad), "{bad:?}");
+        }
+        let e = Config::parse(
+            "[sources.\"../x\"]\nkind = \"caresoft\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 78);
+        assert!(e.to_string().contains("t.toml") && e.to_string().contains("../x"), "{e}");
+    }
+
+    #[test]
+    fn limits_and_waits_are_bounded() {
+        let c = parse("[sources.a]\nkind = \"caresoft\"\nmax_record_size = \"2MiB\"\nmax_wait = \"1m\"\n");
+        let h = c.source("a").unwrap().http(1.0).unwrap();
+        assert_eq!(h.limits.record, 2 << 20);
+        assert_eq!(h.max_wait, std::time::Duration::from_secs(60));
+        let c = parse("[sources.a]\nkind = \"caresoft\"\nbackoff = \"99999999d\"\n");
+        assert_eq!(c.source("a").unwrap().http(1.0).unwrap_err().exit_code(), 78);
+        let c = parse("[sources.a]\nkind = \"caresoft\"\nmax_page_size = \"lots\"\n");
+        assert_eq!(c.source("a").unwrap().http(1.0).unwrap_err().exit_code(), 78);
+        assert_eq!(parse_size("64 KiB"), Some(64 << 10));
+        assert_eq!(parse_size("99999999999999999999"), None);
+        assert_eq!(parse_size("9999999999999GiB"), None);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum Kind {
     Auth,
     /// Configuration error (exit 78).
     Config,
+    /// Stopped by Ctrl-C or SIGTERM in the middle of a run (exit 130, as a
+    /// shell reports a process ended by SIGINT); nothing was committed.
+    Interrupted,
 }
 
 impl Kind {
@@ -36,6 +39,7 @@ impl Kind {
             Kind::Locked => 75,
             Kind::Auth => 77,
             Kind::Config => 78,
+            Kind::Interrupted => 130,
         }
     }
 }
@@ -99,6 +103,14 @@ impl Error {
         self
     }
 
+    /// Rewrites the message and hint (masking secrets, escaping server
+    /// text), keeping everything else.
+    pub fn map_text(mut self, f: impl Fn(&str) -> String) -> Self {
+        self.message = f(&self.message);
+        self.hint = self.hint.as_deref().map(&f);
+        self
+    }
+
     pub fn is_broken_pipe(&self) -> bool {
         self.broken_pipe
     }
@@ -134,6 +146,7 @@ mod tests {
             (Kind::Locked, 75),
             (Kind::Auth, 77),
             (Kind::Config, 78),
+            (Kind::Interrupted, 130),
         ];
         for (kind, code) in table {
             assert_eq!(kind.exit_code(), code, "{kind:?}");

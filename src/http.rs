@@ -2,6 +2,12 @@
 //! requests in flight, timeouts, retries with capped exponential backoff and
 //! jitter, `Retry-After`, and keeping secrets out of every message.
 //!
+//! It is also a trust boundary: credentials go only to the configured
+//! origin (redirects are followed by hand, within that origin, never to
+//! another scheme, host or port), every wait a server asks for is bounded,
+//! and text a server sends is escaped and cleared of secrets before anyone
+//! sees it.
+//!
 //! Providers never loop on failures themselves. They tell this layer how to
 //! read a response of their platform (a [`Verdict`]: fine, empty, retry, or a
 //! definite failure), because platforms hide errors in odd places: CareSoft's
@@ -11,7 +17,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use chrono::Datelike;
+use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
 
 use reqwest::Url;
 use tokio::sync::Semaphore;
@@ -86,13 +93,16 @@ pub enum Failure {
 
 impl Failure {
     /// Turns a provider's verdict on a response into a failure. `Ok` and
-    /// `Empty` are not failures; callers handle them first.
+    /// `Empty` are not failures; callers handle them first. The verdict's
+    /// text often quotes the server, so its control characters are escaped
+    /// here, once for every platform.
     pub fn from_verdict(verdict: Verdict, headers: &HeaderMap) -> Failure {
+        let escape = |text: String| crate::log::escape_controls(&text, false).into_owned();
         match verdict {
-            Verdict::Retry(why) => Failure::Retry(why, retry_after(headers)),
-            Verdict::Throttled(why) => Failure::Throttled(why, retry_after(headers)),
+            Verdict::Retry(why) => Failure::Retry(escape(why), retry_after(headers)),
+            Verdict::Throttled(why) => Failure::Throttled(escape(why), retry_after(headers)),
             Verdict::Fail(kind, what, hint) => {
-                let e = Error::new(kind, what);
+                let e = Error::new(kind, escape(what));
                 Failure::Fail(match hint {
                     Some(h) => e.with_hint(h),
                     None => e,
@@ -110,6 +120,11 @@ impl Failure {
 /// for 15 minutes after 20, and no platform rewards insistence.
 const MAX_CONSECUTIVE_THROTTLES: u32 = 10;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Same-origin redirects followed for one request; a loop ends here.
+const MAX_REDIRECTS: usize = 5;
+/// Secrets shorter than this are not masked in text: masking every `a` of
+/// a message would hide more than it protects.
+const MIN_MASKED_SECRET: usize = 4;
 
 /// An HTTP client bound to one configured source.
 pub struct Http {
@@ -121,6 +136,9 @@ pub struct Http {
     pacer: Pacer,
     consecutive_throttles: AtomicU32,
     jitter: AtomicU64,
+    /// Every form in which this source's credentials could come back in a
+    /// server's text (the values, and Basic auth's base64), to mask them.
+    secrets: Vec<String>,
 }
 
 impl Http {
@@ -134,13 +152,29 @@ impl Http {
     ) -> Result<Http> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("chatdump/", env!("CARGO_PKG_VERSION")))
+            // Redirects are followed by `send`, which knows the origin the
+            // credentials belong to; reqwest would carry custom headers
+            // (Wolkvox's token) to any host.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(15))
             // A 256 MB answer may take minutes on a slow link: limit silence
             // between reads, not the whole exchange.
             .read_timeout(Duration::from_secs(120))
             .build()
             .map_err(|e| Error::config(format!("cannot start the HTTP client: {e}")))?;
-        let interval = Duration::from_secs_f64(1.0 / settings.rate_limit.max(0.001));
+        let interval = Duration::from_secs_f64(1.0 / settings.rate_limit.clamp(0.001, 1e6));
+        let secrets = match &auth {
+            Auth::Bearer(token) => vec![token.expose().to_string()],
+            Auth::Header { value, .. } => vec![value.expose().to_string()],
+            Auth::Basic { user, password } => vec![
+                user.expose().to_string(),
+                password.expose().to_string(),
+                base64(format!("{}:{}", user.expose(), password.expose()).as_bytes()),
+            ],
+        }
+        .into_iter()
+        .filter(|s| s.len() >= MIN_MASKED_SECRET)
+        .collect();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0x9e37_79b9, |d| d.as_nanos() as u64);
@@ -153,7 +187,24 @@ impl Http {
             pacer: Pacer::new(interval),
             consecutive_throttles: AtomicU32::new(0),
             jitter: AtomicU64::new(seed | 1),
+            secrets,
         })
+    }
+
+    pub fn settings(&self) -> &HttpSettings {
+        &self.settings
+    }
+
+    /// `text` with every form of this source's credentials replaced by
+    /// `***`: a server may echo a token back in an error body.
+    pub fn mask(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for secret in &self.secrets {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "***");
+            }
+        }
+        text
     }
 
     /// Sends GET `url` and lets `handle` consume the response, retrying the
@@ -176,17 +227,27 @@ impl Http {
             self.pacer.wait().await;
             let started = Instant::now();
             log::progress::request();
-            let outcome = match self.send_once(url).await {
-                Ok(response) => {
-                    log::trace(&format!(
-                        "GET {shown} -> {} ({} ms to headers)",
-                        response.status().as_u16(),
-                        started.elapsed().as_millis()
-                    ));
-                    handle(response).await
-                }
-                Err(e) => Err(Failure::Retry(e, None)),
+            let exchange = async {
+                let response = self.send(url).await?;
+                log::trace(&format!(
+                    "GET {shown} -> {} ({} ms to headers)",
+                    response.status().as_u16(),
+                    started.elapsed().as_millis()
+                ));
+                handle(response).await
             };
+            let deadline = self.settings.request_timeout;
+            let outcome = tokio::time::timeout(deadline, exchange)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Failure::Retry(
+                        format!(
+                            "no complete answer within {} (`request_timeout`)",
+                            humanize_std(deadline)
+                        ),
+                        None,
+                    ))
+                });
             drop(permit);
             let (reason, pause, throttled) = match outcome {
                 Ok(value) => {
@@ -194,11 +255,12 @@ impl Http {
                     return Ok(value);
                 }
                 Err(Failure::Fail(e)) => {
-                    return Err(e.context(format!("source {:?}: GET {shown}", self.source)));
+                    return Err(self.clean(e.context(format!("source {:?}: GET {shown}", self.source))));
                 }
                 Err(Failure::Retry(why, pause)) => (why, pause, false),
                 Err(Failure::Throttled(why, pause)) => (why, pause, true),
             };
+            let reason = self.mask(&reason);
             if throttled {
                 let n = self.consecutive_throttles.fetch_add(1, Ordering::Relaxed) + 1;
                 if n >= MAX_CONSECUTIVE_THROTTLES {
@@ -210,16 +272,30 @@ impl Http {
                 }
             }
             if attempt >= self.settings.max_retries {
-                return Err(Error::unavailable(format!(
+                let e = Error::unavailable(format!(
                     "source {:?}: GET {shown}: {reason} (gave up after {} attempts)",
                     self.source,
                     attempt + 1
-                ))
-                .with_hint(
-                    "the platform is unavailable; try again later, or raise `max_retries`",
                 ));
+                return Err(if reason.starts_with(UNREADABLE) {
+                    // Data that never became readable: 65, unless it was
+                    // never JSON at all (a proxy's page: the platform is
+                    // not really answering).
+                    let mut e = e.with_hint("nothing of this window was committed and the state was not advanced; if this persists, report it with the -vvv trace");
+                    if !reason.contains(NOT_JSON) {
+                        e.kind = Kind::Data;
+                    }
+                    e
+                } else {
+                    e.with_hint(
+                        "the platform is unavailable; try again later, or raise `max_retries`",
+                    )
+                });
             }
-            let delay = self.backoff(attempt, pause);
+            let delay = match self.backoff(attempt, pause) {
+                Ok(delay) => delay,
+                Err(asked) => return Err(self.wait_too_long(&shown, &reason, asked)),
+            };
             if throttled {
                 // A rate limit applies to the whole account: hold every
                 // request of this source, not only this one.
@@ -237,6 +313,91 @@ impl Http {
         }
     }
 
+    /// An error fit to show: secrets masked, server text escaped.
+    fn clean(&self, e: Error) -> Error {
+        e.map_text(|t| crate::log::escape_controls(&self.mask(t), true).into_owned())
+    }
+
+    fn wait_too_long(&self, shown: &str, reason: &str, asked: Duration) -> Error {
+        let when = chrono::Duration::from_std(asked)
+            .ok()
+            .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+            .filter(|t| t.year() < 10_000)
+            .map_or_else(
+                || "much later".to_string(),
+                |t| format!("after {}", t.format("%Y-%m-%dT%H:%M:%SZ")),
+            );
+        Error::unavailable(format!(
+            "source {:?}: GET {shown}: {reason}; the platform asks to wait {}, longer than `max_wait` ({})",
+            self.source,
+            humanize_std(asked),
+            humanize_std(self.settings.max_wait)
+        ))
+        .with_hint(format!(
+            "retry {when}; nothing of this window was committed (raise `max_wait` to let chatdump wait that long itself)"
+        ))
+    }
+
+    /// Sends GET `url`, following redirects that stay within its origin.
+    /// A redirect elsewhere is refused before anything is sent there: the
+    /// request carries credentials, and https is never traded for http.
+    async fn send(&self, url: &Url) -> Result<reqwest::Response, Failure> {
+        let mut current = url.clone();
+        for hop in 0..=MAX_REDIRECTS {
+            let response = self
+                .send_once(&current)
+                .await
+                .map_err(|e| Failure::Retry(e, None))?;
+            let status = response.status().as_u16();
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                return Ok(response);
+            }
+            let Some(location) = response.headers().get(LOCATION) else {
+                return Ok(response);
+            };
+            let next = location
+                .to_str()
+                .ok()
+                .and_then(|l| current.join(l).ok())
+                .filter(|u| matches!(u.scheme(), "http" | "https"));
+            let Some(mut next) = next else {
+                return Err(Failure::Fail(Error::unavailable(format!(
+                    "HTTP {status} redirect with an unusable Location {:?}",
+                    crate::log::escape_controls(&String::from_utf8_lossy(location.as_bytes()), false)
+                ))));
+            };
+            let _ = next.set_username("");
+            let _ = next.set_password(None);
+            if next.origin() != url.origin() {
+                let origin = next.origin().ascii_serialization();
+                return Err(Failure::Fail(
+                    Error::unavailable(format!(
+                        "HTTP {status} redirect to {}, another origin than the configured {}; chatdump sends credentials only to the configured origin and did not follow it",
+                        display_url(&next),
+                        url.origin().ascii_serialization()
+                    ))
+                    .with_hint(format!(
+                        "if the platform really moved, set `base_url` for source {:?} to the new address (e.g. {origin}/...) in the configuration",
+                        self.source
+                    )),
+                ));
+            }
+            if hop == MAX_REDIRECTS {
+                return Err(Failure::Fail(Error::unavailable(format!(
+                    "more than {MAX_REDIRECTS} redirects (last to {})",
+                    display_url(&next)
+                ))));
+            }
+            log::verbose(&format!(
+                "source {:?}: HTTP {status} redirect to {}",
+                self.source,
+                display_url(&next)
+            ));
+            current = next;
+        }
+        unreachable!("the last hop returns")
+    }
+
     async fn send_once(&self, url: &Url) -> Result<reqwest::Response, String> {
         let request = self.client.get(url.clone());
         let request = match &self.auth {
@@ -251,19 +412,23 @@ impl Http {
 
     /// Capped exponential backoff with jitter; a `Retry-After` from the
     /// platform is a floor, and even `Retry-After: 0` waits the first step.
-    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    /// A `Retry-After` beyond `max_wait` is returned as the error: the run
+    /// ends rather than sleep for hours holding its lock.
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Result<Duration, Duration> {
         let step = self
             .settings
             .backoff
             .saturating_mul(1u32 << attempt.min(16))
-            .min(MAX_BACKOFF);
+            .min(MAX_BACKOFF)
+            .min(self.settings.max_wait);
         // Jitter in [50%, 100%] of the step keeps the floor while spreading
         // concurrent retries apart.
         let r = self.next_random() % 1000;
         let jittered = step.mul_f64(0.5 + (r as f64) / 2000.0);
         match retry_after {
-            Some(pause) => pause.max(self.settings.backoff),
-            None => jittered,
+            Some(pause) if pause > self.settings.max_wait => Err(pause),
+            Some(pause) => Ok(pause.max(self.settings.backoff)),
+            None => Ok(jittered),
         }
     }
 
@@ -311,10 +476,39 @@ impl Pacer {
     }
 }
 
+/// Marks a retry reason as an unreadable response (SPEC section 8): if it
+/// stays so, the run ends with 65 (or 69 when the answer is not JSON).
+pub const UNREADABLE: &str = "unreadable response: ";
+/// Marks an unreadable response that is not JSON at all.
+pub const NOT_JSON: &str = "is not JSON";
+
+/// Reads at most `limit` bytes of a body: enough of an error page to know
+/// what it says, never a gigabyte of it.
+pub async fn read_limited(response: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, Failure> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(Failure::Retry(
+                    format!("connection broke while reading the response: {}", e.without_url()),
+                    None,
+                ))
+            }
+        }
+    }
+    Ok(body)
+}
+
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds is still "a very long time".
+        return Some(Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX)));
     }
     let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let secs = (when.timestamp() - chrono::Utc::now().timestamp()).max(0);
@@ -342,6 +536,32 @@ fn describe_transport_error(e: reqwest::Error) -> String {
     text
 }
 
+fn humanize_std(d: Duration) -> String {
+    chrono::Duration::from_std(d).map_or_else(|_| "forever".into(), crate::window::humanize)
+}
+
+/// Standard base64 (with padding), for the one place that needs it: the
+/// Basic credential's encoded form, masked wherever a server echoes it.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// The URL as it may be shown: no user-info, whatever the configuration held.
 pub fn display_url(url: &Url) -> String {
     let mut shown = url.clone();
@@ -362,6 +582,7 @@ mod tests {
                 rate_limit: 100.0,
                 max_retries: 3,
                 backoff: Duration::from_millis(backoff_ms),
+                ..HttpSettings::default()
             },
             1,
         )
@@ -388,7 +609,7 @@ mod tests {
     fn backoff_grows_is_capped_and_honours_retry_after() {
         let h = http(100);
         for attempt in 0..30 {
-            let d = h.backoff(attempt, None);
+            let d = h.backoff(attempt, None).unwrap();
             let step = Duration::from_millis(100)
                 .saturating_mul(1 << attempt.min(16))
                 .min(MAX_BACKOFF);
@@ -396,11 +617,37 @@ mod tests {
         }
         assert_eq!(
             h.backoff(0, Some(Duration::ZERO)),
-            Duration::from_millis(100)
+            Ok(Duration::from_millis(100))
         );
         assert_eq!(
             h.backoff(0, Some(Duration::from_secs(7))),
-            Duration::from_secs(7)
+            Ok(Duration::from_secs(7))
+        );
+        let forever = Duration::from_secs(u64::MAX);
+        assert_eq!(h.backoff(0, Some(forever)), Err(forever), "beyond max_wait");
+        let e = h.wait_too_long("u", "HTTP 429", forever);
+        assert_eq!(e.exit_code(), 69);
+        assert!(e.hint().unwrap().contains("much later"), "{e:?}");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_every_form() {
+        let h = Http::new(
+            "t",
+            Auth::Basic {
+                user: Secret::new("company-key"),
+                password: Secret::new("hunter22"),
+            },
+            HttpSettings::default(),
+            1,
+        )
+        .unwrap();
+        assert_eq!(base64(b"company-key:hunter22"), "Y29tcGFueS1rZXk6aHVudGVyMjI=");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(
+            h.mask("bad key company-key / hunter22 / Basic Y29tcGFueS1rZXk6aHVudGVyMjI="),
+            "bad key *** / *** / Basic ***"
         );
     }
 
@@ -416,6 +663,15 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
+        for huge in ["18446744073709551615", "99999999999999999999999"] {
+            h.insert(RETRY_AFTER, huge.parse().unwrap());
+            assert_eq!(retry_after(&h), Some(Duration::from_secs(u64::MAX)));
+        }
+        h.insert(
+            RETRY_AFTER,
+            "Fri, 31 Dec 9999 23:59:59 GMT".parse().unwrap(),
+        );
+        assert!(retry_after(&h).unwrap() > Duration::from_secs(86_400 * 365 * 7000));
     }
 
     #[test]

@@ -50,16 +50,27 @@ impl Envelope {
     }
 }
 
-/// Envelope values larger than this are skipped, not kept.
+/// Envelope values larger than this are validated, not kept.
 const MAX_ENVELOPE_VALUE: usize = 64 * 1024;
+/// The default bound on one captured value (a record, an envelope member).
+pub const DEFAULT_MAX_VALUE: usize = 64 << 20;
 
+/// What the grammar of the outer layer (the root container and the records
+/// array, outside any captured value) allows next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RootExpect {
-    Key,
-    Colon,
+enum Expect {
+    /// A value (after `:`, or after `,` in an array).
     Value,
-    /// Inside or after a value, until the next `,`.
-    Comma,
+    /// A value or `]` (just after `[`).
+    ValueOrClose,
+    /// A key (after `,` in an object).
+    Key,
+    /// A key or `}` (just after `{`).
+    KeyOrClose,
+    Colon,
+    CommaOrClose,
+    /// The root closed: only whitespace may follow.
+    End,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,30 +85,50 @@ enum Capture {
 }
 
 /// A resumable scanner; feed it chunks, it calls back once per record.
+///
+/// The outer layer (root container, its keys, the records array and the
+/// separators between records) is checked against the JSON grammar here;
+/// what lies inside a record is only walked for its nesting and handed
+/// whole to the provider's parser, which checks the rest. Small envelope
+/// members are checked when kept. So a response with a syntax error
+/// anywhere is refused, by this scanner or by the parser of the record
+/// that holds the error.
 pub struct Scanner {
     items_at: ItemsAt,
     buf: Vec<u8>,
     /// Next byte of `buf` to look at.
     pos: usize,
+    /// Nesting depth, outer layer and captured containers alike.
     depth: u32,
     in_string: bool,
     escaped: bool,
     started: bool,
-    done: bool,
-    root_expect: RootExpect,
+    expect: Expect,
+    /// The outer layer's open containers (true: object); at most two.
+    outer: Vec<bool>,
+    /// Whether the innermost outer container is the records array.
+    in_records: bool,
+    /// The records key was met (a second one is an error).
+    records_seen: bool,
+    /// The root member whose value comes next.
     key: String,
-    /// Depth at which records live (inside their array), once known.
-    item_depth: Option<u32>,
-    /// A lone object under the records key: the item ends back at depth 1.
-    single_item: bool,
     capture: Capture,
     capture_is_container: bool,
+    /// The depth at which a captured container closes.
+    capture_depth: u32,
+    max_value: usize,
     pub envelope: Envelope,
     pub items: usize,
 }
 
 impl Scanner {
     pub fn new(items_at: ItemsAt) -> Self {
+        Scanner::with_limit(items_at, DEFAULT_MAX_VALUE)
+    }
+
+    /// A scanner that refuses any single value (a record, an envelope
+    /// member) larger than `max_value` bytes instead of buffering it.
+    pub fn with_limit(items_at: ItemsAt, max_value: usize) -> Self {
         Scanner {
             items_at,
             buf: Vec::new(),
@@ -106,16 +137,24 @@ impl Scanner {
             in_string: false,
             escaped: false,
             started: false,
-            done: false,
-            root_expect: RootExpect::Key,
+            expect: Expect::Value,
+            outer: Vec::with_capacity(2),
+            in_records: false,
+            records_seen: false,
             key: String::new(),
-            item_depth: None,
-            single_item: false,
             capture: Capture::None,
             capture_is_container: false,
+            capture_depth: 0,
+            max_value,
             envelope: Envelope::default(),
             items: 0,
         }
+    }
+
+    /// Whether the root value is complete: nothing after it matters, so a
+    /// reader may stop (a server may pad an answer with endless spaces).
+    pub fn is_done(&self) -> bool {
+        self.expect == Expect::End
     }
 
     /// Scans `chunk`, calling `on_item` with the bytes of each complete record.
@@ -123,29 +162,24 @@ impl Scanner {
         self.buf.extend_from_slice(chunk);
         self.scan(on_item)?;
         self.compact();
-        Ok(())
-    }
-
-    /// Ends the input; errors if the JSON was cut short.
-    pub fn finish(&mut self, on_item: &mut dyn FnMut(&[u8])) -> Result<(), String> {
-        if !self.done {
-            // A bare scalar record at the very end has no terminator.
-            if let (Capture::Item(start), false) = (self.capture, self.capture_is_container) {
-                if !self.in_string && start < self.buf.len() {
-                    self.emit_item(start, self.buf.len(), on_item);
-                }
+        if let Capture::Key(start) | Capture::Value(start) | Capture::Item(start) = self.capture {
+            if self.buf.len() - start > self.max_value {
+                return Err(format!(
+                    "a single value is larger than {} bytes (`max_record_size`)",
+                    self.max_value
+                ));
             }
-            return Err(if self.started {
-                "the response ended before its JSON was complete".into()
-            } else {
-                "the response was empty".into()
-            });
         }
         Ok(())
     }
 
-    fn at_item_level(&self) -> bool {
-        self.item_depth == Some(self.depth) && self.capture == Capture::None
+    /// Ends the input; errors if the JSON was cut short.
+    pub fn finish(&mut self, _on_item: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+        match (self.is_done(), self.started) {
+            (true, _) => Ok(()),
+            (false, true) => Err("the response ended before its JSON was complete".into()),
+            (false, false) => Err("the response was empty".into()),
+        }
     }
 
     fn scan(&mut self, on_item: &mut dyn FnMut(&[u8])) -> Result<(), String> {
@@ -170,26 +204,46 @@ impl Scanner {
                             continue;
                         }
                         self.in_string = false;
-                        self.string_closed(i, on_item);
+                        self.string_closed(i, on_item)?;
                         i += 1;
                         continue;
                     }
                 }
             }
             let b = self.buf[i];
-            if self.done {
-                if !b.is_ascii_whitespace() {
-                    return Err(format!(
-                        "unexpected data after the end of the JSON response at byte {i}"
-                    ));
+            if self.capture != Capture::None {
+                if self.capture_is_container {
+                    match b {
+                        b'"' => self.in_string = true,
+                        b'{' | b'[' => self.depth += 1,
+                        b'}' | b']' => {
+                            self.depth -= 1;
+                            if self.depth == self.capture_depth {
+                                self.end_capture(i + 1, on_item)?;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                    continue;
                 }
+                // A number or literal ends at the first byte that cannot
+                // belong to it; that byte is then read as structure.
+                if !is_delimiter(b) {
+                    i += 1;
+                    continue;
+                }
+                self.end_capture(i, on_item)?;
+            }
+            if b.is_ascii_whitespace() {
                 i += 1;
                 continue;
             }
             if !self.started {
                 match b {
                     b'{' | b'[' => self.started = true,
-                    b if b.is_ascii_whitespace() || b == 0xEF || b == 0xBB || b == 0xBF => {
+                    0xEF | 0xBB | 0xBF => {
+                        // A byte-order mark some servers put first.
                         i += 1;
                         continue;
                     }
@@ -203,166 +257,195 @@ impl Scanner {
                     }
                 }
             }
-            match b {
-                b'"' => {
-                    self.in_string = true;
-                    if self.at_item_level() {
-                        self.capture = Capture::Item(i);
-                        self.capture_is_container = false;
-                    } else if self.depth == 1
-                        && self.item_depth != Some(1)
-                        && self.capture == Capture::None
-                    {
-                        match self.root_expect {
-                            RootExpect::Key => self.capture = Capture::Key(i),
-                            RootExpect::Value => {
-                                self.capture = Capture::Value(i);
-                                self.capture_is_container = false;
-                                self.root_expect = RootExpect::Comma;
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                b'{' | b'[' => {
-                    if self.depth == 0 {
-                        if b == b'[' {
-                            self.item_depth = Some(1);
-                            self.envelope.has_items = true;
-                        }
-                    } else if self.at_item_level() {
-                        self.capture = Capture::Item(i);
-                        self.capture_is_container = true;
-                    } else if self.depth == 1
-                        && self.root_expect == RootExpect::Value
-                        && self.capture == Capture::None
-                    {
-                        self.root_expect = RootExpect::Comma;
-                        if matches!(self.items_at, ItemsAt::Key(k) if k == self.key) {
-                            self.envelope.has_items = true;
-                            if b == b'[' {
-                                self.item_depth = Some(2);
-                            } else {
-                                self.single_item = true;
-                                self.capture = Capture::Item(i);
-                                self.capture_is_container = true;
-                            }
-                        } else {
-                            self.capture = Capture::Value(i);
-                            self.capture_is_container = true;
-                        }
-                    }
-                    self.depth += 1;
-                }
-                b'}' | b']' => {
-                    if self.depth == 0 {
-                        return Err(format!("unbalanced {:?} at byte {i}", b as char));
-                    }
-                    self.end_scalar(i, on_item);
-                    self.depth -= 1;
-                    match self.capture {
-                        Capture::Item(start) if self.capture_is_container => {
-                            let level = if self.single_item {
-                                1
-                            } else {
-                                self.item_depth.unwrap_or(0)
-                            };
-                            if self.depth == level {
-                                self.emit_item(start, i + 1, on_item);
-                                self.single_item = false;
-                            }
-                        }
-                        Capture::Value(start) if self.capture_is_container && self.depth == 1 => {
-                            self.keep_value(start, i + 1);
-                        }
-                        _ => {}
-                    }
-                    if self.item_depth == Some(self.depth + 1)
-                        && self.capture == Capture::None
-                        && b == b']'
-                    {
-                        // The records array closed.
-                        self.item_depth = None;
-                    }
-                    if self.depth == 0 {
-                        self.done = true;
-                    }
-                }
-                b',' => {
-                    self.end_scalar(i, on_item);
-                    if self.depth == 1 && self.item_depth != Some(1) {
-                        self.root_expect = RootExpect::Key;
-                    }
-                }
-                b':' => {
-                    if self.depth == 1 && self.root_expect == RootExpect::Colon {
-                        self.root_expect = RootExpect::Value;
-                    }
-                }
-                b if b.is_ascii_whitespace() => self.end_scalar(i, on_item),
-                _ => {
-                    // The first byte of a number, true, false or null.
-                    if self.at_item_level() {
-                        self.capture = Capture::Item(i);
-                        self.capture_is_container = false;
-                    } else if self.depth == 1
-                        && self.root_expect == RootExpect::Value
-                        && self.capture == Capture::None
-                    {
-                        self.capture = Capture::Value(i);
-                        self.capture_is_container = false;
-                        self.root_expect = RootExpect::Comma;
-                    }
-                }
-            }
+            self.outer_byte(i, b)?;
             i += 1;
         }
         self.pos = i;
         Ok(())
     }
 
+    /// One structural byte of the outer layer, checked against the grammar.
+    fn outer_byte(&mut self, i: usize, b: u8) -> Result<(), String> {
+        let unexpected = |what: &str| {
+            Err(format!(
+                "unexpected {what} at byte {i} of the response (expected {})",
+                match self.expect {
+                    Expect::Value => "a value",
+                    Expect::ValueOrClose => "a value or `]`",
+                    Expect::Key => "a key",
+                    Expect::KeyOrClose => "a key or `}`",
+                    Expect::Colon => "`:`",
+                    Expect::CommaOrClose => "`,` or the end of the container",
+                    Expect::End => "nothing more",
+                }
+            ))
+        };
+        let wants_value = matches!(self.expect, Expect::Value | Expect::ValueOrClose);
+        match b {
+            b'{' | b'[' if self.outer.is_empty() && self.depth == 0 && self.items == 0 && !self.is_done() => {
+                self.open_outer(b == b'{');
+                if b == b'[' {
+                    // A bare array holds the records, whatever the key.
+                    self.in_records = true;
+                    self.envelope.has_items = true;
+                }
+            }
+            b'{' | b'[' if wants_value => {
+                let is_records_key = self.outer.len() == 1
+                    && !self.in_records
+                    && matches!(self.items_at, ItemsAt::Key(k) if k == self.key);
+                if is_records_key {
+                    if self.records_seen {
+                        return Err(format!("the records key {:?} appears twice", self.key));
+                    }
+                    self.records_seen = true;
+                    self.envelope.has_items = true;
+                    if b == b'[' {
+                        self.open_outer(false);
+                        self.in_records = true;
+                        return Ok(());
+                    }
+                    // A lone object under the records key: one record.
+                    self.start_capture(Capture::Item(i), true);
+                    return Ok(());
+                }
+                let capture = if self.in_records {
+                    Capture::Item(i)
+                } else {
+                    Capture::Value(i)
+                };
+                self.start_capture(capture, true);
+            }
+            b'}' | b']' => {
+                let is_object = b == b'}';
+                let allowed = match self.outer.last() {
+                    Some(true) => {
+                        is_object && matches!(self.expect, Expect::KeyOrClose | Expect::CommaOrClose)
+                    }
+                    Some(false) => {
+                        !is_object
+                            && matches!(self.expect, Expect::ValueOrClose | Expect::CommaOrClose)
+                    }
+                    None => false,
+                };
+                if !allowed {
+                    return unexpected(&format!("{:?}", b as char));
+                }
+                self.outer.pop();
+                self.depth -= 1;
+                self.in_records = false;
+                self.expect = if self.outer.is_empty() {
+                    Expect::End
+                } else {
+                    Expect::CommaOrClose
+                };
+            }
+            b'"' if matches!(self.expect, Expect::Key | Expect::KeyOrClose) => {
+                self.in_string = true;
+                self.capture = Capture::Key(i);
+                self.capture_is_container = false;
+            }
+            b':' if self.expect == Expect::Colon => self.expect = Expect::Value,
+            b',' if self.expect == Expect::CommaOrClose => {
+                self.expect = if self.outer.last() == Some(&true) {
+                    Expect::Key
+                } else {
+                    Expect::Value
+                };
+            }
+            _ if wants_value && !is_delimiter(b) || b == b'"' && wants_value => {
+                let capture = if self.in_records {
+                    Capture::Item(i)
+                } else {
+                    Capture::Value(i)
+                };
+                self.start_capture(capture, false);
+                if b == b'"' {
+                    self.in_string = true;
+                }
+            }
+            _ if self.is_done() => {
+                return Err(format!(
+                    "unexpected data after the end of the JSON response at byte {i}"
+                ))
+            }
+            _ => return unexpected(&format!("{:?}", b as char)),
+        }
+        Ok(())
+    }
+
+    fn open_outer(&mut self, object: bool) {
+        self.outer.push(object);
+        self.depth += 1;
+        self.expect = if object {
+            Expect::KeyOrClose
+        } else {
+            Expect::ValueOrClose
+        };
+    }
+
+    fn start_capture(&mut self, capture: Capture, container: bool) {
+        self.capture = capture;
+        self.capture_is_container = container;
+        if container {
+            self.capture_depth = self.depth;
+            self.depth += 1;
+        }
+    }
+
     /// A string just closed at `end` (the quote's offset).
-    fn string_closed(&mut self, end: usize, on_item: &mut dyn FnMut(&[u8])) {
+    fn string_closed(&mut self, end: usize, on_item: &mut dyn FnMut(&[u8])) -> Result<(), String> {
         match self.capture {
             Capture::Key(start) => {
-                self.key = String::from_utf8_lossy(&self.buf[start + 1..end]).into_owned();
+                self.key = serde_json::from_slice::<String>(&self.buf[start..=end])
+                    .map_err(|e| format!("unreadable key in the response: {e}"))?;
                 self.capture = Capture::None;
-                self.root_expect = RootExpect::Colon;
+                self.expect = Expect::Colon;
             }
-            Capture::Value(start) if !self.capture_is_container => self.keep_value(start, end + 1),
-            Capture::Item(start) if !self.capture_is_container => {
-                self.emit_item(start, end + 1, on_item)
+            Capture::Value(_) | Capture::Item(_) if !self.capture_is_container => {
+                self.end_capture(end + 1, on_item)?;
             }
             _ => {}
         }
+        Ok(())
     }
 
-    /// A scalar (number, literal) ends at a delimiter.
-    fn end_scalar(&mut self, end: usize, on_item: &mut dyn FnMut(&[u8])) {
-        if self.capture_is_container {
-            return;
+    /// A captured value ends before `end`: a record goes to `on_item`, an
+    /// envelope member is checked and kept.
+    fn end_capture(&mut self, end: usize, on_item: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+        let capture = std::mem::replace(&mut self.capture, Capture::None);
+        self.expect = Expect::CommaOrClose;
+        match capture {
+            Capture::Item(start) => {
+                self.items += 1;
+                on_item(&self.buf[start..end]);
+            }
+            Capture::Value(start) => {
+                let bytes = &self.buf[start..end];
+                if bytes == b"null" && matches!(self.items_at, ItemsAt::Key(k) if k == self.key) {
+                    // `"data": null` says "no records" outright; any other
+                    // scalar there leaves the records missing.
+                    self.envelope.has_items = true;
+                }
+                if bytes.len() <= MAX_ENVELOPE_VALUE {
+                    let text = std::str::from_utf8(bytes)
+                        .ok()
+                        .filter(|t| serde_json::from_str::<serde_json::Value>(t).is_ok())
+                        .ok_or_else(|| {
+                            format!("the member {:?} of the response is not valid JSON", self.key)
+                        })?;
+                    self.envelope
+                        .fields
+                        .push((std::mem::take(&mut self.key), text.to_string()));
+                } else {
+                    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| {
+                        format!("the member {:?} of the response is not valid JSON: {e}", self.key)
+                    })?;
+                }
+            }
+            Capture::Key(_) | Capture::None => {}
         }
-        match self.capture {
-            Capture::Item(start) => self.emit_item(start, end, on_item),
-            Capture::Value(start) => self.keep_value(start, end),
-            _ => {}
-        }
-    }
-
-    fn emit_item(&mut self, start: usize, end: usize, on_item: &mut dyn FnMut(&[u8])) {
-        self.capture = Capture::None;
-        self.items += 1;
-        on_item(&self.buf[start..end]);
-    }
-
-    fn keep_value(&mut self, start: usize, end: usize) {
-        self.capture = Capture::None;
-        if end - start <= MAX_ENVELOPE_VALUE {
-            let text = String::from_utf8_lossy(&self.buf[start..end]).into_owned();
-            self.envelope
-                .fields
-                .push((std::mem::take(&mut self.key), text));
-        }
+        Ok(())
     }
 
     /// Drops bytes no capture needs any more.
@@ -382,6 +465,23 @@ impl Scanner {
             Capture::Value(s) => Capture::Value(s - keep_from),
             Capture::Item(s) => Capture::Item(s - keep_from),
         };
+    }
+}
+
+/// Bytes that end a number or a literal.
+fn is_delimiter(b: u8) -> bool {
+    matches!(b, b',' | b':' | b'{' | b'}' | b'[' | b']' | b'"') || b.is_ascii_whitespace()
+}
+
+/// Property tests run the same cases on every machine and every run (CI
+/// must be deterministic), and write no regression files into the tree.
+#[cfg(test)]
+pub fn proptest_config(cases: u32) -> proptest::prelude::ProptestConfig {
+    proptest::prelude::ProptestConfig {
+        cases,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x00c4_a7d0),
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
     }
 }
 
@@ -505,5 +605,222 @@ mod tests {
         s.feed(b"{}]}", &mut |_| count += 1).unwrap();
         s.finish(&mut |_| {}).unwrap();
         assert_eq!(count, 201);
+    }
+
+    /// What `serde_json` makes of a whole response: the records it holds
+    /// (None: not a response with records at all).
+    fn records_by_serde(items_at: ItemsAt, bytes: &[u8]) -> Option<Vec<serde_json::Value>> {
+        use serde_json::Value;
+        match (serde_json::from_slice::<Value>(bytes).ok()?, items_at) {
+            (Value::Array(items), _) => Some(items),
+            (Value::Object(mut root), ItemsAt::Key(k)) => match root.remove(k)? {
+                Value::Array(items) => Some(items),
+                Value::Null => Some(Vec::new()),
+                one @ Value::Object(_) => Some(vec![one]),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// What the scanner, then a parser per record, makes of it.
+    fn records_by_scanner(
+        items_at: ItemsAt,
+        bytes: &[u8],
+        cuts: &[usize],
+    ) -> Option<Vec<serde_json::Value>> {
+        let mut s = Scanner::new(items_at);
+        let mut raw: Vec<Vec<u8>> = Vec::new();
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&bytes.len())) {
+            let cut = cut.clamp(start, bytes.len());
+            s.feed(&bytes[start..cut], &mut |b| raw.push(b.to_vec())).ok()?;
+            start = cut;
+        }
+        s.finish(&mut |_| {}).ok()?;
+        if !s.envelope.has_items {
+            return None;
+        }
+        raw.iter()
+            .map(|b| serde_json::from_slice(b).ok())
+            .collect()
+    }
+
+    fn json_leaf() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-z\"\\\\ \u{0}-\u{1f}é😀\\]\\[{},:]{0,12}".prop_map(Value::String),
+        ]
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        json_leaf().prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z\"{]{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A response; with `small` its records are scalars, so most of its
+    /// bytes are the outer grammar a damage test should hit.
+    fn response(small: bool) -> impl proptest::strategy::Strategy<Value = (ItemsAt, Vec<u8>)> {
+        use proptest::prelude::*;
+        let item = if small { json_leaf().boxed() } else { json_value().boxed() };
+        (
+            proptest::collection::vec(item, 0..6),
+            json_value(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(items, other, keyed, pretty)| {
+                let doc = if keyed {
+                    serde_json::json!({"code": 200, "other": other, "data": items, "msg": "ok"})
+                } else {
+                    serde_json::Value::Array(items)
+                };
+                let text = if pretty {
+                    serde_json::to_vec_pretty(&doc)
+                } else {
+                    serde_json::to_vec(&doc)
+                };
+                let at = if keyed { ItemsAt::Key("data") } else { ItemsAt::Root };
+                (at, text.unwrap())
+            })
+    }
+
+    /// Mostly the bytes JSON's grammar turns on, so damage lands where it
+    /// matters; sometimes any byte.
+    fn json_byte() -> impl proptest::strategy::Strategy<Value = u8> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => proptest::sample::select(b"{}[],:\" \\0123456789.-eEtrufalsn".to_vec()),
+            1 => any::<u8>(),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(super::proptest_config(512))]
+
+        /// Valid responses, cut into random chunks: the same records as
+        /// serde_json reads, and every strict prefix is refused.
+        #[test]
+        fn valid_json_in_any_chunks_gives_serdes_records(
+            (at, doc) in response(false),
+            cuts in proptest::collection::vec(0usize..4096, 0..8),
+        ) {
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let expected = records_by_serde(at, &doc);
+            proptest::prop_assert!(expected.is_some());
+            proptest::prop_assert_eq!(records_by_scanner(at, &doc, &cuts), expected);
+            for end in 0..doc.len() {
+                let prefix = &doc[..end];
+                if prefix.iter().all(u8::is_ascii_whitespace) || records_by_serde(at, prefix).is_none() {
+                    proptest::prop_assert_eq!(records_by_scanner(at, prefix, &[end / 2]), None, "prefix {}", end);
+                }
+            }
+        }
+
+        /// Damaged responses (bytes replaced, inserted, removed) and pure
+        /// noise: the scanner accepts exactly what serde_json accepts, with
+        /// the same records, and never panics.
+        #[test]
+        fn damaged_json_is_refused_exactly_when_serde_refuses_it(
+            (at, doc) in proptest::prop_oneof![response(false), response(true)],
+            edits in proptest::collection::vec((0usize..4096, 0u8..3, json_byte()), 1..4),
+            cut in 0usize..4096,
+        ) {
+            let mut doc = doc;
+            for (at_byte, op, byte) in edits {
+                let i = at_byte % (doc.len() + 1);
+                match op {
+                    0 if i < doc.len() => doc[i] = byte,
+                    1 => doc.insert(i, byte),
+                    _ if i < doc.len() => { doc.remove(i); }
+                    _ => {}
+                }
+            }
+            // Two records keys (serde keeps the last) and a leading
+            // byte-order mark (tolerated here) are deliberate differences.
+            proptest::prop_assume!(doc.windows(6).filter(|w| w == b"\"data\"").count() < 2);
+            proptest::prop_assume!(doc.first() != Some(&0xEF));
+            proptest::prop_assert_eq!(
+                records_by_scanner(at, &doc, &[cut % (doc.len() + 1)]),
+                records_by_serde(at, &doc)
+            );
+        }
+
+        #[test]
+        fn noise_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            proptest::prop_assume!(bytes.first() != Some(&0xEF));
+            for at in [ItemsAt::Root, ItemsAt::Key("data")] {
+                proptest::prop_assert_eq!(
+                    records_by_scanner(at, &bytes, &[bytes.len() / 3]),
+                    records_by_serde(at, &bytes)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn grammar_errors_between_records_are_refused() {
+        for bad in [
+            r#"{"data":[{"a":1} {"b":2}]}"#,
+            r#"{"data":[{"a":1},,{"b":2}]}"#,
+            r#"{"data":[{"a":1},]}"#,
+            r#"{"data" [1]}"#,
+            r#"{"code" 1, "data":[]}"#,
+            r#"{"data":[1 2]}"#,
+            r#"{"data":[],}"#,
+            r#"{"data":[]]"#,
+            r#"{"data":[1],"data":[2]}"#,
+            r#"{"data":[1:2]}"#,
+            r#"{,"data":[]}"#,
+        ] {
+            assert!(
+                records_by_scanner(ItemsAt::Key("data"), bad.as_bytes(), &[]).is_none(),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            records_by_scanner(ItemsAt::Key("data"), br#"{"data":null}"#, &[6]),
+            Some(Vec::new())
+        );
+        assert_eq!(records_by_scanner(ItemsAt::Key("data"), br#"{"code":"OK"}"#, &[]), None);
+        assert_eq!(records_by_scanner(ItemsAt::Root, br#"{"message":"token expired"}"#, &[]), None);
+    }
+
+    #[test]
+    fn an_oversized_value_is_refused_before_it_is_held() {
+        let mut s = Scanner::with_limit(ItemsAt::Key("data"), 1000);
+        s.feed(br#"{"data":["#, &mut |_| {}).unwrap();
+        let mut fed = 0;
+        let err = loop {
+            match s.feed(&[b'x'; 100], &mut |_| {}) {
+                Ok(()) => fed += 100,
+                Err(e) => break e,
+            }
+            assert!(fed < 2000, "never refused");
+        };
+        assert!(err.contains("max_record_size"), "{err}");
+        assert!(s.buf.len() < 1200);
+    }
+
+    #[test]
+    fn the_scanner_says_when_the_root_is_complete() {
+        let mut s = Scanner::new(ItemsAt::Key("data"));
+        s.feed(br#"{"data":[]"#, &mut |_| {}).unwrap();
+        assert!(!s.is_done());
+        s.feed(b"}   ", &mut |_| {}).unwrap();
+        assert!(s.is_done());
     }
 }

@@ -54,7 +54,31 @@ fn say(message: &str) {
     if PROGRESS_SHOWN.swap(false, Ordering::Relaxed) {
         let _ = write!(err, "\r\x1b[2K");
     }
-    let _ = writeln!(err, "{message}");
+    let _ = writeln!(err, "{}", escape_controls(message, true));
+}
+
+/// `text` with every control character (C0, DEL, C1) and every Unicode
+/// bidirectional override written as a `\u{..}` escape, so text a server
+/// sent cannot move the cursor, recolour or retitle the terminal, or
+/// reorder what the reader sees. `keep_newlines` leaves `\n` alone for
+/// chatdump's own multi-line messages.
+pub fn escape_controls(text: &str, keep_newlines: bool) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && !(keep_newlines && c == '\n'))
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 static PROGRESS_SHOWN: AtomicBool = AtomicBool::new(false);
@@ -141,5 +165,16 @@ mod tests {
         assert_eq!(super::thousands(999), "999");
         assert_eq!(super::thousands(12_345), "12,345");
         assert_eq!(super::thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn server_text_cannot_drive_the_terminal() {
+        use super::escape_controls;
+        assert_eq!(escape_controls("plain ñ text", false), "plain ñ text");
+        assert_eq!(
+            escape_controls("a\x1b[31mred\x07\r\nb\u{9b}c\u{202e}d", false),
+            "a\\u{1b}[31mred\\u{7}\\u{d}\\u{a}b\\u{9b}c\\u{202e}d"
+        );
+        assert_eq!(escape_controls("one\ntwo\x1b", true), "one\ntwo\\u{1b}");
     }
 }

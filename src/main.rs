@@ -44,8 +44,9 @@ fn main() {
 /// Prints an error and its hint to stderr, one style for every command.
 /// Reads like clap's own errors: `error:` then a `tip:` line.
 pub(crate) fn report(e: &error::Error) {
-    eprintln!("error: {e}");
+    let text = |t: &str| log::escape_controls(t, true).into_owned();
+    eprintln!("error: {}", text(&e.to_string()));
     if let Some(hint) = e.hint() {
-        eprintln!("\n  tip: {hint}");
+        eprintln!("\n  tip: {}", text(hint));
     }
 }

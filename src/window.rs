@@ -24,6 +24,16 @@ impl Window {
         self.from <= t && t < self.to
     }
 
+    /// How many slices [`Window::split`] would make: checked before a plan
+    /// is built, so an absurd one is refused instead of allocated.
+    pub fn count(&self, step: Duration) -> i64 {
+        let (length, step) = (
+            (self.to - self.from).num_milliseconds().max(0),
+            step.num_milliseconds().max(1),
+        );
+        length / step + i64::from(length % step != 0)
+    }
+
     /// Splits into consecutive slices of at most `step`, covering the window
     /// exactly: no gap, no overlap.
     pub fn split(&self, step: Duration) -> Vec<Window> {
@@ -61,8 +71,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ))
         }
     };
-    d.ok_or_else(|| format!("duration {text:?} is too large"))
+    match d {
+        Some(d) if d <= Duration::days(MAX_DAYS) => Ok(d),
+        _ => Err(format!(
+            "duration {text:?} is too large (at most {MAX_DAYS}d)"
+        )),
+    }
 }
+
+/// No duration a user means reaches a century; bounding them keeps every
+/// date computation far from chrono's range.
+const MAX_DAYS: i64 = 36_600;
+
+/// The most slices (requests at least) or output files one plan may hold:
+/// far beyond any real export (ten years of hourly files), far below what
+/// would exhaust memory when a window of `1ms` meets a year.
+pub const MAX_SLICES: i64 = 100_000;
 
 /// Parses a time bound: RFC 3339 with an offset, or `YYYY-MM-DD[ HH:MM[:SS]]`
 /// (also with `T`) read as wall-clock time in `zone`.
@@ -187,6 +211,9 @@ mod tests {
         assert!(parse_duration("7").is_err());
         assert!(parse_duration("7w").is_err());
         assert!(parse_duration("h").is_err());
+        assert!(parse_duration("99999999999d").is_err());
+        assert!(parse_duration("99999999d").unwrap_err().contains("too large"));
+        assert!(parse_duration("99999999999999999999999s").is_err());
     }
 
     #[test]
@@ -260,5 +287,12 @@ mod tests {
         assert!(Window::new(w.from, w.from)
             .split(Duration::days(1))
             .is_empty());
+        for step in [Duration::days(1), Duration::hours(7), Duration::milliseconds(1)] {
+            let day = Window::new(w.from, w.from + Duration::days(1));
+            if day.count(step) < 1000 {
+                assert_eq!(day.count(step), day.split(step).len() as i64, "{step}");
+            }
+        }
+        assert_eq!(w.count(Duration::milliseconds(1)), 216_000_000);
     }
 }
