@@ -52,8 +52,6 @@ impl Envelope {
 
 /// Envelope values larger than this are validated, not kept.
 const MAX_ENVELOPE_VALUE: usize = 64 * 1024;
-/// The default bound on one captured value (a record, an envelope member).
-pub const DEFAULT_MAX_VALUE: usize = 64 << 20;
 
 /// What the grammar of the outer layer (the root container and the records
 /// array, outside any captured value) allows next.
@@ -122,8 +120,9 @@ pub struct Scanner {
 }
 
 impl Scanner {
+    #[cfg(test)]
     pub fn new(items_at: ItemsAt) -> Self {
-        Scanner::with_limit(items_at, DEFAULT_MAX_VALUE)
+        Scanner::with_limit(items_at, 64 << 20)
     }
 
     /// A scanner that refuses any single value (a record, an envelope
@@ -174,7 +173,7 @@ impl Scanner {
     }
 
     /// Ends the input; errors if the JSON was cut short.
-    pub fn finish(&mut self, _on_item: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+    pub fn finish(&mut self) -> Result<(), String> {
         match (self.is_done(), self.started) {
             (true, _) => Ok(()),
             (false, true) => Err("the response ended before its JSON was complete".into()),
@@ -501,7 +500,7 @@ mod tests {
                 out.push(String::from_utf8(b.to_vec()).unwrap())
             })?;
         }
-        s.finish(&mut |b| out.push(String::from_utf8(b.to_vec()).unwrap()))?;
+        s.finish()?;
         assert_eq!(s.items, out.len());
         Ok((out, s.envelope))
     }
@@ -603,7 +602,7 @@ mod tests {
             );
         }
         s.feed(b"{}]}", &mut |_| count += 1).unwrap();
-        s.finish(&mut |_| {}).unwrap();
+        s.finish().unwrap();
         assert_eq!(count, 201);
     }
 
@@ -637,7 +636,7 @@ mod tests {
             s.feed(&bytes[start..cut], &mut |b| raw.push(b.to_vec())).ok()?;
             start = cut;
         }
-        s.finish(&mut |_| {}).ok()?;
+        s.finish().ok()?;
         if !s.envelope.has_items {
             return None;
         }

@@ -348,6 +348,8 @@ impl<'a> Pipeline<'a> {
 impl Sink for Pipeline<'_> {
     fn accept(&mut self, item: Parsed, context: &ConversationContext) -> Result<bool> {
         match item {
+            // The driver retries a broken response; one never gets here.
+            Parsed::Unreadable(why) => Err(crate::error::Error::data(why)),
             Parsed::Rejected(r) => {
                 if !self.seen.insert(&["rejected", &r.raw]) {
                     return Ok(false);

@@ -312,13 +312,6 @@ impl ChatSource for Caresoft {
                 ));
             }
         }
-        if !envelope.has_items && envelope.raw("code").is_none() {
-            return Err(Verdict::Fail(
-                Kind::Data,
-                "CareSoft answered without `code` or `chats`".into(),
-                None,
-            ));
-        }
         Ok(envelope
             .text("numFound")
             .and_then(|n| n.trim().parse().ok()))
@@ -327,7 +320,7 @@ impl ChatSource for Caresoft {
     fn parse_item(&self, query: &Query, item: &[u8], want_raw: bool, out: &mut dyn FnMut(Parsed)) {
         let row = match serde_json::from_slice::<Map<String, Value>>(item) {
             Ok(row) => row,
-            Err(e) => return out(Parsed::rejected(item, format!("not a JSON object: {e}"))),
+            Err(e) => return out(Parsed::from_json_error(item, "not a JSON object", &e)),
         };
         let raw = || {
             want_raw

@@ -51,7 +51,7 @@ use std::collections::HashMap;
 
 use crate::config::{HttpSettings, SourceKind};
 use crate::error::{Error, Result};
-use crate::http::{display_url, Auth, Failure, Http, Verdict};
+use crate::http::{display_url, read_limited, Auth, Failure, Http, Verdict, UNREADABLE};
 use crate::jsonstream::{Envelope, ItemsAt, Scanner};
 use crate::log;
 use crate::model::{Conversation, Record, RecordKind, Rejected};
@@ -101,9 +101,23 @@ pub struct PageInfo {
 pub enum Parsed {
     Record(Record),
     Rejected(Rejected),
+    /// The element is not even valid JSON: the response itself is broken
+    /// (cut, garbled), so it is retried whole rather than rejected.
+    Unreadable(String),
 }
 
 impl Parsed {
+    /// Helper for providers: an element `raw` that `serde_json` could not
+    /// read into the provider's type. A syntax error (or a cut) breaks the
+    /// response; valid JSON of the wrong shape is one rejected record.
+    pub fn from_json_error(raw: &[u8], what: &str, e: &serde_json::Error) -> Parsed {
+        if e.is_syntax() || e.is_eof() {
+            Parsed::Unreadable(format!("{what}: {e}"))
+        } else {
+            Parsed::rejected(raw, format!("{what}: {e}"))
+        }
+    }
+
     /// Helper for providers: a rejection of the item `raw` for `reason`.
     pub fn rejected(raw: &[u8], reason: impl Into<String>) -> Parsed {
         Parsed::Rejected(Rejected {
@@ -386,7 +400,7 @@ async fn fetch_query<S: ChatSource>(
         }
         Paging::Snapshot => {
             let url = source.page_url(query, 1);
-            fetch_streamed(source, http, query, &url, want_raw, accept).await?;
+            fetch_streamed(source, http, query, &url, want_raw, None, accept).await?;
             Ok(1)
         }
     }
@@ -438,9 +452,17 @@ async fn fetch_numbered<S: ChatSource>(
             .map(fetch)
             .buffered(concurrency.max(1));
         while let Some(result) = pages.next().await {
-            let (page, _, items, info) = result?;
+            let (page, url, items, info) = result?;
             requests += 1;
-            consume(items)?;
+            if consume(items)? == 0 && info.items > 0 {
+                // A platform repeating one page for every page number would
+                // otherwise be asked for all the pages its total announces.
+                log::warn(&format!(
+                    "GET {}: page {page} only repeated records already seen; stopping this query",
+                    display_url(&url)
+                ));
+                return Ok(requests);
+            }
             next_page = page + 1;
             if info.items < page_size {
                 // The set shrank while paging: nothing lies beyond.
@@ -541,7 +563,8 @@ async fn fetch_collect<S: ChatSource>(
     want_raw: bool,
 ) -> Result<(Vec<Parsed>, PageInfo)> {
     let mut collect = Collect::default();
-    let answer = fetch_streamed(source, http, query, url, want_raw, &mut collect).await?;
+    let limit = Some(http.settings().limits.page);
+    let answer = fetch_streamed(source, http, query, url, want_raw, limit, &mut collect).await?;
     Ok((collect.0, answer.info))
 }
 
@@ -582,7 +605,7 @@ async fn fetch_capped<S: ChatSource>(
             ..query.clone()
         };
         let url = source.page_url(&part, 1);
-        let units = fetch_streamed(source, http, &part, &url, want_raw, accept)
+        let units = fetch_streamed(source, http, &part, &url, want_raw, None, accept)
             .await?
             .units;
         requests += 1;
@@ -620,23 +643,30 @@ struct Answer {
 
 /// Streams one response into `accept`, element by element: the one place
 /// that reads a response, whether it feeds the sink or a page list.
+///
+/// Anything that makes the response unreadable (not JSON, cut short, a
+/// syntax error anywhere, no records envelope, a value or a collected page
+/// over its limit) is a transient failure marked [`UNREADABLE`]: retried,
+/// and if it stays so the run ends without committing the window.
+/// `page_limit` bounds the bytes of records a collected page may hold.
 async fn fetch_streamed<S: ChatSource>(
     source: &S,
     http: &Http,
     query: &Query,
     url: &Url,
     want_raw: bool,
+    page_limit: Option<usize>,
     accept: &mut dyn Accept,
 ) -> Result<Answer> {
+    let limits = http.settings().limits;
+    let kind = source.kind().as_str();
+    let unreadable = |what: String| Failure::Retry(format!("{UNREADABLE}{kind}: {what}"), None);
     http.fetch(url, async |mut response: reqwest::Response| {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         accept.begin_response();
         if !(200..300).contains(&status) {
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| Failure::Retry(transport(e), None))?;
+            let body = read_limited(&mut response, limits.error_body).await?;
             return match source.verdict(status, &body) {
                 Verdict::Ok | Verdict::Empty => Ok(Answer {
                     info: PageInfo::default(),
@@ -645,11 +675,25 @@ async fn fetch_streamed<S: ChatSource>(
                 other => Err(Failure::from_verdict(other, &headers)),
             };
         }
-        let mut scanner = Scanner::new(source.items_at());
+        let mut scanner = Scanner::with_limit(source.items_at(), limits.record);
         let mut messages: u64 = 0;
+        let mut page_bytes: usize = 0;
         // Set when the sink fails (a full disk, a closed pipe): stop reading.
         let failed: RefCell<Option<Error>> = RefCell::new(None);
+        // Set when an element or the page breaks the response.
+        let broken: RefCell<Option<String>> = RefCell::new(None);
         let mut on_item = |bytes: &[u8]| {
+            if broken.borrow().is_some() || failed.borrow().is_some() {
+                return;
+            }
+            page_bytes += bytes.len();
+            if page_limit.is_some_and(|limit| page_bytes > limit) {
+                *broken.borrow_mut() = Some(format!(
+                    "a page holds more than {} bytes of records (`max_page_size`)",
+                    page_limit.unwrap_or_default()
+                ));
+                return;
+            }
             source.parse_item(query, bytes, want_raw, &mut |parsed| {
                 messages += match &parsed {
                     Parsed::Record(Record::Message(_)) => 1,
@@ -657,8 +701,12 @@ async fn fetch_streamed<S: ChatSource>(
                         c.record.message_count.unwrap_or(0).max(0) as u64
                     }
                     Parsed::Rejected(_) => 0,
+                    Parsed::Unreadable(why) => {
+                        broken.borrow_mut().get_or_insert_with(|| why.clone());
+                        return;
+                    }
                 };
-                if failed.borrow().is_none() {
+                if failed.borrow().is_none() && broken.borrow().is_none() {
                     if let Err(e) = accept.accept(parsed) {
                         *failed.borrow_mut() = Some(e);
                     }
@@ -666,7 +714,9 @@ async fn fetch_streamed<S: ChatSource>(
             })
         };
         let mut outcome = Ok(());
-        loop {
+        // Reading stops once the root value is complete: whatever a server
+        // sends after it (endless padding) cannot hold the run.
+        while !scanner.is_done() {
             let chunk = match response.chunk().await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
@@ -676,26 +726,37 @@ async fn fetch_streamed<S: ChatSource>(
                 }
             };
             if let Err(e) = scanner.feed(&chunk, &mut on_item) {
-                outcome = Err(Failure::Fail(unreadable(source, e)));
+                outcome = Err(unreadable(e));
                 break;
             }
-            if failed.borrow().is_some() {
+            if failed.borrow().is_some() || broken.borrow().is_some() {
                 break;
-            }
-        }
-        if outcome.is_ok() && failed.borrow().is_none() {
-            if let Err(e) = scanner.finish(&mut on_item) {
-                outcome = Err(Failure::Fail(unreadable(source, e)));
             }
         }
         // A failed write outranks whatever the response did.
         if let Some(e) = failed.into_inner() {
             return Err(Failure::Fail(e));
         }
+        if let Some(why) = broken.into_inner() {
+            return Err(unreadable(why));
+        }
         outcome?;
-        let total = source
-            .read_envelope(&scanner.envelope)
-            .map_err(|v| Failure::from_verdict(v, &headers))?;
+        scanner.finish().map_err(unreadable)?;
+        let total = match source.read_envelope(&scanner.envelope) {
+            Ok(total) if scanner.envelope.has_items => total,
+            Ok(_) => {
+                return Err(unreadable(format!(
+                    "the answer has no records ({})",
+                    match source.items_at() {
+                        ItemsAt::Key(key) => format!("no `{key}` member"),
+                        ItemsAt::Root => "not an array".to_string(),
+                    }
+                )))
+            }
+            // The platform's own way of saying "nothing here".
+            Err(Verdict::Empty) => None,
+            Err(v) => return Err(Failure::from_verdict(v, &headers)),
+        };
         Ok(Answer {
             info: PageInfo {
                 items: scanner.items,
@@ -705,16 +766,6 @@ async fn fetch_streamed<S: ChatSource>(
         })
     })
     .await
-}
-
-fn unreadable<S: ChatSource>(source: &S, what: String) -> Error {
-    Error::data(format!(
-        "{} sent a response that cannot be read: {what}",
-        source.kind().as_str()
-    ))
-    .with_hint(
-        "nothing was written at the output path; if this persists, report it with the -vvv trace",
-    )
 }
 
 fn transport(e: reqwest::Error) -> String {
@@ -754,7 +805,7 @@ pub mod testing {
         for piece in body.as_bytes().chunks(7) {
             scanner.feed(piece, &mut on_item).unwrap();
         }
-        scanner.finish(&mut on_item).unwrap();
+        scanner.finish().unwrap();
         Page {
             envelope: source.read_envelope(&scanner.envelope),
             items: scanner.items,

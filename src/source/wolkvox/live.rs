@@ -243,13 +243,9 @@ impl ChatSource for Live {
     fn parse_item(&self, query: &Query, item: &[u8], want_raw: bool, out: &mut dyn FnMut(Parsed)) {
         let agent: Agent = match std::str::from_utf8(item).map(serde_json::from_str) {
             Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                return out(Parsed::rejected(
-                    item,
-                    format!("unreadable agent entry: {e}"),
-                ))
-            }
-            Err(e) => return out(Parsed::rejected(item, format!("not UTF-8: {e}"))),
+            Ok(Err(e)) => return out(Parsed::from_json_error(item, "unreadable agent entry", &e)),
+            // JSON is UTF-8: other bytes mean a garbled response.
+            Err(e) => return out(Parsed::Unreadable(format!("not UTF-8: {e}"))),
         };
         for chat in &agent.active_chats {
             self.chat(agent.agent_id.get(), chat, query.stream, want_raw, out);

@@ -125,7 +125,8 @@ pub fn read_envelope(envelope: &Envelope) -> Result<(), Verdict> {
     );
     let status: u16 = code.parse().unwrap_or(0);
     match judge(status, &text) {
-        Some(Verdict::Empty) => Ok(()),
+        // "No data" in the body: an empty answer even without `data`.
+        Some(Verdict::Empty) => Err(Verdict::Empty),
         Some(v) => Err(v),
         None if (200..300).contains(&status) => Ok(()),
         None => Err(Verdict::Fail(
@@ -293,7 +294,7 @@ mod tests {
     fn envelope(json: &str) -> Envelope {
         let mut s = crate::jsonstream::Scanner::new(crate::jsonstream::ItemsAt::Key("data"));
         s.feed(json.as_bytes(), &mut |_| {}).unwrap();
-        s.finish(&mut |_| {}).unwrap();
+        s.finish().unwrap();
         s.envelope
     }
 
@@ -302,10 +303,12 @@ mod tests {
         assert!(read_envelope(&envelope(r#"{"code":200,"data":[]}"#)).is_ok());
         assert!(read_envelope(&envelope(r#"{"code":"200","data":[]}"#)).is_ok());
         assert!(read_envelope(&envelope(r#"{"code":"0","data":[]}"#)).is_ok());
-        assert!(read_envelope(&envelope(
-            r#"{"code":404,"error":"NOT FOUND","msg":"no data"}"#
-        ))
-        .is_ok());
+        assert!(matches!(
+            read_envelope(&envelope(
+                r#"{"code":404,"error":"NOT FOUND","msg":"no data"}"#
+            )),
+            Err(Verdict::Empty)
+        ));
         assert!(matches!(
             read_envelope(&envelope(
                 r#"{"code":403,"error":"FORBIDDEN","msg":"TOKEN LIMIT EXCEEDED"}"#

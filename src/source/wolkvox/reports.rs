@@ -217,8 +217,9 @@ impl ChatSource for Reports {
         // serde_json's check of every string it meets (`from_slice`).
         let entry: Entry = match std::str::from_utf8(item).map(serde_json::from_str) {
             Ok(Ok(e)) => e,
-            Ok(Err(e)) => return out(Parsed::rejected(item, format!("unreadable chat: {e}"))),
-            Err(e) => return out(Parsed::rejected(item, format!("not UTF-8: {e}"))),
+            Ok(Err(e)) => return out(Parsed::from_json_error(item, "unreadable chat", &e)),
+            // JSON is UTF-8: other bytes mean a garbled response.
+            Err(e) => return out(Parsed::Unreadable(format!("not UTF-8: {e}"))),
         };
         let zone = self.client.zone;
         match &entry.conversation {
