@@ -518,7 +518,10 @@ impl<'a> SourceTable<'a> {
         }
         let rate_limit = self.float("rate_limit")?.unwrap_or(default_rate);
         if !(0.001..=10_000.0).contains(&rate_limit) {
-            return Err(self.error("rate_limit", "must be from 0.001 to 10000 requests a second"));
+            return Err(self.error(
+                "rate_limit",
+                "must be from 0.001 to 10000 requests a second",
+            ));
         }
         Ok(HttpSettings {
             rate_limit,
@@ -527,9 +530,15 @@ impl<'a> SourceTable<'a> {
             max_wait,
             request_timeout: std_duration("request_timeout", defaults.request_timeout)?,
             limits: Limits {
-                error_body: self.size("max_error_body", 256)?.unwrap_or(defaults.limits.error_body),
-                record: self.size("max_record_size", 1024)?.unwrap_or(defaults.limits.record),
-                page: self.size("max_page_size", 1024)?.unwrap_or(defaults.limits.page),
+                error_body: self
+                    .size("max_error_body", 256)?
+                    .unwrap_or(defaults.limits.error_body),
+                record: self
+                    .size("max_record_size", 1024)?
+                    .unwrap_or(defaults.limits.record),
+                page: self
+                    .size("max_page_size", 1024)?
+                    .unwrap_or(defaults.limits.page),
             },
         })
     }
@@ -594,7 +603,9 @@ mod tests {
         for good in ["bogota", "bogota-live", "a.b_c-9", "X"] {
             assert!(is_plain_name(good), "{good}");
         }
-        for bad in ["../etc", "a/b", ".hidden", "", "a b", "é", "a\\b", "..", "a\u{1b}"] {
+        for bad in [
+            "../etc", "a/b", ".hidden", "", "a b", "é", "a\\b", "..", "a\u{1b}",
+        ] {
             assert!(!is_plain_name(bad), "{bad:?}");
         }
         let e = Config::parse(
@@ -603,19 +614,30 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.exit_code(), 78);
-        assert!(e.to_string().contains("t.toml") && e.to_string().contains("../x"), "{e}");
+        assert!(
+            e.to_string().contains("t.toml") && e.to_string().contains("../x"),
+            "{e}"
+        );
     }
 
     #[test]
     fn limits_and_waits_are_bounded() {
-        let c = parse("[sources.a]\nkind = \"caresoft\"\nmax_record_size = \"2MiB\"\nmax_wait = \"1m\"\n");
+        let c = parse(
+            "[sources.a]\nkind = \"caresoft\"\nmax_record_size = \"2MiB\"\nmax_wait = \"1m\"\n",
+        );
         let h = c.source("a").unwrap().http(1.0).unwrap();
         assert_eq!(h.limits.record, 2 << 20);
         assert_eq!(h.max_wait, std::time::Duration::from_secs(60));
         let c = parse("[sources.a]\nkind = \"caresoft\"\nbackoff = \"99999999d\"\n");
-        assert_eq!(c.source("a").unwrap().http(1.0).unwrap_err().exit_code(), 78);
+        assert_eq!(
+            c.source("a").unwrap().http(1.0).unwrap_err().exit_code(),
+            78
+        );
         let c = parse("[sources.a]\nkind = \"caresoft\"\nmax_page_size = \"lots\"\n");
-        assert_eq!(c.source("a").unwrap().http(1.0).unwrap_err().exit_code(), 78);
+        assert_eq!(
+            c.source("a").unwrap().http(1.0).unwrap_err().exit_code(),
+            78
+        );
         assert_eq!(parse_size("64 KiB"), Some(64 << 10));
         assert_eq!(parse_size("99999999999999999999"), None);
         assert_eq!(parse_size("9999999999999GiB"), None);

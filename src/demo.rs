@@ -142,7 +142,14 @@ async fn run_sample<S: ChatSource>(
     output.set_origin(name, source.kind().as_str())?;
     let rejects = RejectLog::new(name, path).redacting(redactor.is_some());
     let memory = crate::pipeline::Memory::default();
-    let (stats, _) = export::run(source, name, window, options, output, rejects, memory).await?;
+    let connection = source.connection();
+    let http = crate::http::Http::new(
+        name,
+        connection.auth,
+        connection.settings,
+        connection.max_in_flight,
+    )?;
+    let (stats, _) = export::run(source, &http, window, options, output, rejects, memory).await?;
     Ok(stats)
 }
 

@@ -21,10 +21,8 @@ use crate::output::{Format, Output, Render};
 use crate::pipeline::{Memory, Pipeline, Shape};
 use crate::redact::{Mode as RedactMode, Redactor};
 use crate::source::{drive, ChatSource};
-use crate::state::{
-    with_suffix, LedgerEntry, PendingRename, State, StateFile, VERSION as STATE_VERSION,
-};
-use crate::window::{humanize, parse_duration, parse_time, Window};
+use crate::state::{with_suffix, LedgerEntry, PendingRename, State, StateFile};
+use crate::window::{humanize, parse_duration, parse_time, Window, MAX_SLICES};
 
 /// What the user asked for, validated: everything `export` and `demo` need
 /// besides the source itself.
@@ -103,19 +101,45 @@ impl WindowArgs {
         now: DateTime<Utc>,
         resume: Option<DateTime<Utc>>,
     ) -> Result<Window> {
+        let (from, to) = self.bounds(zone, settle, now, resume)?;
+        if from >= to {
+            return Err(Error::usage(format!(
+                "the window is empty: from {} is not before to {}",
+                from.format("%Y-%m-%dT%H:%M:%SZ"),
+                to.format("%Y-%m-%dT%H:%M:%SZ")
+            ))
+            .with_hint("--to is exclusive and defaults to now minus the source's settle lag"));
+        }
+        Ok(Window::new(from, to))
+    }
+
+    /// The window's bounds, possibly empty or backwards; every flag that
+    /// does not parse is a usage error, whatever the checkpoint.
+    fn bounds(
+        &self,
+        zone: Tz,
+        settle: Duration,
+        now: DateTime<Utc>,
+        resume: Option<DateTime<Utc>>,
+    ) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
         // Whole seconds: the platforms' resolution, and stable file names.
         let now = now.trunc_subsecs(0);
+        let before_now = |d: Duration, what: &str| {
+            now.checked_sub_signed(d)
+                .ok_or_else(|| Error::usage(format!("{what} reaches before the calendar's start")))
+        };
         let to = match &self.to {
             Some(t) => parse_time(t, zone).map_err(|e| Error::usage(format!("--to: {e}")))?,
-            None => now - settle,
+            None => before_now(settle, "the settle lag")?,
         };
         let asked = match (&self.from, &self.since) {
             (Some(f), _) => {
                 Some(parse_time(f, zone).map_err(|e| Error::usage(format!("--from: {e}")))?)
             }
-            (None, Some(d)) => {
-                Some(now - parse_duration(d).map_err(|e| Error::usage(format!("--since: {e}")))?)
-            }
+            (None, Some(d)) => Some(before_now(
+                parse_duration(d).map_err(|e| Error::usage(format!("--since: {e}")))?,
+                "--since",
+            )?),
             (None, None) => None,
         };
         // With a checkpoint, `--from` is where the export begins, not where
@@ -126,15 +150,7 @@ impl WindowArgs {
             (None, Some(r)) => r,
             (None, None) => now - Duration::hours(24),
         };
-        if from >= to {
-            return Err(Error::usage(format!(
-                "the window is empty: from {} is not before to {}",
-                from.format("%Y-%m-%dT%H:%M:%SZ"),
-                to.format("%Y-%m-%dT%H:%M:%SZ")
-            ))
-            .with_hint("--to is exclusive and defaults to now minus the source's settle lag"));
-        }
-        Ok(Window::new(from, to))
+        Ok((from, to))
     }
 }
 
@@ -183,24 +199,33 @@ async fn export_one<S: ChatSource>(
 ) -> Result<Stats> {
     let started = Instant::now();
     let mut export = Exporter::open(source, name, window_args, options, redactor)?;
-    let shutdown = match options.follow {
-        Some(_) if !dry_run => Some(Shutdown::listen()),
-        _ => None,
+    let shutdown = (!dry_run).then(Shutdown::listen);
+    // Following, a poll under way gets a moment to finish and be saved;
+    // otherwise a signal ends the run at once, committing nothing more.
+    let grace = match options.follow {
+        Some(_) => std::time::Duration::from_secs(3),
+        None => std::time::Duration::ZERO,
     };
     let mut first_poll = true;
     loop {
         let window = export.next_window(first_poll)?;
         first_poll = false;
-        let chunks = export.chunks(window);
+        let chunks = export.chunks(window)?;
         if dry_run {
             if let Some(w) = window {
-                let state = export.state.as_ref().map(StateFile::path);
+                let state = export.state.as_ref().map(StateFile::given);
                 print_plan(source, name, &w, options, &chunks, state);
             }
             return Ok(Stats::default());
         }
         for chunk in &chunks {
-            export.chunk(*chunk).await?;
+            match &shutdown {
+                Some(s) => s.guard(export.chunk(*chunk), grace).await?,
+                None => export.chunk(*chunk).await?,
+            }
+            if shutdown.as_ref().is_some_and(Shutdown::requested) {
+                break;
+            }
         }
         let (Some(interval), Some(shutdown)) = (options.follow, &shutdown) else {
             break;
@@ -208,6 +233,9 @@ async fn export_one<S: ChatSource>(
         if !shutdown.wait(interval).await {
             break;
         }
+    }
+    if shutdown.as_ref().is_some_and(Shutdown::requested) && options.follow.is_none() {
+        return Err(Shutdown::interrupted());
     }
     export.finish(started)
 }
@@ -219,6 +247,9 @@ struct Exporter<'a, S: ChatSource> {
     window_args: &'a WindowArgs,
     options: &'a Options,
     redactor: Option<&'a Redactor>,
+    /// One client for the whole run: pacing, the shared pause after a 429
+    /// and the throttle count carry across chunks and polls.
+    http: Http,
     state: Option<StateFile>,
     /// The end of the last chunk written (from the state at first).
     checkpoint: Option<DateTime<Utc>>,
@@ -255,6 +286,16 @@ impl<'a, S: ChatSource> Exporter<'a, S> {
                 "{name}: {kind} answers with what is active now; --from/--to/--since are ignored"
             ));
         }
+        if let (Some(output), false) = (&options.output, Self::templated(options)) {
+            check_paths(Path::new(output), options.state.as_deref())?;
+        }
+        let connection = source.connection();
+        let http = Http::new(
+            name,
+            connection.auth,
+            connection.settings,
+            connection.max_in_flight,
+        )?;
         let state = match &options.state {
             Some(path) => Some(StateFile::open(path, name, kind, options.records.as_str())?),
             None => None,
@@ -263,8 +304,8 @@ impl<'a, S: ChatSource> Exporter<'a, S> {
         let checkpoint = saved.map(|s| s.checkpoint);
         let memory = match (&state, saved) {
             (None, _) => Memory::default(),
-            (Some(_), Some(s)) => Memory::carrying(s.keys()?),
-            (Some(_), None) => Memory::carrying(Vec::new()),
+            (Some(_), Some(s)) => Memory::carrying(s.keys()?, s.legacy_keys),
+            (Some(_), None) => Memory::carrying(Vec::new(), false),
         };
         Ok(Exporter {
             source,
@@ -272,6 +313,7 @@ impl<'a, S: ChatSource> Exporter<'a, S> {
             window_args,
             options,
             redactor,
+            http,
             state,
             checkpoint,
             memory,
@@ -307,30 +349,53 @@ impl<'a, S: ChatSource> Exporter<'a, S> {
             WindowArgs::default()
         };
         let timing = self.source.timing();
-        let resume = self.checkpoint.map(|c| c - timing.lookback);
-        match explicit.resolve_from(self.source.timezone(), timing.settle, now, resume) {
-            Err(e)
-                if self.checkpoint.is_some() && explicit.to.is_none() && e.kind == Kind::Usage =>
-            {
-                log::info(&format!(
-                    "{}: nothing new since the checkpoint; try again later",
-                    self.name
-                ));
-                Ok(None)
-            }
-            other => other.map(Some),
+        let zone = self.source.timezone();
+        let resume = self
+            .checkpoint
+            .map(|c| c.checked_sub_signed(timing.lookback).unwrap_or(c));
+        let (from, to) = explicit.bounds(zone, timing.settle, now, resume)?;
+        if from >= to && self.checkpoint.is_some() && explicit.to.is_none() {
+            log::info(&format!(
+                "{}: nothing new since the checkpoint; try again later",
+                self.name
+            ));
+            return Ok(None);
         }
+        explicit
+            .resolve_from(zone, timing.settle, now, resume)
+            .map(Some)
     }
 
     /// One output file per chunk with a templated path, else one output.
-    fn chunks(&self, window: Option<Window>) -> Vec<Window> {
-        match window {
-            None => Vec::new(),
-            Some(w) if Self::templated(self.options) => {
-                w.split(self.options.chunk.unwrap_or(self.source.timing().window))
+    /// A plan too large to be meant (a `1ms` window over a year) is refused
+    /// before it is built.
+    fn chunks(&self, window: Option<Window>) -> Result<Vec<Window>> {
+        let Some(w) = window else {
+            return Ok(Vec::new());
+        };
+        let slice = self.source.timing().window;
+        let chunk = self.options.chunk.unwrap_or(slice);
+        for (step, what) in [(slice, "request slices"), (chunk, "output files")] {
+            let needed = w.count(step);
+            if needed > MAX_SLICES && (step == slice || Self::templated(self.options)) {
+                return Err(Error::usage(format!(
+                    "the window {} .. {} would need {} {what} of {}; at most {} are allowed",
+                    w.from.format("%Y-%m-%dT%H:%M:%SZ"),
+                    w.to.format("%Y-%m-%dT%H:%M:%SZ"),
+                    log::thousands(needed as u64),
+                    humanize(step),
+                    log::thousands(MAX_SLICES as u64)
+                ))
+                .with_hint(
+                    "narrow the window (--from/--since), or use a longer `window` or --chunk",
+                ));
             }
-            Some(w) => vec![w],
         }
+        Ok(if Self::templated(self.options) {
+            w.split(chunk)
+        } else {
+            vec![w]
+        })
     }
 
     /// Exports `chunk`, makes it durable, then moves the checkpoint.
@@ -341,6 +406,9 @@ impl<'a, S: ChatSource> Exporter<'a, S> {
             .output
             .as_deref()
             .map(|t| expand_placeholders(t, name, &chunk, records));
+        if let Some(p) = &path {
+            check_paths(p, self.state.as_ref().map(StateFile::path))?;
+        }
         let rejects = match &self.state {
             // Beside the state, kept across runs: cron mail points there.
             Some(f) => RejectLog::appending(name, with_suffix(f.path(), ".rejects.jsonl")),
@@ -370,13 +438,22 @@ impl<'a, S: ChatSource> Exporter<'a, S> {
             None => self.stream.as_mut().expect("created above"),
         };
         let memory = std::mem::take(&mut self.memory);
-        let (stats, memory) =
-            run(self.source, name, chunk, options, output, rejects, memory).await?;
+        let (stats, memory) = run(
+            self.source,
+            &self.http,
+            chunk,
+            options,
+            output,
+            rejects,
+            memory,
+        )
+        .await?;
         self.memory = memory;
         // The records are durable (or handed to the reader) before the
         // state may say so. A file's checkpoint is saved together with the
         // rename that publishes it (`pending`), so the two cannot part: a
-        // run killed between them is finished by the next.
+        // run killed between them is finished by the next. Nothing below
+        // awaits, so a signal cannot stop the run between the two.
         let prepared = match own.take() {
             Some(out) => {
                 self.targets.push(out.describe());
@@ -395,16 +472,10 @@ impl<'a, S: ChatSource> Exporter<'a, S> {
             ));
         }
         if let Some(file) = self.state.as_mut() {
-            let mut next = file.state.clone().unwrap_or_else(|| State {
-                version: STATE_VERSION,
-                source: name.to_string(),
-                kind: kind.to_string(),
-                records: records.as_str().to_string(),
-                checkpoint: chunk.to,
-                recent: Vec::new(),
-                ledger: Vec::new(),
-                pending: None,
-            });
+            let mut next = file
+                .state
+                .clone()
+                .unwrap_or_else(|| State::first(name, kind, records.as_str(), chunk.to));
             next.record(LedgerEntry {
                 from: chunk.from,
                 to: chunk.to,
@@ -459,38 +530,101 @@ impl<'a, S: ChatSource> Exporter<'a, S> {
     }
 }
 
-/// Ctrl-C and SIGTERM in follow mode: the poll under way finishes, its
-/// records and state are saved, and the run ends with 0.
+/// Refuses an output path that is one of the state's own files: writing
+/// records over the state, its lock or its rejects log would destroy them.
+fn check_paths(output: &Path, state: Option<&Path>) -> Result<()> {
+    let Some(state) = state else {
+        return Ok(());
+    };
+    let out = crate::safefs::resolve(output);
+    for (own, what) in [
+        (state.to_path_buf(), "the state file"),
+        (with_suffix(state, ".lock"), "the state's lock"),
+        (
+            with_suffix(state, ".rejects.jsonl"),
+            "the state's rejects log",
+        ),
+    ] {
+        if crate::safefs::resolve(&own) == out {
+            return Err(Error::usage(format!(
+                "-o {} is {what} ({}); records would overwrite it",
+                output.display(),
+                own.display()
+            ))
+            .with_hint("give the output and the state different paths"));
+        }
+    }
+    Ok(())
+}
+
+/// Ctrl-C and SIGTERM. Between polls of `--follow` the run ends cleanly
+/// (exit 0, state saved); during a request or a write it ends within
+/// seconds: the work under way is dropped (its temporary file removed), the
+/// state stays as the last commit left it, and the exit code is 130.
 struct Shutdown {
-    requested: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    wake: std::sync::Arc<tokio::sync::Notify>,
+    requested: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Shutdown {
     fn listen() -> Shutdown {
-        let requested = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-        let (flag, notify) = (requested.clone(), wake.clone());
+        let (tell, requested) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             signal().await;
-            log::info("stopping after this poll");
-            flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            notify.notify_one();
+            log::info("stopping: interrupted");
+            let _ = tell.send(true);
+            // Kept open: a closed channel would read as a second signal.
+            std::future::pending::<()>().await;
         });
-        Shutdown { requested, wake }
+        Shutdown { requested }
+    }
+
+    fn requested(&self) -> bool {
+        *self.requested.borrow()
+    }
+
+    async fn stopped(&self) {
+        let mut requested = self.requested.clone();
+        let _ = requested.wait_for(|stop| *stop).await;
+    }
+
+    fn interrupted() -> Error {
+        Error::new(
+            Kind::Interrupted,
+            "interrupted: the window under way was not committed",
+        )
+        .with_hint("the state keeps the last committed window; run again to continue from there")
+    }
+
+    /// Runs `work` unless a signal comes: then `work` has `grace` to finish
+    /// before it is dropped.
+    async fn guard<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T>>,
+        grace: std::time::Duration,
+    ) -> Result<T> {
+        tokio::pin!(work);
+        tokio::select! {
+            result = &mut work => result,
+            () = self.stopped() => {
+                match tokio::time::timeout(grace, &mut work).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Shutdown::interrupted()),
+                }
+            }
+        }
     }
 
     /// Sleeps `interval`; false when asked to stop (before or during).
     async fn wait(&self, interval: Duration) -> bool {
-        if self.requested.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.requested() {
             return false;
         }
         let pause = interval
             .to_std()
             .unwrap_or(std::time::Duration::from_secs(300));
         tokio::select! {
-            _ = tokio::time::sleep(pause) => !self.requested.load(std::sync::atomic::Ordering::SeqCst),
-            _ = self.wake.notified() => false,
+            _ = tokio::time::sleep(pause) => !self.requested(),
+            () = self.stopped() => false,
         }
     }
 }
@@ -536,23 +670,15 @@ pub fn render(name: &str, platform: &'static str, options: &Options) -> Render {
 
 /// Drives `source` over `window` into `output`; the caller commits. The
 /// memory of earlier chunks (or runs) comes in and goes out.
-#[allow(clippy::too_many_arguments)]
 pub async fn run<S: ChatSource>(
     source: &S,
-    name: &str,
+    http: &Http,
     window: Window,
     options: &Options,
     output: &mut Output,
     rejects: RejectLog,
     memory: Memory,
 ) -> Result<(Stats, Memory)> {
-    let connection = source.connection();
-    let http = Http::new(
-        name,
-        connection.auth,
-        connection.settings,
-        connection.max_in_flight,
-    )?;
     let records = options.records;
     let aggregate = records == RecordKind::Conversations && source.conversations_from_messages();
     let shape = Shape {
@@ -569,7 +695,7 @@ pub async fn run<S: ChatSource>(
     let mut pipeline = Pipeline::new(shape, output, rejects, memory);
     let driven = drive(
         source,
-        &http,
+        http,
         window,
         fetch,
         options.include_raw,
@@ -759,12 +885,9 @@ impl RejectLog {
 
     pub fn save(&mut self, rejected: &Rejected) -> Result<()> {
         if self.file.is_none() {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .append(self.append)
-                .truncate(!self.append)
-                .open(&self.path)
+            // Never through a link planted at its name; owner-only, as it
+            // holds the platform's raw records.
+            let f = crate::safefs::open_nofollow(&self.path, self.append)
                 .map_err(|e| Error::output(format!("cannot create {}", self.path.display()), e))?;
             self.file = Some(std::io::BufWriter::new(f));
         }

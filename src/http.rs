@@ -255,7 +255,9 @@ impl Http {
                     return Ok(value);
                 }
                 Err(Failure::Fail(e)) => {
-                    return Err(self.clean(e.context(format!("source {:?}: GET {shown}", self.source))));
+                    return Err(
+                        self.clean(e.context(format!("source {:?}: GET {shown}", self.source)))
+                    );
                 }
                 Err(Failure::Retry(why, pause)) => (why, pause, false),
                 Err(Failure::Throttled(why, pause)) => (why, pause, true),
@@ -363,7 +365,10 @@ impl Http {
             let Some(mut next) = next else {
                 return Err(Failure::Fail(Error::unavailable(format!(
                     "HTTP {status} redirect with an unusable Location {:?}",
-                    crate::log::escape_controls(&String::from_utf8_lossy(location.as_bytes()), false)
+                    crate::log::escape_controls(
+                        &String::from_utf8_lossy(location.as_bytes()),
+                        false
+                    )
                 ))));
             };
             let _ = next.set_username("");
@@ -484,7 +489,10 @@ pub const NOT_JSON: &str = "is not JSON";
 
 /// Reads at most `limit` bytes of a body: enough of an error page to know
 /// what it says, never a gigabyte of it.
-pub async fn read_limited(response: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, Failure> {
+pub async fn read_limited(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, Failure> {
     let mut body = Vec::new();
     while body.len() < limit {
         match response.chunk().await {
@@ -495,7 +503,10 @@ pub async fn read_limited(response: &mut reqwest::Response, limit: usize) -> Res
             Ok(None) => break,
             Err(e) => {
                 return Err(Failure::Retry(
-                    format!("connection broke while reading the response: {}", e.without_url()),
+                    format!(
+                        "connection broke while reading the response: {}",
+                        e.without_url()
+                    ),
                     None,
                 ))
             }
@@ -508,7 +519,9 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // More digits than a u64 holds is still "a very long time".
-        return Some(Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX)));
+        return Some(Duration::from_secs(
+            value.parse::<u64>().unwrap_or(u64::MAX),
+        ));
     }
     let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let secs = (when.timestamp() - chrono::Utc::now().timestamp()).max(0);
@@ -543,8 +556,7 @@ fn humanize_std(d: Duration) -> String {
 /// Standard base64 (with padding), for the one place that needs it: the
 /// Basic credential's encoded form, masked wherever a server echoes it.
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for group in bytes.chunks(3) {
         let n = group
@@ -642,7 +654,10 @@ mod tests {
             1,
         )
         .unwrap();
-        assert_eq!(base64(b"company-key:hunter22"), "Y29tcGFueS1rZXk6aHVudGVyMjI=");
+        assert_eq!(
+            base64(b"company-key:hunter22"),
+            "Y29tcGFueS1rZXk6aHVudGVyMjI="
+        );
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b"a"), "YQ==");
         assert_eq!(

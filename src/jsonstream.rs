@@ -281,7 +281,12 @@ impl Scanner {
         };
         let wants_value = matches!(self.expect, Expect::Value | Expect::ValueOrClose);
         match b {
-            b'{' | b'[' if self.outer.is_empty() && self.depth == 0 && self.items == 0 && !self.is_done() => {
+            b'{' | b'['
+                if self.outer.is_empty()
+                    && self.depth == 0
+                    && self.items == 0
+                    && !self.is_done() =>
+            {
                 self.open_outer(b == b'{');
                 if b == b'[' {
                     // A bare array holds the records, whatever the key.
@@ -319,7 +324,8 @@ impl Scanner {
                 let is_object = b == b'}';
                 let allowed = match self.outer.last() {
                     Some(true) => {
-                        is_object && matches!(self.expect, Expect::KeyOrClose | Expect::CommaOrClose)
+                        is_object
+                            && matches!(self.expect, Expect::KeyOrClose | Expect::CommaOrClose)
                     }
                     Some(false) => {
                         !is_object
@@ -431,14 +437,20 @@ impl Scanner {
                         .ok()
                         .filter(|t| serde_json::from_str::<serde_json::Value>(t).is_ok())
                         .ok_or_else(|| {
-                            format!("the member {:?} of the response is not valid JSON", self.key)
+                            format!(
+                                "the member {:?} of the response is not valid JSON",
+                                self.key
+                            )
                         })?;
                     self.envelope
                         .fields
                         .push((std::mem::take(&mut self.key), text.to_string()));
                 } else {
                     serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| {
-                        format!("the member {:?} of the response is not valid JSON: {e}", self.key)
+                        format!(
+                            "the member {:?} of the response is not valid JSON: {e}",
+                            self.key
+                        )
                     })?;
                 }
             }
@@ -633,16 +645,15 @@ mod tests {
         let mut start = 0;
         for &cut in cuts.iter().chain(std::iter::once(&bytes.len())) {
             let cut = cut.clamp(start, bytes.len());
-            s.feed(&bytes[start..cut], &mut |b| raw.push(b.to_vec())).ok()?;
+            s.feed(&bytes[start..cut], &mut |b| raw.push(b.to_vec()))
+                .ok()?;
             start = cut;
         }
         s.finish().ok()?;
         if !s.envelope.has_items {
             return None;
         }
-        raw.iter()
-            .map(|b| serde_json::from_slice(b).ok())
-            .collect()
+        raw.iter().map(|b| serde_json::from_slice(b).ok()).collect()
     }
 
     fn json_leaf() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
@@ -673,7 +684,11 @@ mod tests {
     /// bytes are the outer grammar a damage test should hit.
     fn response(small: bool) -> impl proptest::strategy::Strategy<Value = (ItemsAt, Vec<u8>)> {
         use proptest::prelude::*;
-        let item = if small { json_leaf().boxed() } else { json_value().boxed() };
+        let item = if small {
+            json_leaf().boxed()
+        } else {
+            json_value().boxed()
+        };
         (
             proptest::collection::vec(item, 0..6),
             json_value(),
@@ -691,7 +706,11 @@ mod tests {
                 } else {
                     serde_json::to_vec(&doc)
                 };
-                let at = if keyed { ItemsAt::Key("data") } else { ItemsAt::Root };
+                let at = if keyed {
+                    ItemsAt::Key("data")
+                } else {
+                    ItemsAt::Root
+                };
                 (at, text.unwrap())
             })
     }
@@ -794,8 +813,14 @@ mod tests {
             records_by_scanner(ItemsAt::Key("data"), br#"{"data":null}"#, &[6]),
             Some(Vec::new())
         );
-        assert_eq!(records_by_scanner(ItemsAt::Key("data"), br#"{"code":"OK"}"#, &[]), None);
-        assert_eq!(records_by_scanner(ItemsAt::Root, br#"{"message":"token expired"}"#, &[]), None);
+        assert_eq!(
+            records_by_scanner(ItemsAt::Key("data"), br#"{"code":"OK"}"#, &[]),
+            None
+        );
+        assert_eq!(
+            records_by_scanner(ItemsAt::Root, br#"{"message":"token expired"}"#, &[]),
+            None
+        );
     }
 
     #[test]

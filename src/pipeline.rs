@@ -29,12 +29,25 @@ struct Seen {
     current: HashSet<u128>,
     previous: HashSet<u128>,
     carried: HashSet<u128>,
+    /// Keys a version-1 state carried, in that version's digest: matched
+    /// by recomputing it, for the one run that migrates the state.
+    legacy: HashSet<u128>,
 }
 
 impl Seen {
     /// True when the key made of `parts` is new; remembers it.
     fn insert(&mut self, parts: &[&str]) -> bool {
-        self.insert_key(digest128(parts))
+        let key = self.key(parts);
+        self.insert_key(key)
+    }
+
+    /// The key of `parts`; one a version-1 state carried counts as carried.
+    fn key(&mut self, parts: &[&str]) -> u128 {
+        let key = digest128(parts);
+        if !self.legacy.is_empty() && self.legacy.contains(&legacy_digest128(parts)) {
+            self.carried.insert(key);
+        }
+        key
     }
 
     fn insert_key(&mut self, key: u128) -> bool {
@@ -73,9 +86,27 @@ enum Novelty {
     Repeated,
 }
 
-/// Two independent SipHash runs: collisions are out of reach (2^-128 per
-/// pair), and the keys cost 16 bytes each instead of a string.
+/// The first 128 bits of SHA-256 over the length-prefixed parts:
+/// collisions are out of reach, the keys cost 16 bytes each instead of a
+/// string, and, unlike the standard library's hasher, the same on every
+/// toolchain, so keys saved in a state keep their meaning.
 fn digest128(parts: &[&str]) -> u128 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let digest = h.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(first)
+}
+
+/// The digest of version-1 states: two SipHash runs of the standard
+/// library's `DefaultHasher`, documented as unstable across releases. Only
+/// read, to migrate such a state.
+fn legacy_digest128(parts: &[&str]) -> u128 {
     let run = |seed: u8| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         seed.hash(&mut h);
@@ -101,11 +132,17 @@ pub struct Memory {
 impl Memory {
     /// Memory for a run with a state file, knowing the keys a previous
     /// run left there.
-    pub fn carrying(recent: Vec<(DateTime<Utc>, Vec<u128>)>) -> Memory {
+    /// `legacy`: the keys are a version-1 state's (see `legacy_digest128`);
+    /// they only recognise records again, and are not handed on.
+    pub fn carrying(recent: Vec<(DateTime<Utc>, Vec<u128>)>, legacy: bool) -> Memory {
         let mut memory = Memory {
             remember: true,
             ..Memory::default()
         };
+        if legacy {
+            memory.seen.legacy = recent.iter().flat_map(|(_, k)| k.iter().copied()).collect();
+            return memory;
+        }
         memory.seen.carried = recent.iter().flat_map(|(_, k)| k.iter().copied()).collect();
         memory.recent = recent.into();
         memory
@@ -311,7 +348,7 @@ impl<'a> Pipeline<'a> {
     /// de-duplication key (the digest itself, when it is one).
     fn assign_id(&mut self, m: &mut Message) -> u128 {
         if let Some(id) = &m.message_id {
-            return digest128(&[&m.conversation_id, id]);
+            return self.seen.key(&[&m.conversation_id, id]);
         }
         if self.messages_in_order && self.occurrence_scope != m.conversation_id {
             self.occurrences.clear();
@@ -510,6 +547,32 @@ mod tests {
         seen.carried.insert(digest128(&["b"]));
         assert!(!seen.insert(&["b"]), "carried from a previous run");
         assert!(seen.current.contains(&digest128(&["b"])), "and handed on");
+        seen.legacy.insert(legacy_digest128(&["c", "2"]));
+        assert!(!seen.insert(&["c", "2"]), "carried by a version-1 state");
+        assert!(seen.insert(&["c", "3"]));
+        assert!(
+            seen.current.contains(&digest128(&["c", "2"])),
+            "handed on in the new digest"
+        );
+    }
+
+    #[test]
+    fn keys_are_stable_sha256() {
+        // Pinned: a state written today must mean the same after any
+        // toolchain upgrade.
+        assert_eq!(
+            format!("{:032x}", digest128(&["c0001", "2024-03-01T00:00:00Z"])),
+            format!("{:032x}", {
+                use sha2::{Digest, Sha256};
+                let mut h = Sha256::new();
+                h.update(5u64.to_le_bytes());
+                h.update(b"c0001");
+                h.update(20u64.to_le_bytes());
+                h.update(b"2024-03-01T00:00:00Z");
+                u128::from_be_bytes(h.finalize()[..16].try_into().unwrap())
+            })
+        );
+        assert_ne!(digest128(&["ab", "c"]), digest128(&["a", "bc"]));
     }
 
     fn msg(conv: &str, at: &str) -> Message {

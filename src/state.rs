@@ -8,8 +8,19 @@
 //! describes is in place. A lock held for the whole run keeps a second run
 //! out; the operating system releases it when a process dies, so a killed
 //! run leaves no stale lock.
+//!
+//! A state file is input chatdump did not necessarily write: it is
+//! validated whole (version, owner, checkpoint, the pending rename) before
+//! anything in it is acted on. The lock is taken on the state's resolved
+//! path, so two spellings of one state exclude each other.
+//!
+//! Version 2 keys are SHA-256 based and stable across toolchains. Version 1
+//! keys came from the standard library's `DefaultHasher`, which is stable
+//! only within one release: a version-1 state is read, its keys are matched
+//! through that hasher for the one run that needs them (`legacy_keys`), and
+//! it is saved as version 2.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
@@ -18,7 +29,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind, Result};
 
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// A checkpoint may be this far ahead of the clock (hosts sharing a state
+/// disagree a little); further is an error, not years of "nothing new".
+const CLOCK_SLACK_MINUTES: i64 = 5;
 /// Ledger entries kept; older ones are dropped.
 const LEDGER_LEN: usize = 50;
 
@@ -42,6 +56,9 @@ pub struct State {
     /// it still there finishes the move, so file and checkpoint never part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingRename>,
+    /// Read from a version-1 file: `recent` holds `DefaultHasher` keys.
+    #[serde(skip)]
+    pub legacy_keys: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -67,6 +84,21 @@ pub struct LedgerEntry {
 }
 
 impl State {
+    /// A state for the first run of `source`: nothing exported yet.
+    pub fn first(source: &str, kind: &str, records: &str, checkpoint: DateTime<Utc>) -> State {
+        State {
+            version: VERSION,
+            source: source.to_string(),
+            kind: kind.to_string(),
+            records: records.to_string(),
+            checkpoint,
+            recent: Vec::new(),
+            ledger: Vec::new(),
+            pending: None,
+            legacy_keys: false,
+        }
+    }
+
     /// The remembered keys, oldest window first.
     pub fn keys(&self) -> Result<Vec<(DateTime<Utc>, Vec<u128>)>> {
         self.recent
@@ -108,7 +140,10 @@ impl State {
 
 /// An open, locked state file.
 pub struct StateFile {
+    /// The resolved path every operation uses.
     path: PathBuf,
+    /// The path as the user gave it, for messages.
+    given: PathBuf,
     /// Held for the whole run; closing it releases the lock.
     _lock: File,
     pub state: Option<State>,
@@ -122,18 +157,17 @@ impl StateFile {
                 Error::output(format!("cannot create directory {}", dir.display()), e)
             })?;
         }
+        // One lock per file, however it is spelled: a symlinked directory
+        // or `./a/../a/x.state` must not let two runs in.
+        let given = path.to_path_buf();
+        let path = &crate::safefs::resolve(path);
         let lock_path = with_suffix(path, ".lock");
-        let mut lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
+        let mut lock = crate::safefs::open_lock(&lock_path)
             .map_err(|e| Error::output(format!("cannot open lock {}", lock_path.display()), e))?;
         if lock.try_lock().is_err() {
             let mut holder = String::new();
-            let _ = lock.read_to_string(&mut holder);
-            let holder = holder.trim();
+            let _ = (&lock).take(64).read_to_string(&mut holder);
+            let holder = crate::log::escape_controls(holder.trim(), false);
             let who = if holder.is_empty() {
                 "another process".to_string()
             } else {
@@ -152,11 +186,15 @@ impl StateFile {
         let _ = lock.rewind();
         let _ = write!(lock, "{}", std::process::id());
         let _ = lock.flush();
+        crate::safefs::remove_stale_temps(path);
         let mut state = read(path)?;
+        if let Some(s) = &state {
+            validate(s, path, source, kind, records)?;
+        }
         if let Some(p) = state.as_mut().and_then(|s| s.pending.take()) {
             // The previous run saved this checkpoint and died before moving
             // its file into place: finish the move.
-            if p.temp.exists() {
+            if std::fs::symlink_metadata(&p.temp).is_ok_and(|m| m.is_file()) {
                 crate::output::publish(&p.temp, &p.target)?;
                 crate::log::info(&format!(
                     "finished moving {} into place (the previous run stopped before it)",
@@ -164,20 +202,9 @@ impl StateFile {
                 ));
             }
         }
-        if let Some(s) = &state {
-            if s.source != source || s.records != records || s.kind != kind {
-                return Err(Error::config(format!(
-                    "state {} belongs to source {:?} ({}, {}), not {source:?} ({kind}, {records})",
-                    path.display(),
-                    s.source,
-                    s.kind,
-                    s.records
-                ))
-                .with_hint("use one state file per source and record type"));
-            }
-        }
         Ok(StateFile {
             path: path.to_path_buf(),
+            given,
             _lock: lock,
             state,
         })
@@ -187,14 +214,19 @@ impl StateFile {
         &self.path
     }
 
+    /// The path as the user spelled it.
+    pub fn given(&self) -> &Path {
+        &self.given
+    }
+
     /// Writes `state` atomically: a reader sees the old file or the new one.
     pub fn save(&mut self, state: State) -> Result<()> {
-        let temp = with_suffix(&self.path, &format!(".tmp-{}", std::process::id()));
+        let temp = crate::safefs::temp_beside(&self.path);
         let fail = |e| Error::output(format!("cannot write state {}", self.path.display()), e);
         let mut text = serde_json::to_string_pretty(&state).expect("state serializes");
         text.push('\n');
         let result = (|| {
-            let mut f = File::create(&temp)?;
+            let mut f = crate::safefs::create_new(&temp, None)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
             std::fs::rename(&temp, &self.path)?;
@@ -237,8 +269,9 @@ fn read(path: &Path) -> Result<Option<State>> {
     };
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-    match value.get("version").and_then(serde_json::Value::as_u64) {
-        Some(v) if v == u64::from(VERSION) => {}
+    let version = value.get("version").and_then(serde_json::Value::as_u64);
+    match version {
+        Some(v) if v == u64::from(VERSION) || v == 1 => {}
         Some(v) if v > u64::from(VERSION) => {
             return Err(Error::config(format!(
                 "state {} has version {v}, newer than this chatdump understands ({VERSION})",
@@ -248,9 +281,77 @@ fn read(path: &Path) -> Result<Option<State>> {
         }
         _ => return Err(corrupt("missing or unknown `version`".into())),
     }
-    let state: State = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+    let mut state: State = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
     state.keys().map_err(|e| corrupt(e.to_string()))?;
+    if version == Some(1) {
+        state.version = VERSION;
+        state.legacy_keys = true;
+    }
     Ok(Some(state))
+}
+
+/// Checks everything a run will act on, before it acts on any of it.
+fn validate(s: &State, path: &Path, source: &str, kind: &str, records: &str) -> Result<()> {
+    let corrupt = |what: String| {
+        Error::config(format!("state {}: {what}", path.display())).with_hint(
+            "chatdump acts on nothing in a state it cannot trust: fix the file, or move it away to start a fresh export",
+        )
+    };
+    if s.source != source || s.records != records || s.kind != kind {
+        return Err(Error::config(format!(
+            "state {} belongs to source {:?} ({}, {}), not {source:?} ({kind}, {records})",
+            path.display(),
+            crate::log::escape_controls(&s.source, false),
+            crate::log::escape_controls(&s.kind, false),
+            crate::log::escape_controls(&s.records, false),
+        ))
+        .with_hint("use one state file per source and record type"));
+    }
+    let now = Utc::now();
+    if s.checkpoint.timestamp() < 0 {
+        return Err(corrupt(format!(
+            "checkpoint {} is before 1970",
+            s.checkpoint.format("%Y-%m-%dT%H:%M:%SZ")
+        )));
+    }
+    if s.checkpoint > now + chrono::Duration::minutes(CLOCK_SLACK_MINUTES) {
+        return Err(Error::config(format!(
+            "state {}: checkpoint {} is in the future (now {}): every run would find nothing new",
+            path.display(),
+            s.checkpoint.format("%Y-%m-%dT%H:%M:%SZ"),
+            now.format("%Y-%m-%dT%H:%M:%SZ")
+        ))
+        .with_hint(
+            "check this machine's clock; if the state came from a machine whose clock ran ahead, set `checkpoint` back to the last window really exported",
+        ));
+    }
+    if let Some(p) = &s.pending {
+        // Only ever a `.NAME.tmp-PID` beside its own target, and the target
+        // never one of this state's own files.
+        let own = [
+            path.to_path_buf(),
+            with_suffix(path, ".lock"),
+            with_suffix(path, ".rejects.jsonl"),
+        ];
+        let target_name_plain = p.target.file_name().is_some_and(|n| n != ".." && n != ".");
+        if !target_name_plain
+            || !crate::safefs::is_temp_of(&p.temp, &p.target)
+            || own.iter().any(|f| crate::safefs::resolve(&p.target) == *f)
+        {
+            return Err(corrupt(format!(
+                "its pending rename {} -> {} is not chatdump's own (a `.NAME.tmp-PID` file beside its target)",
+                p.temp.display(),
+                p.target.display()
+            )));
+        }
+        if std::fs::symlink_metadata(&p.temp).is_ok_and(|m| !m.is_file()) {
+            return Err(corrupt(format!(
+                "its pending file {} is not a regular file",
+                p.temp.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `path` with `suffix` appended to its file name.
@@ -265,16 +366,12 @@ mod tests {
     use super::*;
 
     fn sample() -> State {
-        State {
-            version: VERSION,
-            source: "hanoi".into(),
-            kind: "caresoft".into(),
-            records: "messages".into(),
-            checkpoint: "2024-03-08T00:00:00Z".parse().unwrap(),
-            recent: Vec::new(),
-            ledger: Vec::new(),
-            pending: None,
-        }
+        State::first(
+            "hanoi",
+            "caresoft",
+            "messages",
+            "2024-03-08T00:00:00Z".parse().unwrap(),
+        )
     }
 
     #[test]
@@ -313,7 +410,10 @@ mod tests {
     fn a_pending_rename_is_finished_by_the_next_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.state");
-        let (temp, target) = (dir.path().join(".out.tmp-1"), dir.path().join("out.jsonl"));
+        let (temp, target) = (
+            dir.path().join(".out.jsonl.tmp-1"),
+            dir.path().join("out.jsonl"),
+        );
         std::fs::write(&temp, "{}\n").unwrap();
         let mut s = sample();
         s.pending = Some(PendingRename {
@@ -371,5 +471,136 @@ mod tests {
             .unwrap();
         assert_eq!(e.exit_code(), 78);
         assert!(StateFile::open(&path, "hanoi", "caresoft", "messages").is_ok());
+    }
+
+    /// A state whose `pending` names other files: refused whole (78), and
+    /// nothing is moved, whatever it names.
+    #[test]
+    fn a_planted_pending_rename_moves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.state");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "keep me").unwrap();
+        let planted = [
+            (secret.clone(), dir.path().join("stolen")),
+            (
+                dir.path().join(".stolen.tmp-1"),
+                dir.path().join("sub/stolen"),
+            ),
+            (dir.path().join("..tmp-1"), dir.path().join("..")),
+            (dir.path().join(".x.state.tmp-7"), path.clone()),
+            (
+                dir.path().join(".x.state.lock.tmp-7"),
+                with_suffix(&path, ".lock"),
+            ),
+        ];
+        for (temp, target) in planted {
+            if temp != secret {
+                std::fs::write(&temp, "{}").unwrap();
+            }
+            let mut s = sample();
+            s.pending = Some(PendingRename {
+                temp: temp.clone(),
+                target: target.clone(),
+            });
+            std::fs::write(&path, serde_json::to_string(&s).unwrap()).unwrap();
+            let e = StateFile::open(&path, "hanoi", "caresoft", "messages")
+                .err()
+                .unwrap_or_else(|| panic!("accepted {temp:?} -> {target:?}"));
+            assert_eq!(e.exit_code(), 78, "{e}");
+            assert!(temp.exists(), "{temp:?} was moved");
+        }
+        // A foreign state is refused before its pending rename is touched.
+        let temp = dir.path().join(".out.jsonl.tmp-1");
+        std::fs::write(&temp, "{}").unwrap();
+        let mut s = sample();
+        s.source = "other".into();
+        s.pending = Some(PendingRename {
+            temp: temp.clone(),
+            target: dir.path().join("out.jsonl"),
+        });
+        std::fs::write(&path, serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(
+            StateFile::open(&path, "hanoi", "caresoft", "messages")
+                .err()
+                .unwrap()
+                .exit_code(),
+            78
+        );
+        assert!(temp.exists() && !dir.path().join("out.jsonl").exists());
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "keep me");
+    }
+
+    #[test]
+    fn a_checkpoint_in_the_future_or_before_1970_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.state");
+        for checkpoint in [
+            Utc::now() + chrono::Duration::days(400),
+            "1900-01-01T00:00:00Z".parse().unwrap(),
+            DateTime::<Utc>::MIN_UTC,
+        ] {
+            let mut s = sample();
+            s.checkpoint = checkpoint;
+            std::fs::write(&path, serde_json::to_string(&s).unwrap()).unwrap();
+            let e = StateFile::open(&path, "hanoi", "caresoft", "messages")
+                .err()
+                .unwrap();
+            assert_eq!(e.exit_code(), 78, "{checkpoint}: {e}");
+        }
+        let mut s = sample();
+        s.checkpoint = Utc::now() + chrono::Duration::days(400);
+        std::fs::write(&path, serde_json::to_string(&s).unwrap()).unwrap();
+        let e = StateFile::open(&path, "hanoi", "caresoft", "messages")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("in the future"), "{e}");
+        assert!(e.hint().unwrap().contains("clock"), "{e:?}");
+    }
+
+    /// The file the version-1 release wrote (fixtures/state): read, its
+    /// keys marked as the old digest, saved back as version 2.
+    #[test]
+    fn a_version_1_state_is_read_and_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.state");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/state/v1-caresoft-conversations.state"),
+            &path,
+        )
+        .unwrap();
+        let mut f = StateFile::open(&path, "hanoi", "caresoft", "conversations").unwrap();
+        let s = f.state.clone().unwrap();
+        assert!(s.legacy_keys);
+        assert_eq!(s.version, VERSION);
+        assert_eq!(s.keys().unwrap()[0].1.len(), 12);
+        f.save(s).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"version\": 2"), "{text}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn two_spellings_of_one_state_share_one_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
+        let _held = StateFile::open(
+            &dir.path().join("real/x.state"),
+            "a",
+            "caresoft",
+            "messages",
+        )
+        .unwrap();
+        let e = StateFile::open(
+            &dir.path().join("link/x.state"),
+            "a",
+            "caresoft",
+            "messages",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.exit_code(), 75);
     }
 }

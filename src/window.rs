@@ -212,7 +212,9 @@ mod tests {
         assert!(parse_duration("7w").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("99999999999d").is_err());
-        assert!(parse_duration("99999999d").unwrap_err().contains("too large"));
+        assert!(parse_duration("99999999d")
+            .unwrap_err()
+            .contains("too large"));
         assert!(parse_duration("99999999999999999999999s").is_err());
     }
 
@@ -287,7 +289,11 @@ mod tests {
         assert!(Window::new(w.from, w.from)
             .split(Duration::days(1))
             .is_empty());
-        for step in [Duration::days(1), Duration::hours(7), Duration::milliseconds(1)] {
+        for step in [
+            Duration::days(1),
+            Duration::hours(7),
+            Duration::milliseconds(1),
+        ] {
             let day = Window::new(w.from, w.from + Duration::days(1));
             if day.count(step) < 1000 {
                 assert_eq!(day.count(step), day.split(step).len() as i64, "{step}");

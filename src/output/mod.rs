@@ -4,7 +4,13 @@
 //! A file target is written under a temporary name beside it, then flushed,
 //! fsynced and renamed on commit, so a reader (or the next cron run) never
 //! sees a truncated file at the target path. An output dropped without
-//! commit removes its temporary file.
+//! commit removes its temporary file. A symlink to a regular file is
+//! followed: the file it names is replaced and the link stays a link.
+//!
+//! A target that is not a regular file (a FIFO, a device, `/dev/stdout`,
+//! `-`) cannot be replaced by a rename without destroying what it is (as
+//! root, `-o /dev/null` would replace the system's `/dev/null`): it is
+//! written in place, like stdout.
 
 mod csv;
 mod jsonl;
@@ -114,34 +120,42 @@ impl Render {
 }
 
 /// The byte stream under a writer: stdout, a plain file, or a gzip file.
+/// A file written in place (a FIFO, a device) is not fsynced: it has no
+/// storage of its own, and `fsync` on a pipe is an error.
 enum Stream {
     Stdout(io::Stdout),
-    File(File),
-    Gzip(GzEncoder<File>),
+    File(File, Durability),
+    Gzip(GzEncoder<File>, Durability),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Sync,
+    InPlace,
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Stdout(s) => s.write(buf),
-            Stream::File(f) => f.write(buf),
-            Stream::Gzip(g) => g.write(buf),
+            Stream::File(f, _) => f.write(buf),
+            Stream::Gzip(g, _) => g.write(buf),
         }
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Stream::Stdout(s) => s.write_all(buf),
-            Stream::File(f) => f.write_all(buf),
-            Stream::Gzip(g) => g.write_all(buf),
+            Stream::File(f, _) => f.write_all(buf),
+            Stream::Gzip(g, _) => g.write_all(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Stdout(s) => s.flush(),
-            Stream::File(f) => f.flush(),
-            Stream::Gzip(g) => g.flush(),
+            Stream::File(f, _) => f.flush(),
+            Stream::Gzip(g, _) => g.flush(),
         }
     }
 }
@@ -151,8 +165,10 @@ impl Stream {
     fn finish(self) -> io::Result<()> {
         match self {
             Stream::Stdout(mut s) => s.flush(),
-            Stream::File(f) => f.sync_all(),
-            Stream::Gzip(g) => g.finish()?.sync_all(),
+            Stream::File(f, Durability::Sync) => f.sync_all(),
+            Stream::File(mut f, Durability::InPlace) => f.flush(),
+            Stream::Gzip(g, Durability::Sync) => g.finish()?.sync_all(),
+            Stream::Gzip(g, Durability::InPlace) => g.finish().map(drop),
         }
     }
 }
@@ -213,8 +229,65 @@ pub struct Output {
     /// allocator, and the freed vectors are reused.
     returned: Option<Receiver<Vec<Record>>>,
     writer: Option<JoinHandle<io::Result<Stream>>>,
+    /// The path as the user gave it (None: stdout), for messages.
+    shown: Option<PathBuf>,
+    /// The regular file to replace on commit (symlinks resolved), and the
+    /// temporary beside it; None when written in place.
     target: Option<PathBuf>,
     temp: Option<PathBuf>,
+}
+
+/// What an output path names, and so how it is written.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// `-`, `/dev/stdout` and its aliases: this process's stdout.
+    Stdout,
+    /// Not a regular file (or one reached through `/dev` or `/proc`):
+    /// written where it is, never replaced.
+    InPlace(PathBuf),
+    /// A regular file or a new name: written beside, renamed over it.
+    Atomic(PathBuf),
+}
+
+impl Target {
+    fn of(path: &Path) -> io::Result<Target> {
+        if path == Path::new("-")
+            || ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"]
+                .iter()
+                .any(|alias| path == Path::new(alias))
+        {
+            return Ok(Target::Stdout);
+        }
+        // Names of this process's descriptors: replacing what they point
+        // to would cut the file away from whoever opened it.
+        let system = path.starts_with("/proc")
+            || path.starts_with("/dev/fd")
+            || path == Path::new("/dev/stderr");
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "is a directory; give a file name",
+            )),
+            Ok(m) if !m.is_file() || system => Ok(Target::InPlace(path.to_path_buf())),
+            // A symlink (to a regular file) is followed: its target is
+            // replaced, the link stays.
+            Ok(_) => Ok(Target::Atomic(std::fs::canonicalize(path)?)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink()) {
+                    // A dangling link: create what it names, where it names.
+                    let link = std::fs::read_link(path)?;
+                    let dir = path.parent().unwrap_or(Path::new("."));
+                    let pointed = dir.join(link);
+                    if pointed == path {
+                        return Err(io::Error::other("is a symbolic link to itself"));
+                    }
+                    return Ok(Target::Atomic(crate::safefs::resolve(&pointed)));
+                }
+                Ok(Target::Atomic(path.to_path_buf()))
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl Output {
@@ -229,26 +302,48 @@ impl Output {
         render: Render,
         redactor: Option<Redactor>,
     ) -> Result<Output> {
-        let (stream, target, temp) = match path {
-            None => (Stream::Stdout(io::stdout()), None, None),
-            Some(target) => {
-                let temp = temp_path(target);
+        let shown = path.map(Path::to_path_buf);
+        let gz = path
+            .and_then(Path::extension)
+            .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+        let compress = |file: File, durability: Durability| {
+            if gz {
+                Stream::Gzip(
+                    GzEncoder::new(file, flate2::Compression::default()),
+                    durability,
+                )
+            } else {
+                Stream::File(file, durability)
+            }
+        };
+        let cannot = |what: &str, p: &Path, e: io::Error| {
+            Error::output(format!("cannot {what} {}", p.display()), e)
+        };
+        let target = match path {
+            None => Target::Stdout,
+            Some(p) => Target::of(p).map_err(|e| cannot("write", p, e))?,
+        };
+        let (stream, target, temp) = match target {
+            Target::Stdout => (Stream::Stdout(io::stdout()), None, None),
+            Target::InPlace(p) => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .map_err(|e| cannot("open", &p, e))?;
+                (compress(file, Durability::InPlace), None, None)
+            }
+            Target::Atomic(target) => {
                 if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        Error::output(format!("cannot create directory {}", dir.display()), e)
-                    })?;
+                    std::fs::create_dir_all(dir).map_err(|e| cannot("create directory", dir, e))?;
                 }
-                let file = File::create(&temp)
-                    .map_err(|e| Error::output(format!("cannot create {}", temp.display()), e))?;
-                let gz = target
-                    .extension()
-                    .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-                let stream = if gz {
-                    Stream::Gzip(GzEncoder::new(file, flate2::Compression::default()))
-                } else {
-                    Stream::File(file)
-                };
-                (stream, Some(target.to_path_buf()), Some(temp))
+                crate::safefs::remove_stale_temps(&target);
+                let temp = crate::safefs::temp_beside(&target);
+                // A file being replaced keeps the permissions it was given;
+                // a new one is the owner's alone (it holds personal data).
+                let mode = existing_mode(&target);
+                let file = crate::safefs::create_new(&temp, mode)
+                    .map_err(|e| cannot("create", &temp, e))?;
+                (compress(file, Durability::Sync), Some(target), Some(temp))
             }
         };
         let mut out = Output {
@@ -257,6 +352,7 @@ impl Output {
             sender: None,
             returned: None,
             writer: None,
+            shown,
             target,
             temp,
         };
@@ -400,7 +496,7 @@ impl Output {
     }
 
     pub fn describe(&self) -> String {
-        self.target
+        self.shown
             .as_ref()
             .map_or_else(|| "stdout".into(), |p| p.display().to_string())
     }
@@ -453,11 +549,21 @@ impl Drop for Output {
     }
 }
 
-fn temp_path(target: &Path) -> PathBuf {
-    let name = target
-        .file_name()
-        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
-    target.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+/// The permission bits of an existing regular file, to give its
+/// replacement.
+fn existing_mode(target: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(target)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = target;
+        None
+    }
 }
 
 /// Makes the rename itself durable; best effort where directories cannot be

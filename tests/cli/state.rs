@@ -112,7 +112,7 @@ async fn the_overlap_is_fetched_again_but_not_emitted_again() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let state: Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("h.state")).unwrap()).unwrap();
-    assert_eq!(state["version"], 1);
+    assert_eq!(state["version"], 2);
     assert_eq!(
         state["checkpoint"], "2024-02-29T23:00:00Z",
         "06:00 in Ho Chi Minh"

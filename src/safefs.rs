@@ -1,0 +1,272 @@
+//! Creating files in directories chatdump does not control.
+//!
+//! chatdump often runs from cron as root, writing beside files other users
+//! can plant things next to. Every file it creates (output temporaries,
+//! state temporaries, the lock, the rejects log) goes through here: created
+//! without following a symlink at its own name, owner-only where it holds
+//! data, and a leftover of a dead run is removed rather than written
+//! through. Paths are compared by what they name, not how they are spelled.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// Owner read and write: outputs, state and rejects hold personal data.
+#[cfg(unix)]
+const PRIVATE_MODE: u32 = 0o600;
+
+/// Opens `path` for writing, creating it owner-only if missing, refusing a
+/// symlink at `path` itself (a planted link would redirect the write).
+/// `append` keeps what is there; otherwise it is truncated.
+pub fn open_nofollow(path: &Path, append: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).write(true);
+    if append {
+        options.append(true);
+    } else {
+        options.truncate(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(PRIVATE_MODE).custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(path).map_err(|e| explain_symlink(path, e))
+}
+
+/// Opens (creating if needed) a lock file for reading and writing, never
+/// through a symlink at its name and never truncating it.
+pub fn open_lock(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).read(true).write(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(PRIVATE_MODE).custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(path).map_err(|e| explain_symlink(path, e))
+}
+
+/// Creates `path`, which must not exist: `O_CREAT|O_EXCL` never follows a
+/// symlink. `mode` is the permission bits (owner-only by default). A name
+/// already taken is removed once and created again: it can only be this
+/// process id's own leftover or something planted there, and unlinking a
+/// planted link touches nothing it points to.
+pub fn create_new(path: &Path, mode: Option<u32>) -> io::Result<File> {
+    let open = || {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(mode.unwrap_or(PRIVATE_MODE));
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        options.open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+fn explain_symlink(path: &Path, e: io::Error) -> io::Error {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        return io::Error::new(
+            e.kind(),
+            format!(
+                "{} is a symbolic link; chatdump does not write through a link at a file it creates",
+                path.display()
+            ),
+        );
+    }
+    let _ = path;
+    e
+}
+
+/// The temporary name of an output or state being written: `.NAME.tmp-PID`
+/// beside `target`, hidden and recognisable.
+pub fn temp_beside(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    target.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Whether `temp` is a name [`temp_beside`] could have given `target`.
+pub fn is_temp_of(temp: &Path, target: &Path) -> bool {
+    let (Some(name), Some(temp_name)) = (target.file_name(), temp.file_name()) else {
+        return false;
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    temp.parent() == target.parent()
+        && temp_name
+            .to_str()
+            .and_then(|t| t.strip_prefix(&prefix))
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the `.NAME.tmp-PID` files of `target` whose process is gone: a
+/// killed run's leftovers, never a live run's file.
+pub fn remove_stale_temps(target: &Path) {
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(pid) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.rsplit_once(".tmp-"))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if is_temp_of(&path, &dir.join(target.file_name().unwrap_or_default()))
+            && pid != std::process::id()
+            && !process_alive(pid)
+        {
+            if std::fs::remove_file(&path).is_ok() {
+                crate::log::verbose(&format!(
+                    "removed {}, left by process {pid} which no longer runs",
+                    path.display()
+                ));
+            }
+        }
+    }
+}
+
+/// Whether a process with this id exists (on this host).
+#[cfg(unix)]
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // Signal 0 checks existence only; EPERM means it exists as another user.
+    // SAFETY: kill with signal 0 sends nothing; it only reports.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(not(unix))]
+pub fn process_alive(_pid: u32) -> bool {
+    // Without a cheap check, assume alive: never remove another run's file.
+    true
+}
+
+/// `path` as an absolute path with `.`/`..` resolved and the directory's
+/// symlinks followed (the file itself too, when it exists): two spellings
+/// of one file give one answer.
+pub fn resolve(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(path)
+    };
+    let mut lexical = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            Component::CurDir => {}
+            other => lexical.push(other),
+        }
+    }
+    match (lexical.parent(), lexical.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or(lexical),
+        _ => lexical,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn files_are_never_created_through_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let planted = dir.path().join(".out.jsonl.tmp-1");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        // The temp name of a run: the link is replaced, the victim untouched.
+        let mut f = create_new(&planted, None).unwrap();
+        io::Write::write_all(&mut f, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!std::fs::symlink_metadata(&planted).unwrap().is_symlink());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&planted).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // Locks and rejects refuse a link at their name.
+        let link = dir.path().join("x.state.lock");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = open_lock(&link).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let e = open_nofollow(&link, true).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    }
+
+    #[test]
+    fn temp_names_are_recognised_and_stale_ones_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.jsonl");
+        assert!(is_temp_of(&temp_beside(&target), &target));
+        assert!(!is_temp_of(&dir.path().join(".out.jsonl.tmp-"), &target));
+        assert!(!is_temp_of(&dir.path().join(".other.tmp-12"), &target));
+        assert!(!is_temp_of(Path::new("/etc/.out.jsonl.tmp-12"), &target));
+        // A pid far above any pid_max is never alive.
+        let dead = dir.path().join(".out.jsonl.tmp-2000000000");
+        let mine = temp_beside(&target);
+        let unrelated = dir.path().join(".else.jsonl.tmp-2000000000");
+        for p in [&dead, &mine, &unrelated] {
+            std::fs::write(p, "x").unwrap();
+        }
+        remove_stale_temps(&target);
+        assert!(!dead.exists(), "a dead run's temp is removed");
+        assert!(mine.exists(), "this run's own is kept");
+        assert!(unrelated.exists(), "another target's is not touched");
+        assert!(process_alive(std::process::id()));
+    }
+
+    #[test]
+    fn two_spellings_resolve_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("a")).unwrap();
+        assert_eq!(
+            resolve(&dir.path().join("a/../a/./x.state")),
+            resolve(&dir.path().join("a/x.state"))
+        );
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("b")).unwrap();
+            assert_eq!(
+                resolve(&dir.path().join("b/x.state")),
+                resolve(&dir.path().join("a/x.state"))
+            );
+        }
+    }
+}
