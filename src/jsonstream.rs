@@ -358,7 +358,7 @@ impl Scanner {
                     Expect::Value
                 };
             }
-            _ if wants_value && !is_delimiter(b) || b == b'"' && wants_value => {
+            _ if wants_value && (b == b'"' || !is_delimiter(b)) => {
                 let capture = if self.in_records {
                     Capture::Item(i)
                 } else {

@@ -134,13 +134,12 @@ pub fn remove_stale_temps(target: &Path) {
         if is_temp_of(&path, &dir.join(target.file_name().unwrap_or_default()))
             && pid != std::process::id()
             && !process_alive(pid)
+            && std::fs::remove_file(&path).is_ok()
         {
-            if std::fs::remove_file(&path).is_ok() {
-                crate::log::verbose(&format!(
-                    "removed {}, left by process {pid} which no longer runs",
-                    path.display()
-                ));
-            }
+            crate::log::verbose(&format!(
+                "removed {}, left by process {pid} which no longer runs",
+                path.display()
+            ));
         }
     }
 }
