@@ -212,7 +212,19 @@ fn sources(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// The endpoint as `sources` shows it: a URL without its user-info (a
+/// `base_url` may hold `user:password@`), never a raw configured string.
 fn describe(table: &SourceTable<'_>) -> (String, bool) {
+    let (endpoint, secret) = describe_raw(table);
+    let shown = match reqwest::Url::parse(&endpoint) {
+        Ok(url) => display_url(&url),
+        Err(_) if endpoint.starts_with('(') => endpoint,
+        Err(_) => "(base_url is not a valid URL)".into(),
+    };
+    (log::escape_controls(&shown, false).into_owned(), secret)
+}
+
+fn describe_raw(table: &SourceTable<'_>) -> (String, bool) {
     match table.kind {
         SourceKind::Caresoft => (Caresoft::endpoint(table), table.secret_present("token")),
         SourceKind::Wolkvox => (
@@ -243,22 +255,39 @@ async fn check(config: &Config, names: &[String]) -> Result<()> {
             config.display_path()
         )));
     }
-    let mut first_error = None;
+    // Every source is checked, whatever the ones before it did; the exit
+    // code is the worst (highest) of their codes.
+    let mut worst: Option<Kind> = None;
+    let mut failed = 0;
     for name in &names {
-        let result = match config.source(name) {
-            Ok(table) => crate::with_source!(&table, source => check_one(&source, name).await),
-            Err(e) => Err(e),
-        };
+        let result = async {
+            let table = config.source(name)?;
+            crate::with_source!(&table, source => check_one(&source, name).await)
+        }
+        .await;
         match result {
             Ok(message) => println!("{name}: ok ({message})"),
             Err(e) => {
                 println!("{name}: FAILED");
                 crate::report(&e);
-                first_error.get_or_insert(e);
+                failed += 1;
+                if worst.is_none_or(|w| e.exit_code() > w.exit_code()) {
+                    worst = Some(e.kind);
+                }
             }
         }
     }
-    first_error.map_or(Ok(()), Err)
+    match worst {
+        None => Ok(()),
+        Some(kind) => Err(Error::new(
+            kind,
+            format!(
+                "{failed} of {} source{} failed the check (each is reported above)",
+                names.len(),
+                if names.len() == 1 { "" } else { "s" }
+            ),
+        )),
+    }
 }
 
 async fn check_one<S: ChatSource>(source: &S, name: &str) -> Result<String> {

@@ -7,6 +7,7 @@ mod demo;
 mod live;
 mod redact;
 mod state;
+mod trust;
 mod ujet;
 mod ux;
 mod wolkvox;
