@@ -9,5 +9,6 @@ mod redact;
 mod state;
 mod trust;
 mod ujet;
+mod unreadable;
 mod ux;
 mod wolkvox;

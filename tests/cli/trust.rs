@@ -17,8 +17,10 @@ struct RedirectTo(String);
 impl Respond for RedirectTo {
     fn respond(&self, r: &Request) -> ResponseTemplate {
         let query = r.url.query().map(|q| format!("?{q}")).unwrap_or_default();
-        ResponseTemplate::new(302)
-            .insert_header("Location", format!("{}{}{query}", self.0, r.url.path()).as_str())
+        ResponseTemplate::new(302).insert_header(
+            "Location",
+            format!("{}{}{query}", self.0, r.url.path()).as_str(),
+        )
     }
 }
 
@@ -59,8 +61,16 @@ async fn a_redirect_to_another_origin_is_never_followed_for_any_kind() {
             let r = run(
                 d,
                 &[
-                    "export", source, "--from", "2024-03-01", "--to", "2024-03-02", "-o", &out,
-                    "--state", "s.state",
+                    "export",
+                    source,
+                    "--from",
+                    "2024-03-01",
+                    "--to",
+                    "2024-03-02",
+                    "-o",
+                    &out,
+                    "--state",
+                    "s.state",
                 ],
             )
             .await;
@@ -110,11 +120,21 @@ impl Respond for MovedHere {
 #[tokio::test]
 async fn a_redirect_within_the_origin_is_followed() {
     let server = MockServer::start().await;
-    Mock::given(any()).respond_with(MovedHere).mount(&server).await;
+    Mock::given(any())
+        .respond_with(MovedHere)
+        .mount(&server)
+        .await;
     let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
     let r = run(
         dir.path(),
-        &["export", "hanoi", "--from", "2024-03-01", "--to", "2024-03-02"],
+        &[
+            "export",
+            "hanoi",
+            "--from",
+            "2024-03-01",
+            "--to",
+            "2024-03-02",
+        ],
     )
     .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -138,7 +158,10 @@ fn a_fifo_output_is_written_in_place_and_stays_a_fifo() {
     use std::os::unix::fs::FileTypeExt;
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("pipe.jsonl");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(made.success());
     let reader = {
         let fifo = fifo.clone();
@@ -148,8 +171,15 @@ fn a_fifo_output_is_written_in_place_and_stays_a_fifo() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let text = reader.join().unwrap();
     assert!(text.lines().count() > 5, "{text}");
-    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp left");
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temp left"
+    );
 }
 
 #[cfg(unix)]
@@ -167,7 +197,10 @@ fn a_character_device_output_stays_a_device() {
     }
     let r = demo(dir.path(), "null");
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(std::fs::symlink_metadata(&node).unwrap().file_type().is_char_device());
+    assert!(std::fs::symlink_metadata(&node)
+        .unwrap()
+        .file_type()
+        .is_char_device());
     // The stdout aliases are this process's stdout.
     for alias in ["/dev/stdout", "-"] {
         let r = demo(dir.path(), alias);
@@ -191,7 +224,10 @@ fn a_symlink_output_replaces_its_target_and_stays_a_link() {
     let text = std::fs::read_to_string(&real).unwrap();
     assert!(!text.contains("old") && text.lines().count() > 5, "{text}");
     // No temp file left in either directory.
-    assert_eq!(std::fs::read_dir(dir.path().join("real")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("real")).unwrap().count(),
+        1
+    );
 }
 
 /// A CareSoft with one readable and one unmappable chat (a rejected record).
@@ -249,8 +285,16 @@ async fn a_stale_temp_of_a_dead_run_is_removed() {
     let r = run(
         d,
         &[
-            "export", "hanoi", "--from", "2024-03-01", "--to", "2024-03-02", "-o", "out.jsonl",
-            "--state", "h.state",
+            "export",
+            "hanoi",
+            "--from",
+            "2024-03-01",
+            "--to",
+            "2024-03-02",
+            "-o",
+            "out.jsonl",
+            "--state",
+            "h.state",
         ],
     )
     .await;
@@ -271,7 +315,11 @@ async fn a_planted_pending_rename_is_refused_and_moves_nothing() {
         "pending": {"temp": victim, "target": d.join("moved.txt")}
     });
     std::fs::write(d.join("h.state"), state.to_string()).unwrap();
-    let r = run(d, &["export", "hanoi", "--state", "h.state", "-o", "x.jsonl"]).await;
+    let r = run(
+        d,
+        &["export", "hanoi", "--state", "h.state", "-o", "x.jsonl"],
+    )
+    .await;
     assert_eq!(r.code, 78, "{}", r.stderr);
     assert!(r.stderr.contains("pending"), "{}", r.stderr);
     assert!(victim.exists() && !d.join("moved.txt").exists());
@@ -312,11 +360,23 @@ async fn server_text_is_escaped_and_an_echoed_token_masked() {
     let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
     let r = run(
         dir.path(),
-        &["export", "hanoi", "--from", "2024-03-01", "--to", "2024-03-02", "-vvv"],
+        &[
+            "export",
+            "hanoi",
+            "--from",
+            "2024-03-01",
+            "--to",
+            "2024-03-02",
+            "-vvv",
+        ],
     )
     .await;
     assert_ne!(r.code, 0);
-    assert!(!r.stderr.contains('\u{1b}') && !r.stderr.contains('\u{7}'), "{:?}", r.stderr);
+    assert!(
+        !r.stderr.contains('\u{1b}') && !r.stderr.contains('\u{7}'),
+        "{:?}",
+        r.stderr
+    );
     assert!(r.stderr.contains("\\u{1b}[2J"), "{}", r.stderr);
     assert!(!r.stderr.contains(TOKEN), "{}", r.stderr);
     assert!(r.stderr.contains("token ***"), "{}", r.stderr);
@@ -332,7 +392,11 @@ async fn sources_never_shows_user_info() {
     .unwrap();
     let r = run(dir.path(), &["sources"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("https://proxy.example/acme"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("https://proxy.example/acme"),
+        "{}",
+        r.stdout
+    );
     assert!(!r.stdout.contains("pr0xy-pass") && !r.stdout.contains("proxyuser"));
 }
 
@@ -343,7 +407,9 @@ async fn an_output_over_the_states_own_files_is_refused() {
     for output in ["h.state", "h.state.lock", "./sub/../h.state.rejects.jsonl"] {
         let r = run(
             d,
-            &["export", "hanoi", "--state", "h.state", "-o", output, "--since", "1h"],
+            &[
+                "export", "hanoi", "--state", "h.state", "-o", output, "--since", "1h",
+            ],
         )
         .await;
         assert_eq!(r.code, 2, "{output}: {}", r.stderr);
@@ -356,9 +422,10 @@ async fn an_output_over_the_states_own_files_is_refused() {
 async fn check_reports_every_source_and_exits_with_the_worst_code() {
     let server = MockServer::start().await;
     Mock::given(any())
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            serde_json::json!({"code": "ok", "numFound": 0, "chats": []}),
-        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"code": "ok", "numFound": 0, "chats": []})),
+        )
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
@@ -373,7 +440,11 @@ async fn check_reports_every_source_and_exits_with_the_worst_code() {
     .unwrap();
     let r = run(dir.path(), &["check"]).await;
     assert!(r.stdout.contains("a-missing: FAILED"), "{}", r.stdout);
-    assert!(r.stdout.contains("b-ok: ok"), "every source is checked: {}", r.stdout);
+    assert!(
+        r.stdout.contains("b-ok: ok"),
+        "every source is checked: {}",
+        r.stdout
+    );
     assert_eq!(r.code, 78, "{}", r.stderr);
     assert!(r.stderr.contains("1 of 2 sources"), "{}", r.stderr);
 }
