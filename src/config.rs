@@ -289,7 +289,7 @@ impl Default for Limits {
         Limits {
             error_body: 8 * 1024,
             record: 64 << 20,
-            page: 256 << 20,
+            page: 64 << 20,
         }
     }
 }

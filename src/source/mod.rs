@@ -111,7 +111,13 @@ impl Parsed {
     /// read into the provider's type. A syntax error (or a cut) breaks the
     /// response; valid JSON of the wrong shape is one rejected record.
     pub fn from_json_error(raw: &[u8], what: &str, e: &serde_json::Error) -> Parsed {
-        if e.is_syntax() || e.is_eof() {
+        // serde_json calls some shape mismatches syntax errors ("trailing
+        // characters" for an array read as a struct): only JSON that does
+        // not parse at all is taken as a broken response.
+        let broken = (e.is_syntax() || e.is_eof())
+            && (std::str::from_utf8(raw).is_err()
+                || serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_err());
+        if broken {
             Parsed::Unreadable(format!("{what}: {e}"))
         } else {
             Parsed::rejected(raw, format!("{what}: {e}"))
@@ -841,5 +847,149 @@ pub mod testing {
                 .join(path),
         )
         .unwrap()
+    }
+
+    /// Arbitrary JSON shaped like the platforms' records: their field names
+    /// with values of any type, nested a little.
+    fn record_like() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        const KEYS: &[&str] = &[
+            "conversation_id",
+            "id",
+            "conn_id",
+            "start_time",
+            "end_time",
+            "created_at",
+            "updated_at",
+            "ended_at",
+            "date",
+            "status",
+            "chat_status",
+            "channel",
+            "from",
+            "from_name",
+            "to_name",
+            "message",
+            "msg",
+            "content",
+            "conversation",
+            "active_chats",
+            "agent_id",
+            "agent_name",
+            "agent",
+            "end_user",
+            "customer_id",
+            "customer_name",
+            "customer_phone",
+            "cus_name",
+            "cus_phone",
+            "cus_email",
+            "wait_time",
+            "chat_duration",
+            "duration",
+            "queue_wait_time",
+            "menu_path",
+            "rating",
+            "service_id",
+            "type",
+            "sender_visitor_name",
+            "sender_agent_name",
+            "conversation_type",
+            "waitTime",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "(20[0-9]{2}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}Z?|[A-Za-z0-9 :.+-]{0,12}|)"
+                .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec((proptest::sample::select(KEYS), inner), 0..10).prop_map(
+                    |kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                ),
+            ]
+        })
+    }
+
+    /// Every provider, as a configuration builds it.
+    fn every_provider() -> crate::config::Config {
+        crate::config::Config::parse(
+            "[sources.c]\nkind = \"caresoft\"\ndomain = \"a\"\ntoken = \"t\"\n\
+             [sources.w]\nkind = \"wolkvox\"\nserver = \"0012\"\ntoken = \"t\"\n\
+             [sources.l]\nkind = \"wolkvox-live\"\nserver = \"0012\"\ntoken = \"t\"\n\
+             [sources.u]\nkind = \"ujet\"\nsubdomain = \"a\"\nusername = \"u\"\npassword = \"p\"\n",
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap()
+    }
+
+    /// Valid JSON is never an unreadable response: the mapper makes
+    /// records or rejections of it, and never panics.
+    fn map_any<S: ChatSource>(source: &S, item: &[u8]) -> std::result::Result<(), String> {
+        let window = Window::new(
+            chrono::DateTime::<chrono::Utc>::MIN_UTC,
+            chrono::DateTime::<chrono::Utc>::MAX_UTC,
+        );
+        for stream in [RecordKind::Conversations, RecordKind::Messages] {
+            let query = Query {
+                window,
+                stream,
+                variant: 0,
+            };
+            for want_raw in [false, true] {
+                let mut bad = None;
+                source.parse_item(&query, item, want_raw, &mut |p| {
+                    if let Parsed::Unreadable(why) = p {
+                        bad = Some(why);
+                    }
+                });
+                if let Some(why) = bad {
+                    return Err(why);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::jsonstream::proptest_config(384))]
+
+        #[test]
+        fn every_providers_mapper_takes_any_json_value(value in record_like()) {
+            let config = every_provider();
+            let item = serde_json::to_vec(&value).unwrap();
+            let caresoft = caresoft::Caresoft::from_config(&config.source("c").unwrap()).unwrap();
+            let reports = wolkvox::reports::Reports::from_config(&config.source("w").unwrap()).unwrap();
+            let live = wolkvox::live::Live::from_config(&config.source("l").unwrap()).unwrap();
+            let ujet = ujet::Ujet::from_config(&config.source("u").unwrap()).unwrap();
+            proptest::prop_assert_eq!(map_any(&caresoft, &item), Ok(()));
+            proptest::prop_assert_eq!(map_any(&reports, &item), Ok(()));
+            proptest::prop_assert_eq!(map_any(&live, &item), Ok(()));
+            proptest::prop_assert_eq!(map_any(&ujet, &item), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_in_a_record_is_unreadable_not_rejected() {
+        let config = every_provider();
+        let caresoft = caresoft::Caresoft::from_config(&config.source("c").unwrap()).unwrap();
+        let reports = wolkvox::reports::Reports::from_config(&config.source("w").unwrap()).unwrap();
+        for item in [
+            &br#"{"conversation_id":"a",}"#[..],
+            br#"{"conn_id":"1""#,
+            b"\xff\xfe",
+        ] {
+            assert!(map_any(&caresoft, item).is_err() || map_any(&reports, item).is_err());
+            assert!(
+                map_any(&reports, item).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(item)
+            );
+        }
     }
 }
