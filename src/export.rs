@@ -896,7 +896,7 @@ impl RejectLog {
         let mut line = serde_json::json!({
             "source": self.source,
             "rejected_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            "reason": rejected.reason,
+            "reason": if self.redact { quoting_nothing(&rejected.reason) } else { rejected.reason.clone() },
         });
         if self.redact {
             line["raw_shape"] = shape_of(&raw);
@@ -924,6 +924,30 @@ impl RejectLog {
         }
         Ok(self.count)
     }
+}
+
+/// A rejection's reason with every quoted value (`"..."`, `` `...` ``, as
+/// providers and serde_json quote them) replaced by `<value>`: under
+/// `--redact` the reason says why, never what.
+fn quoting_nothing(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut chars = reason.chars();
+    while let Some(c) = chars.next() {
+        if c == '"' || c == '`' {
+            let mut escaped = false;
+            for inner in chars.by_ref() {
+                match inner {
+                    '\\' if !escaped => escaped = true,
+                    q if q == c && !escaped => break,
+                    _ => escaped = false,
+                }
+            }
+            out.push_str("<value>");
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The structure of a JSON value with every scalar replaced by its type:
@@ -990,6 +1014,23 @@ mod tests {
                 .exit_code(),
             2
         );
+    }
+
+    #[test]
+    fn redacted_reasons_quote_no_value() {
+        assert_eq!(
+            quoting_nothing(r#"unreadable timestamp "Juan 300 123 4567" at line 1"#),
+            "unreadable timestamp <value> at line 1"
+        );
+        assert_eq!(
+            quoting_nothing("invalid type: string `juan@x.co`, expected a map"),
+            "invalid type: string <value>, expected a map"
+        );
+        assert_eq!(
+            quoting_nothing(r#"bad "a \" b" and "c""#),
+            "bad <value> and <value>"
+        );
+        assert_eq!(quoting_nothing(r#"cut "open"#), "cut <value>");
     }
 
     #[test]

@@ -253,4 +253,9 @@ async fn the_key_variable_can_be_named_in_the_config_and_rejects_keep_only_shape
     assert_clean(&rejects, 1, "rejects");
     let line: Value = serde_json::from_str(rejects.lines().next().unwrap()).unwrap();
     assert_eq!(line["raw_shape"]["cus_name"], "<string>");
+    let reason = line["reason"].as_str().unwrap();
+    assert!(
+        !reason.contains("not a time") && reason.contains("<value>"),
+        "the reason quotes no value: {reason}"
+    );
 }
