@@ -213,6 +213,8 @@ impl Aggregator {
                 .started_at
                 .zip(c.ended_at)
                 .map(|(s, e)| (e - s).num_seconds());
+            // Built from messages: the newest one is its last change.
+            c.updated_at = c.ended_at;
         }
         c.message_count = Some(c.message_count.unwrap_or(0) + 1);
     }
@@ -394,7 +396,7 @@ impl Sink for Pipeline<'_> {
                 self.rejects.save(&r)?;
                 Ok(true)
             }
-            Parsed::Record(Record::Conversation(c)) => {
+            Parsed::Record(Record::Conversation(mut c)) => {
                 // A conversation that changed is a new version: its
                 // `updated_at` is part of its identity (UJET).
                 let version = c
@@ -408,6 +410,12 @@ impl Sink for Pipeline<'_> {
                     self.stats.duplicates += 1;
                     return Ok(false);
                 }
+                // Every row says how new it is, so readers can keep the
+                // newest: where the platform has no update time, its last
+                // activity stands in (after the key above, which keeps the
+                // platform's own value).
+                let c_row = &mut c.record;
+                c_row.updated_at = c_row.updated_at.or(c_row.ended_at).or(c_row.started_at);
                 self.write(Record::Conversation(c))?;
                 Ok(true)
             }

@@ -14,6 +14,7 @@
 
 mod csv;
 mod jsonl;
+mod latest;
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -228,7 +229,10 @@ pub struct Output {
     /// thread than the one that allocated it is slow with the system
     /// allocator, and the freed vectors are reused.
     returned: Option<Receiver<Vec<Record>>>,
-    writer: Option<JoinHandle<io::Result<Stream>>>,
+    writer: Option<JoinHandle<io::Result<(Stream, Option<latest::Latest>)>>>,
+    /// How the file is laid out, for [`latest::Latest::keep_newest`].
+    csv: bool,
+    gz: bool,
     /// The path as the user gave it (None: stdout), for messages.
     shown: Option<PathBuf>,
     /// The regular file to replace on commit (symlinks resolved), and the
@@ -352,6 +356,8 @@ impl Output {
             sender: None,
             returned: None,
             writer: None,
+            csv: format == Format::Csv,
+            gz,
             shown,
             target,
             temp,
@@ -365,6 +371,10 @@ impl Output {
         let (sender, receiver) = sync_channel::<Message>(BATCHES_IN_FLIGHT);
         let (give_back, returned) = channel::<Vec<Record>>();
         let mut render = render;
+        // A file can be rewritten at commit: remember each conversation's
+        // newest row. stdout and in-place targets stay a changelog.
+        let mut newest =
+            (kind == RecordKind::Conversations && out.temp.is_some()).then(latest::Latest::default);
         let handle = std::thread::Builder::new()
             .name("chatdump-writer".into())
             .spawn(move || {
@@ -372,6 +382,15 @@ impl Output {
                     match message {
                         Message::Records(mut records) => {
                             for record in &mut records {
+                                if let (Some(newest), Record::Conversation(c)) =
+                                    (newest.as_mut(), &*record)
+                                {
+                                    newest.note(
+                                        &render.source,
+                                        &c.record.conversation_id,
+                                        c.record.updated_at,
+                                    );
+                                }
                                 if let Some(r) = &redactor {
                                     r.apply(record);
                                 }
@@ -396,7 +415,7 @@ impl Output {
                         }
                     }
                 }
-                writer.into_stream()
+                Ok((writer.into_stream()?, newest))
             })
             .map_err(|e| out.io_error(e))?;
         out.sender = Some(sender);
@@ -444,7 +463,7 @@ impl Output {
     }
 
     /// Waits for the writer thread and takes back its stream.
-    fn join(&mut self) -> Result<Stream> {
+    fn join(&mut self) -> Result<(Stream, Option<latest::Latest>)> {
         self.sender = None;
         let handle = self.writer.take().expect("writer joined once");
         match handle.join() {
@@ -464,8 +483,15 @@ impl Output {
     /// the file from its checkpoint.
     pub fn prepare(mut self) -> Result<Prepared> {
         self.hand_over()?;
-        let stream = self.join()?;
+        let (stream, newest) = self.join()?;
         stream.finish().map_err(|e| self.io_error(e))?;
+        if let (Some(newest), Some(temp)) = (newest, &self.temp) {
+            if newest.repeated() {
+                newest
+                    .keep_newest(temp, self.csv, self.gz)
+                    .map_err(|e| self.io_error(e))?;
+            }
+        }
         Ok(Prepared {
             temp: self.temp.take(),
             target: self.target.take(),

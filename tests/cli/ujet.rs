@@ -227,6 +227,79 @@ async fn chats_changing_while_we_tail_arrive_in_their_latest_version_once() {
     }
 }
 
+/// Rows of a CSV, JSONL or JSONL.gz output as (conversation_id, status).
+fn rows_in(path: &std::path::Path) -> Vec<(String, String)> {
+    let name = path.to_string_lossy().into_owned();
+    let mut text = String::new();
+    let file = std::fs::File::open(path).unwrap();
+    if name.ends_with(".gz") {
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(file), &mut text).unwrap();
+    } else {
+        std::io::Read::read_to_string(&mut std::io::BufReader::new(file), &mut text).unwrap();
+    }
+    if name.trim_end_matches(".gz").ends_with(".csv") {
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let headers = reader.headers().unwrap().clone();
+        let col = |n: &str| headers.iter().position(|h| h == n).unwrap();
+        let (id, status) = (col("conversation_id"), col("status"));
+        reader
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                (r[id].to_string(), r[status].to_string())
+            })
+            .collect()
+    } else {
+        jsonl(&text)
+            .iter()
+            .map(|v| {
+                (
+                    v["conversation_id"].as_str().unwrap().to_string(),
+                    v["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The same changing chats as above, into files: there each chat is one
+/// row, its newest version.
+#[tokio::test]
+async fn a_file_holds_each_changed_chat_once_in_its_newest_version() {
+    for output in ["chats.csv", "chats.jsonl", "chats.jsonl.gz", "chats.csv.gz"] {
+        let server = manager(chats(200, 0), true, |call, chats| {
+            if call == 0 {
+                for c in chats.iter_mut() {
+                    if c["id"] == 1005 || c["id"] == 1150 {
+                        c["updated_at"] = json!("2024-03-05T20:00:00.000Z");
+                        c["status"] = json!("reopened");
+                    }
+                }
+            }
+        })
+        .await;
+        let dir = config(&server.uri(), "");
+        let r = run(dir.path(), &args(&["-o", output])).await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let rows = rows_in(&dir.path().join(output));
+        assert_eq!(rows.len(), 200, "{output}: one row per chat");
+        let mut ids: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 200, "{output}: no chat twice");
+        for changed in ["1005", "1150"] {
+            let status: Vec<&str> = rows
+                .iter()
+                .filter(|(id, _)| id == changed)
+                .map(|(_, s)| s.as_str())
+                .collect();
+            assert_eq!(status, ["reopened"], "{output}: {changed} in its newest version");
+        }
+        let left = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(left, 2, "{output}: the config and the output, no temporaries");
+    }
+}
+
 #[tokio::test]
 async fn bad_credentials_exit_77_and_check_uses_the_organization_settings() {
     let server = MockServer::start().await;
