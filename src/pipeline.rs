@@ -43,8 +43,14 @@ impl Seen {
 
     /// The key of `parts`; one a version-1 state carried counts as carried.
     fn key(&mut self, parts: &[&str]) -> u128 {
+        self.key_was(parts, parts)
+    }
+
+    /// The key of `parts`, where version 1 made the same record's key of
+    /// `legacy_parts`.
+    fn key_was(&mut self, parts: &[&str], legacy_parts: &[&str]) -> u128 {
         let key = digest128(parts);
-        if !self.legacy.is_empty() && self.legacy.contains(&legacy_digest128(parts)) {
+        if !self.legacy.is_empty() && self.legacy.contains(&legacy_digest128(legacy_parts)) {
             self.carried.insert(key);
         }
         key
@@ -84,6 +90,11 @@ enum Novelty {
     Emitted,
     /// Already met in this window (a page or response repeating itself).
     Repeated,
+}
+
+fn millis(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.timestamp_millis().to_string())
+        .unwrap_or_default()
 }
 
 /// The first 128 bits of SHA-256 over the length-prefixed parts:
@@ -397,25 +408,22 @@ impl Sink for Pipeline<'_> {
                 Ok(true)
             }
             Parsed::Record(Record::Conversation(mut c)) => {
+                // Every row says how new it is, so readers (and a file
+                // keeping one row per conversation) can take the newest:
+                // where the platform has no update time, its last activity
+                // stands in.
+                let row = &mut c.record;
+                let platform_version = millis(row.updated_at);
+                row.updated_at = row.updated_at.or(row.ended_at).or(row.started_at);
                 // A conversation that changed is a new version: its
-                // `updated_at` is part of its identity (UJET).
-                let version = c
-                    .record
-                    .updated_at
-                    .map(|t| t.timestamp_millis().to_string())
-                    .unwrap_or_default();
-                if self.records != RecordKind::Conversations
-                    || !self.seen.insert(&[&c.record.conversation_id, &version])
-                {
+                // `updated_at` is part of its identity.
+                let version = millis(row.updated_at);
+                let id = row.conversation_id.as_str();
+                let key = self.seen.key_was(&[id, &version], &[id, &platform_version]);
+                if self.records != RecordKind::Conversations || !self.seen.insert_key(key) {
                     self.stats.duplicates += 1;
                     return Ok(false);
                 }
-                // Every row says how new it is, so readers can keep the
-                // newest: where the platform has no update time, its last
-                // activity stands in (after the key above, which keeps the
-                // platform's own value).
-                let c_row = &mut c.record;
-                c_row.updated_at = c_row.updated_at.or(c_row.ended_at).or(c_row.started_at);
                 self.write(Record::Conversation(c))?;
                 Ok(true)
             }

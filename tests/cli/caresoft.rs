@@ -608,3 +608,46 @@ async fn dry_run_sends_nothing() {
     );
     assert!(server.received_requests().await.unwrap().is_empty());
 }
+
+/// One conversation id answered under two conversation types: a file holds
+/// it once, in its newest version; stdout shows both (a changelog).
+#[tokio::test]
+async fn a_conversation_under_two_types_is_one_row_in_a_file() {
+    let server = MockServer::start().await;
+    for (code, end, status) in [
+        ("0", "2024-03-01 08:10:00", "LBL_CHAT_STATUS_MEET"),
+        ("1", "2024-03-01 09:30:00", "LBL_CHAT_STATUS_MISS"),
+    ] {
+        Mock::given(path(CHATS))
+            .and(query_param("conversation_type", code))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "code": "ok", "numFound": 2, "chats": [
+                    {"conversation_id": "dup", "start_time": "2024-03-01 08:00:00", "end_time": end, "chat_status": status},
+                    {"conversation_id": format!("only-{code}"), "start_time": "2024-03-01 08:00:00"}
+                ]
+            })))
+            .mount(&server)
+            .await;
+    }
+    let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\", \"facebook\"]\n");
+    for output in ["c.jsonl", "c.csv"] {
+        let mut args = vec!["export", "hanoi", "-o", output];
+        args.extend_from_slice(&WINDOW);
+        let r = run(dir.path(), &args).await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let text = std::fs::read_to_string(dir.path().join(output)).unwrap();
+        assert_eq!(text.matches("dup").count(), 1, "{output}: {text}");
+        assert!(text.contains("2024-03-01T02:30:00Z"), "{output}: the newest version: {text}");
+        assert!(text.contains("only-0") && text.contains("only-1"));
+    }
+    let mut args = vec!["export", "hanoi"];
+    args.extend_from_slice(&WINDOW);
+    let r = run(dir.path(), &args).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let dups: Vec<Value> = jsonl(&r.stdout)
+        .into_iter()
+        .filter(|v| v["conversation_id"] == "dup")
+        .collect();
+    assert_eq!(dups.len(), 2, "stdout is a changelog: {}", r.stdout);
+    assert_eq!(dups[1]["updated_at"], "2024-03-01T02:30:00Z", "the newest comes last");
+}
