@@ -21,3 +21,8 @@ duckdb -c "SELECT date_trunc('day', sent_at::TIMESTAMP) AS day, count(*) AS mess
 # duckdb -c "SELECT count(*) FROM read_json_auto('/data/chats/hanoi/*.jsonl.gz')"
 # Without the duckdb CLI: pip install duckdb, then
 # python3 -c "import duckdb; print(duckdb.sql(\"SELECT sender, count(*) FROM read_json_auto('messages.jsonl') GROUP BY 1\"))"
+
+# The newest row of every conversation, from stdout (a changelog) or from a
+# folder of --state files (a changed conversation comes back in a later file):
+chatdump demo -q | jq -sc 'group_by([.source, .conversation_id])[] | max_by(.updated_at)'
+# duckdb -c "SELECT * FROM read_json('/data/chats/hanoi/*.jsonl.gz') QUALIFY row_number() OVER (PARTITION BY source, conversation_id ORDER BY updated_at DESC) = 1"

@@ -139,7 +139,11 @@ pub struct ExportArgs {
 /// Options shared by `export` and `demo`: what to write and where.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
-    /// One row per conversation or per message
+    /// One row per conversation or per message.
+    ///
+    /// A file holds each conversation once, in the newest version the run
+    /// saw. Conversation rows on stdout are a changelog: a conversation that
+    /// changed is written again, and the newest `updated_at` wins.
     #[arg(help_heading = "Output", long, value_enum, default_value_t = RecordsArg::Conversations)]
     pub records: RecordsArg,
 

@@ -183,6 +183,10 @@ struct Aggregator {
     rows: Vec<Option<(Conversation, usize)>>,
     index: HashMap<String, usize>,
     window: usize,
+    /// First message time and count of rows already written: a chat that
+    /// comes back after a quiet window gets a row counting all its
+    /// messages, which then replaces the earlier one in a file.
+    written: HashMap<String, (Option<DateTime<Utc>>, i64)>,
 }
 
 impl Aggregator {
@@ -191,10 +195,16 @@ impl Aggregator {
             .index
             .entry(m.conversation_id.clone())
             .or_insert_with(|| {
+                let (started_at, count) = self
+                    .written
+                    .get(&m.conversation_id)
+                    .copied()
+                    .unwrap_or((None, 0));
                 self.rows.push(Some((
                     Conversation {
                         conversation_id: m.conversation_id.clone(),
-                        message_count: Some(0),
+                        message_count: Some(count),
+                        started_at,
                         ..Default::default()
                     },
                     0,
@@ -237,6 +247,10 @@ impl Aggregator {
         let mut kept = Vec::new();
         for row in self.rows.drain(..).flatten() {
             if all || row.1 < self.window {
+                self.written.insert(
+                    row.0.conversation_id.clone(),
+                    (row.0.started_at, row.0.message_count.unwrap_or(0)),
+                );
                 done.push(row.0);
             } else {
                 kept.push(Some(row));
@@ -624,5 +638,13 @@ mod tests {
         assert_eq!(c.message_count, Some(2));
         assert_eq!(c.duration_s, Some(14 * 3600 + 30));
         assert_eq!(c.agent_name.as_deref(), Some("Ana"));
+        assert_eq!(c.updated_at, c.ended_at, "its newest message");
+        // c2 comes back after a quiet window: its new row counts every
+        // message and starts at its first.
+        a.add(&msg("c2", "2024-03-03T09:00:00Z"));
+        let back = a.take_finished(true);
+        assert_eq!(back[0].message_count, Some(2));
+        assert_eq!(back[0].started_at, "2024-03-01T11:00:00Z".parse().ok());
+        assert_eq!(back[0].duration_s, Some(46 * 3600));
     }
 }

@@ -74,6 +74,22 @@ pub fn create_new(path: &Path, mode: Option<u32>) -> io::Result<File> {
     }
 }
 
+/// The permission bits of an existing file, to give its replacement.
+pub fn existing_mode(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 fn explain_symlink(path: &Path, e: io::Error) -> io::Error {
     #[cfg(unix)]
     if e.raw_os_error() == Some(libc::ELOOP) {

@@ -76,7 +76,7 @@ impl Latest {
                 Box::new(source)
             };
             let mut input = BufReader::with_capacity(1 << 16, input);
-            let file = crate::safefs::create_new(&rewritten, existing_mode(temp))?;
+            let file = crate::safefs::create_new(&rewritten, crate::safefs::existing_mode(temp))?;
             let mut output: Box<dyn Write> = if gz {
                 Box::new(GzEncoder::new(
                     BufWriter::with_capacity(1 << 16, file),
@@ -123,7 +123,7 @@ fn next_row(input: &mut impl BufRead, row: &mut Vec<u8>, csv: bool) -> io::Resul
         // RFC 4180 doubles a quote inside a quoted field, so an odd count
         // so far means the newline is inside a field.
         quotes += row[start..].iter().filter(|&&b| b == b'"').count();
-        if quotes % 2 == 0 {
+        if quotes.is_multiple_of(2) {
             return Ok(true);
         }
     }
@@ -141,21 +141,6 @@ fn id_digest(source: &str, id: &str) -> u128 {
         h.finish()
     };
     (u128::from(run(1)) << 64) | u128::from(run(2))
-}
-
-fn existing_mode(path: &Path) -> Option<u32> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(path)
-            .ok()
-            .map(|m| m.permissions().mode() & 0o7777)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        None
-    }
 }
 
 #[cfg(test)]
@@ -222,6 +207,10 @@ mod tests {
             }
             assert_eq!(back, "id,v\nb,1\na,2\n", "gz {gz}");
         }
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no leftovers");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no leftovers"
+        );
     }
 }

@@ -202,6 +202,10 @@ impl Writer {
     }
 }
 
+/// What the writer thread hands back: its stream, and for a file of
+/// conversations, which row is each one's newest.
+type Written = (Stream, Option<latest::Latest>);
+
 /// What the writer thread is told.
 enum Message {
     Records(Vec<Record>),
@@ -229,7 +233,7 @@ pub struct Output {
     /// thread than the one that allocated it is slow with the system
     /// allocator, and the freed vectors are reused.
     returned: Option<Receiver<Vec<Record>>>,
-    writer: Option<JoinHandle<io::Result<(Stream, Option<latest::Latest>)>>>,
+    writer: Option<JoinHandle<io::Result<Written>>>,
     /// How the file is laid out, for [`latest::Latest::keep_newest`].
     csv: bool,
     gz: bool,
@@ -344,7 +348,7 @@ impl Output {
                 let temp = crate::safefs::temp_beside(&target);
                 // A file being replaced keeps the permissions it was given;
                 // a new one is the owner's alone (it holds personal data).
-                let mode = existing_mode(&target);
+                let mode = crate::safefs::existing_mode(&target);
                 let file = crate::safefs::create_new(&temp, mode)
                     .map_err(|e| cannot("create", &temp, e))?;
                 (compress(file, Durability::Sync), Some(target), Some(temp))
@@ -463,7 +467,7 @@ impl Output {
     }
 
     /// Waits for the writer thread and takes back its stream.
-    fn join(&mut self) -> Result<(Stream, Option<latest::Latest>)> {
+    fn join(&mut self) -> Result<Written> {
         self.sender = None;
         let handle = self.writer.take().expect("writer joined once");
         match handle.join() {
@@ -572,23 +576,6 @@ impl Drop for Output {
         if let Some(temp) = self.temp.take() {
             let _ = std::fs::remove_file(temp);
         }
-    }
-}
-
-/// The permission bits of an existing regular file, to give its
-/// replacement.
-fn existing_mode(target: &Path) -> Option<u32> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(target)
-            .ok()
-            .map(|m| m.permissions().mode() & 0o7777)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = target;
-        None
     }
 }
 

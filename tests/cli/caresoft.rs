@@ -629,7 +629,10 @@ async fn a_conversation_under_two_types_is_one_row_in_a_file() {
             .mount(&server)
             .await;
     }
-    let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\", \"facebook\"]\n");
+    let dir = caresoft_config(
+        &server.uri(),
+        "conversation_types = [\"livechat\", \"facebook\"]\n",
+    );
     for output in ["c.jsonl", "c.csv"] {
         let mut args = vec!["export", "hanoi", "-o", output];
         args.extend_from_slice(&WINDOW);
@@ -637,7 +640,10 @@ async fn a_conversation_under_two_types_is_one_row_in_a_file() {
         assert_eq!(r.code, 0, "{}", r.stderr);
         let text = std::fs::read_to_string(dir.path().join(output)).unwrap();
         assert_eq!(text.matches("dup").count(), 1, "{output}: {text}");
-        assert!(text.contains("2024-03-01T02:30:00Z"), "{output}: the newest version: {text}");
+        assert!(
+            text.contains("2024-03-01T02:30:00Z"),
+            "{output}: the newest version: {text}"
+        );
         assert!(text.contains("only-0") && text.contains("only-1"));
     }
     let mut args = vec!["export", "hanoi"];
@@ -649,5 +655,8 @@ async fn a_conversation_under_two_types_is_one_row_in_a_file() {
         .filter(|v| v["conversation_id"] == "dup")
         .collect();
     assert_eq!(dups.len(), 2, "stdout is a changelog: {}", r.stdout);
-    assert_eq!(dups[1]["updated_at"], "2024-03-01T02:30:00Z", "the newest comes last");
+    assert_eq!(
+        dups[1]["updated_at"], "2024-03-01T02:30:00Z",
+        "the newest comes last"
+    );
 }

@@ -70,3 +70,62 @@ pub fn jsonl(text: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSONL line {l:?}: {e}")))
         .collect()
 }
+
+/// `export SOURCE --from 2024-03-01 --to 2024-03-02` plus `extra`: the one
+/// day most CareSoft tests ask for.
+pub async fn export_day(dir: &Path, source: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "export",
+        source,
+        "--from",
+        "2024-03-01",
+        "--to",
+        "2024-03-02",
+    ];
+    args.extend_from_slice(extra);
+    run(dir, &args).await
+}
+
+/// Waits up to `seconds` for `child` to exit (then kills it): its code, or
+/// None when it had to be killed.
+pub async fn wait_for_exit(mut child: std::process::Child, seconds: u64) -> Option<i32> {
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..seconds * 10 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    })
+    .await
+    .unwrap()
+}
+
+/// The values of `columns` in every row of a CSV text.
+pub fn csv_columns(text: &str, columns: &[&str]) -> Vec<Vec<String>> {
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let at: Vec<usize> = columns
+        .iter()
+        .map(|c| headers.iter().position(|h| h == *c).unwrap())
+        .collect();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            at.iter().map(|&i| r[i].to_string()).collect()
+        })
+        .collect()
+}
+
+/// Sends SIGTERM to `child`, as systemd or Kubernetes would.
+pub fn sigterm(child: &std::process::Child) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}

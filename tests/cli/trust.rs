@@ -9,7 +9,7 @@ use std::path::Path;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::common::{caresoft_config, run, TOKEN};
+use crate::common::{caresoft_config, export_day, run, TOKEN};
 
 /// Redirects every request to the same path and query on `to`.
 struct RedirectTo(String);
@@ -125,18 +125,7 @@ async fn a_redirect_within_the_origin_is_followed() {
         .mount(&server)
         .await;
     let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
-    let r = run(
-        dir.path(),
-        &[
-            "export",
-            "hanoi",
-            "--from",
-            "2024-03-01",
-            "--to",
-            "2024-03-02",
-        ],
-    )
-    .await;
+    let r = export_day(dir.path(), "hanoi", &[]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("\"c1\""), "{}", r.stdout);
 }
@@ -251,24 +240,17 @@ async fn planted_symlinks_at_the_lock_and_the_rejects_are_not_followed() {
     let d = dir.path();
     let victim = d.join("victim");
     std::fs::write(&victim, "precious").unwrap();
-    let window = ["--from", "2024-03-01", "--to", "2024-03-02"];
-    let with = |extra: &[&'static str]| {
-        let mut args = vec!["export", "hanoi"];
-        args.extend_from_slice(&window);
-        args.extend_from_slice(extra);
-        args
-    };
     std::os::unix::fs::symlink(&victim, d.join("h.state.lock")).unwrap();
-    let r = run(d, &with(&["--state", "h.state", "-o", "a.jsonl"])).await;
+    let r = export_day(d, "hanoi", &["--state", "h.state", "-o", "a.jsonl"]).await;
     assert_eq!(r.code, 73, "{}", r.stderr);
     assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
     std::fs::remove_file(d.join("h.state.lock")).unwrap();
     std::os::unix::fs::symlink(&victim, d.join("h.state.rejects.jsonl")).unwrap();
-    let r = run(d, &with(&["--state", "h.state", "-o", "b.jsonl"])).await;
+    let r = export_day(d, "hanoi", &["--state", "h.state", "-o", "b.jsonl"]).await;
     assert_eq!(r.code, 73, "{}", r.stderr);
     assert!(!d.join("h.state").exists(), "not committed");
     std::os::unix::fs::symlink(&victim, d.join("c.jsonl.rejects.jsonl")).unwrap();
-    let r = run(d, &with(&["-o", "c.jsonl"])).await;
+    let r = export_day(d, "hanoi", &["-o", "c.jsonl"]).await;
     assert_eq!(r.code, 73, "{}", r.stderr);
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
 }
@@ -282,22 +264,7 @@ async fn a_stale_temp_of_a_dead_run_is_removed() {
     std::fs::write(&stale, "half a file").unwrap();
     let state_stale = d.join(".h.state.tmp-2000000001");
     std::fs::write(&state_stale, "{").unwrap();
-    let r = run(
-        d,
-        &[
-            "export",
-            "hanoi",
-            "--from",
-            "2024-03-01",
-            "--to",
-            "2024-03-02",
-            "-o",
-            "out.jsonl",
-            "--state",
-            "h.state",
-        ],
-    )
-    .await;
+    let r = export_day(d, "hanoi", &["-o", "out.jsonl", "--state", "h.state"]).await;
     assert_eq!(r.code, 65, "one rejected record: {}", r.stderr);
     assert!(d.join("out.jsonl").exists());
     assert!(!stale.exists() && !state_stale.exists());
@@ -358,19 +325,7 @@ async fn server_text_is_escaped_and_an_echoed_token_masked() {
         .mount(&server)
         .await;
     let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
-    let r = run(
-        dir.path(),
-        &[
-            "export",
-            "hanoi",
-            "--from",
-            "2024-03-01",
-            "--to",
-            "2024-03-02",
-            "-vvv",
-        ],
-    )
-    .await;
+    let r = export_day(dir.path(), "hanoi", &["-vvv"]).await;
     assert_ne!(r.code, 0);
     assert!(
         !r.stderr.contains('\u{1b}') && !r.stderr.contains('\u{7}'),

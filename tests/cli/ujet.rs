@@ -44,7 +44,7 @@ struct Manager {
     chats: Arc<Mutex<Vec<Value>>>,
     link: bool,
     calls: AtomicUsize,
-    change: fn(usize, &mut Vec<Value>),
+    change: fn(usize, &mut [Value]),
 }
 
 impl Respond for Manager {
@@ -95,12 +95,12 @@ impl Respond for Manager {
             }
             response = response.insert_header("Link", links.join(", ").as_str());
         }
-        (self.change)(call, &mut chats);
+        (self.change)(call, &mut chats[..]);
         response
     }
 }
 
-async fn manager(chats: Vec<Value>, link: bool, change: fn(usize, &mut Vec<Value>)) -> MockServer {
+async fn manager(chats: Vec<Value>, link: bool, change: fn(usize, &mut [Value])) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(path(CHATS))
         .respond_with(Manager {
@@ -182,21 +182,22 @@ async fn more_than_a_page_of_ties_is_paged_through() {
     assert_eq!(ids(&r.stdout).len(), 180, "no duplicates");
 }
 
-#[tokio::test]
-async fn chats_changing_while_we_tail_arrive_in_their_latest_version_once() {
-    // After the first answer, chat 1005 (already seen) and chat 1150 (not
-    // yet seen) change: both move to the end of the window.
-    let server = manager(chats(200, 0), true, |call, chats| {
-        if call == 0 {
-            for c in chats.iter_mut() {
-                if c["id"] == 1005 || c["id"] == 1150 {
-                    c["updated_at"] = json!("2024-03-05T20:00:00.000Z");
-                    c["status"] = json!("reopened");
-                }
+/// After the first answer, chat 1005 (already seen) and chat 1150 (not yet
+/// seen) change: both move to the end of the window, status "reopened".
+fn reopen_two(call: usize, chats: &mut [Value]) {
+    if call == 0 {
+        for c in chats.iter_mut() {
+            if c["id"] == 1005 || c["id"] == 1150 {
+                c["updated_at"] = json!("2024-03-05T20:00:00.000Z");
+                c["status"] = json!("reopened");
             }
         }
-    })
-    .await;
+    }
+}
+
+#[tokio::test]
+async fn chats_changing_while_we_tail_arrive_in_their_latest_version_once() {
+    let server = manager(chats(200, 0), true, reopen_two).await;
     let dir = config(&server.uri(), "");
     let r = run(dir.path(), &args(&[])).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -238,16 +239,9 @@ fn rows_in(path: &std::path::Path) -> Vec<(String, String)> {
         std::io::Read::read_to_string(&mut std::io::BufReader::new(file), &mut text).unwrap();
     }
     if name.trim_end_matches(".gz").ends_with(".csv") {
-        let mut reader = csv::Reader::from_reader(text.as_bytes());
-        let headers = reader.headers().unwrap().clone();
-        let col = |n: &str| headers.iter().position(|h| h == n).unwrap();
-        let (id, status) = (col("conversation_id"), col("status"));
-        reader
-            .records()
-            .map(|r| {
-                let r = r.unwrap();
-                (r[id].to_string(), r[status].to_string())
-            })
+        crate::common::csv_columns(&text, &["conversation_id", "status"])
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone()))
             .collect()
     } else {
         jsonl(&text)
@@ -266,20 +260,21 @@ fn rows_in(path: &std::path::Path) -> Vec<(String, String)> {
 /// row, its newest version.
 #[tokio::test]
 async fn a_file_holds_each_changed_chat_once_in_its_newest_version() {
-    for output in ["chats.csv", "chats.jsonl", "chats.jsonl.gz", "chats.csv.gz"] {
-        let server = manager(chats(200, 0), true, |call, chats| {
-            if call == 0 {
-                for c in chats.iter_mut() {
-                    if c["id"] == 1005 || c["id"] == 1150 {
-                        c["updated_at"] = json!("2024-03-05T20:00:00.000Z");
-                        c["status"] = json!("reopened");
-                    }
-                }
-            }
-        })
-        .await;
+    let plain: &[&str] = &[];
+    for (output, flags) in [
+        ("chats.csv", plain),
+        ("chats.jsonl", plain),
+        ("chats.jsonl.gz", plain),
+        ("chats.csv.gz", plain),
+        ("zoned.csv", &["--tz", "America/Bogota"]),
+        ("raw.jsonl", &["--include-raw"]),
+        ("masked.jsonl.gz", &["--redact=mask"]),
+    ] {
+        let server = manager(chats(200, 0), true, reopen_two).await;
         let dir = config(&server.uri(), "");
-        let r = run(dir.path(), &args(&["-o", output])).await;
+        let mut extra = vec!["-o", output];
+        extra.extend_from_slice(flags);
+        let r = run(dir.path(), &args(&extra)).await;
         assert_eq!(r.code, 0, "{}", r.stderr);
         let rows = rows_in(&dir.path().join(output));
         assert_eq!(rows.len(), 200, "{output}: one row per chat");
@@ -293,10 +288,17 @@ async fn a_file_holds_each_changed_chat_once_in_its_newest_version() {
                 .filter(|(id, _)| id == changed)
                 .map(|(_, s)| s.as_str())
                 .collect();
-            assert_eq!(status, ["reopened"], "{output}: {changed} in its newest version");
+            assert_eq!(
+                status,
+                ["reopened"],
+                "{output}: {changed} in its newest version"
+            );
         }
         let left = std::fs::read_dir(dir.path()).unwrap().count();
-        assert_eq!(left, 2, "{output}: the config and the output, no temporaries");
+        assert_eq!(
+            left, 2,
+            "{output}: the config and the output, no temporaries"
+        );
     }
 }
 

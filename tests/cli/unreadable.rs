@@ -11,7 +11,7 @@ use serde_json::json;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::common::{caresoft_config, run};
+use crate::common::{caresoft_config, export_day, run, sigterm, wait_for_exit};
 
 const ONE_TYPE: &str = "conversation_types = [\"livechat\"]\n";
 
@@ -134,20 +134,7 @@ async fn an_html_page_once_then_the_data_is_a_complete_export() {
         .mount(&server)
         .await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
-    let r = run(
-        dir.path(),
-        &[
-            "export",
-            "hanoi",
-            "--from",
-            "2024-03-01",
-            "--to",
-            "2024-03-02",
-            "-o",
-            "o.jsonl",
-        ],
-    )
-    .await;
+    let r = export_day(dir.path(), "hanoi", &["-o", "o.jsonl"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(std::fs::read_to_string(dir.path().join("o.jsonl"))
         .unwrap()
@@ -278,20 +265,7 @@ async fn pages_that_only_repeat_rows_stop_at_once() {
         &server.uri(),
         &format!("{ONE_TYPE}page_size = 2\nconcurrency = 2\n"),
     );
-    let r = run(
-        dir.path(),
-        &[
-            "export",
-            "hanoi",
-            "--from",
-            "2024-03-01",
-            "--to",
-            "2024-03-02",
-            "-o",
-            "o.jsonl",
-        ],
-    )
-    .await;
+    let r = export_day(dir.path(), "hanoi", &["-o", "o.jsonl"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let asked = server.received_requests().await.unwrap().len();
     assert!(
@@ -368,20 +342,7 @@ async fn a_trickling_body_meets_the_exchange_deadline() {
 async fn padding_after_the_answer_is_not_read() {
     let base = raw_server(endless_padding);
     let dir = caresoft_config(&base, &format!("{ONE_TYPE}request_timeout = \"20s\"\n"));
-    let r = run(
-        dir.path(),
-        &[
-            "export",
-            "hanoi",
-            "--from",
-            "2024-03-01",
-            "--to",
-            "2024-03-02",
-            "-o",
-            "o.jsonl",
-        ],
-    )
-    .await;
+    let r = export_day(dir.path(), "hanoi", &["-o", "o.jsonl"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(dir.path().join("o.jsonl").exists());
 }
@@ -408,7 +369,7 @@ async fn sigterm_ends_a_stalled_run_at_once_leaving_the_previous_state() {
     let dir = caresoft_config(&base, ONE_TYPE);
     let d = dir.path().to_path_buf();
     let before = write_state(&d, "hanoi", "caresoft");
-    let mut child = crate::common::command(
+    let child = crate::common::command(
         &d,
         &[
             "export",
@@ -426,25 +387,9 @@ async fn sigterm_ends_a_stalled_run_at_once_leaving_the_previous_state() {
     .unwrap();
     // Let it reach the stalled request.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let pid = child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || {
-        for _ in 0..100 {
-            if let Some(status) = child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        None
-    })
-    .await
-    .unwrap();
-    let status = status.expect("ended within seconds of SIGTERM");
-    assert_eq!(status.code(), Some(130));
+    sigterm(&child);
+    let code = wait_for_exit(child, 10).await;
+    assert_eq!(code, Some(130), "ended within seconds of SIGTERM");
     assert_eq!(std::fs::read(d.join("s.state")).unwrap(), before);
     assert!(!d.join("out.jsonl").exists());
     let temps = std::fs::read_dir(&d)
@@ -465,7 +410,7 @@ async fn sigterm_during_a_stalled_follow_poll_is_honoured() {
         format!("[sources.live]\nkind = \"wolkvox-live\"\nbase_url = \"{base}\"\ntoken_env = \"WV_TOKEN\"\n"),
     )
     .unwrap();
-    let mut child = crate::common::command(
+    let child = crate::common::command(
         dir.path(),
         &["export", "live", "--follow", "--interval", "5s"],
     )
@@ -474,22 +419,8 @@ async fn sigterm_during_a_stalled_follow_poll_is_honoured() {
     .spawn()
     .unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let code = tokio::task::spawn_blocking(move || {
-        for _ in 0..100 {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        Some(-1)
-    })
-    .await
-    .unwrap();
+    sigterm(&child);
+    let code = wait_for_exit(child, 10).await;
     assert_eq!(
         code,
         Some(130),

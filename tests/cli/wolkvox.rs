@@ -442,3 +442,107 @@ async fn dry_run_counts_the_tokens_a_plan_spends() {
     assert!(r.stdout.contains("daily wolkvox tokens"), "{}", r.stdout);
     assert!(server.received_requests().await.unwrap().is_empty());
 }
+
+/// A report that returns, of every chat, the messages dated inside the
+/// requested range (so a chat crossing a window boundary comes in pieces),
+/// truncated to `cap` messages.
+struct ByMessage {
+    chats: Vec<Value>,
+    cap: usize,
+}
+
+impl Respond for ByMessage {
+    fn respond(&self, r: &Request) -> ResponseTemplate {
+        let (from, to) = (param(r, "date_ini"), param(r, "date_end"));
+        let stamp = |d: &str| d.replace(['-', ' ', ':'], "");
+        let mut left = self.cap;
+        let mut data = Vec::new();
+        for chat in &self.chats {
+            let mut chat = chat.clone();
+            let rows = chat["conversation"].as_array_mut().unwrap();
+            rows.retain(|m| {
+                let t = stamp(m["date"].as_str().unwrap());
+                t >= from && t <= to
+            });
+            rows.truncate(left);
+            left -= rows.len();
+            if !rows.is_empty() {
+                data.push(chat);
+            }
+        }
+        ok(data)
+    }
+}
+
+/// A chat crossing midnight (two daily windows), and a second day over the
+/// cap (bisected): each chat is one row, counting all its messages.
+#[tokio::test]
+async fn a_chat_across_windows_and_bisected_slices_is_one_complete_row() {
+    let server = MockServer::start().await;
+    let crossing = {
+        let mut c = chat("A", local("2024-03-05 23:40:00"), 40);
+        for (i, m) in c["conversation"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .enumerate()
+        {
+            let t = local("2024-03-05 23:40:00") + chrono::Duration::minutes(i as i64);
+            m["date"] = json!(t.format("%Y-%m-%d %H:%M:%S").to_string());
+        }
+        c
+    };
+    Mock::given(path(REPORT))
+        .respond_with(ByMessage {
+            chats: vec![crossing, chat("B", local("2024-03-06 12:00:00"), 10)],
+            cap: 30,
+        })
+        .mount(&server)
+        .await;
+    let dir = config(&server.uri(), "record_cap = 30\n");
+    for output in ["conv.csv", "conv.jsonl"] {
+        let r = run(
+            dir.path(),
+            &[
+                "export",
+                "bogota",
+                "--from",
+                "2024-03-05",
+                "--to",
+                "2024-03-07",
+                "-o",
+                output,
+                "-v",
+            ],
+        )
+        .await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(
+            r.stderr.contains("splitting"),
+            "day 2 is bisected: {}",
+            r.stderr
+        );
+        let text = std::fs::read_to_string(dir.path().join(output)).unwrap();
+        let rows: Vec<(String, i64)> = if output.ends_with(".csv") {
+            crate::common::csv_columns(&text, &["conversation_id", "message_count"])
+                .into_iter()
+                .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+                .collect()
+        } else {
+            jsonl(&text)
+                .iter()
+                .map(|v| {
+                    (
+                        v["conversation_id"].as_str().unwrap().to_string(),
+                        v["message_count"].as_i64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            rows,
+            [("A".to_string(), 40), ("B".to_string(), 10)],
+            "{output}"
+        );
+    }
+}
