@@ -1,6 +1,6 @@
 //! The command line as clap sees it: raw flags, nothing validated yet.
 //!
-//! Kept apart from the validated settings (`config.rs`, `export::Plan`) so the
+//! Kept apart from the validated settings (`config.rs`, `export::Options`) so the
 //! core never depends on the argument parser, and so help text lives in one
 //! place.
 

@@ -308,7 +308,7 @@ impl Default for HttpSettings {
 }
 
 /// One `[sources.NAME]` table, read key by key. Reading a key marks it as
-/// known; [`SourceTable::finish`] rejects whatever is left over.
+/// known; [`SourceTable::check_keys`] rejects whatever is left over.
 pub struct SourceTable<'a> {
     config: &'a Config,
     pub name: &'a str,

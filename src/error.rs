@@ -1,4 +1,4 @@
-//! The crate error and its mapping onto the exit codes of SPEC section 8.
+//! The crate error and its mapping onto the exit codes in the README's "Exit codes".
 //!
 //! Every failure a user can meet is one of a handful of kinds, each with one
 //! exit code, so cron jobs and wrappers can react without parsing text. The
@@ -84,7 +84,7 @@ impl Error {
     }
 
     /// An I/O failure on output or state. A closed pipe is remembered as such
-    /// so `main` can exit 0 without a word, as SPEC section 3 asks.
+    /// so `main` can exit 0 without a word, as the README's "Commands" promises.
     pub fn output(what: impl fmt::Display, err: std::io::Error) -> Self {
         let broken_pipe = err.kind() == std::io::ErrorKind::BrokenPipe;
         let mut e = Self::new(Kind::Output, format!("{what}: {err}"));

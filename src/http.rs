@@ -481,7 +481,7 @@ impl Pacer {
     }
 }
 
-/// Marks a retry reason as an unreadable response (SPEC section 8): if it
+/// Marks a retry reason as an unreadable response (the README's "Unreadable answers and rejected records"): if it
 /// stays so, the run ends with 65 (or 69 when the answer is not JSON).
 pub const UNREADABLE: &str = "unreadable response: ";
 /// Marks an unreadable response that is not JSON at all.

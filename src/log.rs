@@ -1,6 +1,6 @@
 //! Stderr: messages at three levels, and a progress line on terminals.
 //!
-//! stdout carries records and nothing else (SPEC section 3), so everything a
+//! stdout carries records and nothing else (the README's "Commands"), so everything a
 //! person should read goes through here. The verbosity is one user choice
 //! per process, so it is global; a logging framework would add nothing.
 //!

@@ -1,6 +1,6 @@
 //! chatdump: export chat history from contact-center platforms to CSV and
 //! JSON Lines. This file only parses the command line, runs it, prints the
-//! error chain and exits with the code SPEC section 8 assigns.
+//! error chain and exits with the code the README's "Exit codes" assigns.
 
 mod app;
 mod cli;

@@ -1,8 +1,9 @@
 //! The shared record schema: what every source is normalized into.
 //!
 //! The column lists below are the single definition of the output's shape
-//! (SPEC section 4): the CSV header, the JSONL key order and, later, the JSON
-//! Schema all come from them, so a writer cannot drift from another.
+//! (the README's "Records"): the CSV header, the JSONL key order and the JSON
+//! Schema of `chatdump schema` all come from them, so a writer cannot drift
+//! from another.
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
@@ -150,8 +151,8 @@ pub struct Message {
 
 impl Message {
     /// Stable digest of (conversation_id, sent_at, sender, text, occurrence),
-    /// the basis of `message_id` when the platform has none (SPEC section
-    /// 4). `occurrence` tells two identical messages in the same second
+    /// the basis of `message_id` when the platform has none (the README's
+    /// "Records"). `occurrence` tells two identical messages in the same second
     /// apart. Rendered by [`digest_id`].
     pub fn digest(&self, occurrence: u32) -> u128 {
         let mut h = Sha256::new();

@@ -316,8 +316,8 @@ pub struct Pipeline<'a> {
 }
 
 impl<'a> Pipeline<'a> {
-    /// `aggregate`: the driver delivers messages and `records` asks for
-    /// conversations built from them.
+    /// A pipeline writing to `output`, in the shape `shape` describes,
+    /// remembering what `memory` (earlier chunks and runs) saw.
     pub fn new(shape: Shape, output: &'a mut Output, rejects: RejectLog, memory: Memory) -> Self {
         Pipeline {
             records: shape.records,

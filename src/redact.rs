@@ -1,4 +1,4 @@
-//! Personal data removal (`--redact`, SPEC section 7), applied to every
+//! Personal data removal (`--redact`; the README's "Personal data"), applied to every
 //! record before it reaches a writer.
 //!
 //! Two kinds of rules:

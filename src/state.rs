@@ -1,4 +1,4 @@
-//! The checkpoint of incremental runs (`--state FILE`, SPEC section 6).
+//! The checkpoint of incremental runs (`--state FILE`; the README's "Incremental runs").
 //!
 //! The state holds the end of the last window whose records are durably
 //! written, the de-duplication keys of the records in the overlap the next

@@ -2,7 +2,7 @@
 //! the pieces a platform accepts.
 //!
 //! Every bound is computed once, in UTC, and only converted to a platform's
-//! format at the edge (SPEC section 5). Naive times are read in the source's
+//! format at the edge (the README's "Records"). Naive times are read in the source's
 //! zone, never the machine's, so a cron job behaves the same on any host.
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};

@@ -2,7 +2,7 @@
 //!
 //! `csv::Writer` is already buffered, so its buffer is raised rather than
 //! wrapped in another. Cells that a spreadsheet would run as a formula are
-//! prefixed with `'` unless `--csv-raw` (SPEC section 4).
+//! prefixed with `'` unless `--csv-raw` (the README's "Records").
 
 use std::fmt::Write as _;
 use std::io::{self, Write};

@@ -100,7 +100,6 @@ impl Render {
         out.push(':');
         two(out, local.second());
         match offset {
-            None | Some(0) if self.tz.is_none() => out.push('Z'),
             None => out.push('Z'),
             Some(secs) => {
                 out.push(if secs < 0 { '-' } else { '+' });
