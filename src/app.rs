@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use chrono_tz::Tz;
 
-use crate::cli::{Cli, Command, ExportArgs, FormatArg, KindArg, OutputArgs, RecordsArg, RedactArg};
+use crate::cli::{Cli, Command, ExportArgs, FormatArg, OutputArgs, RecordsArg, RedactArg};
 use crate::config::{Config, SourceKind, SourceTable};
 use crate::error::{Error, Kind, Result};
 use crate::export::{self, Options, RedactOptions, WindowArgs};
@@ -16,8 +16,6 @@ use crate::log;
 use crate::model::RecordKind;
 use crate::output::Format;
 use crate::redact::Mode as RedactMode;
-use crate::source::caresoft::Caresoft;
-use crate::source::wolkvox;
 use crate::source::ChatSource;
 
 /// Runs the command; the error carries the exit code.
@@ -99,15 +97,8 @@ pub fn run(cli: Cli) -> Result<()> {
             writeln!(std::io::stdout(), "{text}").map_err(|e| Error::output("stdout", e))
         }
         Command::Init { kinds } => {
-            let kinds: Vec<SourceKind> = kinds
-                .into_iter()
-                .map(|k| match k {
-                    KindArg::Wolkvox => SourceKind::Wolkvox,
-                    KindArg::WolkvoxLive => SourceKind::WolkvoxLive,
-                    KindArg::Ujet => SourceKind::Ujet,
-                    KindArg::Caresoft => SourceKind::Caresoft,
-                })
-                .collect();
+            let kinds: Vec<SourceKind> =
+                kinds.iter().filter_map(|k| SourceKind::parse(k)).collect();
             let path = cli
                 .config
                 .unwrap_or_else(|| std::path::PathBuf::from("chatdump.toml"));
@@ -225,21 +216,11 @@ fn describe(table: &SourceTable<'_>) -> (String, bool) {
 }
 
 fn describe_raw(table: &SourceTable<'_>) -> (String, bool) {
-    match table.kind {
-        SourceKind::Caresoft => (Caresoft::endpoint(table), table.secret_present("token")),
-        SourceKind::Wolkvox => (
-            wolkvox::Client::endpoint(table),
-            table.secret_present("token"),
-        ),
-        SourceKind::Ujet => (
-            crate::source::ujet::Ujet::endpoint(table),
-            table.secret_present("username") && table.secret_present("password"),
-        ),
-        SourceKind::WolkvoxLive => (
-            wolkvox::Client::endpoint(table),
-            table.secret_present("token"),
-        ),
-    }
+    let platform = table.kind.platform();
+    (
+        (platform.endpoint)(table),
+        platform.secrets.iter().all(|s| table.secret_present(s)),
+    )
 }
 
 /// `chatdump check`: one cheap authenticated request per source.
@@ -262,7 +243,8 @@ async fn check(config: &Config, names: &[String]) -> Result<()> {
     for name in &names {
         let result = async {
             let table = config.source(name)?;
-            crate::with_source!(&table, source => check_one(&source, name).await)
+            let source = (table.kind.platform().build)(&table)?;
+            check_one(&*source, name).await
         }
         .await;
         match result {
@@ -290,7 +272,7 @@ async fn check(config: &Config, names: &[String]) -> Result<()> {
     }
 }
 
-async fn check_one<S: ChatSource>(source: &S, name: &str) -> Result<String> {
+async fn check_one<S: ChatSource + ?Sized>(source: &S, name: &str) -> Result<String> {
     let connection = source.connection();
     let http = Http::new(name, connection.auth, connection.settings, 1)?;
     let started = Instant::now();

@@ -62,8 +62,8 @@ pub enum Command {
     /// Write a commented configuration template (to --config, else ./chatdump.toml; never overwrites)
     Init {
         /// Only these kinds (repeatable; default: all)
-        #[arg(long = "kind", value_enum, value_name = "KIND")]
-        kinds: Vec<KindArg>,
+        #[arg(long = "kind", value_name = "KIND", value_parser = kind_names())]
+        kinds: Vec<String>,
     },
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
     #[command(
@@ -77,12 +77,11 @@ pub enum Command {
     Man,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum KindArg {
-    Wolkvox,
-    WolkvoxLive,
-    Ujet,
-    Caresoft,
+/// The `--kind` values: the registry's platform names.
+fn kind_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        crate::source::registry::PLATFORMS.iter().map(|p| p.name),
+    )
 }
 
 #[derive(Debug, Args)]

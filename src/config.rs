@@ -16,35 +16,43 @@ use chrono_tz::Tz;
 use reqwest::Url;
 
 use crate::error::{Error, Result};
+use crate::source::registry::{self, Platform};
 use crate::window::parse_duration;
 
-/// The platforms chatdump knows by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceKind {
-    Wolkvox,
-    WolkvoxLive,
-    Ujet,
-    Caresoft,
-}
+/// A platform, as a `kind` names it: an entry of the registry
+/// (`source::registry`), which is where the platforms are listed.
+#[derive(Clone, Copy)]
+pub struct SourceKind(&'static Platform);
 
 impl SourceKind {
+    pub const fn of(platform: &'static Platform) -> Self {
+        SourceKind(platform)
+    }
+
     pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "wolkvox" => SourceKind::Wolkvox,
-            "wolkvox-live" => SourceKind::WolkvoxLive,
-            "ujet" => SourceKind::Ujet,
-            "caresoft" => SourceKind::Caresoft,
-            _ => return None,
-        })
+        registry::find(text).map(SourceKind)
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Wolkvox => "wolkvox",
-            SourceKind::WolkvoxLive => "wolkvox-live",
-            SourceKind::Ujet => "ujet",
-            SourceKind::Caresoft => "caresoft",
-        }
+        self.0.name
+    }
+
+    pub fn platform(self) -> &'static Platform {
+        self.0
+    }
+}
+
+impl PartialEq for SourceKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for SourceKind {}
+
+impl fmt::Debug for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name)
     }
 }
 
@@ -321,19 +329,19 @@ impl<'a> SourceTable<'a> {
         let mut me = SourceTable {
             config,
             name,
-            kind: SourceKind::Caresoft,
+            kind: SourceKind(registry::PLATFORMS[0]),
             table,
         };
         let kind = me.string("kind")?.ok_or_else(|| {
             me.error(
                 "kind",
-                "is missing (wolkvox, wolkvox-live, ujet or caresoft)",
+                &format!("is missing ({})", registry::names_listed()),
             )
         })?;
         me.kind = SourceKind::parse(&kind).ok_or_else(|| {
             me.error(
                 "kind",
-                &format!("unknown kind {kind:?}: use wolkvox, wolkvox-live, ujet or caresoft"),
+                &format!("unknown kind {kind:?}: use {}", registry::names_listed()),
             )
         })?;
         Ok(me)

@@ -186,10 +186,11 @@ pub async fn export(
     let redactor = redactor(options, config.redact_key_env.as_deref())?;
     let table = config.source(name)?;
     let redactor = redactor.as_ref();
-    crate::with_source!(&table, source => export_one(&source, name, window, options, redactor, dry_run).await)
+    let source = (table.kind.platform().build)(&table)?;
+    export_one(&*source, name, window, options, redactor, dry_run).await
 }
 
-async fn export_one<S: ChatSource>(
+async fn export_one<S: ChatSource + ?Sized>(
     source: &S,
     name: &str,
     window_args: &WindowArgs,
@@ -241,7 +242,7 @@ async fn export_one<S: ChatSource>(
 }
 
 /// One `export` run: its state, memory and outputs across chunks and polls.
-struct Exporter<'a, S: ChatSource> {
+struct Exporter<'a, S: ChatSource + ?Sized> {
     source: &'a S,
     name: &'a str,
     window_args: &'a WindowArgs,
@@ -260,7 +261,7 @@ struct Exporter<'a, S: ChatSource> {
     targets: Vec<String>,
 }
 
-impl<'a, S: ChatSource> Exporter<'a, S> {
+impl<'a, S: ChatSource + ?Sized> Exporter<'a, S> {
     fn open(
         source: &'a S,
         name: &'a str,
@@ -670,7 +671,7 @@ pub fn render(name: &str, platform: &'static str, options: &Options) -> Render {
 
 /// Drives `source` over `window` into `output`; the caller commits. The
 /// memory of earlier chunks (or runs) comes in and goes out.
-pub async fn run<S: ChatSource>(
+pub async fn run<S: ChatSource + ?Sized>(
     source: &S,
     http: &Http,
     window: Window,
@@ -734,7 +735,7 @@ pub fn redactor(options: &Options, key_env: Option<&str>) -> Result<Option<Redac
     )))
 }
 
-fn print_plan<S: ChatSource>(
+fn print_plan<S: ChatSource + ?Sized>(
     source: &S,
     name: &str,
     window: &Window,

@@ -22,7 +22,7 @@ type Column = (&'static str, Type, bool, Option<&'static str>, &'static str);
 
 const COLUMNS: &[Column] = &[
     ("source", Type::Text, false, None, "The configured source name."),
-    ("platform", Type::Text, false, None, "The source kind: wolkvox, wolkvox-live, ujet or caresoft."),
+    ("platform", Type::Text, false, None, "The source kind (its `kind` in the configuration)."),
     ("conversation_id", Type::Text, false, None, "The platform's id of the conversation (chat, conn_id)."),
     ("channel", Type::Text, true, None, "Lowercase channel: whatsapp, facebook, instagram, web, livechat, zalo, sms, app, ..."),
     ("status", Type::Text, true, None, "The conversation's state as the platform reports it (answered, missed, finished, active, ...)."),
@@ -75,7 +75,11 @@ pub fn schema(kind: RecordKind, include_raw: bool) -> Value {
             p["enum"] = json!(["agent", "customer", "bot", "system", "unknown"]);
         }
         if *name == "platform" {
-            p["enum"] = json!(["wolkvox", "wolkvox-live", "ujet", "caresoft"]);
+            let names: Vec<&str> = crate::source::registry::PLATFORMS
+                .iter()
+                .map(|p| p.name)
+                .collect();
+            p["enum"] = json!(names);
         }
         if let Some(class) = pii {
             p["x-pii"] = json!(class);

@@ -32,6 +32,7 @@ use crate::error::{Kind, Result};
 use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Conversation, Item, Message, Record, RecordKind, Sender};
+use crate::source::registry::{Demo, Platform};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::{format_in_zone, parse_platform_time, Window};
 
@@ -47,6 +48,22 @@ pub const KEYS: &[&str] = &[
     "lookback",
     "concurrency",
 ];
+
+pub static PLATFORM: Platform = Platform {
+    name: "caresoft",
+    keys: &[KEYS],
+    secrets: &["token"],
+    build,
+    endpoint: Caresoft::endpoint,
+    demo: Demo {
+        config: demo::config,
+        answer: demo::answer,
+    },
+};
+
+fn build(table: &SourceTable<'_>) -> Result<Box<dyn ChatSource>> {
+    Ok(Box::new(Caresoft::from_config(table)?))
+}
 
 const QUERY_TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
 const MAX_PAGE_SIZE: i64 = 500;
@@ -73,7 +90,7 @@ pub struct Caresoft {
 
 impl Caresoft {
     pub fn from_config(table: &SourceTable<'_>) -> Result<Caresoft> {
-        table.check_keys(KEYS)?;
+        table.check_keys(&PLATFORM.all_keys())?;
         let base = table.base_url(|| {
             let domain = table.required_string("domain")?;
             Ok(format!(
@@ -231,7 +248,7 @@ impl Caresoft {
 
 impl ChatSource for Caresoft {
     fn kind(&self) -> SourceKind {
-        SourceKind::Caresoft
+        SourceKind::of(&PLATFORM)
     }
 
     fn timezone(&self) -> Tz {
@@ -705,5 +722,129 @@ mod tests {
         assert_eq!(seconds(&row, "c").unwrap(), Some(39));
         assert_eq!(seconds(&row, "d").unwrap(), None);
         assert!(seconds(&row, "e").is_err());
+    }
+}
+
+/// The demo's CareSoft: the samples under `fixtures/caresoft`, answered
+/// the way the platform's listing answers.
+pub mod demo {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+
+    use serde_json::Value;
+
+    pub fn config(addr: SocketAddr) -> String {
+        format!(
+            "[sources.demo-caresoft]\nkind = \"caresoft\"\nbase_url = \"http://{addr}/caresoft/demo\"\n\
+             token = \"{}\"\nconcurrency = 2\npage_size = 2\nrate_limit = 200\n",
+            crate::demo::TOKEN
+        )
+    }
+
+    pub fn answer(path: &str, query: &HashMap<String, String>) -> Option<(u16, String)> {
+        match path {
+            "/demo/api/v1/chats" => Some(caresoft_page(&CARESOFT_CHATS, query)),
+            "/demo/api/v1/chats/messages" => Some(caresoft_page(&CARESOFT_MESSAGES, query)),
+            _ => None,
+        }
+    }
+
+    const CARESOFT_CHATS: [(u32, &str); 3] = [
+        (
+            0,
+            include_str!("../../fixtures/caresoft/chats-livechat.json"),
+        ),
+        (
+            1,
+            include_str!("../../fixtures/caresoft/chats-facebook.json"),
+        ),
+        (3, include_str!("../../fixtures/caresoft/chats-zalo.json")),
+    ];
+
+    const CARESOFT_MESSAGES: [(u32, &str); 3] = [
+        (
+            0,
+            include_str!("../../fixtures/caresoft/messages-livechat.json"),
+        ),
+        (
+            1,
+            include_str!("../../fixtures/caresoft/messages-facebook.json"),
+        ),
+        (
+            3,
+            include_str!("../../fixtures/caresoft/messages-zalo.json"),
+        ),
+    ];
+
+    /// CareSoft's listing behaviour: one conversation type (live chat when not
+    /// given), filtered on `start_time` (both bounds inclusive), paged.
+    fn caresoft_page(files: &[(u32, &str)], query: &HashMap<String, String>) -> (u16, String) {
+        let kind: u32 = query
+            .get("conversation_type")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let page: usize = query
+            .get("page")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+            .max(1);
+        let count: usize = query
+            .get("count")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50)
+            .clamp(1, 500);
+        // The query's `...T..:..:..Z` is local wall clock, like the rows.
+        let bound = |key: &str| {
+            query
+                .get(key)
+                .map(|v| v.replace('T', " ").trim_end_matches('Z').to_string())
+        };
+        let (since, to) = (bound("start_time_since"), bound("start_time_to"));
+        let rows: Vec<Value> = files
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .flat_map(|(_, text)| {
+                serde_json::from_str::<Value>(text)
+                    .ok()
+                    .and_then(|v| v.get("chats").and_then(Value::as_array).cloned())
+                    .unwrap_or_default()
+            })
+            .filter(|row| {
+                let start = row.get("start_time").and_then(Value::as_str).unwrap_or("");
+                since.as_deref().is_none_or(|s| start >= s)
+                    && to.as_deref().is_none_or(|t| start <= t)
+            })
+            .collect();
+        let page_rows: Vec<&Value> = rows.iter().skip((page - 1) * count).take(count).collect();
+        let body = serde_json::json!({"code": "ok", "numFound": rows.len(), "chats": page_rows});
+        (200, body.to_string())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn fake_caresoft_filters_and_pages() {
+            let mut q: HashMap<String, String> = HashMap::new();
+            q.insert("count".into(), "2".into());
+            let (_, body) = caresoft_page(&CARESOFT_CHATS, &q);
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["numFound"], 3, "live chat when no type is given");
+            assert_eq!(v["chats"].as_array().unwrap().len(), 2);
+            q.insert("page".into(), "2".into());
+            let (_, body) = caresoft_page(&CARESOFT_CHATS, &q);
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["chats"].as_array().unwrap().len(), 1);
+            q.insert("start_time_since".into(), "2024-03-03T00:00:00Z".into());
+            q.insert("page".into(), "1".into());
+            let (_, body) = caresoft_page(&CARESOFT_CHATS, &q);
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["numFound"], 2);
+            q.insert("conversation_type".into(), "3".into());
+            let (_, body) = caresoft_page(&CARESOFT_CHATS, &q);
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["numFound"], 0, "the zalo sample starts on March 2");
+        }
     }
 }

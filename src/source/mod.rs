@@ -11,36 +11,9 @@
 //! async work. That keeps providers trivially testable on fixture bytes.
 
 pub mod caresoft;
+pub mod registry;
 pub mod ujet;
 pub mod wolkvox;
-
-/// Builds the provider a configured source's kind names and evaluates
-/// `$body` with it bound to `$source`. This is the one `match` on the kind;
-/// everything it calls is generic over [`ChatSource`].
-#[macro_export]
-macro_rules! with_source {
-    ($table:expr, $source:ident => $body:expr) => {{
-        let table: &$crate::config::SourceTable<'_> = $table;
-        match table.kind {
-            $crate::config::SourceKind::Caresoft => {
-                let $source = $crate::source::caresoft::Caresoft::from_config(table)?;
-                $body
-            }
-            $crate::config::SourceKind::Wolkvox => {
-                let $source = $crate::source::wolkvox::reports::Reports::from_config(table)?;
-                $body
-            }
-            $crate::config::SourceKind::Ujet => {
-                let $source = $crate::source::ujet::Ujet::from_config(table)?;
-                $body
-            }
-            $crate::config::SourceKind::WolkvoxLive => {
-                let $source = $crate::source::wolkvox::live::Live::from_config(table)?;
-                $body
-            }
-        }
-    }};
-}
 
 use chrono::Duration;
 use chrono_tz::Tz;
@@ -288,7 +261,7 @@ pub struct DriveStats {
 const MAX_PAGES_PER_QUERY: u32 = 100_000;
 
 /// Fetches every query of every slice of `window`, feeding `sink`.
-pub async fn drive<S: ChatSource>(
+pub async fn drive<S: ChatSource + ?Sized>(
     source: &S,
     http: &Http,
     window: Window,
@@ -323,7 +296,7 @@ pub async fn drive<S: ChatSource>(
 }
 
 /// Sends the check request and reads the response like any page.
-pub async fn check<S: ChatSource>(source: &S, http: &Http) -> Result<Url> {
+pub async fn check<S: ChatSource + ?Sized>(source: &S, http: &Http) -> Result<Url> {
     let (query, url) = source.check();
     fetch_collect(source, http, &query, &url, false).await?;
     Ok(url)
@@ -375,7 +348,7 @@ impl Accept for CollectContext<'_> {
 
 /// Walks every page (or bisected window) of one query. Returns the number
 /// of requests made.
-async fn fetch_query<S: ChatSource>(
+async fn fetch_query<S: ChatSource + ?Sized>(
     source: &S,
     http: &Http,
     query: &Query,
@@ -415,7 +388,7 @@ async fn fetch_query<S: ChatSource>(
 /// Numbered pages: page 1 tells the total; the announced pages are fetched
 /// concurrently and consumed in order; paging goes on while pages come back
 /// full (the total can grow meanwhile) and stops at a short or empty page.
-async fn fetch_numbered<S: ChatSource>(
+async fn fetch_numbered<S: ChatSource + ?Sized>(
     source: &S,
     http: &Http,
     query: &Query,
@@ -505,7 +478,7 @@ async fn fetch_numbered<S: ChatSource>(
 /// does the next request ask for page 2, 3, ... of the same start. No
 /// request repeats, and every request either moves the start forward or
 /// pages further, so the loop ends.
-async fn fetch_tail<S: ChatSource>(
+async fn fetch_tail<S: ChatSource + ?Sized>(
     source: &S,
     http: &Http,
     query: &Query,
@@ -561,7 +534,7 @@ async fn fetch_tail<S: ChatSource>(
 
 /// Fetches one response and parses it into a list: pages are small, and
 /// holding one lets pages be fetched concurrently and consumed in order.
-async fn fetch_collect<S: ChatSource>(
+async fn fetch_collect<S: ChatSource + ?Sized>(
     source: &S,
     http: &Http,
     query: &Query,
@@ -593,7 +566,7 @@ impl Accept for Collect {
 /// record cap is split in two and both halves fetched, down to the floor.
 /// Records of a truncated response are already written; the halves deliver
 /// them again and de-duplication drops them.
-async fn fetch_capped<S: ChatSource>(
+async fn fetch_capped<S: ChatSource + ?Sized>(
     source: &S,
     http: &Http,
     query: &Query,
@@ -655,7 +628,7 @@ struct Answer {
 /// over its limit) is a transient failure marked [`UNREADABLE`]: retried,
 /// and if it stays so the run ends without committing the window.
 /// `page_limit` bounds the bytes of records a collected page may hold.
-async fn fetch_streamed<S: ChatSource>(
+async fn fetch_streamed<S: ChatSource + ?Sized>(
     source: &S,
     http: &Http,
     query: &Query,
@@ -798,7 +771,7 @@ pub mod testing {
     }
 
     /// Feeds `body` in small pieces, as a network would cut it.
-    pub fn parse_body<S: ChatSource>(
+    pub fn parse_body<S: ChatSource + ?Sized>(
         source: &S,
         query: &Query,
         body: &str,
@@ -930,7 +903,7 @@ pub mod testing {
 
     /// Valid JSON is never an unreadable response: the mapper makes
     /// records or rejections of it, and never panics.
-    fn map_any<S: ChatSource>(source: &S, item: &[u8]) -> std::result::Result<(), String> {
+    fn map_any<S: ChatSource + ?Sized>(source: &S, item: &[u8]) -> std::result::Result<(), String> {
         let window = Window::new(
             chrono::DateTime::<chrono::Utc>::MIN_UTC,
             chrono::DateTime::<chrono::Utc>::MAX_UTC,

@@ -32,6 +32,7 @@ use crate::error::Result;
 use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Conversation, Item, Record, RecordKind};
+use crate::source::registry::{Demo, Platform};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::Window;
 
@@ -48,6 +49,22 @@ pub const KEYS: &[&str] = &[
     "lookback",
 ];
 
+pub static PLATFORM: Platform = Platform {
+    name: "ujet",
+    keys: &[KEYS],
+    secrets: &["username", "password"],
+    build,
+    endpoint: Ujet::endpoint,
+    demo: Demo {
+        config: demo::config,
+        answer: demo::answer,
+    },
+};
+
+fn build(table: &SourceTable<'_>) -> Result<Box<dyn ChatSource>> {
+    Ok(Box::new(Ujet::from_config(table)?))
+}
+
 /// The API silently serves at most this many records per page.
 const MAX_PER: i64 = 100;
 const QUERY_TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
@@ -62,7 +79,7 @@ pub struct Ujet {
 
 impl Ujet {
     pub fn from_config(table: &SourceTable<'_>) -> Result<Ujet> {
-        table.check_keys(KEYS)?;
+        table.check_keys(&PLATFORM.all_keys())?;
         let base = table.base_url(|| {
             let sub = table.required_string("subdomain")?;
             let domain = table.string("domain")?.unwrap_or_else(|| "ujet.co".into());
@@ -112,7 +129,7 @@ impl Ujet {
 
 impl ChatSource for Ujet {
     fn kind(&self) -> SourceKind {
-        SourceKind::Ujet
+        SourceKind::of(&PLATFORM)
     }
 
     /// UJET sends UTC; naive `--from` values are read in UTC too.
@@ -418,5 +435,59 @@ mod tests {
             src.check().1.path(),
             "/manager/api/v1/settings/organization"
         );
+    }
+}
+
+/// The demo's Manager API: the sample under `fixtures/ujet`.
+pub mod demo {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+
+    use serde_json::Value;
+
+    pub fn config(addr: SocketAddr) -> String {
+        format!(
+            "[sources.demo-ujet]\nkind = \"ujet\"\nbase_url = \"http://{addr}/ujet\"\n\
+             username = \"demo\"\npassword = \"{}\"\npage_size = 2\nrate_limit = 200\n",
+            crate::demo::TOKEN
+        )
+    }
+
+    pub fn answer(path: &str, query: &HashMap<String, String>) -> Option<(u16, String)> {
+        (path == "/manager/api/v1/chats").then(|| ujet_chats(query))
+    }
+
+    const UJET_CHATS: &str = include_str!("../../fixtures/ujet/chats.json");
+
+    /// The Manager API's chat listing: `updated_at` in [from, to), sorted
+    /// ascending, `per` (at most 100) a page.
+    fn ujet_chats(query: &HashMap<String, String>) -> (u16, String) {
+        let from = query.get("updated_at[from]").cloned().unwrap_or_default();
+        let to = query
+            .get("updated_at[to]")
+            .cloned()
+            .unwrap_or_else(|| "9".into());
+        let per: usize = query
+            .get("per")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100)
+            .clamp(1, 100);
+        let page: usize = query
+            .get("page")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+            .max(1);
+        let all: Vec<Value> = serde_json::from_str(UJET_CHATS).unwrap_or_default();
+        let updated = |c: &Value| c["updated_at"].as_str().unwrap_or("").to_string();
+        let mut rows: Vec<Value> = all
+            .into_iter()
+            .filter(|c| {
+                let u = updated(c);
+                u >= from && u < to
+            })
+            .collect();
+        rows.sort_by_key(updated);
+        let page_rows: Vec<Value> = rows.into_iter().skip((page - 1) * per).take(per).collect();
+        (200, Value::Array(page_rows).to_string())
     }
 }

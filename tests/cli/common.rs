@@ -129,3 +129,37 @@ pub fn sigterm(child: &std::process::Child) {
         .unwrap();
     assert!(sent.success());
 }
+
+/// Asserts that `got` is `want`; on failure shows where they part, line by
+/// line with a little context, instead of two walls of text.
+pub fn assert_same_text(got: &str, want: &str) {
+    if got == want {
+        return;
+    }
+    let (g, w): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
+    let first = g
+        .iter()
+        .zip(&w)
+        .position(|(a, b)| a != b)
+        .unwrap_or(g.len().min(w.len()));
+    let mut report = format!(
+        "output differs from the expected file at line {} ({} lines, expected {}):\n",
+        first + 1,
+        g.len(),
+        w.len()
+    );
+    for i in first.saturating_sub(2)..(first + 3).min(g.len().max(w.len())) {
+        match (w.get(i), g.get(i)) {
+            (Some(a), Some(b)) if a == b => report.push_str(&format!("  {:>4}   {a}\n", i + 1)),
+            (a, b) => {
+                if let Some(a) = a {
+                    report.push_str(&format!("- {:>4}   {a}\n", i + 1));
+                }
+                if let Some(b) = b {
+                    report.push_str(&format!("+ {:>4}   {b}\n", i + 1));
+                }
+            }
+        }
+    }
+    panic!("{report}");
+}

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::process::Stdio;
 
-use crate::common::{command, repo, run};
+use crate::common::{assert_same_text, command, repo, run};
 
 #[tokio::test]
 async fn demo_messages_match_the_expected_csv() {
@@ -23,7 +23,7 @@ async fn demo_messages_match_the_expected_csv() {
     assert!(r.stderr.contains("exported 26 messages"), "{}", r.stderr);
     let got = std::fs::read_to_string(dir.path().join("out/msgs.csv")).unwrap();
     let want = std::fs::read_to_string(repo().join("tests/expected/demo-messages.csv")).unwrap();
-    assert_eq!(got, want);
+    assert_same_text(&got, &want);
 }
 
 #[tokio::test]
@@ -34,7 +34,7 @@ async fn demo_conversations_on_stdout_match_the_expected_jsonl() {
     assert!(r.stderr.is_empty(), "-q keeps stderr empty: {}", r.stderr);
     let want =
         std::fs::read_to_string(repo().join("tests/expected/demo-conversations.jsonl")).unwrap();
-    assert_eq!(r.stdout, want);
+    assert_same_text(&r.stdout, &want);
 }
 
 #[tokio::test]

@@ -28,10 +28,27 @@ use crate::error::Result;
 use crate::http::Verdict;
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Conversation, Item, Message, Record, RecordKind};
+use crate::source::registry::{Demo, Platform};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::{parse_platform_time, Window};
 
 pub const KEYS: &[&str] = &["forget_after"];
+
+pub static PLATFORM: Platform = Platform {
+    name: "wolkvox-live",
+    keys: &[SHARED_KEYS, KEYS],
+    secrets: &["token"],
+    build,
+    endpoint: Client::endpoint,
+    demo: Demo {
+        config: demo::config,
+        answer: demo::answer,
+    },
+};
+
+fn build(table: &SourceTable<'_>) -> Result<Box<dyn ChatSource>> {
+    Ok(Box::new(Live::from_config(table)?))
+}
 
 pub struct Live {
     client: Client,
@@ -40,8 +57,7 @@ pub struct Live {
 
 impl Live {
     pub fn from_config(table: &SourceTable<'_>) -> Result<Live> {
-        let keys: Vec<&str> = SHARED_KEYS.iter().chain(KEYS).copied().collect();
-        table.check_keys(&keys)?;
+        table.check_keys(&PLATFORM.all_keys())?;
         Ok(Live {
             client: Client::from_config(table)?,
             forget_after: table
@@ -183,7 +199,7 @@ impl Live {
 
 impl ChatSource for Live {
     fn kind(&self) -> SourceKind {
-        SourceKind::WolkvoxLive
+        SourceKind::of(&PLATFORM)
     }
 
     fn timezone(&self) -> Tz {
@@ -346,5 +362,26 @@ mod tests {
         assert_eq!(c.message_count, Some(3));
         assert_eq!(c.duration_s, Some(75));
         assert!(raw.contains("\"connector_id\""), "connector id in raw");
+    }
+}
+
+/// The demo's real-time chats: the sample under `fixtures/wolkvox`.
+pub mod demo {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+
+    pub fn config(addr: SocketAddr) -> String {
+        format!(
+            "[sources.demo-wolkvox-live]\nkind = \"wolkvox-live\"\nbase_url = \"http://{addr}/wolkvox-live\"\n\
+             token = \"{}\"\nrate_limit = 200\n",
+            crate::demo::TOKEN
+        )
+    }
+
+    const WOLKVOX_LIVE: &str = include_str!("../../../fixtures/wolkvox/real_time-chats.json");
+
+    pub fn answer(path: &str, query: &HashMap<String, String>) -> Option<(u16, String)> {
+        (path == "/api/v2/real_time.php" && query.get("api").is_some_and(|a| a == "chats"))
+            .then(|| (200, WOLKVOX_LIVE.to_string()))
     }
 }

@@ -31,10 +31,27 @@ use crate::error::Result;
 use crate::http::Verdict;
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Item, Message, Record, RecordKind};
+use crate::source::registry::{Demo, Platform};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::{format_in_zone, parse_platform_time, Window};
 
 pub const KEYS: &[&str] = &["window", "record_cap", "settle", "lookback"];
+pub static PLATFORM: Platform = Platform {
+    name: "wolkvox",
+    keys: &[SHARED_KEYS, KEYS],
+    secrets: &["token"],
+    build,
+    endpoint: Client::endpoint,
+    demo: Demo {
+        config: demo::config,
+        answer: demo::answer,
+    },
+};
+
+fn build(table: &SourceTable<'_>) -> Result<Box<dyn ChatSource>> {
+    Ok(Box::new(Reports::from_config(table)?))
+}
+
 const MAX_WINDOW_DAYS: i64 = 31;
 const DEFAULT_RECORD_CAP: i64 = 60_000;
 
@@ -46,8 +63,7 @@ pub struct Reports {
 
 impl Reports {
     pub fn from_config(table: &SourceTable<'_>) -> Result<Reports> {
-        let keys: Vec<&str> = SHARED_KEYS.iter().chain(KEYS).copied().collect();
-        table.check_keys(&keys)?;
+        table.check_keys(&PLATFORM.all_keys())?;
         let defaults = Timing {
             window: Duration::days(1),
             settle: Duration::minutes(10),
@@ -166,7 +182,7 @@ fn message(row: &Entry<'_>, chat: &Entry<'_>, zone: Tz) -> Result<Message, Strin
 
 impl ChatSource for Reports {
     fn kind(&self) -> SourceKind {
-        SourceKind::Wolkvox
+        SourceKind::of(&PLATFORM)
     }
 
     fn timezone(&self) -> Tz {
@@ -421,5 +437,62 @@ mod tests {
         .unwrap();
         assert!(Reports::from_config(&config.source("b").unwrap()).is_err());
         assert_eq!(source("record_cap = 10").record_cap, 10);
+    }
+}
+
+/// The demo's `chat_2` report: the sample under `fixtures/wolkvox`.
+pub mod demo {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+
+    use serde_json::Value;
+
+    pub fn config(addr: SocketAddr) -> String {
+        format!(
+            "[sources.demo-wolkvox]\nkind = \"wolkvox\"\nbase_url = \"http://{addr}/wolkvox\"\n\
+             token = \"{}\"\nrate_limit = 200\n",
+            crate::demo::TOKEN
+        )
+    }
+
+    pub fn answer(path: &str, query: &HashMap<String, String>) -> Option<(u16, String)> {
+        (path == "/api/v2/reports_manager.php").then(|| wolkvox_report(query))
+    }
+
+    const WOLKVOX_CHATS: &str = include_str!("../../../fixtures/wolkvox/chat_2-nested.json");
+
+    /// Wolkvox `chat_2`: the chats whose first message falls in
+    /// [date_ini, date_end] (both inclusive, naive local time); 404 when none.
+    fn wolkvox_report(query: &HashMap<String, String>) -> (u16, String) {
+        let bound = |key: &str| {
+            query
+                .get(key)
+                .and_then(|v| chrono::NaiveDateTime::parse_from_str(v, "%Y%m%d%H%M%S").ok())
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        };
+        let (Some(from), Some(to)) = (bound("date_ini"), bound("date_end")) else {
+            return (
+                400,
+                r#"{"code":400,"error":"BAD REQUEST","msg":"SOME PARAMETERS ARE REQUIRED"}"#.into(),
+            );
+        };
+        let all: Value = serde_json::from_str(WOLKVOX_CHATS).unwrap_or_default();
+        let chats: Vec<&Value> = all["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|chat| {
+                let first = chat["conversation"][0]["date"].as_str().unwrap_or("");
+                first >= from.as_str() && first <= to.as_str()
+            })
+            .collect();
+        if chats.is_empty() {
+            return (
+                404,
+                r#"{"code":404,"error":"NOT FOUND","msg":"0 records were found"}"#.into(),
+            );
+        }
+        let body = serde_json::json!({"code": 200, "error": null, "msg": format!("{} records were found", chats.len()), "data": chats});
+        (200, body.to_string())
     }
 }
