@@ -33,8 +33,8 @@ use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Conversation, Item, Message, Record, RecordKind, Sender};
 use crate::source::registry::{Demo, Platform};
-use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
-use crate::window::{format_in_zone, parse_platform_time, Window};
+use crate::source::{fields, ChatSource, Connection, Paging, Parsed, Query, Timing};
+use crate::window::{format_in_zone, Window};
 
 pub const KEYS: &[&str] = &[
     "domain",
@@ -167,28 +167,28 @@ impl Caresoft {
         query: &Query,
         row: &Map<String, Value>,
     ) -> Result<Option<Conversation>, String> {
-        let id = text(row, "conversation_id").ok_or("conversation_id is missing")?;
-        let started_at = time(row, "start_time", self.zone)?;
+        let id = fields::text(row.get("conversation_id")).ok_or("conversation_id is missing")?;
+        let started_at = fields::local_time(row.get("start_time"), "start_time", self.zone)?;
         if started_at.is_some_and(|t| !query.window.contains(t)) {
             return Ok(None);
         }
         Ok(Some(Conversation {
             conversation_id: id,
             channel: Some(Self::channel(query.variant).to_string()),
-            status: text(row, "chat_status").map(|s| status_name(&s)),
+            status: fields::text(row.get("chat_status")).map(|s| status_name(&s)),
             started_at,
-            ended_at: time(row, "end_time", self.zone)?,
+            ended_at: fields::local_time(row.get("end_time"), "end_time", self.zone)?,
             updated_at: None,
-            duration_s: seconds(row, "chat_duration")?,
-            wait_s: seconds(row, "waitTime")?,
-            agent_id: text(row, "agent_id"),
-            agent_name: text(row, "agent_name"),
-            agent_email: text(row, "agent_email"),
-            customer_id: text(row, "customer_id"),
-            customer_name: text(row, "cus_name"),
-            customer_phone: text(row, "cus_phone"),
-            customer_email: text(row, "cus_email"),
-            queue: text(row, "group_name"),
+            duration_s: fields::seconds(row.get("chat_duration"), "chat_duration")?,
+            wait_s: fields::seconds(row.get("waitTime"), "waitTime")?,
+            agent_id: fields::text(row.get("agent_id")),
+            agent_name: fields::text(row.get("agent_name")),
+            agent_email: fields::text(row.get("agent_email")),
+            customer_id: fields::text(row.get("customer_id")),
+            customer_name: fields::text(row.get("cus_name")),
+            customer_phone: fields::text(row.get("cus_phone")),
+            customer_email: fields::text(row.get("cus_email")),
+            queue: fields::text(row.get("group_name")),
             message_count: None,
             rating: None,
             sentiment: None,
@@ -196,15 +196,16 @@ impl Caresoft {
     }
 
     fn message(&self, query: &Query, row: &Map<String, Value>) -> Result<Option<Message>, String> {
-        let id = text(row, "conversation_id").ok_or("conversation_id is missing")?;
-        let conversation_start = time(row, "start_time", self.zone)?;
+        let id = fields::text(row.get("conversation_id")).ok_or("conversation_id is missing")?;
+        let conversation_start =
+            fields::local_time(row.get("start_time"), "start_time", self.zone)?;
         if conversation_start.is_some_and(|t| !query.window.contains(t)) {
             return Ok(None);
         }
-        let sent_at = time(row, "time", self.zone)?;
-        let agent_id = positive_id(row, "sender_agent_id");
-        let visitor_id = positive_id(row, "sender_visitor_id");
-        let sender = if integer(row, "type")? == Some(3) {
+        let sent_at = fields::local_time(row.get("time"), "time", self.zone)?;
+        let agent_id = fields::positive_id(row.get("sender_agent_id"));
+        let visitor_id = fields::positive_id(row.get("sender_visitor_id"));
+        let sender = if fields::integer(row.get("type"), "type")? == Some(3) {
             Sender::System
         } else if agent_id.is_some() {
             Sender::Agent
@@ -214,8 +215,8 @@ impl Caresoft {
             Sender::Unknown
         };
         let sender_name = match sender {
-            Sender::Agent => text(row, "sender_agent_name"),
-            Sender::Customer => text(row, "sender_visitor_name"),
+            Sender::Agent => fields::text(row.get("sender_agent_name")),
+            Sender::Customer => fields::text(row.get("sender_visitor_name")),
             _ => None,
         };
         let content = match row.get("content") {
@@ -227,7 +228,7 @@ impl Caresoft {
         };
         Ok(Some(Message {
             conversation_id: id,
-            message_id: text(row, "msg_id").or_else(|| text(row, "id")),
+            message_id: fields::text(row.get("msg_id")).or_else(|| fields::text(row.get("id"))),
             seq: 0,
             sent_at,
             sender,
@@ -235,13 +236,13 @@ impl Caresoft {
             recipient_name: None,
             channel: Some(Self::channel(query.variant).to_string()),
             text: content,
-            agent_id: agent_id.or_else(|| positive_id(row, "last_agent_user_id")),
+            agent_id: agent_id.or_else(|| fields::positive_id(row.get("last_agent_user_id"))),
             agent_name: None,
-            customer_id: visitor_id.or_else(|| positive_id(row, "requester_id")),
+            customer_id: visitor_id.or_else(|| fields::positive_id(row.get("requester_id"))),
             customer_name: None,
             customer_phone: None,
             sentiment: None,
-            order_key: integer(row, "message_index")?,
+            order_key: fields::integer(row.get("message_index"), "message_index")?,
         }))
     }
 }
@@ -425,71 +426,6 @@ fn suffix(message: &str) -> String {
         String::new()
     } else {
         format!(" ({:?})", message.trim())
-    }
-}
-
-/// A non-empty text value; numbers are ids and become their decimal text.
-fn text(row: &Map<String, Value>, key: &str) -> Option<String> {
-    match row.get(key)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// An id that counts only when positive (CareSoft uses 0 or null for "none").
-fn positive_id(row: &Map<String, Value>, key: &str) -> Option<String> {
-    match row.get(key)? {
-        Value::Number(n) if n.as_i64().is_some_and(|v| v > 0) => Some(n.to_string()),
-        Value::String(s) if s.trim().parse::<i64>().is_ok_and(|v| v > 0) => {
-            Some(s.trim().to_string())
-        }
-        _ => None,
-    }
-}
-
-fn integer(row: &Map<String, Value>, key: &str) -> Result<Option<i64>, String> {
-    match row.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| format!("{key} is not a whole number")),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("{key} {s:?} is not a number")),
-        Some(_) => Err(format!("{key} is not a number")),
-    }
-}
-
-fn time(
-    row: &Map<String, Value>,
-    key: &str,
-    zone: Tz,
-) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
-    match row.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => parse_platform_time(s, zone).map_err(|e| format!("{key}: {e}")),
-        Some(_) => Err(format!("{key} is not a timestamp string")),
-    }
-}
-
-/// Seconds from an integer or an `HH:MM:SS` string.
-fn seconds(row: &Map<String, Value>, key: &str) -> Result<Option<i64>, String> {
-    match row.get(key) {
-        Some(Value::String(s)) if s.contains(':') => {
-            let parts: Vec<&str> = s.trim().split(':').collect();
-            let numbers: Option<Vec<i64>> = parts.iter().map(|p| p.parse().ok()).collect();
-            match numbers.as_deref() {
-                Some([h, m, s]) => Ok(Some(h * 3600 + m * 60 + s)),
-                Some([m, s]) => Ok(Some(m * 60 + s)),
-                _ => Err(format!("{key} {s:?} is not HH:MM:SS")),
-            }
-        }
-        _ => integer(row, key),
     }
 }
 
@@ -717,11 +653,11 @@ mod tests {
         let row: Map<String, Value> =
             serde_json::from_str(r#"{"a":"01:02:03","b":"00:08","c":39,"d":"","e":"x:y"}"#)
                 .unwrap();
-        assert_eq!(seconds(&row, "a").unwrap(), Some(3723));
-        assert_eq!(seconds(&row, "b").unwrap(), Some(8));
-        assert_eq!(seconds(&row, "c").unwrap(), Some(39));
-        assert_eq!(seconds(&row, "d").unwrap(), None);
-        assert!(seconds(&row, "e").is_err());
+        assert_eq!(fields::seconds(row.get("a"), "a").unwrap(), Some(3723));
+        assert_eq!(fields::seconds(row.get("b"), "b").unwrap(), Some(8));
+        assert_eq!(fields::seconds(row.get("c"), "c").unwrap(), Some(39));
+        assert_eq!(fields::seconds(row.get("d"), "d").unwrap(), None);
+        assert!(fields::seconds(row.get("e"), "e").is_err());
     }
 }
 

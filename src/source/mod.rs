@@ -11,6 +11,7 @@
 //! async work. That keeps providers trivially testable on fixture bytes.
 
 pub mod caresoft;
+pub mod fields;
 pub mod registry;
 pub mod ujet;
 pub mod wolkvox;
@@ -183,11 +184,18 @@ pub trait ChatSource {
     /// Whether a request returns the state of things now rather than a time
     /// window's records (windows then only mark when each poll happened).
     fn is_snapshot(&self) -> bool {
-        false
+        self.paging() == Paging::Snapshot
     }
     fn paging(&self) -> Paging;
-    /// The queries that together cover `window` for `stream`.
-    fn queries(&self, window: Window, stream: RecordKind) -> Vec<Query>;
+    /// The queries that together cover `window` for `stream`: one, unless
+    /// the platform must be asked several times (CareSoft: per type).
+    fn queries(&self, window: Window, stream: RecordKind) -> Vec<Query> {
+        vec![Query {
+            window,
+            stream,
+            variant: 0,
+        }]
+    }
     /// The URL of page `page` (1-based) of `query`.
     fn page_url(&self, query: &Query, page: u32) -> Url;
     /// Reads a non-2xx response (status and small body).

@@ -21,7 +21,7 @@
 //!   rejected with its raw JSON.
 //! - Timestamps are UTC with milliseconds (`2019-07-17T07:27:14.000Z`).
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use chrono_tz::Tz;
 use reqwest::Url;
 use serde_json::value::RawValue;
@@ -33,7 +33,7 @@ use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Conversation, Item, Record, RecordKind};
 use crate::source::registry::{Demo, Platform};
-use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
+use crate::source::{fields, ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::Window;
 
 pub const KEYS: &[&str] = &[
@@ -162,14 +162,6 @@ impl ChatSource for Ujet {
         }
     }
 
-    fn queries(&self, window: Window, stream: RecordKind) -> Vec<Query> {
-        vec![Query {
-            window,
-            stream,
-            variant: 0,
-        }]
-    }
-
     fn page_url(&self, query: &Query, page: u32) -> Url {
         self.url(
             "manager/api/v1/chats",
@@ -244,17 +236,18 @@ impl ChatSource for Ujet {
 }
 
 fn chat(row: &Map<String, Value>) -> Result<Conversation, String> {
-    let id = text(row.get("id")).ok_or("id is missing")?;
-    let updated_at = time(row, "updated_at")?.ok_or("updated_at is missing")?;
+    let id = fields::text(row.get("id")).ok_or("id is missing")?;
+    let updated_at =
+        fields::utc_time(row.get("updated_at"), "updated_at")?.ok_or("updated_at is missing")?;
     let (agent_id, agent_name) = match row.get("agent_info") {
         Some(Value::Object(agent)) => {
-            let name = text(agent.get("name")).or_else(|| {
-                let first = text(agent.get("first_name")).unwrap_or_default();
-                let last = text(agent.get("last_name")).unwrap_or_default();
+            let name = fields::text(agent.get("name")).or_else(|| {
+                let first = fields::text(agent.get("first_name")).unwrap_or_default();
+                let last = fields::text(agent.get("last_name")).unwrap_or_default();
                 let full = format!("{first} {last}").trim().to_string();
                 (!full.is_empty()).then_some(full)
             });
-            (text(agent.get("id")).filter(|i| i != "0"), name)
+            (fields::text(agent.get("id")).filter(|i| i != "0"), name)
         }
         // Older versions send the agent's name as a plain string.
         Some(Value::String(s)) if !s.trim().is_empty() => (None, Some(s.clone())),
@@ -263,19 +256,20 @@ fn chat(row: &Map<String, Value>) -> Result<Conversation, String> {
     let end_user = row.get("end_user").and_then(Value::as_object);
     Ok(Conversation {
         conversation_id: id,
-        channel: text(row.get("chat_type")).map(|t| channel(&t)),
-        status: text(row.get("status")),
-        started_at: time(row, "created_at")?,
-        ended_at: time(row, "ends_at")?,
+        channel: fields::text(row.get("chat_type")).map(|t| channel(&t)),
+        status: fields::text(row.get("status")),
+        started_at: fields::utc_time(row.get("created_at"), "created_at")?,
+        ended_at: fields::utc_time(row.get("ends_at"), "ends_at")?,
         updated_at: Some(updated_at),
-        duration_s: number(row.get("chat_duration")),
+        duration_s: fields::rounded(row.get("chat_duration")),
         // `wait_duration` is deprecated in favour of `queue_duration`.
-        wait_s: number(row.get("queue_duration")).or_else(|| number(row.get("wait_duration"))),
+        wait_s: fields::rounded(row.get("queue_duration"))
+            .or_else(|| fields::rounded(row.get("wait_duration"))),
         agent_id,
         agent_name,
         agent_email: None,
         customer_id: end_user
-            .and_then(|u| text(u.get("id")))
+            .and_then(|u| fields::text(u.get("id")))
             .filter(|i| i != "0"),
         customer_name: None,
         customer_phone: None,
@@ -283,14 +277,14 @@ fn chat(row: &Map<String, Value>) -> Result<Conversation, String> {
         queue: row
             .get("menu_path")
             .and_then(Value::as_object)
-            .and_then(|m| text(m.get("name")))
+            .and_then(|m| fields::text(m.get("name")))
             .or_else(|| {
                 row.get("selected_menu")
                     .and_then(Value::as_object)
-                    .and_then(|m| text(m.get("name")))
+                    .and_then(|m| fields::text(m.get("name")))
             }),
-        message_count: number(row.get("message_count")),
-        rating: number(row.get("rating")).filter(|r| *r > 0),
+        message_count: fields::rounded(row.get("message_count")),
+        rating: fields::rounded(row.get("rating")).filter(|r| *r > 0),
         sentiment: None,
     })
 }
@@ -313,34 +307,6 @@ fn channel(chat_type: &str) -> String {
         }
     }
     lower
-}
-
-fn text(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// A whole number from a number or a numeric string; anything else is absent.
-fn number(v: Option<&Value>) -> Option<i64> {
-    match v? {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f.round() as i64)),
-        Value::String(s) => s.trim().parse::<f64>().ok().map(|f| f.round() as i64),
-        _ => None,
-    }
-}
-
-fn time(row: &Map<String, Value>, key: &str) -> Result<Option<DateTime<Utc>>, String> {
-    match row.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s.trim())
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|_| format!("{key} {s:?} is not an RFC 3339 time")),
-        Some(_) => Err(format!("{key} is not a time")),
-    }
 }
 
 #[cfg(test)]

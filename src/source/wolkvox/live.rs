@@ -224,20 +224,8 @@ impl ChatSource for Live {
         self.forget_after
     }
 
-    fn is_snapshot(&self) -> bool {
-        true
-    }
-
     fn paging(&self) -> Paging {
         Paging::Snapshot
-    }
-
-    fn queries(&self, window: Window, stream: RecordKind) -> Vec<Query> {
-        vec![Query {
-            window,
-            stream,
-            variant: 0,
-        }]
     }
 
     fn page_url(&self, _query: &Query, _page: u32) -> Url {

@@ -204,14 +204,6 @@ impl ChatSource for Reports {
         }
     }
 
-    fn queries(&self, window: Window, stream: RecordKind) -> Vec<Query> {
-        vec![Query {
-            window,
-            stream,
-            variant: 0,
-        }]
-    }
-
     fn page_url(&self, query: &Query, _page: u32) -> Url {
         self.report_url(&query.window)
     }
