@@ -272,7 +272,7 @@ async fn check(config: &Config, names: &[String]) -> Result<()> {
     }
 }
 
-async fn check_one<S: ChatSource + ?Sized>(source: &S, name: &str) -> Result<String> {
+async fn check_one(source: &dyn ChatSource, name: &str) -> Result<String> {
     let connection = source.connection();
     let http = Http::new(name, connection.auth, connection.settings, 1)?;
     let started = Instant::now();

@@ -16,10 +16,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::export::{self, expand_placeholders, Options, RejectLog, WindowArgs};
+use crate::export::{self, expand_placeholders, Options, WindowArgs};
 use crate::log;
 use crate::output::Output;
+use crate::pipeline::Stats;
 use crate::redact::Redactor;
+use crate::rejects::RejectLog;
 use crate::source::{registry, ChatSource};
 
 /// The credential every demo source presents.
@@ -89,17 +91,17 @@ fn sample_window() -> WindowArgs {
     }
 }
 
-async fn run_sample<S: ChatSource + ?Sized>(
-    source: &S,
+async fn run_sample(
+    source: &dyn ChatSource,
     name: &str,
     options: &Options,
     redactor: Option<&Redactor>,
     output: &mut Output,
     path: Option<&Path>,
-) -> Result<export::Stats> {
+) -> Result<Stats> {
     if let Err(why) = source.records_supported(options.records) {
         log::verbose(&format!("{name}: skipped: {why}"));
-        return Ok(export::Stats::default());
+        return Ok(Stats::default());
     }
     let window = sample_window().resolve(source.timezone(), source.timing().settle, Utc::now())?;
     output.set_origin(name, source.kind().as_str())?;

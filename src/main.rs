@@ -16,6 +16,7 @@ mod model;
 mod output;
 mod pipeline;
 mod redact;
+mod rejects;
 mod safefs;
 mod schema;
 mod source;

@@ -15,10 +15,10 @@ use chrono::{DateTime, Duration, Utc};
 use std::hash::{Hash, Hasher};
 
 use crate::error::Result;
-use crate::export::{RejectLog, Stats};
 use crate::log;
 use crate::model::{digest_id, Conversation, Item, Message, Record, RecordKind, Sender};
 use crate::output::Output;
+use crate::rejects::RejectLog;
 use crate::source::{ConversationContext, Parsed, Sink};
 use crate::window::Window;
 
@@ -125,6 +125,26 @@ fn legacy_digest128(parts: &[&str]) -> u128 {
         h.finish()
     };
     (u128::from(run(1)) << 64) | u128::from(run(2))
+}
+
+/// Counts for the summary line and the exit code.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub records: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub windows: usize,
+    pub requests: usize,
+}
+
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, other: Stats) {
+        self.records += other.records;
+        self.duplicates += other.duplicates;
+        self.rejected += other.rejected;
+        self.windows += other.windows;
+        self.requests += other.requests;
+    }
 }
 
 /// What outlives one output file: de-duplication keys, `seq` counters, and

@@ -269,8 +269,8 @@ pub struct DriveStats {
 const MAX_PAGES_PER_QUERY: u32 = 100_000;
 
 /// Fetches every query of every slice of `window`, feeding `sink`.
-pub async fn drive<S: ChatSource + ?Sized>(
-    source: &S,
+pub async fn drive(
+    source: &dyn ChatSource,
     http: &Http,
     window: Window,
     stream: RecordKind,
@@ -304,7 +304,7 @@ pub async fn drive<S: ChatSource + ?Sized>(
 }
 
 /// Sends the check request and reads the response like any page.
-pub async fn check<S: ChatSource + ?Sized>(source: &S, http: &Http) -> Result<Url> {
+pub async fn check(source: &dyn ChatSource, http: &Http) -> Result<Url> {
     let (query, url) = source.check();
     fetch_collect(source, http, &query, &url, false).await?;
     Ok(url)
@@ -356,8 +356,8 @@ impl Accept for CollectContext<'_> {
 
 /// Walks every page (or bisected window) of one query. Returns the number
 /// of requests made.
-async fn fetch_query<S: ChatSource + ?Sized>(
-    source: &S,
+async fn fetch_query(
+    source: &dyn ChatSource,
     http: &Http,
     query: &Query,
     want_raw: bool,
@@ -396,8 +396,8 @@ async fn fetch_query<S: ChatSource + ?Sized>(
 /// Numbered pages: page 1 tells the total; the announced pages are fetched
 /// concurrently and consumed in order; paging goes on while pages come back
 /// full (the total can grow meanwhile) and stops at a short or empty page.
-async fn fetch_numbered<S: ChatSource + ?Sized>(
-    source: &S,
+async fn fetch_numbered(
+    source: &dyn ChatSource,
     http: &Http,
     query: &Query,
     want_raw: bool,
@@ -486,8 +486,8 @@ async fn fetch_numbered<S: ChatSource + ?Sized>(
 /// does the next request ask for page 2, 3, ... of the same start. No
 /// request repeats, and every request either moves the start forward or
 /// pages further, so the loop ends.
-async fn fetch_tail<S: ChatSource + ?Sized>(
-    source: &S,
+async fn fetch_tail(
+    source: &dyn ChatSource,
     http: &Http,
     query: &Query,
     want_raw: bool,
@@ -542,8 +542,8 @@ async fn fetch_tail<S: ChatSource + ?Sized>(
 
 /// Fetches one response and parses it into a list: pages are small, and
 /// holding one lets pages be fetched concurrently and consumed in order.
-async fn fetch_collect<S: ChatSource + ?Sized>(
-    source: &S,
+async fn fetch_collect(
+    source: &dyn ChatSource,
     http: &Http,
     query: &Query,
     url: &Url,
@@ -574,8 +574,8 @@ impl Accept for Collect {
 /// record cap is split in two and both halves fetched, down to the floor.
 /// Records of a truncated response are already written; the halves deliver
 /// them again and de-duplication drops them.
-async fn fetch_capped<S: ChatSource + ?Sized>(
-    source: &S,
+async fn fetch_capped(
+    source: &dyn ChatSource,
     http: &Http,
     query: &Query,
     want_raw: bool,
@@ -636,8 +636,8 @@ struct Answer {
 /// over its limit) is a transient failure marked [`UNREADABLE`]: retried,
 /// and if it stays so the run ends without committing the window.
 /// `page_limit` bounds the bytes of records a collected page may hold.
-async fn fetch_streamed<S: ChatSource + ?Sized>(
-    source: &S,
+async fn fetch_streamed(
+    source: &dyn ChatSource,
     http: &Http,
     query: &Query,
     url: &Url,
@@ -779,7 +779,7 @@ pub mod testing {
     }
 
     /// Feeds `body` in small pieces, as a network would cut it.
-    pub fn parse_body<S: ChatSource + ?Sized>(
+    pub fn parse_body<S: ChatSource>(
         source: &S,
         query: &Query,
         body: &str,
@@ -911,7 +911,7 @@ pub mod testing {
 
     /// Valid JSON is never an unreadable response: the mapper makes
     /// records or rejections of it, and never panics.
-    fn map_any<S: ChatSource + ?Sized>(source: &S, item: &[u8]) -> std::result::Result<(), String> {
+    fn map_any<S: ChatSource>(source: &S, item: &[u8]) -> std::result::Result<(), String> {
         let window = Window::new(
             chrono::DateTime::<chrono::Utc>::MIN_UTC,
             chrono::DateTime::<chrono::Utc>::MAX_UTC,

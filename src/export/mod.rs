@@ -1,0 +1,505 @@
+//! One export run: resolve the window (from the flags, or from the state's
+//! checkpoint), cut it into output chunks, drive the source into each
+//! chunk's output through the pipeline, commit the output, then advance the
+//! state. With a fixed output path or stdout there is one chunk and one
+//! commit; with `{from}`/`{to}` in the path each chunk is its own file and
+//! its own checkpoint, so a long backfill that dies resumes where it died.
+//!
+//! Read top-down: `args` (what the user asked for), this file (the window
+//! policy, the run: driver -> pipeline -> output -> commit -> state),
+//! `plan` (`--dry-run`), `shutdown` (signals). The pipeline and the
+//! rejects log it feeds are modules of their own.
+
+mod args;
+mod plan;
+mod shutdown;
+
+use std::path::Path;
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+
+pub use self::args::{Options, RedactOptions, WindowArgs};
+pub use self::plan::expand_placeholders;
+use self::plan::print_plan;
+use self::shutdown::Shutdown;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::http::Http;
+use crate::log;
+use crate::model::RecordKind;
+use crate::output::{Output, Render};
+use crate::pipeline::{Memory, Pipeline, Shape, Stats};
+use crate::redact::{Mode as RedactMode, Redactor};
+use crate::rejects::RejectLog;
+use crate::source::{drive, ChatSource};
+use crate::state::{with_suffix, LedgerEntry, PendingRename, State, StateFile};
+use crate::window::{humanize, Window, MAX_SLICES};
+
+/// `chatdump export SOURCE`.
+pub async fn export(
+    config: &Config,
+    name: &str,
+    window: &WindowArgs,
+    options: &Options,
+    dry_run: bool,
+) -> Result<Stats> {
+    options.validate()?;
+    let redactor = redactor(options, config.redact_key_env.as_deref())?;
+    let table = config.source(name)?;
+    let redactor = redactor.as_ref();
+    let source = (table.kind.platform().build)(&table)?;
+    export_one(&*source, name, window, options, redactor, dry_run).await
+}
+
+async fn export_one(
+    source: &dyn ChatSource,
+    name: &str,
+    window_args: &WindowArgs,
+    options: &Options,
+    redactor: Option<&Redactor>,
+    dry_run: bool,
+) -> Result<Stats> {
+    let started = Instant::now();
+    let mut export = Exporter::open(source, name, window_args, options, redactor)?;
+    let shutdown = (!dry_run).then(Shutdown::listen);
+    // Following, a poll under way gets a moment to finish and be saved;
+    // otherwise a signal ends the run at once, committing nothing more.
+    let grace = match options.follow {
+        Some(_) => std::time::Duration::from_secs(3),
+        None => std::time::Duration::ZERO,
+    };
+    let mut first_poll = true;
+    loop {
+        let window = export.next_window(first_poll)?;
+        first_poll = false;
+        let chunks = export.chunks(window)?;
+        if dry_run {
+            if let Some(w) = window {
+                let state = export.state.as_ref().map(StateFile::given);
+                print_plan(source, name, &w, options, &chunks, state);
+            }
+            return Ok(Stats::default());
+        }
+        for chunk in &chunks {
+            match &shutdown {
+                Some(s) => s.guard(export.chunk(*chunk), grace).await?,
+                None => export.chunk(*chunk).await?,
+            }
+            if shutdown.as_ref().is_some_and(Shutdown::requested) {
+                break;
+            }
+        }
+        let (Some(interval), Some(shutdown)) = (options.follow, &shutdown) else {
+            break;
+        };
+        if !shutdown.wait(interval).await {
+            break;
+        }
+    }
+    if shutdown.as_ref().is_some_and(Shutdown::requested) && options.follow.is_none() {
+        return Err(Shutdown::interrupted());
+    }
+    export.finish(started)
+}
+
+/// One `export` run: its state, memory and outputs across chunks and polls.
+struct Exporter<'a> {
+    source: &'a dyn ChatSource,
+    name: &'a str,
+    window_args: &'a WindowArgs,
+    options: &'a Options,
+    redactor: Option<&'a Redactor>,
+    /// One client for the whole run: pacing, the shared pause after a 429
+    /// and the throttle count carry across chunks and polls.
+    http: Http,
+    state: Option<StateFile>,
+    /// The end of the last chunk written (from the state at first).
+    checkpoint: Option<DateTime<Utc>>,
+    memory: Memory,
+    /// Following into stdout: one stream for every poll, flushed after each.
+    stream: Option<Output>,
+    total: Stats,
+    targets: Vec<String>,
+}
+
+impl<'a> Exporter<'a> {
+    fn open(
+        source: &'a dyn ChatSource,
+        name: &'a str,
+        window_args: &'a WindowArgs,
+        options: &'a Options,
+        redactor: Option<&'a Redactor>,
+    ) -> Result<Self> {
+        let kind = source.kind().as_str();
+        source
+            .records_supported(options.records)
+            .map_err(|why| Error::usage(format!("source {name:?}: {why}")))?;
+        if options.follow.is_some() && options.output.is_some() && !Self::templated(options) {
+            return Err(Error::usage(
+                "--follow writes to stdout, or to a path with {from} or {to} (one file per poll)",
+            ));
+        }
+        if source.is_snapshot()
+            && (window_args.from.is_some()
+                || window_args.since.is_some()
+                || window_args.to.is_some())
+        {
+            log::warn(&format!(
+                "{name}: {kind} answers with what is active now; --from/--to/--since are ignored"
+            ));
+        }
+        if let (Some(output), false) = (&options.output, Self::templated(options)) {
+            check_paths(Path::new(output), options.state.as_deref())?;
+        }
+        let connection = source.connection();
+        let http = Http::new(
+            name,
+            connection.auth,
+            connection.settings,
+            connection.max_in_flight,
+        )?;
+        let state = match &options.state {
+            Some(path) => Some(StateFile::open(path, name, kind, options.records.as_str())?),
+            None => None,
+        };
+        let saved = state.as_ref().and_then(|f| f.state.as_ref());
+        let checkpoint = saved.map(|s| s.checkpoint);
+        let memory = match (&state, saved) {
+            (None, _) => Memory::default(),
+            (Some(_), Some(s)) => Memory::carrying(s.keys()?, s.legacy_keys),
+            (Some(_), None) => Memory::carrying(Vec::new(), false),
+        };
+        Ok(Exporter {
+            source,
+            name,
+            window_args,
+            options,
+            redactor,
+            http,
+            state,
+            checkpoint,
+            memory,
+            stream: None,
+            total: Stats::default(),
+            targets: Vec::new(),
+        })
+    }
+
+    fn templated(options: &Options) -> bool {
+        options
+            .output
+            .as_deref()
+            .is_some_and(|t| t.contains("{from}") || t.contains("{to}"))
+    }
+
+    /// The window of this poll; None when nothing is new since the checkpoint.
+    fn next_window(&self, first_poll: bool) -> Result<Option<Window>> {
+        let now = Utc::now().trunc_subsecs(0);
+        if self.source.is_snapshot() {
+            // No window: the interval since the last snapshot only names
+            // files and ledger entries.
+            let from = self
+                .checkpoint
+                .filter(|c| *c < now)
+                .unwrap_or(now - Duration::seconds(1));
+            return Ok(Some(Window::new(from, now)));
+        }
+        // Later polls of --follow continue from where the last one ended.
+        let explicit = if first_poll {
+            self.window_args.clone()
+        } else {
+            WindowArgs::default()
+        };
+        let timing = self.source.timing();
+        let zone = self.source.timezone();
+        let resume = self
+            .checkpoint
+            .map(|c| c.checked_sub_signed(timing.lookback).unwrap_or(c));
+        let (from, to) = explicit.bounds(zone, timing.settle, now, resume)?;
+        if from >= to && self.checkpoint.is_some() && explicit.to.is_none() {
+            log::info(&format!(
+                "{}: nothing new since the checkpoint; try again later",
+                self.name
+            ));
+            return Ok(None);
+        }
+        explicit
+            .resolve_from(zone, timing.settle, now, resume)
+            .map(Some)
+    }
+
+    /// One output file per chunk with a templated path, else one output.
+    /// A plan too large to be meant (a `1ms` window over a year) is refused
+    /// before it is built.
+    fn chunks(&self, window: Option<Window>) -> Result<Vec<Window>> {
+        let Some(w) = window else {
+            return Ok(Vec::new());
+        };
+        let slice = self.source.timing().window;
+        let chunk = self.options.chunk.unwrap_or(slice);
+        for (step, what) in [(slice, "request slices"), (chunk, "output files")] {
+            let needed = w.count(step);
+            if needed > MAX_SLICES && (step == slice || Self::templated(self.options)) {
+                return Err(Error::usage(format!(
+                    "the window {} .. {} would need {} {what} of {}; at most {} are allowed",
+                    w.from.format("%Y-%m-%dT%H:%M:%SZ"),
+                    w.to.format("%Y-%m-%dT%H:%M:%SZ"),
+                    log::thousands(needed as u64),
+                    humanize(step),
+                    log::thousands(MAX_SLICES as u64)
+                ))
+                .with_hint(
+                    "narrow the window (--from/--since), or use a longer `window` or --chunk",
+                ));
+            }
+        }
+        Ok(if Self::templated(self.options) {
+            w.split(chunk)
+        } else {
+            vec![w]
+        })
+    }
+
+    /// Exports `chunk`, makes it durable, then moves the checkpoint.
+    async fn chunk(&mut self, chunk: Window) -> Result<()> {
+        let (name, options, records) = (self.name, self.options, self.options.records);
+        let kind = self.source.kind().as_str();
+        let path = options
+            .output
+            .as_deref()
+            .map(|t| expand_placeholders(t, name, &chunk, records));
+        if let Some(p) = &path {
+            check_paths(p, self.state.as_ref().map(StateFile::path))?;
+        }
+        let rejects = match &self.state {
+            // Beside the state, kept across runs: cron mail points there.
+            Some(f) => RejectLog::appending(name, with_suffix(f.path(), ".rejects.jsonl")),
+            None => RejectLog::new(name, path.as_deref()),
+        }
+        .redacting(self.redactor.is_some());
+        let create = |path: Option<&Path>| {
+            Output::create(
+                path,
+                options.format(),
+                records,
+                render(name, kind, options),
+                self.redactor.cloned(),
+            )
+        };
+        let streaming = options.follow.is_some() && path.is_none();
+        let mut own = if streaming {
+            None
+        } else {
+            Some(create(path.as_deref())?)
+        };
+        if streaming && self.stream.is_none() {
+            self.stream = Some(create(None)?);
+        }
+        let output = match own.as_mut() {
+            Some(out) => out,
+            None => self.stream.as_mut().expect("created above"),
+        };
+        let memory = std::mem::take(&mut self.memory);
+        let (stats, memory) = run(
+            self.source,
+            &self.http,
+            chunk,
+            options,
+            output,
+            rejects,
+            memory,
+        )
+        .await?;
+        self.memory = memory;
+        // The records are durable (or handed to the reader) before the
+        // state may say so. A file's checkpoint is saved together with the
+        // rename that publishes it (`pending`), so the two cannot part: a
+        // run killed between them is finished by the next. Nothing below
+        // awaits, so a signal cannot stop the run between the two.
+        let prepared = match own.take() {
+            Some(out) => {
+                self.targets.push(out.describe());
+                Some(out.prepare()?)
+            }
+            None => {
+                self.stream.as_mut().expect("created above").flush()?;
+                None
+            }
+        };
+        if options.follow.is_some() {
+            log::verbose(&format!(
+                "{name}: {} new {}",
+                stats.records,
+                records.as_str()
+            ));
+        }
+        if let Some(file) = self.state.as_mut() {
+            let mut next = file
+                .state
+                .clone()
+                .unwrap_or_else(|| State::first(name, kind, records.as_str(), chunk.to));
+            next.record(LedgerEntry {
+                from: chunk.from,
+                to: chunk.to,
+                records: stats.records,
+                output: path.as_ref().map(|p| p.display().to_string()),
+                finished_at: Utc::now(),
+            });
+            next.set_keys(
+                self.memory
+                    .recent_since(chunk.to - self.source.memory_span()),
+            );
+            next.pending = prepared.as_ref().and_then(|p| {
+                Some(PendingRename {
+                    temp: p.temp.clone()?,
+                    target: p.target.clone()?,
+                })
+            });
+            file.save(next)?;
+        }
+        if let Some(prepared) = prepared {
+            prepared.publish()?;
+        }
+        self.checkpoint = Some(chunk.to);
+        self.total += stats;
+        Ok(())
+    }
+
+    /// Closes the follow stream and prints the summary.
+    fn finish(mut self, started: Instant) -> Result<Stats> {
+        if let Some(out) = self.stream.take() {
+            self.targets.push(out.describe());
+            out.commit()?;
+        }
+        log::progress::finish();
+        let target = match self.targets.as_slice() {
+            [] => "nothing written".to_string(),
+            [one] => one.clone(),
+            many => format!("{} files", many.len()),
+        };
+        let total = self.total;
+        log::info(&format!(
+            "exported {} {} from {} window{} ({} request{}) in {:.1} s -> {target}",
+            log::thousands(total.records),
+            self.options.records.as_str(),
+            total.windows,
+            plural(total.windows),
+            total.requests,
+            plural(total.requests),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(total)
+    }
+}
+
+/// Refuses an output path that is one of the state's own files: writing
+/// records over the state, its lock or its rejects log would destroy them.
+fn check_paths(output: &Path, state: Option<&Path>) -> Result<()> {
+    let Some(state) = state else {
+        return Ok(());
+    };
+    let out = crate::safefs::resolve(output);
+    for (own, what) in [
+        (state.to_path_buf(), "the state file"),
+        (with_suffix(state, ".lock"), "the state's lock"),
+        (
+            with_suffix(state, ".rejects.jsonl"),
+            "the state's rejects log",
+        ),
+    ] {
+        if crate::safefs::resolve(&own) == out {
+            return Err(Error::usage(format!(
+                "-o {} is {what} ({}); records would overwrite it",
+                output.display(),
+                own.display()
+            ))
+            .with_hint("give the output and the state different paths"));
+        }
+    }
+    Ok(())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+pub fn render(name: &str, platform: &'static str, options: &Options) -> Render {
+    Render {
+        source: name.to_string(),
+        platform,
+        tz: options.tz,
+        include_raw: options.include_raw,
+        csv_raw: options.csv_raw,
+    }
+}
+
+/// Drives `source` over `window` into `output`; the caller commits. The
+/// memory of earlier chunks (or runs) comes in and goes out.
+pub async fn run(
+    source: &dyn ChatSource,
+    http: &Http,
+    window: Window,
+    options: &Options,
+    output: &mut Output,
+    rejects: RejectLog,
+    memory: Memory,
+) -> Result<(Stats, Memory)> {
+    let records = options.records;
+    let aggregate = records == RecordKind::Conversations && source.conversations_from_messages();
+    let shape = Shape {
+        records,
+        messages_in_order: source.messages_in_order(),
+        aggregate,
+        keep_for: source.memory_span(),
+    };
+    let fetch = if aggregate {
+        RecordKind::Messages
+    } else {
+        records
+    };
+    let mut pipeline = Pipeline::new(shape, output, rejects, memory);
+    let driven = drive(
+        source,
+        http,
+        window,
+        fetch,
+        options.include_raw,
+        &mut pipeline,
+    )
+    .await?;
+    let (mut stats, memory) = pipeline.finish()?;
+    stats.windows = driven.windows;
+    stats.requests = driven.requests;
+    if stats.duplicates > 0 {
+        log::verbose(&format!("skipped {} duplicate records", stats.duplicates));
+    }
+    Ok((stats, memory))
+}
+
+/// The redactor `--redact` asks for, with its key from
+/// `CHATDUMP_REDACT_KEY` or the variable the config's `redact_key_env` names.
+pub fn redactor(options: &Options, key_env: Option<&str>) -> Result<Option<Redactor>> {
+    let Some(redact) = options.redact else {
+        return Ok(None);
+    };
+    let var = key_env.unwrap_or("CHATDUMP_REDACT_KEY");
+    let key = std::env::var(var).ok().filter(|k| !k.is_empty());
+    if redact.mode == RedactMode::Hash && key.is_none() {
+        return Err(Error::config(format!(
+            "--redact=hash needs a key: the environment variable {var} is not set"
+        ))
+        .with_hint(format!(
+            "export {var}=<a long random secret> (keep it: the same key gives the same pseudonyms), or use --redact=mask"
+        )));
+    }
+    Ok(Some(Redactor::new(
+        redact.mode,
+        redact.agents,
+        key.as_deref().map(str::as_bytes),
+    )))
+}
