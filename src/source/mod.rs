@@ -13,6 +13,8 @@
 pub mod caresoft;
 pub mod fields;
 pub mod registry;
+#[cfg(test)]
+mod testkit;
 pub mod ujet;
 pub mod wolkvox;
 
