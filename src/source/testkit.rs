@@ -17,7 +17,7 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use super::*;
 use crate::config::{Config, HttpSettings, Secret, SourceKind};
-use crate::http::default_verdict;
+use crate::http::{default_verdict, Http};
 use crate::model::Item;
 
 /// A platform of the test's making: records `{"id", "at"}` under `items`,

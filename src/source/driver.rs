@@ -1,0 +1,516 @@
+//! The one driver: it walks the slices of a window and, for each query, the
+//! pages (or bisected windows) of the platform's paging strategy, with their
+//! stop conditions and guards, streaming every response through the JSON
+//! scanner into the provider's mapper and on to a [`Sink`]. Its tests are
+//! in `testkit.rs`.
+
+use std::cell::RefCell;
+
+use chrono::Duration;
+use futures_util::stream::{self, StreamExt};
+use reqwest::Url;
+
+use super::{ChatSource, ConversationContext, DriveStats, PageInfo, Paging, Parsed, Query, Sink};
+use crate::error::{Error, Result};
+use crate::http::{display_url, read_limited, Failure, Http, Verdict, UNREADABLE};
+use crate::jsonstream::{ItemsAt, Scanner};
+use crate::log;
+use crate::model::{Record, RecordKind};
+use crate::window::Window;
+
+/// Hard stop for a query that never ends (a platform ignoring `page`).
+const MAX_PAGES_PER_QUERY: u32 = 100_000;
+
+/// Fetches every query of every slice of `window`, feeding `sink`.
+pub async fn drive(
+    source: &dyn ChatSource,
+    http: &Http,
+    window: Window,
+    stream: RecordKind,
+    want_raw: bool,
+    sink: &mut dyn Sink,
+) -> Result<DriveStats> {
+    let mut stats = DriveStats::default();
+    let slices = window.split(source.timing().window);
+    let total = slices.len();
+    for (n, slice) in slices.into_iter().enumerate() {
+        log::verbose(&format!("window {}/{total}: {}", n + 1, show(&slice)));
+        let mut context = ConversationContext::default();
+        if stream == RecordKind::Messages && source.messages_need_conversations() {
+            let mut collect = CollectContext(&mut context);
+            for query in source.queries(slice, RecordKind::Conversations) {
+                stats.requests += fetch_query(source, http, &query, false, &mut collect).await?;
+            }
+        }
+        let mut feed = Feed {
+            sink: &mut *sink,
+            context: &context,
+        };
+        for query in source.queries(slice, stream) {
+            stats.requests += fetch_query(source, http, &query, want_raw, &mut feed).await?;
+        }
+        sink.end_window(&slice)?;
+        stats.windows += 1;
+        log::progress::windows((n + 1) as u64, total as u64);
+    }
+    Ok(stats)
+}
+
+/// Sends the check request and reads the response like any page.
+pub async fn check(source: &dyn ChatSource, http: &Http) -> Result<Url> {
+    let (query, url) = source.check();
+    fetch_collect(source, http, &query, &url, false).await?;
+    Ok(url)
+}
+
+fn show(w: &Window) -> String {
+    format!(
+        "{} .. {}",
+        w.from.format("%Y-%m-%dT%H:%M:%SZ"),
+        w.to.format("%Y-%m-%dT%H:%M:%SZ")
+    )
+}
+
+/// Where the records of one query go.
+trait Accept {
+    fn accept(&mut self, item: Parsed) -> Result<bool>;
+    fn begin_response(&mut self) {}
+}
+
+struct Feed<'a> {
+    sink: &'a mut dyn Sink,
+    context: &'a ConversationContext,
+}
+
+impl Accept for Feed<'_> {
+    fn accept(&mut self, item: Parsed) -> Result<bool> {
+        self.sink.accept(item, self.context)
+    }
+
+    fn begin_response(&mut self) {
+        self.sink.begin_response();
+    }
+}
+
+/// Gathers conversations as context for message rows. Rejected ones surface
+/// in a conversations export; here they are only missing context.
+struct CollectContext<'a>(&'a mut ConversationContext);
+
+impl Accept for CollectContext<'_> {
+    fn accept(&mut self, item: Parsed) -> Result<bool> {
+        if let Parsed::Record(Record::Conversation(c)) = item {
+            self.0
+                .by_id
+                .insert(c.record.conversation_id.clone(), c.record);
+        }
+        Ok(true)
+    }
+}
+
+/// Walks every page (or bisected window) of one query. Returns the number
+/// of requests made.
+async fn fetch_query(
+    source: &dyn ChatSource,
+    http: &Http,
+    query: &Query,
+    want_raw: bool,
+    accept: &mut dyn Accept,
+) -> Result<usize> {
+    match source.paging() {
+        Paging::Numbered {
+            page_size,
+            concurrency,
+        } => {
+            fetch_numbered(
+                source,
+                http,
+                query,
+                want_raw,
+                page_size as usize,
+                concurrency,
+                accept,
+            )
+            .await
+        }
+        Paging::Capped { record_cap, floor } => {
+            fetch_capped(source, http, query, want_raw, record_cap, floor, accept).await
+        }
+        Paging::Tail { per } => {
+            fetch_tail(source, http, query, want_raw, per as usize, accept).await
+        }
+        Paging::Snapshot => {
+            let url = source.page_url(query, 1);
+            fetch_streamed(source, http, query, &url, want_raw, None, accept).await?;
+            Ok(1)
+        }
+    }
+}
+
+/// Numbered pages: page 1 tells the total; the announced pages are fetched
+/// concurrently and consumed in order; paging goes on while pages come back
+/// full (the total can grow meanwhile) and stops at a short or empty page.
+async fn fetch_numbered(
+    source: &dyn ChatSource,
+    http: &Http,
+    query: &Query,
+    want_raw: bool,
+    page_size: usize,
+    concurrency: usize,
+    accept: &mut dyn Accept,
+) -> Result<usize> {
+    let fetch = |page: u32| {
+        let url = source.page_url(query, page);
+        async move {
+            let (items, info) = fetch_collect(source, http, query, &url, want_raw).await?;
+            Ok::<_, Error>((page, url, items, info))
+        }
+    };
+    // Feeds one page to `accept`; returns how many records were new.
+    let mut consume = |items: Vec<Parsed>| -> Result<usize> {
+        accept.begin_response();
+        let mut new = 0;
+        for item in items {
+            new += usize::from(accept.accept(item)?);
+        }
+        Ok(new)
+    };
+
+    let (_, _, items, first) = fetch(1).await?;
+    consume(items)?;
+    let mut requests = 1;
+    if first.items == 0 || first.items < page_size {
+        return Ok(requests);
+    }
+    let announced = first.total.map_or(1, |t| {
+        t.div_ceil(page_size as u64)
+            .min(u64::from(MAX_PAGES_PER_QUERY)) as u32
+    });
+    let mut last_full = true;
+    let mut next_page = 2;
+    if announced >= 2 {
+        let mut pages = stream::iter(2..=announced)
+            .map(fetch)
+            .buffered(concurrency.max(1));
+        while let Some(result) = pages.next().await {
+            let (page, url, items, info) = result?;
+            requests += 1;
+            if consume(items)? == 0 && info.items > 0 {
+                // A platform repeating one page for every page number would
+                // otherwise be asked for all the pages its total announces.
+                log::warn(&format!(
+                    "GET {}: page {page} only repeated records already seen; stopping this query",
+                    display_url(&url)
+                ));
+                return Ok(requests);
+            }
+            next_page = page + 1;
+            if info.items < page_size {
+                // The set shrank while paging: nothing lies beyond.
+                last_full = false;
+                break;
+            }
+        }
+    }
+    while last_full {
+        if next_page > MAX_PAGES_PER_QUERY {
+            return Err(Error::unavailable(format!(
+                "query never ended after {MAX_PAGES_PER_QUERY} pages"
+            )));
+        }
+        let (page, url, items, info) = fetch(next_page).await?;
+        requests += 1;
+        if consume(items)? == 0 && info.items > 0 {
+            log::warn(&format!(
+                "GET {}: page {page} only repeated records already seen; stopping this query",
+                display_url(&url)
+            ));
+            break;
+        }
+        last_full = info.items >= page_size;
+        next_page += 1;
+    }
+    Ok(requests)
+}
+
+/// Tails a query sorted by `updated_at`: each page restarts the query at
+/// the newest `updated_at` it held (inclusive, so nothing at that instant is
+/// skipped; de-duplication drops what repeats). Only when a full page adds
+/// nothing newer, because more than a page of records share one instant,
+/// does the next request ask for page 2, 3, ... of the same start. No
+/// request repeats, and every request either moves the start forward or
+/// pages further, so the loop ends.
+async fn fetch_tail(
+    source: &dyn ChatSource,
+    http: &Http,
+    query: &Query,
+    want_raw: bool,
+    per: usize,
+    accept: &mut dyn Accept,
+) -> Result<usize> {
+    let end = query.window.to;
+    let mut start = query.window.from;
+    let mut page: u32 = 1;
+    let mut requests = 0;
+    loop {
+        if requests >= MAX_PAGES_PER_QUERY as usize {
+            return Err(Error::unavailable(format!(
+                "query never ended after {MAX_PAGES_PER_QUERY} pages"
+            )));
+        }
+        let part = Query {
+            window: Window::new(start, end),
+            ..query.clone()
+        };
+        let url = source.page_url(&part, page);
+        let (items, info) = fetch_collect(source, http, &part, &url, want_raw).await?;
+        requests += 1;
+        accept.begin_response();
+        let mut newest = start;
+        let mut past_end = false;
+        for item in items {
+            if let Parsed::Record(Record::Conversation(c)) = &item {
+                match c.record.updated_at {
+                    // Changed after the window: the next run's business.
+                    Some(t) if t >= end => {
+                        past_end = true;
+                        continue;
+                    }
+                    Some(t) => newest = newest.max(t),
+                    None => {}
+                }
+            }
+            accept.accept(item)?;
+        }
+        if info.items < per || past_end {
+            return Ok(requests);
+        }
+        if newest > start {
+            start = newest;
+            page = 1;
+        } else {
+            page += 1;
+        }
+    }
+}
+
+/// Fetches one response and parses it into a list: pages are small, and
+/// holding one lets pages be fetched concurrently and consumed in order.
+async fn fetch_collect(
+    source: &dyn ChatSource,
+    http: &Http,
+    query: &Query,
+    url: &Url,
+    want_raw: bool,
+) -> Result<(Vec<Parsed>, PageInfo)> {
+    let mut collect = Collect::default();
+    let limit = Some(http.settings().limits.page);
+    let answer = fetch_streamed(source, http, query, url, want_raw, limit, &mut collect).await?;
+    Ok((collect.0, answer.info))
+}
+
+/// Gathers one response's items; a retried response starts over.
+#[derive(Default)]
+struct Collect(Vec<Parsed>);
+
+impl Accept for Collect {
+    fn accept(&mut self, item: Parsed) -> Result<bool> {
+        self.0.push(item);
+        Ok(true)
+    }
+
+    fn begin_response(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// One streamed response per window; a window whose response reaches the
+/// record cap is split in two and both halves fetched, down to the floor.
+/// Records of a truncated response are already written; the halves deliver
+/// them again and de-duplication drops them.
+async fn fetch_capped(
+    source: &dyn ChatSource,
+    http: &Http,
+    query: &Query,
+    want_raw: bool,
+    record_cap: u64,
+    floor: Duration,
+    accept: &mut dyn Accept,
+) -> Result<usize> {
+    let mut requests = 0;
+    // Depth-first, left half first, so output stays in time order.
+    let mut todo = vec![query.window];
+    while let Some(window) = todo.pop() {
+        let part = Query {
+            window,
+            ..query.clone()
+        };
+        let url = source.page_url(&part, 1);
+        let units = fetch_streamed(source, http, &part, &url, want_raw, None, accept)
+            .await?
+            .units;
+        requests += 1;
+        if units < record_cap {
+            continue;
+        }
+        let length = window.to - window.from;
+        if length <= floor {
+            return Err(Error::data(format!(
+                "window {} holds at least {record_cap} records, the most one response can carry, and cannot be split below {}",
+                show(&window),
+                crate::window::humanize(floor)
+            ))
+            .with_hint("records past the cap may be missing from the platform's answer; raise `record_cap` only if the platform's limit is higher"));
+        }
+        let middle = window.from + Duration::seconds((length.num_seconds() / 2).max(1));
+        log::verbose(&format!(
+            "{units} records in {} reach the cap of {record_cap}: splitting at {}",
+            show(&window),
+            middle.format("%Y-%m-%dT%H:%M:%SZ")
+        ));
+        todo.push(Window::new(middle, window.to));
+        todo.push(Window::new(window.from, middle));
+    }
+    Ok(requests)
+}
+
+/// What the driver learns from one streamed response.
+struct Answer {
+    info: PageInfo,
+    /// The response's size in records: elements, or messages if more (what
+    /// a record cap counts).
+    units: u64,
+}
+
+/// Streams one response into `accept`, element by element: the one place
+/// that reads a response, whether it feeds the sink or a page list.
+///
+/// Anything that makes the response unreadable (not JSON, cut short, a
+/// syntax error anywhere, no records envelope, a value or a collected page
+/// over its limit) is a transient failure marked [`UNREADABLE`]: retried,
+/// and if it stays so the run ends without committing the window.
+/// `page_limit` bounds the bytes of records a collected page may hold.
+async fn fetch_streamed(
+    source: &dyn ChatSource,
+    http: &Http,
+    query: &Query,
+    url: &Url,
+    want_raw: bool,
+    page_limit: Option<usize>,
+    accept: &mut dyn Accept,
+) -> Result<Answer> {
+    let limits = http.settings().limits;
+    let kind = source.kind().as_str();
+    let unreadable = |what: String| Failure::Retry(format!("{UNREADABLE}{kind}: {what}"), None);
+    http.fetch(url, async |mut response: reqwest::Response| {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        accept.begin_response();
+        if !(200..300).contains(&status) {
+            let body = read_limited(&mut response, limits.error_body).await?;
+            return match source.verdict(status, &body) {
+                Verdict::Ok | Verdict::Empty => Ok(Answer {
+                    info: PageInfo::default(),
+                    units: 0,
+                }),
+                other => Err(Failure::from_verdict(other, &headers)),
+            };
+        }
+        let mut scanner = Scanner::with_limit(source.items_at(), limits.record);
+        let mut messages: u64 = 0;
+        let mut page_bytes: usize = 0;
+        // Set when the sink fails (a full disk, a closed pipe): stop reading.
+        let failed: RefCell<Option<Error>> = RefCell::new(None);
+        // Set when an element or the page breaks the response.
+        let broken: RefCell<Option<String>> = RefCell::new(None);
+        let mut on_item = |bytes: &[u8]| {
+            if broken.borrow().is_some() || failed.borrow().is_some() {
+                return;
+            }
+            page_bytes += bytes.len();
+            if page_limit.is_some_and(|limit| page_bytes > limit) {
+                *broken.borrow_mut() = Some(format!(
+                    "a page holds more than {} bytes of records (`max_page_size`)",
+                    page_limit.unwrap_or_default()
+                ));
+                return;
+            }
+            source.parse_item(query, bytes, want_raw, &mut |parsed| {
+                messages += match &parsed {
+                    Parsed::Record(Record::Message(_)) => 1,
+                    Parsed::Record(Record::Conversation(c)) => {
+                        c.record.message_count.unwrap_or(0).max(0) as u64
+                    }
+                    Parsed::Rejected(_) => 0,
+                    Parsed::Unreadable(why) => {
+                        broken.borrow_mut().get_or_insert_with(|| why.clone());
+                        return;
+                    }
+                };
+                if failed.borrow().is_none() && broken.borrow().is_none() {
+                    if let Err(e) = accept.accept(parsed) {
+                        *failed.borrow_mut() = Some(e);
+                    }
+                }
+            })
+        };
+        let mut outcome = Ok(());
+        // Reading stops once the root value is complete: whatever a server
+        // sends after it (endless padding) cannot hold the run.
+        while !scanner.is_done() {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    outcome = Err(Failure::Retry(transport(e), None));
+                    break;
+                }
+            };
+            if let Err(e) = scanner.feed(&chunk, &mut on_item) {
+                outcome = Err(unreadable(e));
+                break;
+            }
+            if failed.borrow().is_some() || broken.borrow().is_some() {
+                break;
+            }
+        }
+        // A failed write outranks whatever the response did.
+        if let Some(e) = failed.into_inner() {
+            return Err(Failure::Fail(e));
+        }
+        if let Some(why) = broken.into_inner() {
+            return Err(unreadable(why));
+        }
+        outcome?;
+        scanner.finish().map_err(unreadable)?;
+        let total = match source.read_envelope(&scanner.envelope) {
+            Ok(total) if scanner.envelope.has_items => total,
+            Ok(_) => {
+                return Err(unreadable(format!(
+                    "the answer has no records ({})",
+                    match source.items_at() {
+                        ItemsAt::Key(key) => format!("no `{key}` member"),
+                        ItemsAt::Root => "not an array".to_string(),
+                    }
+                )))
+            }
+            // The platform's own way of saying "nothing here".
+            Err(Verdict::Empty) => None,
+            Err(v) => return Err(Failure::from_verdict(v, &headers)),
+        };
+        Ok(Answer {
+            info: PageInfo {
+                items: scanner.items,
+                total,
+            },
+            units: messages.max(scanner.items as u64),
+        })
+    })
+    .await
+}
+
+fn transport(e: reqwest::Error) -> String {
+    format!(
+        "connection broke while reading the response: {}",
+        e.without_url()
+    )
+}
