@@ -1,11 +1,13 @@
-//! The contract between the pipeline and a platform, and the one driver that
-//! walks windows and pages for every platform.
+//! The contract between the pipeline and a platform (`ChatSource`, `Sink`
+//! and the types they exchange); the one driver that walks windows and pages
+//! for every platform is `driver.rs`, the platforms are listed in
+//! `registry.rs`.
 //!
 //! A provider (one module per platform) only knows its platform: how to split
 //! a window into queries, the URL of one page, how to read a response's
 //! status, and how to map one page's body to records. Everything that loops
 //! (windows, pages, retries, concurrency, stop conditions, guards against a
-//! platform that ignores its page parameter) lives here, once.
+//! platform that ignores its page parameter) lives in the driver, once.
 //!
 //! Provider methods are plain synchronous functions; the driver owns all the
 //! async work. That keeps providers trivially testable on fixture bytes.
