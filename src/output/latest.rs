@@ -14,12 +14,12 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use flate2::read::GzDecoder;
-use flate2::write::GzEncoder;
+
+use super::Compression;
 
 /// The newest row of every conversation written so far.
 #[derive(Default)]
@@ -57,9 +57,9 @@ impl Latest {
     }
 
     /// Rewrites `temp` (CSV with a header row when `csv`, else JSON Lines;
-    /// gzip when `gz`) keeping only each conversation's newest row, in the
+    /// compressed as `compression`) keeping only each conversation's newest row, in the
     /// order they were written; the result replaces `temp`, synced.
-    pub fn keep_newest(&self, temp: &Path, csv: bool, gz: bool) -> io::Result<()> {
+    pub fn keep_newest(&self, temp: &Path, csv: bool, compression: Compression) -> io::Result<()> {
         let mut keep = vec![false; self.rows as usize];
         for &(_, row) in self.newest.values() {
             keep[row as usize] = true;
@@ -69,22 +69,10 @@ impl Latest {
             temp.file_name().unwrap_or_default().to_string_lossy()
         ));
         let result = (|| {
-            let source = File::open(temp)?;
-            let input: Box<dyn Read> = if gz {
-                Box::new(GzDecoder::new(source))
-            } else {
-                Box::new(source)
-            };
+            let input = compression.reader(File::open(temp)?)?;
             let mut input = BufReader::with_capacity(1 << 16, input);
             let file = crate::safefs::create_new(&rewritten, crate::safefs::existing_mode(temp))?;
-            let mut output: Box<dyn Write> = if gz {
-                Box::new(GzEncoder::new(
-                    BufWriter::with_capacity(1 << 16, file),
-                    flate2::Compression::default(),
-                ))
-            } else {
-                Box::new(BufWriter::with_capacity(1 << 16, file))
-            };
+            let mut output = compression.writer(file)?;
             let mut row = Vec::new();
             if csv && next_row(&mut input, &mut row, true)? {
                 output.write_all(&row)?;
@@ -96,7 +84,7 @@ impl Latest {
                 }
                 n += 1;
             }
-            drop(output);
+            output.finish_write()?;
             File::open(&rewritten)?.sync_all()?;
             std::fs::rename(&rewritten, temp)
         })();
@@ -183,33 +171,25 @@ mod tests {
     #[test]
     fn a_file_is_rewritten_with_the_newest_rows_only() {
         let dir = tempfile::tempdir().unwrap();
-        for gz in [false, true] {
-            let temp = dir.path().join(format!(".x.csv.tmp-{gz}"));
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let temp = dir.path().join(format!(".x.csv.tmp-{compression:?}"));
             let text = "id,v\n\"a\nmultiline\",1\nb,1\na,2\n";
-            if gz {
-                let mut e = GzEncoder::new(File::create(&temp).unwrap(), Default::default());
-                e.write_all(text.as_bytes()).unwrap();
-                e.finish().unwrap();
-            } else {
-                std::fs::write(&temp, text).unwrap();
-            }
+            let mut w = compression.writer(File::create(&temp).unwrap()).unwrap();
+            w.write_all(text.as_bytes()).unwrap();
+            w.finish_write().unwrap();
             let mut l = Latest::default();
             l.note("s", "a", t("2024-01-01T00:00:00Z"));
             l.note("s", "b", None);
             l.note("s", "a", t("2024-01-02T00:00:00Z"));
-            l.keep_newest(&temp, true, gz).unwrap();
+            l.keep_newest(&temp, true, compression).unwrap();
             let mut back = String::new();
-            let f = File::open(&temp).unwrap();
-            if gz {
-                GzDecoder::new(f).read_to_string(&mut back).unwrap();
-            } else {
-                BufReader::new(f).read_to_string(&mut back).unwrap();
-            }
-            assert_eq!(back, "id,v\nb,1\na,2\n", "gz {gz}");
+            let mut r = compression.reader(File::open(&temp).unwrap()).unwrap();
+            std::io::Read::read_to_string(&mut r, &mut back).unwrap();
+            assert_eq!(back, "id,v\nb,1\na,2\n", "{compression:?}");
         }
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
-            2,
+            3,
             "no leftovers"
         );
     }

@@ -235,10 +235,16 @@ fn rows_in(path: &std::path::Path) -> Vec<(String, String)> {
     let file = std::fs::File::open(path).unwrap();
     if name.ends_with(".gz") {
         std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(file), &mut text).unwrap();
+    } else if name.ends_with(".zst") {
+        std::io::Read::read_to_string(&mut zstd::Decoder::new(file).unwrap(), &mut text).unwrap();
     } else {
         std::io::Read::read_to_string(&mut std::io::BufReader::new(file), &mut text).unwrap();
     }
-    if name.trim_end_matches(".gz").ends_with(".csv") {
+    if name
+        .trim_end_matches(".gz")
+        .trim_end_matches(".zst")
+        .ends_with(".csv")
+    {
         crate::common::csv_columns(&text, &["conversation_id", "status"])
             .into_iter()
             .map(|r| (r[0].clone(), r[1].clone()))
@@ -266,6 +272,8 @@ async fn a_file_holds_each_changed_chat_once_in_its_newest_version() {
         ("chats.jsonl", plain),
         ("chats.jsonl.gz", plain),
         ("chats.csv.gz", plain),
+        ("chats.jsonl.zst", plain),
+        ("chats.csv.zst", plain),
         ("zoned.csv", &["--tz", "America/Bogota"]),
         ("raw.jsonl", &["--include-raw"]),
         ("masked.jsonl.gz", &["--redact=mask"]),
