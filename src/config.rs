@@ -277,6 +277,9 @@ pub struct HttpSettings {
     /// time cannot keep a run alive.
     pub request_timeout: std::time::Duration,
     pub limits: Limits,
+    /// The most requests one run may send (platforms whose every request
+    /// spends a daily token); None: no ceiling.
+    pub max_requests: Option<u64>,
 }
 
 /// Bytes chatdump will hold for one thing a server sends; past them the
@@ -311,6 +314,7 @@ impl Default for HttpSettings {
             max_wait: std::time::Duration::from_secs(15 * 60),
             request_timeout: std::time::Duration::from_secs(30 * 60),
             limits: Limits::default(),
+            max_requests: None,
         }
     }
 }
@@ -548,6 +552,7 @@ impl<'a> SourceTable<'a> {
                     .size("max_page_size", 1024)?
                     .unwrap_or(defaults.limits.page),
             },
+            max_requests: None,
         })
     }
 

@@ -136,6 +136,8 @@ pub struct Http {
     pacer: Pacer,
     consecutive_throttles: AtomicU32,
     jitter: AtomicU64,
+    /// Requests sent so far (attempts included), against `max_requests`.
+    sent: AtomicU64,
     /// Every form in which this source's credentials could come back in a
     /// server's text (the values, and Basic auth's base64), to mask them.
     secrets: Vec<String>,
@@ -187,6 +189,7 @@ impl Http {
             pacer: Pacer::new(interval),
             consecutive_throttles: AtomicU32::new(0),
             jitter: AtomicU64::new(seed | 1),
+            sent: AtomicU64::new(0),
             secrets,
         })
     }
@@ -224,6 +227,18 @@ impl Http {
                 .acquire()
                 .await
                 .expect("semaphore never closes");
+            if let Some(max) = self.settings.max_requests {
+                if self.sent.fetch_add(1, Ordering::Relaxed) >= max {
+                    return Err(Error::new(
+                        Kind::Auth,
+                        format!(
+                            "source {:?}: this run has sent the {max} requests it may (`max_tokens`); each spends one of the account's daily tokens",
+                            self.source
+                        ),
+                    )
+                    .with_hint("nothing of the window under way was committed; export a shorter window (see --dry-run), or raise `max_tokens` if the account's daily tokens allow it"));
+                }
+            }
             self.pacer.wait().await;
             let started = Instant::now();
             log::progress::request();

@@ -61,6 +61,11 @@ pub(super) fn print_plan(
             "cost:     each request spends one of the account's daily {} tokens; a window over the record cap is split and costs more",
             source.kind().as_str()
         ));
+        if let Some(max) = source.connection().settings.max_requests {
+            lines.push(format!(
+                "ceiling:  this run stops after {max} requests (`max_tokens`)"
+            ));
+        }
     }
     match state {
         Some(p) => lines.push(format!(

@@ -546,3 +546,50 @@ async fn a_chat_across_windows_and_bisected_slices_is_one_complete_row() {
         );
     }
 }
+
+/// A run spends at most `max_tokens` requests (each a daily token), then
+/// stops with 77 and commits nothing of the window under way.
+#[tokio::test]
+async fn a_run_stops_at_its_token_ceiling() {
+    let server = MockServer::start().await;
+    Mock::given(path(REPORT))
+        .respond_with(ok(vec![chat("1", local("2024-03-05 10:00:00"), 2)]))
+        .mount(&server)
+        .await;
+    let dir = config(&server.uri(), "max_tokens = 2\n");
+    let r = run(
+        dir.path(),
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-08",
+            "-o",
+            "out.jsonl",
+            "--state",
+            "s.state",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 77, "{}", r.stderr);
+    assert!(r.stderr.contains("max_tokens"), "{}", r.stderr);
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    assert!(!dir.path().join("out.jsonl").exists() && !dir.path().join("s.state").exists());
+    let r = run(
+        dir.path(),
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-08",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("stops after 2 requests"), "{}", r.stdout);
+}

@@ -35,7 +35,10 @@ use crate::model::Sender;
 use crate::source::Connection;
 
 /// Keys both Wolkvox kinds accept.
-pub const SHARED_KEYS: &[&str] = &["server", "token", "token_env", "timezone"];
+pub const SHARED_KEYS: &[&str] = &["server", "token", "token_env", "timezone", "max_tokens"];
+/// Tokens one run may spend by default: a month of daily windows split a
+/// few times over, a small part of even one licence's 1,000 a day.
+const DEFAULT_MAX_TOKENS: i64 = 500;
 
 /// The naive format of `date_ini`/`date_end` and of returned `date`s.
 pub const QUERY_TIME_FORMAT: &str = "%Y%m%d%H%M%S";
@@ -66,8 +69,18 @@ impl Client {
                 name: "wolkvox-token",
                 value: table.secret("token")?,
             },
-            // Every request spends a daily token: no hurry.
-            http: table.http(1.0)?,
+            // Wolkvox documents no rate per second: it asks for one call at
+            // a time (`max_in_flight` 1) and counts a daily token per call.
+            // So no spacing by default, and a ceiling on the tokens one run
+            // may spend instead.
+            http: HttpSettings {
+                max_requests: Some(
+                    table
+                        .integer("max_tokens", 1, 1_000_000)?
+                        .unwrap_or(DEFAULT_MAX_TOKENS) as u64,
+                ),
+                ..table.http(1000.0)?
+            },
             zone: table.timezone(chrono_tz::America::Bogota)?,
         })
     }
