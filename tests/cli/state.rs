@@ -49,7 +49,7 @@ impl Respond for Fake {
 }
 
 /// One chat every `every` minutes from 2024-03-01 00:00 local, `n` of them.
-fn chats(n: usize, every: i64) -> Vec<Value> {
+pub fn chats(n: usize, every: i64) -> Vec<Value> {
     let start =
         chrono::NaiveDateTime::parse_from_str("2024-03-01 00:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
     (0..n)
@@ -61,7 +61,7 @@ fn chats(n: usize, every: i64) -> Vec<Value> {
         .collect()
 }
 
-async fn fake(rows: Vec<Value>, delay: Duration) -> MockServer {
+pub async fn fake(rows: Vec<Value>, delay: Duration) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(path(CHATS))
         .respond_with(Fake { rows, delay })

@@ -432,35 +432,8 @@ async fn sigterm_during_a_stalled_follow_poll_is_honoured() {
 /// and its overlap still recognised, so nothing is exported twice.
 #[tokio::test]
 async fn a_state_of_the_previous_release_still_deduplicates_its_overlap() {
-    let start =
-        chrono::NaiveDateTime::parse_from_str("2024-03-01 00:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
-    let rows: Vec<_> = (0..24)
-        .map(|i| {
-            let t = start + chrono::Duration::minutes(30 * i);
-            json!({"conversation_id": format!("c{i:04}"), "start_time": t.format("%Y-%m-%d %H:%M:%S").to_string(),
-                   "cus_name": "Khách", "chat_status": "LBL_CHAT_STATUS_MEET"})
-        })
-        .collect();
-    // Answers with the chats inside the asked bounds, like CareSoft.
-    let server = MockServer::start().await;
-    Mock::given(any())
-        .respond_with(move |r: &wiremock::Request| {
-            let q: std::collections::HashMap<String, String> =
-                r.url.query_pairs().into_owned().collect();
-            let bound = |k: &str| q[k].replace('T', " ").trim_end_matches('Z').to_string();
-            let (since, to) = (bound("start_time_since"), bound("start_time_to"));
-            let chats: Vec<_> = rows
-                .iter()
-                .filter(|c| {
-                    let s = c["start_time"].as_str().unwrap();
-                    s >= since.as_str() && s <= to.as_str()
-                })
-                .collect();
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"code": "ok", "numFound": chats.len(), "chats": chats}))
-        })
-        .mount(&server)
-        .await;
+    // The fake and the chats the version-1 state was written from.
+    let server = crate::state::fake(crate::state::chats(24, 30), Duration::ZERO).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
     let d = dir.path();
     std::fs::copy(
