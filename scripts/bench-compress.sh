@@ -11,22 +11,9 @@ mix=${2:-text}
 work=$(mktemp -d)
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 
-cargo build --release --quiet
-cargo build --release --quiet --example gen_chat2
-mkdir -p "$work/www/api/v2"
-./target/release/examples/gen_chat2 "$work/www/api/v2/reports_manager.php" "$mb" "$mix"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-(cd "$work/www" && exec python3 -m http.server "$port" --bind 127.0.0.1 >/dev/null 2>&1) &
-server=$!
-for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$port/api/v2/reports_manager.php" -r 0-0 && break; sleep 0.1; done
-cat > "$work/chatdump.toml" <<TOML
-[sources.bench]
-kind = "wolkvox"
-base_url = "http://127.0.0.1:$port"
-token = "bench"
-record_cap = 10000000
-TOML
-chmod 600 "$work/chatdump.toml"
+. scripts/lib.sh
+serve_chat2 "$mb" "$mix"
+wolkvox_config
 
 seconds() { # command... -> wall seconds
   local start end
