@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use futures_util::stream::{self, StreamExt};
 use reqwest::Url;
 
@@ -345,9 +345,8 @@ async fn fetch_capped(
             ..query.clone()
         };
         let url = source.page_url(&part, 1);
-        let units = fetch_streamed(source, http, &part, &url, want_raw, None, accept)
-            .await?
-            .units;
+        let answer = fetch_streamed(source, http, &part, &url, want_raw, None, accept).await?;
+        let units = answer.units;
         requests += 1;
         if units < record_cap {
             continue;
@@ -361,16 +360,58 @@ async fn fetch_capped(
             ))
             .with_hint("records past the cap may be missing from the platform's answer; raise `record_cap` only if the platform's limit is higher"));
         }
-        let middle = window.from + Duration::seconds((length.num_seconds() / 2).max(1));
+        let pieces = split_for_cap(&window, units, record_cap, answer.latest_start, floor);
         log::verbose(&format!(
-            "{units} records in {} reach the cap of {record_cap}: splitting at {}",
+            "{units} records in {} reach the cap of {record_cap}: splitting in {} at {}",
             show(&window),
-            middle.format("%Y-%m-%dT%H:%M:%SZ")
+            pieces.len(),
+            pieces
+                .iter()
+                .skip(1)
+                .map(|p| p.from.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
-        todo.push(Window::new(middle, window.to));
-        todo.push(Window::new(window.from, middle));
+        // Depth-first, earliest piece first.
+        todo.extend(pieces.into_iter().rev());
     }
     Ok(requests)
+}
+
+/// The pieces a window whose answer reached the cap is fetched again in,
+/// sized so that each should hold about three quarters of a capped answer:
+/// every request spends a daily token. How far the truncated answer got
+/// (`latest_start`) tells the density when the platform fills answers in
+/// time order; when it does not (or says nothing), that estimate is the
+/// whole window and this is a plain halving. Pieces never go below `floor`,
+/// and a piece still over the cap is split again.
+pub(super) fn split_for_cap(
+    window: &Window,
+    units: u64,
+    record_cap: u64,
+    latest_start: Option<DateTime<Utc>>,
+    floor: Duration,
+) -> Vec<Window> {
+    let length = (window.to - window.from).num_seconds().max(1);
+    let reached = latest_start
+        .map_or(length, |t| (t - window.from).num_seconds())
+        .clamp(length / 16 + 1, length);
+    let estimated = units as f64 * length as f64 / reached as f64;
+    let wanted = (estimated / (record_cap as f64 * 0.75)).ceil() as i64;
+    let most = (length / floor.num_seconds().max(1)).max(2);
+    let pieces = wanted.clamp(2, most.min(64));
+    let step = length / pieces;
+    (0..pieces)
+        .map(|i| {
+            let from = window.from + Duration::seconds(i * step);
+            let to = if i + 1 == pieces {
+                window.to
+            } else {
+                window.from + Duration::seconds((i + 1) * step)
+            };
+            Window::new(from, to)
+        })
+        .collect()
 }
 
 /// What the driver learns from one streamed response.
@@ -379,6 +420,10 @@ struct Answer {
     /// The response's size in records: elements, or messages if more (what
     /// a record cap counts).
     units: u64,
+    /// The latest start among its elements (a chat's first message, a
+    /// conversation's start): how far into the window a truncated answer
+    /// got, when the platform fills it in time order.
+    latest_start: Option<DateTime<Utc>>,
 }
 
 /// Streams one response into `accept`, element by element: the one place
@@ -411,12 +456,14 @@ async fn fetch_streamed(
                 Verdict::Ok | Verdict::Empty => Ok(Answer {
                     info: PageInfo::default(),
                     units: 0,
+                    latest_start: None,
                 }),
                 other => Err(Failure::from_verdict(other, &headers)),
             };
         }
         let mut scanner = Scanner::with_limit(source.items_at(), limits.record);
         let mut messages: u64 = 0;
+        let mut latest_start: Option<DateTime<Utc>> = None;
         let mut page_bytes: usize = 0;
         // Set when the sink fails (a full disk, a closed pipe): stop reading.
         let failed: RefCell<Option<Error>> = RefCell::new(None);
@@ -434,7 +481,17 @@ async fn fetch_streamed(
                 ));
                 return;
             }
+            let mut element_start: Option<DateTime<Utc>> = None;
             source.parse_item(query, bytes, want_raw, &mut |parsed| {
+                let start = match &parsed {
+                    Parsed::Record(Record::Message(m)) => m.record.sent_at,
+                    Parsed::Record(Record::Conversation(c)) => c.record.started_at,
+                    _ => None,
+                };
+                element_start = match (element_start, start) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 messages += match &parsed {
                     Parsed::Record(Record::Message(_)) => 1,
                     Parsed::Record(Record::Conversation(c)) => {
@@ -451,7 +508,8 @@ async fn fetch_streamed(
                         *failed.borrow_mut() = Some(e);
                     }
                 }
-            })
+            });
+            latest_start = latest_start.max(element_start);
         };
         let mut outcome = Ok(());
         // Reading stops once the root value is complete: whatever a server
@@ -503,6 +561,7 @@ async fn fetch_streamed(
                 total,
             },
             units: messages.max(scanner.items as u64),
+            latest_start,
         })
     })
     .await

@@ -329,7 +329,10 @@ async fn a_capped_window_is_bisected_and_the_floor_is_an_error() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), 4, "{:?}", sink.ids);
-    assert_eq!(calls, 3, "the day, then its two halves");
+    assert_eq!(
+        calls, 3,
+        "the day, then its halves (its rows have no start time)"
+    );
     // Always at the cap: split down to the floor, then refused.
     let (result, _) = drive_script(capped, |_| json!({"items": ids(0..3)})).await;
     let e = result.err().expect("over the cap at the floor");
@@ -348,6 +351,40 @@ async fn a_snapshot_is_one_request_and_rejects_are_fed_not_fatal() {
     assert_eq!(
         (sink.ids.len(), sink.rejected, calls, stats.requests),
         (2, 1, 1, 1)
+    );
+}
+
+#[test]
+fn a_capped_window_is_split_by_the_density_it_showed() {
+    let w = day();
+    let at = |h: i64| w.from + Duration::hours(h);
+    // Filled in time order, the answer reached 06:00: the day holds about
+    // four answers' worth, so about six pieces of three quarters each.
+    let pieces = super::driver::split_for_cap(&w, 300, 300, Some(at(6)), Duration::minutes(1));
+    assert_eq!(pieces.len(), 6);
+    assert_eq!(pieces[0].from, w.from);
+    assert_eq!(pieces[5].to, w.to);
+    for pair in pieces.windows(2) {
+        assert_eq!(pair[0].to, pair[1].from, "no gap, no overlap");
+    }
+    // Nothing learnt (unordered answers, or no times): halves.
+    assert_eq!(
+        super::driver::split_for_cap(&w, 300, 300, None, Duration::minutes(1)).len(),
+        2
+    );
+    assert_eq!(
+        super::driver::split_for_cap(&w, 300, 300, Some(at(23)), Duration::minutes(1)).len(),
+        2
+    );
+    // Never below the floor, never more than 64 pieces.
+    let short = Window::new(w.from, w.from + Duration::minutes(3));
+    assert_eq!(
+        super::driver::split_for_cap(&short, 300, 300, Some(short.from), Duration::minutes(1))
+            .len(),
+        3
+    );
+    assert!(
+        super::driver::split_for_cap(&w, 300, 3, Some(at(0)), Duration::minutes(1)).len() <= 64
     );
 }
 

@@ -184,7 +184,7 @@ async fn a_capped_window_is_bisected_until_complete_counting_messages() {
     ids.dedup();
     assert_eq!(ids.len(), 24);
     assert!(
-        r.stderr.contains("splitting at"),
+        r.stderr.contains("splitting in"),
         "the split shows at -v: {}",
         r.stderr
     );
