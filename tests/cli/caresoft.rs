@@ -660,3 +660,84 @@ async fn a_conversation_under_two_types_is_one_row_in_a_file() {
         "the newest comes last"
     );
 }
+
+/// Answers like CareSoft after a delay that varies from request to request,
+/// so concurrent requests complete out of order.
+struct Jittery(Vec<Value>);
+
+impl wiremock::Respond for Jittery {
+    fn respond(&self, r: &Request) -> ResponseTemplate {
+        let q: std::collections::HashMap<String, String> =
+            r.url.query_pairs().into_owned().collect();
+        let bound = |k: &str| q[k].replace('T', " ").trim_end_matches('Z').to_string();
+        let (since, to) = (bound("start_time_since"), bound("start_time_to"));
+        let kind = q["conversation_type"].clone();
+        let page: usize = q["page"].parse().unwrap();
+        let count: usize = q["count"].parse().unwrap();
+        let rows: Vec<Value> = self
+            .0
+            .iter()
+            .filter(|c| {
+                let s = c["start_time"].as_str().unwrap();
+                s >= since.as_str() && s <= to.as_str()
+            })
+            .map(|c| {
+                let mut c = c.clone();
+                c["conversation_id"] =
+                    json!(format!("{}-{kind}", c["conversation_id"].as_str().unwrap()));
+                c
+            })
+            .collect();
+        let body: Vec<&Value> = rows.iter().skip((page - 1) * count).take(count).collect();
+        let jitter = r
+            .url
+            .as_str()
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+            % 40;
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"code": "ok", "numFound": rows.len(), "chats": body}))
+            .set_delay(std::time::Duration::from_millis(jitter))
+    }
+}
+
+/// Queries, types and windows are fetched at once and complete in any
+/// order; the output is byte for byte what one request at a time gives.
+#[tokio::test]
+async fn the_output_is_the_same_whatever_the_concurrency() {
+    let rows = crate::state::chats(7 * 24, 60);
+    let server = MockServer::start().await;
+    Mock::given(path(CHATS))
+        .respond_with(Jittery(rows))
+        .mount(&server)
+        .await;
+    let mut outputs = Vec::new();
+    for concurrency in [1, 8] {
+        let dir = caresoft_config(
+            &server.uri(),
+            &format!("concurrency = {concurrency}\npage_size = 5\n"),
+        );
+        let r = run(
+            dir.path(),
+            &[
+                "export",
+                "hanoi",
+                "--from",
+                "2024-03-01",
+                "--to",
+                "2024-03-08",
+                "-o",
+                "o.csv",
+            ],
+        )
+        .await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        outputs.push(std::fs::read_to_string(dir.path().join("o.csv")).unwrap());
+    }
+    assert_eq!(
+        outputs[0].lines().count(),
+        1 + 7 * 24 * 3,
+        "every chat of every type"
+    );
+    crate::common::assert_same_text(&outputs[1], &outputs[0]);
+}
