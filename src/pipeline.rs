@@ -24,14 +24,39 @@ use crate::window::Window;
 
 /// Keys of the current and the previous window, as 128-bit digests, plus
 /// the keys a previous run left for the overlap it knew would be re-fetched.
+/// The keys are already uniform 128-bit digests (SHA-256 based): hashing
+/// them again with SipHash only costs time. Their low 64 bits are the hash.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed here; anything else still spreads.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+type DigestSet = HashSet<u128, std::hash::BuildHasherDefault<DigestHasher>>;
+type DigestMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<DigestHasher>>;
+
 #[derive(Default)]
 struct Seen {
-    current: HashSet<u128>,
-    previous: HashSet<u128>,
-    carried: HashSet<u128>,
+    current: DigestSet,
+    previous: DigestSet,
+    carried: DigestSet,
     /// Keys a version-1 state carried, in that version's digest: matched
     /// by recomputing it, for the one run that migrates the state.
-    legacy: HashSet<u128>,
+    legacy: DigestSet,
 }
 
 impl Seen {
@@ -329,7 +354,7 @@ pub struct Pipeline<'a> {
     /// Identical messages met so far, by digest, so two identical messages
     /// in one second get two ids, and a repeat of both gets the same two.
     /// Scoped to one response, or one conversation for in-order sources.
-    occurrences: HashMap<u128, u32>,
+    occurrences: DigestMap<u32>,
     occurrence_scope: String,
     aggregate: Option<Aggregator>,
     stats: Stats,
@@ -350,7 +375,7 @@ impl<'a> Pipeline<'a> {
             recent: memory.recent,
             remember: memory.remember,
             keep_for: shape.keep_for,
-            occurrences: HashMap::new(),
+            occurrences: DigestMap::default(),
             occurrence_scope: String::new(),
             aggregate: (shape.aggregate && shape.records == RecordKind::Conversations)
                 .then(Aggregator::default),
