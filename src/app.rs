@@ -241,12 +241,19 @@ async fn check(config: &Config, names: &[String]) -> Result<()> {
     let mut worst: Option<Kind> = None;
     let mut failed = 0;
     for name in &names {
+        let mut status = None;
         let result = async {
             let table = config.source(name)?;
             let source = (table.kind.platform().build)(&table)?;
+            if let Some(url) = source.status_url() {
+                status = Some(platform_status(&url).await);
+            }
             check_one(&*source, name).await
         }
         .await;
+        if let Some(status) = status {
+            println!("{name}: platform status: {status}");
+        }
         match result {
             Ok(message) => println!("{name}: ok ({message})"),
             Err(e) => {
@@ -269,6 +276,66 @@ async fn check(config: &Config, names: &[String]) -> Result<()> {
                 if names.len() == 1 { "" } else { "s" }
             ),
         )),
+    }
+}
+
+/// A platform's public status page, read without credentials: `up`, `DOWN`
+/// with the monitors that are down, or `unknown` and why. Informative
+/// only: `check`'s exit code is about this source's own request.
+async fn platform_status(url: &reqwest::Url) -> String {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .build();
+    let answer = match client {
+        Ok(c) => c.get(url.clone()).send().await,
+        Err(e) => return format!("unknown ({e})"),
+    };
+    let response = match answer {
+        Ok(r) if r.status().is_success() => r,
+        Ok(r) => {
+            return format!(
+                "unknown (HTTP {} from {})",
+                r.status().as_u16(),
+                display_url(url)
+            )
+        }
+        Err(e) => {
+            return format!(
+                "unknown ({} unreachable: {})",
+                display_url(url),
+                e.without_url()
+            )
+        }
+    };
+    let mut response = response;
+    let body = match crate::http::read_limited(&mut response, 1 << 20).await {
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes).ok(),
+        Err(_) => None,
+    };
+    let Some(body) = body else {
+        return format!("unknown ({} did not answer JSON)", display_url(url));
+    };
+    let Some(monitors) = body.get("monitors").and_then(|m| m.as_array()) else {
+        return format!("unknown ({} has no `monitors`)", display_url(url));
+    };
+    let down: Vec<String> = monitors
+        .iter()
+        .filter(|m| m.get("status").and_then(serde_json::Value::as_i64) != Some(1))
+        .map(|m| {
+            let name = m.get("name").and_then(|n| n.as_str()).unwrap_or("?");
+            log::escape_controls(name, false).into_owned()
+        })
+        .collect();
+    if down.is_empty() {
+        format!("up ({} monitors)", monitors.len())
+    } else {
+        format!(
+            "DOWN: {} of {} monitors ({})",
+            down.len(),
+            monitors.len(),
+            down.join(", ")
+        )
     }
 }
 

@@ -280,6 +280,10 @@ pub struct HttpSettings {
     /// The most requests one run may send (platforms whose every request
     /// spends a daily token); None: no ceiling.
     pub max_requests: Option<u64>,
+    /// A backup host (primary base, backup base): a request that stays
+    /// unavailable on the primary (connection errors, 5xx) through its
+    /// retries is tried there.
+    pub backup: Option<(Url, Url)>,
 }
 
 /// Bytes chatdump will hold for one thing a server sends; past them the
@@ -315,6 +319,7 @@ impl Default for HttpSettings {
             request_timeout: std::time::Duration::from_secs(30 * 60),
             limits: Limits::default(),
             max_requests: None,
+            backup: None,
         }
     }
 }
@@ -487,10 +492,28 @@ impl<'a> SourceTable<'a> {
     /// The base URL: `base_url` if set, else `default`. Plain `http://` is
     /// only allowed to loopback hosts (tests, local proxies).
     pub fn base_url(&self, default: impl FnOnce() -> Result<String>) -> Result<Url> {
-        let (text, key) = match self.string("base_url")? {
-            Some(u) => (u, "base_url"),
-            None => (default()?, "base_url"),
+        let text = match self.string("base_url")? {
+            Some(u) => u,
+            None => default()?,
         };
+        self.checked_url("base_url", &text)
+    }
+
+    /// Another URL key (`backup_url`, `status_url`), held to the same
+    /// rules as `base_url`.
+    pub fn url(&self, key: &str) -> Result<Option<Url>> {
+        self.string(key)?
+            .map(|text| self.checked_url(key, &text))
+            .transpose()
+    }
+
+    /// A URL chatdump builds itself (a documented default), checked like
+    /// a configured one.
+    pub fn checked_default_url(&self, text: &str) -> Result<Url> {
+        self.checked_url("base_url", text)
+    }
+
+    fn checked_url(&self, key: &str, text: &str) -> Result<Url> {
         let url = Url::parse(text.trim_end_matches('/')).map_err(|e| {
             // The text may hold `user:password@`: it is not quoted back.
             self.error(key, &format!("is not a valid URL: {e}"))
@@ -553,6 +576,7 @@ impl<'a> SourceTable<'a> {
                     .unwrap_or(defaults.limits.page),
             },
             max_requests: None,
+            backup: None,
         })
     }
 

@@ -138,6 +138,8 @@ pub struct Http {
     jitter: AtomicU64,
     /// Requests sent so far (attempts included), against `max_requests`.
     sent: AtomicU64,
+    /// Requests that went to the backup host.
+    backup_sent: AtomicU64,
     /// Every form in which this source's credentials could come back in a
     /// server's text (the values, and Basic auth's base64), to mask them.
     secrets: Vec<String>,
@@ -190,12 +192,26 @@ impl Http {
             consecutive_throttles: AtomicU32::new(0),
             jitter: AtomicU64::new(seed | 1),
             sent: AtomicU64::new(0),
+            backup_sent: AtomicU64::new(0),
             secrets,
         })
     }
 
     pub fn settings(&self) -> &HttpSettings {
         &self.settings
+    }
+
+    /// How many requests went to the backup host, for the summary.
+    pub fn backup_requests(&self) -> u64 {
+        self.backup_sent.load(Ordering::Relaxed)
+    }
+
+    /// `url` moved from the primary base to the backup base, if this
+    /// source has a backup and `url` is on the primary.
+    fn on_backup(&self, url: &Url) -> Option<Url> {
+        let (primary, backup) = self.settings.backup.as_ref()?;
+        let rest = url.as_str().strip_prefix(primary.as_str())?;
+        Url::parse(&format!("{}{rest}", backup.as_str())).ok()
     }
 
     /// `text` with every form of this source's credentials replaced by
@@ -219,7 +235,9 @@ impl Http {
         url: &Url,
         mut handle: impl AsyncFnMut(reqwest::Response) -> Result<T, Failure>,
     ) -> Result<T> {
-        let shown = display_url(url);
+        let mut url = url.clone();
+        let mut shown = display_url(&url);
+        let mut on_backup = false;
         let mut attempt: u32 = 0;
         loop {
             let permit = self
@@ -242,8 +260,11 @@ impl Http {
             self.pacer.wait().await;
             let started = Instant::now();
             log::progress::request();
+            if on_backup {
+                self.backup_sent.fetch_add(1, Ordering::Relaxed);
+            }
             let exchange = async {
-                let response = self.send(url).await?;
+                let response = self.send(&url).await?;
                 log::trace(&format!(
                     "GET {shown} -> {} ({} ms to headers)",
                     response.status().as_u16(),
@@ -286,6 +307,25 @@ impl Http {
                         self.source
                     ))
                     .with_hint("the platform keeps throttling; lower `rate_limit` for this source and retry in 15 minutes"));
+                }
+            }
+            // Unavailable through every retry (not throttled, not data
+            // that will not parse): the backup host gets its own retries.
+            let unreadable_data = reason.starts_with(UNREADABLE) && !reason.contains(NOT_JSON);
+            let unavailable = !throttled && !unreadable_data;
+            if attempt >= self.settings.max_retries && unavailable && !on_backup {
+                if let Some(backup) = self.on_backup(&url) {
+                    log::warn(&format!(
+                        "source {:?}: GET {shown}: {reason} after {} attempts; trying the backup host {}",
+                        self.source,
+                        attempt + 1,
+                        backup.origin().ascii_serialization()
+                    ));
+                    url = backup;
+                    shown = display_url(&url);
+                    on_backup = true;
+                    attempt = 0;
+                    continue;
                 }
             }
             if attempt >= self.settings.max_retries {

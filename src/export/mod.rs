@@ -379,8 +379,12 @@ impl<'a> Exporter<'a> {
             many => format!("{} files", many.len()),
         };
         let total = self.total;
+        let backup = match self.http.backup_requests() {
+            0 => String::new(),
+            n => format!(", {n} to the backup host"),
+        };
         log::info(&format!(
-            "exported {} {} from {} window{} ({} request{}) in {:.1} s -> {target}",
+            "exported {} {} from {} window{} ({} request{}{backup}) in {:.1} s -> {target}",
             log::thousands(total.records),
             self.options.records.as_str(),
             total.windows,

@@ -47,7 +47,12 @@ pub const KEYS: &[&str] = &[
     "settle",
     "lookback",
     "concurrency",
+    "backup_url",
+    "status_url",
 ];
+
+/// The platform's public status page (no authentication, no rate limit).
+const STATUS_URL: &str = "https://status.caresoft.vn/api/v1/heartbeat";
 
 pub static PLATFORM: Platform = Platform {
     name: "caresoft",
@@ -86,6 +91,7 @@ pub struct Caresoft {
     page_size: u32,
     timing: Timing,
     concurrency: usize,
+    status: Option<Url>,
 }
 
 impl Caresoft {
@@ -128,10 +134,31 @@ impl Caresoft {
             lookback: Duration::hours(2),
         };
         let timing = Timing::from_config(table, defaults, Duration::days(MAX_WINDOW_DAYS))?;
+        // The documented backup of api.caresoft.vn, for the same tenant,
+        // unless `base_url` points elsewhere (a proxy, a test) and no
+        // `backup_url` says where its backup is.
+        let backup = match (table.url("backup_url")?, table.string("base_url")?) {
+            (Some(url), _) => Some(url),
+            (None, None) => Some(table.checked_default_url(&format!(
+                "https://api2.caresoft.vn/{}",
+                table.required_string("domain")?.trim_matches('/')
+            ))?),
+            (None, Some(_)) => None,
+        };
+        let mut http = table.http(10.0)?;
+        http.backup = backup.map(|b| (base.clone(), b));
+        // Likewise the public status page: read for the platform's own
+        // hosts, or where `status_url` says.
+        let status = match (table.url("status_url")?, table.string("base_url")?) {
+            (Some(url), _) => Some(url),
+            (None, None) => Some(Url::parse(STATUS_URL).expect("a valid constant")),
+            (None, Some(_)) => None,
+        };
         Ok(Caresoft {
             base,
+            status,
             connection_auth: Auth::Bearer(table.secret("token")?),
-            http: table.http(10.0)?,
+            http,
             zone: table.timezone(chrono_tz::Asia::Ho_Chi_Minh)?,
             conversation_types,
             page_size: table
@@ -254,6 +281,10 @@ impl ChatSource for Caresoft {
 
     fn timezone(&self) -> Tz {
         self.zone
+    }
+
+    fn status_url(&self) -> Option<Url> {
+        self.status.clone()
     }
 
     fn connection(&self) -> Connection {
@@ -460,6 +491,39 @@ mod tests {
 
     fn march() -> Window {
         Window::new(utc("2024-02-29T17:00:00Z"), utc("2024-03-07T17:00:00Z"))
+    }
+
+    #[test]
+    fn the_documented_hosts_bring_their_backup_and_status_page() {
+        let build = |extra: &str| {
+            let text = format!(
+                "[sources.h]\nkind = \"caresoft\"\ndomain = \"acme\"\ntoken = \"t\"\n{extra}"
+            );
+            let config =
+                crate::config::Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+            Caresoft::from_config(&config.source("h").unwrap()).unwrap()
+        };
+        let cs = build("");
+        let (primary, backup) = cs.connection().settings.backup.unwrap();
+        assert_eq!(primary.as_str(), "https://api.caresoft.vn/acme");
+        assert_eq!(backup.as_str(), "https://api2.caresoft.vn/acme");
+        assert_eq!(cs.status_url().unwrap().as_str(), STATUS_URL);
+        // A proxy in front: no guessing where its backup or status page is.
+        let proxied = build("base_url = \"https://proxy.example/acme\"\n");
+        assert!(proxied.connection().settings.backup.is_none());
+        assert!(proxied.status_url().is_none());
+        let e = Caresoft::from_config(
+            &crate::config::Config::parse(
+                "[sources.h]\nkind = \"caresoft\"\ndomain = \"a\"\ntoken = \"t\"\nbackup_url = \"http://example.com/a\"\n",
+                std::path::Path::new("t.toml"),
+            )
+            .unwrap()
+            .source("h")
+            .unwrap(),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.exit_code(), 78, "http:// to a remote host: {e}");
     }
 
     /// Splits `body` like the driver does and maps every element.

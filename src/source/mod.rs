@@ -243,6 +243,11 @@ pub trait ChatSource {
     }
     /// The query and URL of one cheap authenticated request for `check`.
     fn check(&self) -> (Query, Url);
+    /// A public status page `check` also reads (no credentials are sent
+    /// there), where the platform has one.
+    fn status_url(&self) -> Option<Url> {
+        None
+    }
 }
 
 /// Receives what the driver produces.

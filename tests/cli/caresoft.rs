@@ -741,3 +741,124 @@ async fn the_output_is_the_same_whatever_the_concurrency() {
     );
     crate::common::assert_same_text(&outputs[1], &outputs[0]);
 }
+
+/// A primary that stays at 502 through its retries: the backup host (the
+/// same tenant path) answers, and the summary says how many went there.
+#[tokio::test]
+async fn the_backup_host_takes_over_after_the_primary_stays_down() {
+    let (primary, backup) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(path(CHATS))
+        .respond_with(ResponseTemplate::new(502))
+        .mount(&primary)
+        .await;
+    Mock::given(path(CHATS))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "code": "ok", "numFound": 1,
+            "chats": [{"conversation_id": "from-backup", "start_time": "2024-03-01 08:00:00"}]
+        })))
+        .mount(&backup)
+        .await;
+    let dir = caresoft_config(
+        &primary.uri(),
+        &format!(
+            "conversation_types = [\"livechat\"]\nmax_retries = 2\nbackup_url = \"{}/acme\"\n",
+            backup.uri()
+        ),
+    );
+    let mut args = vec!["export", "hanoi", "-o", "o.jsonl"];
+    args.extend_from_slice(&WINDOW);
+    let r = run(dir.path(), &args).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(std::fs::read_to_string(dir.path().join("o.jsonl"))
+        .unwrap()
+        .contains("from-backup"));
+    assert_eq!(
+        primary.received_requests().await.unwrap().len(),
+        3,
+        "its own retries first"
+    );
+    assert!(r.stderr.contains("trying the backup host"), "{}", r.stderr);
+    assert!(r.stderr.contains("1 to the backup host"), "{}", r.stderr);
+    let sent = backup.received_requests().await.unwrap();
+    assert_eq!(sent[0].headers["authorization"], format!("Bearer {TOKEN}"));
+}
+
+/// The lockout (a 404), a 429 or a 4xx is the platform speaking: the
+/// backup host is never asked.
+#[tokio::test]
+async fn a_lockout_or_a_refusal_never_goes_to_the_backup() {
+    let lockout = json!({"code": "errors", "message": "Domain incorrect too many times , retry after 15 minutes "});
+    for (status, body, code) in [
+        (404, lockout.clone(), 69),
+        (401, json!({"code": "errors", "message": "bad token"}), 77),
+        (429, json!({}), 69),
+    ] {
+        let (primary, backup) = (MockServer::start().await, MockServer::start().await);
+        Mock::given(path(CHATS))
+            .respond_with(ResponseTemplate::new(status).set_body_json(body))
+            .mount(&primary)
+            .await;
+        let dir = caresoft_config(
+            &primary.uri(),
+            &format!(
+                "conversation_types = [\"livechat\"]\nmax_retries = 1\nbackup_url = \"{}/acme\"\n",
+                backup.uri()
+            ),
+        );
+        let mut args = vec!["export", "hanoi"];
+        args.extend_from_slice(&WINDOW);
+        let r = run(dir.path(), &args).await;
+        assert_eq!(r.code, code, "{status}: {}", r.stderr);
+        assert!(
+            backup.received_requests().await.unwrap().is_empty(),
+            "{status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn check_reports_the_platform_status_page() {
+    let server = MockServer::start().await;
+    Mock::given(path(CHATS))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"code": "ok", "numFound": 0, "chats": []})),
+        )
+        .mount(&server)
+        .await;
+    for (monitors, expect) in [
+        (
+            json!([{"id": 1, "name": "API", "status": 1}, {"id": 2, "name": "Web", "status": 1}]),
+            "up (2 monitors)",
+        ),
+        (
+            json!([{"id": 1, "name": "API", "status": 0}, {"id": 2, "name": "Web", "status": 1}]),
+            "DOWN: 1 of 2 monitors (API)",
+        ),
+    ] {
+        let status = MockServer::start().await;
+        Mock::given(path("/api/v1/heartbeat"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({"generated_at": "2024-03-01T00:00:00Z", "title": "CareSoft", "monitors": monitors}),
+            ))
+            .mount(&status)
+            .await;
+        let dir = caresoft_config(
+            &server.uri(),
+            &format!("status_url = \"{}/api/v1/heartbeat\"\n", status.uri()),
+        );
+        let r = run(dir.path(), &["check", "hanoi"]).await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(
+            r.stdout
+                .contains(&format!("hanoi: platform status: {expect}")),
+            "{}",
+            r.stdout
+        );
+        let asked = status.received_requests().await.unwrap();
+        assert!(
+            !asked[0].headers.contains_key("authorization"),
+            "no credentials to the status page"
+        );
+    }
+}
