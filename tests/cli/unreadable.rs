@@ -278,19 +278,42 @@ async fn pages_that_only_repeat_rows_stop_at_once() {
 /// A loopback server whose every connection gets `respond` (bounded: it
 /// ends when the client goes away or after about a minute).
 fn raw_server(respond: fn(std::net::TcpStream)) -> String {
+    raw_server_counting(respond).0
+}
+
+/// [`raw_server`], with the number of requests it has read so far.
+fn raw_server_counting(
+    respond: fn(std::net::TcpStream),
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = requests.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().take(16).flatten() {
+            let seen = seen.clone();
             std::thread::spawn(move || {
                 let mut stream = stream;
                 let mut request = [0u8; 4096];
                 let _ = stream.read(&mut request);
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 respond(stream);
             });
         }
     });
-    format!("http://{address}")
+    (format!("http://{address}"), requests)
+}
+
+/// Waits until the server has read a request: the run is then mid-request,
+/// its signal handling in place.
+async fn until_asked(requests: &std::sync::atomic::AtomicUsize) {
+    for _ in 0..200 {
+        if requests.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the run never sent its request");
 }
 
 fn trickle(mut s: std::net::TcpStream) {
@@ -365,7 +388,7 @@ async fn only_the_start_of_an_error_body_is_read() {
 #[cfg(unix)]
 #[tokio::test]
 async fn sigterm_ends_a_stalled_run_at_once_leaving_the_previous_state() {
-    let base = raw_server(trickle);
+    let (base, asked) = raw_server_counting(trickle);
     let dir = caresoft_config(&base, ONE_TYPE);
     let d = dir.path().to_path_buf();
     let before = write_state(&d, "hanoi", "caresoft");
@@ -385,8 +408,7 @@ async fn sigterm_ends_a_stalled_run_at_once_leaving_the_previous_state() {
     .stderr(std::process::Stdio::piped())
     .spawn()
     .unwrap();
-    // Let it reach the stalled request.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    until_asked(&asked).await;
     sigterm(&child);
     let code = wait_for_exit(child, 10).await;
     assert_eq!(code, Some(130), "ended within seconds of SIGTERM");
@@ -403,7 +425,7 @@ async fn sigterm_ends_a_stalled_run_at_once_leaving_the_previous_state() {
 #[cfg(unix)]
 #[tokio::test]
 async fn sigterm_during_a_stalled_follow_poll_is_honoured() {
-    let base = raw_server(trickle);
+    let (base, asked) = raw_server_counting(trickle);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("chatdump.toml"),
@@ -418,7 +440,7 @@ async fn sigterm_during_a_stalled_follow_poll_is_honoured() {
     .stderr(std::process::Stdio::null())
     .spawn()
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    until_asked(&asked).await;
     sigterm(&child);
     let code = wait_for_exit(child, 10).await;
     assert_eq!(
