@@ -5,7 +5,10 @@
 //! where mix is `cap` (default: a response at the platform's limits, a few
 //! tens of thousands of messages, mostly text with HTML links and inline
 //! base64 images, like a real 256 MB answer) or `text` (only short text
-//! messages: the most records per megabyte, the hardest case for a parser).
+//! messages: the most records per megabyte, the hardest case for a parser)
+//! or `escaped` (the text mix written the way PHP's `json_encode` writes it by
+//! default: every non-ASCII character as `\uXXXX`, surrogate pairs for
+//! emoji, `/` as `\/`).
 
 use std::io::{BufWriter, Write};
 
@@ -64,6 +67,24 @@ fn sentence(rng: &mut Rng, words: u64) -> String {
         .join(" ")
 }
 
+/// A JSON string as PHP's `json_encode` writes it without flags.
+fn php_escaped(json: &str) -> String {
+    let mut out = String::with_capacity(json.len() * 2);
+    for c in json.chars() {
+        match c {
+            '/' => out.push_str("\\/"),
+            c if c.is_ascii() => out.push(c),
+            c => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out
+}
+
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let path = args
@@ -71,7 +92,9 @@ fn main() -> std::io::Result<()> {
         .map(String::as_str)
         .unwrap_or("chat_2-bench.json");
     let megabytes: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
-    let text_only = args.get(3).map(String::as_str) == Some("text");
+    let mix = args.get(3).map(String::as_str).unwrap_or("cap");
+    let text_only = mix == "text" || mix == "escaped";
+    let php = mix == "escaped";
     let target = megabytes * 1024 * 1024;
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
@@ -114,7 +137,12 @@ fn main() -> std::io::Result<()> {
                     )),
                     _ => {}
                 }
-                serde_json::to_string(&text).unwrap()
+                let json = serde_json::to_string(&text).unwrap();
+                if php {
+                    php_escaped(&json)
+                } else {
+                    json
+                }
             } else if roll < 985 {
                 format!("\"<a href=\\\"https://files.wolkvox.com/{conn}/{i}.pdf\\\" target=\\\"_blank\\\">archivo.pdf</a>\"")
             } else {

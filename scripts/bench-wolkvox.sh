@@ -5,10 +5,11 @@
 # JSONL messages with chatdump, beside `curl | jq -c` flattening the same
 # response, measuring wall time and peak RSS with /usr/bin/time -v.
 #
-# Also measures the same export with --redact (issue 7: redaction must keep
+# Also measures limit-chat2 (../shared/bench, when present) on the same file,
+# and the same export with --redact (issue 7: redaction must keep
 # at least 70% of the unredacted throughput).
 #
-# Usage: scripts/bench-wolkvox.sh [MB] [cap|text]
+# Usage: scripts/bench-wolkvox.sh [MB] [cap|text|escaped]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mb=${1:-256}
@@ -39,5 +40,14 @@ lines=$(wc -l < "$work/out.jsonl")
 CHATDUMP_REDACT_KEY=bench-key measure redacted ./target/release/chatdump --config "$work/chatdump.toml" export bench \
   --from 2024-03-05 --to 2024-03-06 --records messages -q --redact -o "$work/redacted.jsonl"
 echo "redacted: $(grep -c '\[PHONE\]' "$work/redacted.jsonl") messages with [PHONE], $(grep -c '\[EMAIL\]' "$work/redacted.jsonl") with [EMAIL]"
+# The measuring stick of issue 15, on the same response file, when the
+# shared folder beside the project has it: a single-purpose program doing the
+# same per-message work as fast as this machine allows.
+limit=../shared/bench/limit-chat2
+if [ -d "$limit" ]; then
+  (cd "$limit" && cargo build --release --locked --quiet --target-dir "$OLDPWD/target/limit-chat2")
+  measure limit-chat2 ./target/limit-chat2/release/limit-chat2 --mode stream2 -o "$work/limit.jsonl" \
+    "$work/www/api/v2/reports_manager.php"
+fi
 measure jq sh -c "curl -s 'http://127.0.0.1:$port/api/v2/reports_manager.php' | jq -c '.data[] as \$c | \$c.conversation[] | {conn_id: \$c.conn_id, agent_name: \$c.agent_name, customer_name: \$c.customer_name} + .'"
 echo "chatdump wrote $lines messages"
