@@ -507,12 +507,6 @@ impl<'a> SourceTable<'a> {
             .transpose()
     }
 
-    /// A URL chatdump builds itself (a documented default), checked like
-    /// a configured one.
-    pub fn checked_default_url(&self, text: &str) -> Result<Url> {
-        self.checked_url("base_url", text)
-    }
-
     fn checked_url(&self, key: &str, text: &str) -> Result<Url> {
         let url = Url::parse(text.trim_end_matches('/')).map_err(|e| {
             // The text may hold `user:password@`: it is not quoted back.

@@ -87,8 +87,34 @@ pub enum Failure {
     Retry(String, Option<Duration>),
     /// Rate limited: every request of the source waits.
     Throttled(String, Option<Duration>),
+    /// The answer could not be read (the README's "Unreadable answers and
+    /// rejected records"): retried like a transient failure; if it stays
+    /// so, the run ends with 65, or 69 when it was not JSON at all (a
+    /// proxy's page: the platform is not really answering).
+    Unreadable { why: String, json: bool },
     /// Definite; the error says what to do.
     Fail(Error),
+}
+
+impl Failure {
+    /// The connection broke while a body was being read: transient.
+    pub fn broken_body(e: reqwest::Error) -> Failure {
+        Failure::Retry(
+            format!(
+                "connection broke while reading the response: {}",
+                e.without_url()
+            ),
+            None,
+        )
+    }
+}
+
+/// How an exchange failed, once it is to be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transient {
+    Unavailable,
+    Throttled,
+    Unreadable { json: bool },
 }
 
 impl Failure {
@@ -285,7 +311,7 @@ impl Http {
                     ))
                 });
             drop(permit);
-            let (reason, pause, throttled) = match outcome {
+            let (reason, pause, transient) = match outcome {
                 Ok(value) => {
                     self.consecutive_throttles.store(0, Ordering::Relaxed);
                     return Ok(value);
@@ -295,9 +321,15 @@ impl Http {
                         self.clean(e.context(format!("source {:?}: GET {shown}", self.source)))
                     );
                 }
-                Err(Failure::Retry(why, pause)) => (why, pause, false),
-                Err(Failure::Throttled(why, pause)) => (why, pause, true),
+                Err(Failure::Retry(why, pause)) => (why, pause, Transient::Unavailable),
+                Err(Failure::Throttled(why, pause)) => (why, pause, Transient::Throttled),
+                Err(Failure::Unreadable { why, json }) => (
+                    format!("unreadable response: {why}"),
+                    None,
+                    Transient::Unreadable { json },
+                ),
             };
+            let throttled = transient == Transient::Throttled;
             let reason = self.mask(&reason);
             if throttled {
                 let n = self.consecutive_throttles.fetch_add(1, Ordering::Relaxed) + 1;
@@ -311,8 +343,10 @@ impl Http {
             }
             // Unavailable through every retry (not throttled, not data
             // that will not parse): the backup host gets its own retries.
-            let unreadable_data = reason.starts_with(UNREADABLE) && !reason.contains(NOT_JSON);
-            let unavailable = !throttled && !unreadable_data;
+            let unavailable = matches!(
+                transient,
+                Transient::Unavailable | Transient::Unreadable { json: false }
+            );
             if attempt >= self.settings.max_retries && unavailable && !on_backup {
                 if let Some(backup) = self.on_backup(&url) {
                     log::warn(&format!(
@@ -334,19 +368,17 @@ impl Http {
                     self.source,
                     attempt + 1
                 ));
-                return Err(if reason.starts_with(UNREADABLE) {
-                    // Data that never became readable: 65, unless it was
-                    // never JSON at all (a proxy's page: the platform is
-                    // not really answering).
-                    let mut e = e.with_hint("nothing of this window was committed and the state was not advanced; if this persists, report it with the -vvv trace");
-                    if !reason.contains(NOT_JSON) {
-                        e.kind = Kind::Data;
+                return Err(match transient {
+                    Transient::Unreadable { json } => {
+                        let mut e = e.with_hint("nothing of this window was committed and the state was not advanced; if this persists, report it with the -vvv trace");
+                        if json {
+                            e.kind = Kind::Data;
+                        }
+                        e
                     }
-                    e
-                } else {
-                    e.with_hint(
+                    _ => e.with_hint(
                         "the platform is unavailable; try again later, or raise `max_retries`",
-                    )
+                    ),
                 });
             }
             let delay = match self.backoff(attempt, pause) {
@@ -536,12 +568,6 @@ impl Pacer {
     }
 }
 
-/// Marks a retry reason as an unreadable response (the README's "Unreadable answers and rejected records"): if it
-/// stays so, the run ends with 65 (or 69 when the answer is not JSON).
-pub const UNREADABLE: &str = "unreadable response: ";
-/// Marks an unreadable response that is not JSON at all.
-pub const NOT_JSON: &str = "is not JSON";
-
 /// Reads at most `limit` bytes of a body: enough of an error page to know
 /// what it says, never a gigabyte of it.
 pub async fn read_limited(
@@ -556,15 +582,7 @@ pub async fn read_limited(
                 body.extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
             Ok(None) => break,
-            Err(e) => {
-                return Err(Failure::Retry(
-                    format!(
-                        "connection broke while reading the response: {}",
-                        e.without_url()
-                    ),
-                    None,
-                ))
-            }
+            Err(e) => return Err(Failure::broken_body(e)),
         }
     }
     Ok(body)

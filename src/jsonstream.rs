@@ -115,6 +115,8 @@ pub struct Scanner {
     /// The depth at which a captured container closes.
     capture_depth: u32,
     max_value: usize,
+    /// The input did not even start like JSON (an HTML page, text).
+    not_json: bool,
     pub envelope: Envelope,
     pub items: usize,
 }
@@ -145,9 +147,16 @@ impl Scanner {
             capture_is_container: false,
             capture_depth: 0,
             max_value,
+            not_json: false,
             envelope: Envelope::default(),
             items: 0,
         }
+    }
+
+    /// Whether the last error was that the input is not JSON at all, as
+    /// opposed to JSON that is broken or cut.
+    pub fn refused_as_not_json(&self) -> bool {
+        self.not_json
     }
 
     /// Whether the root value is complete: nothing after it matters, so a
@@ -250,6 +259,7 @@ impl Scanner {
                         let preview =
                             String::from_utf8_lossy(&self.buf[i..self.buf.len().min(i + 40)])
                                 .into_owned();
+                        self.not_json = true;
                         return Err(format!(
                             "the response is not JSON (it starts with {preview:?})"
                         ));

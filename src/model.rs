@@ -174,6 +174,50 @@ impl Message {
     }
 }
 
+/// Two seeded SipHash runs of the standard library's hasher over `parts`:
+/// 128 bits, cheap, but stable only within one build of chatdump (the
+/// standard library may change it between releases). For keys that never
+/// leave the process, and to read the keys of version-1 states, which were
+/// made this way.
+pub fn sip_digest128(parts: &[&str]) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let run = |seed: u8| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        seed.hash(&mut h);
+        parts.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(run(1)) << 64) | u128::from(run(2))
+}
+
+/// Hashes 128-bit digests (already uniform) by their low 64 bits: hashing
+/// them again with SipHash would only cost time, per record.
+#[derive(Default)]
+pub struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed here; anything else still spreads.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+/// A set of 128-bit digests.
+pub type DigestSet = std::collections::HashSet<u128, std::hash::BuildHasherDefault<DigestHasher>>;
+/// A map keyed by 128-bit digests.
+pub type DigestMap<V> =
+    std::collections::HashMap<u128, V, std::hash::BuildHasherDefault<DigestHasher>>;
+
 /// The `message_id` text of a digest: `d:` and 32 lowercase hex digits.
 pub fn digest_id(digest: u128) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";

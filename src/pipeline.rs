@@ -12,11 +12,13 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
-use std::hash::{Hash, Hasher};
 
 use crate::error::Result;
 use crate::log;
-use crate::model::{digest_id, Conversation, Item, Message, Record, RecordKind, Sender};
+use crate::model::{
+    digest_id, sip_digest128, Conversation, DigestMap, DigestSet, Item, Message, Record,
+    RecordKind, Sender,
+};
 use crate::output::Output;
 use crate::rejects::RejectLog;
 use crate::source::{ConversationContext, Parsed, Sink};
@@ -24,31 +26,6 @@ use crate::window::Window;
 
 /// Keys of the current and the previous window, as 128-bit digests, plus
 /// the keys a previous run left for the overlap it knew would be re-fetched.
-/// The keys are already uniform 128-bit digests (SHA-256 based): hashing
-/// them again with SipHash only costs time. Their low 64 bits are the hash.
-#[derive(Default)]
-struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u128 keys are hashed here; anything else still spreads.
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64;
-    }
-}
-
-type DigestSet = HashSet<u128, std::hash::BuildHasherDefault<DigestHasher>>;
-type DigestMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<DigestHasher>>;
-
 #[derive(Default)]
 struct Seen {
     current: DigestSet,
@@ -75,7 +52,7 @@ impl Seen {
     /// `legacy_parts`.
     fn key_was(&mut self, parts: &[&str], legacy_parts: &[&str]) -> u128 {
         let key = digest128(parts);
-        if !self.legacy.is_empty() && self.legacy.contains(&legacy_digest128(legacy_parts)) {
+        if !self.legacy.is_empty() && self.legacy.contains(&sip_digest128(legacy_parts)) {
             self.carried.insert(key);
         }
         key
@@ -137,19 +114,6 @@ fn digest128(parts: &[&str]) -> u128 {
     let mut first = [0u8; 16];
     first.copy_from_slice(&digest[..16]);
     u128::from_be_bytes(first)
-}
-
-/// The digest of version-1 states: two SipHash runs of the standard
-/// library's `DefaultHasher`, documented as unstable across releases. Only
-/// read, to migrate such a state.
-fn legacy_digest128(parts: &[&str]) -> u128 {
-    let run = |seed: u8| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        seed.hash(&mut h);
-        parts.hash(&mut h);
-        h.finish()
-    };
-    (u128::from(run(1)) << 64) | u128::from(run(2))
 }
 
 /// Counts for the summary line and the exit code.
@@ -622,7 +586,7 @@ mod tests {
         seen.carried.insert(digest128(&["b"]));
         assert!(!seen.insert(&["b"]), "carried from a previous run");
         assert!(seen.current.contains(&digest128(&["b"])), "and handed on");
-        seen.legacy.insert(legacy_digest128(&["c", "2"]));
+        seen.legacy.insert(sip_digest128(&["c", "2"]));
         assert!(!seen.insert(&["c", "2"]), "carried by a version-1 state");
         assert!(seen.insert(&["c", "3"]));
         assert!(

@@ -26,12 +26,7 @@ pub fn open_nofollow(path: &Path, append: bool) -> io::Result<File> {
     } else {
         options.truncate(true);
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(PRIVATE_MODE).custom_flags(libc::O_NOFOLLOW);
-    }
-    options.open(path).map_err(|e| explain_symlink(path, e))
+    open_regular(path, options, true)
 }
 
 /// Opens (creating if needed) a lock file for reading and writing, never
@@ -39,12 +34,48 @@ pub fn open_nofollow(path: &Path, append: bool) -> io::Result<File> {
 pub fn open_lock(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.create(true).read(true).write(true).truncate(false);
+    open_regular(path, options, true)
+}
+
+/// Reads a whole file chatdump keeps (the state), None when it does not
+/// exist. Whatever is planted there instead of a regular file (a FIFO that
+/// would block the read forever, a device) is refused.
+pub fn read_regular(path: &Path) -> io::Result<Option<String>> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    match open_regular(path, options, false) {
+        Ok(mut file) => {
+            let mut text = String::new();
+            io::Read::read_to_string(&mut file, &mut text)?;
+            Ok(Some(text))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens `path` with `options`, owner-only when it is created, without
+/// waiting on a FIFO (`O_NONBLOCK`) and, with `nofollow`, not through a
+/// symlink at its own name; anything but a regular file is refused.
+fn open_regular(path: &Path, mut options: OpenOptions, nofollow: bool) -> io::Result<File> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(PRIVATE_MODE).custom_flags(libc::O_NOFOLLOW);
+        let follow = if nofollow { libc::O_NOFOLLOW } else { 0 };
+        options
+            .mode(PRIVATE_MODE)
+            .custom_flags(follow | libc::O_NONBLOCK);
     }
-    options.open(path).map_err(|e| explain_symlink(path, e))
+    #[cfg(not(unix))]
+    let _ = nofollow;
+    let file = options.open(path).map_err(|e| explain_symlink(path, e))?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file; chatdump does not use a FIFO or a device in its place",
+            path.display()
+        )));
+    }
+    Ok(file)
 }
 
 /// Creates `path`, which must not exist: `O_CREAT|O_EXCL` never follows a
@@ -137,6 +168,7 @@ pub fn remove_stale_temps(target: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
+    let target = dir.join(target.file_name().unwrap_or_default());
     for entry in entries.flatten() {
         let path = entry.path();
         let Some(pid) = path
@@ -147,7 +179,7 @@ pub fn remove_stale_temps(target: &Path) {
         else {
             continue;
         };
-        if is_temp_of(&path, &dir.join(target.file_name().unwrap_or_default()))
+        if is_temp_of(&path, &target)
             && pid != std::process::id()
             && !process_alive(pid)
             && std::fs::remove_file(&path).is_ok()

@@ -230,16 +230,7 @@ impl StateFile {
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
             std::fs::rename(&temp, &self.path)?;
-            if let Some(dir) = self.path.parent() {
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
-                if let Ok(d) = File::open(dir) {
-                    let _ = d.sync_all();
-                }
-            }
+            crate::output::sync_parent(&self.path);
             Ok(())
         })();
         if result.is_err() {
@@ -252,9 +243,9 @@ impl StateFile {
 }
 
 fn read(path: &Path) -> Result<Option<State>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+    let text = match crate::safefs::read_regular(path) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok(None),
         Err(e) => {
             return Err(Error::output(
                 format!("cannot read state {}", path.display()),

@@ -149,9 +149,6 @@ impl<'a> Exporter<'a> {
                 "{name}: {kind} answers with what is active now; --from/--to/--since are ignored"
             ));
         }
-        if let (Some(output), false) = (&options.output, Self::templated(options)) {
-            check_paths(Path::new(output), options.state.as_deref())?;
-        }
         let connection = source.connection();
         let http = Http::new(
             name,
@@ -269,6 +266,8 @@ impl<'a> Exporter<'a> {
             .output
             .as_deref()
             .map(|t| expand_placeholders(t, name, &chunk, records));
+        // Each path as expanded (`{source}`, `{records}`, `{from}`, `{to}`),
+        // before anything is created there.
         if let Some(p) = &path {
             check_paths(p, self.state.as_ref().map(StateFile::path))?;
         }

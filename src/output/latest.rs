@@ -11,21 +11,20 @@
 //! the older rows, before it is moved into place. stdout and files written
 //! in place cannot take a row back; there the rows are a changelog.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::hash::{Hash, Hasher};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use super::Compression;
+use super::{Compression, Durability};
+use crate::model::{sip_digest128, DigestMap};
 
 /// The newest row of every conversation written so far.
 #[derive(Default)]
 pub struct Latest {
     /// Conversation (with its source) -> (version, row number).
-    newest: HashMap<u128, (i64, u32)>,
+    newest: DigestMap<(i64, u32)>,
     rows: u32,
     repeated: bool,
 }
@@ -33,7 +32,8 @@ pub struct Latest {
 impl Latest {
     /// Notes the next row: conversation `id` of `source` at `updated_at`.
     pub fn note(&mut self, source: &str, id: &str, updated_at: Option<DateTime<Utc>>) {
-        let key = id_digest(source, id);
+        // Lives for one file only: the in-process digest is enough.
+        let key = sip_digest128(&[source, id]);
         let version = updated_at.map_or(i64::MIN, |t| t.timestamp_millis());
         let row = self.rows;
         self.rows += 1;
@@ -72,7 +72,8 @@ impl Latest {
             let input = compression.reader(File::open(temp)?)?;
             let mut input = BufReader::with_capacity(1 << 16, input);
             let file = crate::safefs::create_new(&rewritten, crate::safefs::existing_mode(temp))?;
-            let mut output = compression.writer(file)?;
+            let mut output =
+                io::BufWriter::with_capacity(1 << 16, compression.stream(file, Durability::Sync)?);
             let mut row = Vec::new();
             if csv && next_row(&mut input, &mut row, true)? {
                 output.write_all(&row)?;
@@ -84,8 +85,8 @@ impl Latest {
                 }
                 n += 1;
             }
-            output.finish_write()?;
-            File::open(&rewritten)?.sync_all()?;
+            // Ends the compressed frame and syncs, like the first write.
+            output.into_inner().map_err(|e| e.into_error())?.finish()?;
             std::fs::rename(&rewritten, temp)
         })();
         if result.is_err() {
@@ -115,20 +116,6 @@ fn next_row(input: &mut impl BufRead, row: &mut Vec<u8>, csv: bool) -> io::Resul
             return Ok(true);
         }
     }
-}
-
-fn id_digest(source: &str, id: &str) -> u128 {
-    // Lives for one file only: the standard library's hasher is enough,
-    // two seeded runs make a collision (two conversations taken for one)
-    // out of reach.
-    let run = |seed: u8| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        seed.hash(&mut h);
-        source.hash(&mut h);
-        id.hash(&mut h);
-        h.finish()
-    };
-    (u128::from(run(1)) << 64) | u128::from(run(2))
 }
 
 #[cfg(test)]
@@ -174,9 +161,11 @@ mod tests {
         for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
             let temp = dir.path().join(format!(".x.csv.tmp-{compression:?}"));
             let text = "id,v\n\"a\nmultiline\",1\nb,1\na,2\n";
-            let mut w = compression.writer(File::create(&temp).unwrap()).unwrap();
+            let mut w = compression
+                .stream(File::create(&temp).unwrap(), Durability::Sync)
+                .unwrap();
             w.write_all(text.as_bytes()).unwrap();
-            w.finish_write().unwrap();
+            w.finish().unwrap();
             let mut l = Latest::default();
             l.note("s", "a", t("2024-01-01T00:00:00Z"));
             l.note("s", "b", None);
@@ -192,5 +181,24 @@ mod tests {
             3,
             "no leftovers"
         );
+    }
+
+    /// The rewrite's own temporary name, planted as a link to a file of
+    /// someone else's: the link is replaced, its target untouched.
+    #[cfg(unix)]
+    #[test]
+    fn the_rewrite_never_writes_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = dir.path().join(".x.jsonl.tmp-1");
+        std::fs::write(&temp, "{\"id\":\"a\"}\n{\"id\":\"a\"}\n").unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(".x.jsonl.tmp-1.latest")).unwrap();
+        let mut l = Latest::default();
+        l.note("s", "a", None);
+        l.note("s", "a", None);
+        l.keep_newest(&temp, false, Compression::None).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&temp).unwrap(), "{\"id\":\"a\"}\n");
     }
 }

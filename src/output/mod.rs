@@ -166,41 +166,6 @@ impl Compression {
             Compression::Zstd => Box::new(zstd::Decoder::new(file)?),
         })
     }
-
-    /// A writer compressing into `file`; `finish` ends the frame.
-    pub fn writer(self, file: File) -> io::Result<Box<dyn FinishWrite>> {
-        Ok(match self {
-            Compression::None => Box::new(io::BufWriter::with_capacity(1 << 16, file)),
-            Compression::Gzip => Box::new(GzEncoder::new(
-                io::BufWriter::with_capacity(1 << 16, file),
-                flate2::Compression::default(),
-            )),
-            Compression::Zstd => Box::new(zstd::Encoder::new(file, Self::ZSTD_LEVEL)?),
-        })
-    }
-}
-
-/// A writer whose end must be written explicitly (a compressed frame).
-pub trait FinishWrite: Write {
-    fn finish_write(self: Box<Self>) -> io::Result<()>;
-}
-
-impl FinishWrite for io::BufWriter<File> {
-    fn finish_write(mut self: Box<Self>) -> io::Result<()> {
-        self.flush()
-    }
-}
-
-impl FinishWrite for GzEncoder<io::BufWriter<File>> {
-    fn finish_write(self: Box<Self>) -> io::Result<()> {
-        self.finish()?.flush()
-    }
-}
-
-impl FinishWrite for zstd::Encoder<'static, File> {
-    fn finish_write(self: Box<Self>) -> io::Result<()> {
-        self.finish().map(drop)
-    }
 }
 
 /// The byte stream under a writer: stdout, a plain file, or a compressed one.
@@ -663,7 +628,7 @@ impl Drop for Output {
 
 /// Makes the rename itself durable; best effort where directories cannot be
 /// opened (non-Unix).
-fn sync_parent(target: &Path) {
+pub fn sync_parent(target: &Path) {
     let dir = target
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

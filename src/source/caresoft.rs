@@ -139,10 +139,13 @@ impl Caresoft {
         // `backup_url` says where its backup is.
         let backup = match (table.url("backup_url")?, table.string("base_url")?) {
             (Some(url), _) => Some(url),
-            (None, None) => Some(table.checked_default_url(&format!(
-                "https://api2.caresoft.vn/{}",
-                table.required_string("domain")?.trim_matches('/')
-            ))?),
+            (None, None) => {
+                let mut backup = base.clone();
+                backup
+                    .set_host(Some("api2.caresoft.vn"))
+                    .map_err(|e| table.error("domain", &format!("gives no backup URL: {e}")))?;
+                Some(backup)
+            }
             (None, Some(_)) => None,
         };
         let mut http = table.http(10.0)?;

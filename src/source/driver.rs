@@ -12,7 +12,7 @@ use reqwest::Url;
 
 use super::{ChatSource, ConversationContext, DriveStats, PageInfo, Paging, Parsed, Query, Sink};
 use crate::error::{Error, Result};
-use crate::http::{display_url, read_limited, Failure, Http, Verdict, UNREADABLE};
+use crate::http::{display_url, read_limited, Failure, Http, Verdict};
 use crate::jsonstream::{ItemsAt, Scanner};
 use crate::log;
 use crate::model::{Record, RecordKind};
@@ -309,6 +309,18 @@ async fn fetch_numbered(
         }
         Ok(new)
     };
+    // A platform repeating one page for every page number would otherwise
+    // be asked for every page its total announces.
+    let only_repeats = |page: u32, url: &Url, new: usize, info: &PageInfo| {
+        let repeated = new == 0 && info.items > 0;
+        if repeated {
+            log::warn(&format!(
+                "GET {}: page {page} only repeated records already seen; stopping this query",
+                display_url(url)
+            ));
+        }
+        repeated
+    };
 
     let (_, _, items, first) = fetch(1).await?;
     consume(items)?;
@@ -329,13 +341,7 @@ async fn fetch_numbered(
         while let Some(result) = pages.next().await {
             let (page, url, items, info) = result?;
             requests += 1;
-            if consume(items)? == 0 && info.items > 0 {
-                // A platform repeating one page for every page number would
-                // otherwise be asked for all the pages its total announces.
-                log::warn(&format!(
-                    "GET {}: page {page} only repeated records already seen; stopping this query",
-                    display_url(&url)
-                ));
+            if only_repeats(page, &url, consume(items)?, &info) {
                 return Ok(requests);
             }
             next_page = page + 1;
@@ -354,11 +360,7 @@ async fn fetch_numbered(
         }
         let (page, url, items, info) = fetch(next_page).await?;
         requests += 1;
-        if consume(items)? == 0 && info.items > 0 {
-            log::warn(&format!(
-                "GET {}: page {page} only repeated records already seen; stopping this query",
-                display_url(&url)
-            ));
+        if only_repeats(page, &url, consume(items)?, &info) {
             break;
         }
         last_full = info.items >= page_size;
@@ -566,8 +568,8 @@ struct Answer {
 ///
 /// Anything that makes the response unreadable (not JSON, cut short, a
 /// syntax error anywhere, no records envelope, a value or a collected page
-/// over its limit) is a transient failure marked [`UNREADABLE`]: retried,
-/// and if it stays so the run ends without committing the window.
+/// over its limit) is a [`Failure::Unreadable`]: retried, and if it stays
+/// so the run ends without committing the window.
 /// `page_limit` bounds the bytes of records a collected page may hold.
 async fn fetch_streamed(
     source: &dyn ChatSource,
@@ -580,7 +582,10 @@ async fn fetch_streamed(
 ) -> Result<Answer> {
     let limits = http.settings().limits;
     let kind = source.kind().as_str();
-    let unreadable = |what: String| Failure::Retry(format!("{UNREADABLE}{kind}: {what}"), None);
+    let unreadable = |what: String, json: bool| Failure::Unreadable {
+        why: format!("{kind}: {what}"),
+        json,
+    };
     http.fetch(url, async |mut response: reqwest::Response| {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -654,12 +659,12 @@ async fn fetch_streamed(
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(e) => {
-                    outcome = Err(Failure::Retry(transport(e), None));
+                    outcome = Err(Failure::broken_body(e));
                     break;
                 }
             };
             if let Err(e) = scanner.feed(&chunk, &mut on_item) {
-                outcome = Err(unreadable(e));
+                outcome = Err(unreadable(e, !scanner.refused_as_not_json()));
                 break;
             }
             if failed.borrow().is_some() || broken.borrow().is_some() {
@@ -671,20 +676,23 @@ async fn fetch_streamed(
             return Err(Failure::Fail(e));
         }
         if let Some(why) = broken.into_inner() {
-            return Err(unreadable(why));
+            return Err(unreadable(why, true));
         }
         outcome?;
-        scanner.finish().map_err(unreadable)?;
+        scanner.finish().map_err(|e| unreadable(e, true))?;
         let total = match source.read_envelope(&scanner.envelope) {
             Ok(total) if scanner.envelope.has_items => total,
             Ok(_) => {
-                return Err(unreadable(format!(
-                    "the answer has no records ({})",
-                    match source.items_at() {
-                        ItemsAt::Key(key) => format!("no `{key}` member"),
-                        ItemsAt::Root => "not an array".to_string(),
-                    }
-                )))
+                return Err(unreadable(
+                    format!(
+                        "the answer has no records ({})",
+                        match source.items_at() {
+                            ItemsAt::Key(key) => format!("no `{key}` member"),
+                            ItemsAt::Root => "not an array".to_string(),
+                        }
+                    ),
+                    true,
+                ))
             }
             // The platform's own way of saying "nothing here".
             Err(Verdict::Empty) => None,
@@ -700,11 +708,4 @@ async fn fetch_streamed(
         })
     })
     .await
-}
-
-fn transport(e: reqwest::Error) -> String {
-    format!(
-        "connection broke while reading the response: {}",
-        e.without_url()
-    )
 }

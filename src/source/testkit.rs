@@ -386,6 +386,19 @@ fn a_capped_window_is_split_by_the_density_it_showed() {
     assert!(
         super::driver::split_for_cap(&w, 300, 3, Some(at(0)), Duration::minutes(1)).len() <= 64
     );
+    // Absurd answers (a start long before the window, a count far over the
+    // cap): still a partition of the window into at most 64 pieces.
+    for (units, start) in [
+        (u64::MAX, Some(w.from - Duration::days(3650))),
+        (1, Some(w.to + Duration::days(1))),
+    ] {
+        let pieces = super::driver::split_for_cap(&w, units, 300, start, Duration::minutes(1));
+        assert!((2..=64).contains(&pieces.len()), "{}", pieces.len());
+        assert_eq!(
+            (pieces[0].from, pieces[pieces.len() - 1].to),
+            (w.from, w.to)
+        );
+    }
 }
 
 /// Answers with `faults` first (status, Retry-After), then as the
