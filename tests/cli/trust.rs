@@ -403,3 +403,73 @@ async fn check_reports_every_source_and_exits_with_the_worst_code() {
     assert_eq!(r.code, 78, "{}", r.stderr);
     assert!(r.stderr.contains("1 of 2 sources"), "{}", r.stderr);
 }
+
+/// Redirects to itself, forever: followed at most five times, then refused.
+struct RedirectLoop;
+
+impl Respond for RedirectLoop {
+    fn respond(&self, r: &Request) -> ResponseTemplate {
+        let query = r.url.query().unwrap_or_default();
+        ResponseTemplate::new(307)
+            .insert_header("Location", format!("{}?{query}", r.url.path()).as_str())
+    }
+}
+
+#[tokio::test]
+async fn a_same_origin_redirect_loop_ends() {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(RedirectLoop)
+        .mount(&server)
+        .await;
+    let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
+    let r = export_day(dir.path(), "hanoi", &["-o", "o.jsonl"]).await;
+    assert_eq!(r.code, 69, "{}", r.stderr);
+    assert!(r.stderr.contains("more than 5 redirects"), "{}", r.stderr);
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        6,
+        "one request, five hops"
+    );
+    assert!(!dir.path().join("o.jsonl").exists());
+}
+
+/// A FIFO planted where the state or the rejects log goes would block a
+/// read or an open forever: refused at once instead.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_fifo_planted_at_the_state_or_the_rejects_is_refused_not_waited_on() {
+    let server = caresoft_with_a_reject().await;
+    let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
+    let d = dir.path();
+    for planted in ["h.state", "h.state.rejects.jsonl"] {
+        let fifo = d.join(planted);
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let child = crate::common::command(
+            d,
+            &[
+                "export",
+                "hanoi",
+                "--from",
+                "2024-03-01",
+                "--to",
+                "2024-03-02",
+                "--state",
+                "h.state",
+                "-o",
+                "o.jsonl",
+            ],
+        )
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        let code = crate::common::wait_for_exit(child, 20).await;
+        assert_eq!(code, Some(73), "{planted}: exits at once (None: it hung)");
+        assert!(!d.join("o.jsonl").exists(), "{planted}: nothing published");
+        std::fs::remove_file(&fifo).unwrap();
+    }
+}
