@@ -54,6 +54,9 @@ pub const CONVERSATION_COLUMNS: &[&str] = &[
     "message_count",
     "rating",
     "sentiment",
+    "disposition_code",
+    "disposition",
+    "comments",
 ];
 
 pub const MESSAGE_COLUMNS: &[&str] = &[
@@ -122,6 +125,12 @@ pub struct Conversation {
     pub message_count: Option<i64>,
     pub rating: Option<i64>,
     pub sentiment: Option<String>,
+    /// How the agent coded the conversation (Wolkvox `cod_act`).
+    pub disposition_code: Option<String>,
+    /// The code's description.
+    pub disposition: Option<String>,
+    /// The agent's free-text notes on the conversation.
+    pub comments: Option<String>,
 }
 
 /// One message. `seq` is assigned by the pipeline, not by providers, because
@@ -276,7 +285,7 @@ fn t(v: Option<DateTime<Utc>>) -> Cell<'static> {
 
 impl Conversation {
     /// The cells after `source` and `platform`, in column order.
-    pub fn cells(&self) -> [Cell<'_>; 19] {
+    pub fn cells(&self) -> [Cell<'_>; 22] {
         [
             Cell::Str(&self.conversation_id),
             s(&self.channel),
@@ -297,6 +306,9 @@ impl Conversation {
             i(self.message_count),
             i(self.rating),
             s(&self.sentiment),
+            s(&self.disposition_code),
+            s(&self.disposition),
+            s(&self.comments),
         ]
     }
 }

@@ -124,6 +124,11 @@ pub struct Stats {
     pub rejected: u64,
     pub windows: usize,
     pub requests: usize,
+    /// Where messages are joined to a separate listing of conversation
+    /// details: conversations that had messages but no details in their
+    /// window, and details without messages. Both are kept.
+    pub messages_only: u64,
+    pub details_only: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -133,6 +138,8 @@ impl std::ops::AddAssign for Stats {
         self.rejected += other.rejected;
         self.windows += other.windows;
         self.requests += other.requests;
+        self.messages_only += other.messages_only;
+        self.details_only += other.details_only;
     }
 }
 
@@ -187,9 +194,11 @@ impl Memory {
 /// Conversation rows built from messages, for platforms without a
 /// conversation listing. A row is written once a window passes in which
 /// none of its messages arrived, so a chat spanning two windows is one row.
+/// A platform's separate report of conversation details (Wolkvox `chat_1`)
+/// is merged into the rows of the same id.
 #[derive(Default)]
 struct Aggregator {
-    rows: Vec<Option<(Conversation, usize)>>,
+    rows: Vec<Option<Row>>,
     index: HashMap<String, usize>,
     window: usize,
     /// First message time and count of rows already written: a chat that
@@ -198,55 +207,114 @@ struct Aggregator {
     written: HashMap<String, (Option<DateTime<Utc>>, i64)>,
 }
 
+struct Row {
+    conversation: Conversation,
+    /// The window that last added to it.
+    touched: usize,
+    /// Details were merged: their duration is the platform's own figure,
+    /// which message times no longer overwrite.
+    detailed: bool,
+}
+
 impl Aggregator {
-    fn add(&mut self, m: &Message) {
-        let slot = *self
-            .index
-            .entry(m.conversation_id.clone())
-            .or_insert_with(|| {
-                let (started_at, count) = self
-                    .written
-                    .get(&m.conversation_id)
-                    .copied()
-                    .unwrap_or((None, 0));
-                self.rows.push(Some((
-                    Conversation {
-                        conversation_id: m.conversation_id.clone(),
+    /// The row of `id`, created (continuing a row already written, if
+    /// any) when there is none.
+    fn row(&mut self, id: &str) -> &mut Row {
+        let slot = match self.index.get(id) {
+            Some(&slot) => slot,
+            None => {
+                let (started_at, count) = self.written.get(id).copied().unwrap_or((None, 0));
+                self.rows.push(Some(Row {
+                    conversation: Conversation {
+                        conversation_id: id.to_string(),
                         message_count: Some(count),
                         started_at,
                         ..Default::default()
                     },
-                    0,
-                )));
+                    touched: self.window,
+                    detailed: false,
+                }));
+                self.index.insert(id.to_string(), self.rows.len() - 1);
                 self.rows.len() - 1
-            });
-        let (c, touched) = self.rows[slot].as_mut().expect("indexed rows are present");
-        *touched = self.window;
-        fn fill(slot: &mut Option<String>, from: &Option<String>) {
-            if slot.is_none() {
-                slot.clone_from(from);
             }
-        }
+        };
+        let row = self.rows[slot].as_mut().expect("indexed rows are present");
+        row.touched = self.window;
+        row
+    }
+
+    fn add(&mut self, m: &Message) {
+        let row = self.row(&m.conversation_id);
+        let detailed = row.detailed;
+        let c = &mut row.conversation;
         fill(&mut c.channel, &m.channel);
         fill(&mut c.agent_id, &m.agent_id);
         fill(&mut c.agent_name, &m.agent_name);
         fill(&mut c.customer_id, &m.customer_id);
         fill(&mut c.customer_name, &m.customer_name);
         fill(&mut c.customer_phone, &m.customer_phone);
-        if m.sentiment.is_some() {
+        if m.sentiment.is_some() && !detailed {
             c.sentiment.clone_from(&m.sentiment);
         }
         if let Some(t) = m.sent_at {
             c.started_at = Some(c.started_at.map_or(t, |s| s.min(t)));
             c.ended_at = Some(c.ended_at.map_or(t, |e| e.max(t)));
-            c.duration_s = c
-                .started_at
-                .zip(c.ended_at)
-                .map(|(s, e)| (e - s).num_seconds());
+            if !detailed {
+                c.duration_s = c
+                    .started_at
+                    .zip(c.ended_at)
+                    .map(|(s, e)| (e - s).num_seconds());
+            }
             // Built from messages: the newest one is its last change.
             c.updated_at = c.ended_at;
         }
         c.message_count = Some(c.message_count.unwrap_or(0) + 1);
+    }
+
+    /// Whether `id` has a row being built.
+    fn is_building(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Merges a conversation's details into its row (made if there is
+    /// none): the platform's figures (duration, wait, sentiment, the
+    /// agent's coding and notes) win; for the rest they fill what the
+    /// messages left empty.
+    fn merge(&mut self, details: &Conversation) {
+        let row = self.row(&details.conversation_id);
+        let fresh = row.conversation.message_count == Some(0);
+        row.detailed = true;
+        let c = &mut row.conversation;
+        if fresh {
+            // No messages: no count either, rather than a count of 0.
+            c.message_count = None;
+        }
+        fill(&mut c.channel, &details.channel);
+        fill(&mut c.agent_id, &details.agent_id);
+        fill(&mut c.agent_name, &details.agent_name);
+        fill(&mut c.customer_id, &details.customer_id);
+        fill(&mut c.customer_name, &details.customer_name);
+        fill(&mut c.customer_phone, &details.customer_phone);
+        fill(&mut c.customer_email, &details.customer_email);
+        fill(&mut c.queue, &details.queue);
+        if c.started_at.is_none() {
+            c.started_at = details.started_at;
+        }
+        // A row of details alone: its date is all that says how new it is.
+        if c.updated_at.is_none() {
+            c.updated_at = c.ended_at.or(c.started_at);
+        }
+        let take = |slot: &mut Option<String>, from: &Option<String>| {
+            if from.is_some() {
+                slot.clone_from(from);
+            }
+        };
+        take(&mut c.sentiment, &details.sentiment);
+        take(&mut c.disposition_code, &details.disposition_code);
+        take(&mut c.disposition, &details.disposition);
+        take(&mut c.comments, &details.comments);
+        c.duration_s = details.duration_s.or(c.duration_s);
+        c.wait_s = details.wait_s.or(c.wait_s);
     }
 
     /// Rows not touched in the window that just ended (all rows if `all`),
@@ -255,12 +323,13 @@ impl Aggregator {
         let mut done = Vec::new();
         let mut kept = Vec::new();
         for row in self.rows.drain(..).flatten() {
-            if all || row.1 < self.window {
+            if all || row.touched < self.window {
+                let c = row.conversation;
                 self.written.insert(
-                    row.0.conversation_id.clone(),
-                    (row.0.started_at, row.0.message_count.unwrap_or(0)),
+                    c.conversation_id.clone(),
+                    (c.started_at, c.message_count.unwrap_or(0)),
                 );
-                done.push(row.0);
+                done.push(c);
             } else {
                 kept.push(Some(row));
             }
@@ -269,19 +338,20 @@ impl Aggregator {
             .iter()
             .enumerate()
             .map(|(n, r)| {
-                (
-                    r.as_ref()
-                        .expect("kept rows are present")
-                        .0
-                        .conversation_id
-                        .clone(),
-                    n,
-                )
+                let row = r.as_ref().expect("kept rows are present");
+                (row.conversation.conversation_id.clone(), n)
             })
             .collect();
         self.rows = kept;
         self.window += 1;
         done
+    }
+}
+
+/// Sets an empty field from `from`.
+fn fill(slot: &mut Option<String>, from: &Option<String>) {
+    if slot.is_none() {
+        slot.clone_from(from);
     }
 }
 
@@ -296,6 +366,9 @@ pub struct Shape {
     /// How far back from a window's end its keys are kept for a later run
     /// (the source's lookback).
     pub keep_for: Duration,
+    /// Each window's messages come with a listing of their conversations'
+    /// details to join (counted in [`Stats`]).
+    pub joined: bool,
 }
 
 /// The [`Sink`] that turns driver output into written records.
@@ -321,6 +394,8 @@ pub struct Pipeline<'a> {
     occurrences: DigestMap<u32>,
     occurrence_scope: String,
     aggregate: Option<Aggregator>,
+    /// Conversations of the current window's messages, when joined.
+    window_chats: Option<HashSet<String>>,
     stats: Stats,
 }
 
@@ -343,6 +418,7 @@ impl<'a> Pipeline<'a> {
             occurrence_scope: String::new(),
             aggregate: (shape.aggregate && shape.records == RecordKind::Conversations)
                 .then(Aggregator::default),
+            window_chats: shape.joined.then(HashSet::new),
             stats: Stats::default(),
         }
     }
@@ -396,6 +472,46 @@ impl<'a> Pipeline<'a> {
         *n += 1;
         m.message_id = Some(digest_id(digest));
         digest
+    }
+
+    /// Counts the window's conversations found in only one of messages and
+    /// details, and merges the details into the conversation rows being
+    /// built from messages. Details without messages become rows of their
+    /// own, once (a later run's lookback fetches them again).
+    fn join_details(&mut self, context: &ConversationContext) {
+        let Some(chats) = self.window_chats.as_mut().map(std::mem::take) else {
+            return;
+        };
+        self.stats.messages_only += chats
+            .iter()
+            .filter(|id| !context.by_id.contains_key(*id))
+            .count() as u64;
+        // In time order, so rows of their own come out the same every run.
+        let mut details: Vec<&Conversation> = context.by_id.values().collect();
+        details.sort_by(|a, b| {
+            (a.started_at, &a.conversation_id).cmp(&(b.started_at, &b.conversation_id))
+        });
+        for d in details {
+            let id = d.conversation_id.as_str();
+            let alone = !chats.contains(id);
+            if alone {
+                self.stats.details_only += 1;
+            }
+            let Some(aggregate) = self.aggregate.as_mut() else {
+                continue;
+            };
+            // Details join the row their messages are building. Without
+            // one: if the chat had messages, they were all repeats (their
+            // row is out, from this run or an earlier one); if it had none,
+            // the details make a row of their own, unless one was written
+            // before (this run or, through the state, an earlier one).
+            let own_row = alone
+                && !aggregate.written.contains_key(id)
+                && self.seen.insert(&[id, "details without messages"]);
+            if aggregate.is_building(id) || own_row {
+                aggregate.merge(d);
+            }
+        }
     }
 
     /// Writes whatever is still held and closes the rejects file; returns
@@ -454,6 +570,11 @@ impl Sink for Pipeline<'_> {
                 if self.records != RecordKind::Messages && self.aggregate.is_none() {
                     return Ok(false);
                 }
+                if let Some(chats) = self.window_chats.as_mut() {
+                    if !chats.contains(&m.record.conversation_id) {
+                        chats.insert(m.record.conversation_id.clone());
+                    }
+                }
                 let key = self.assign_id(&mut m.record);
                 let novelty = self.seen.check(key);
                 if novelty != Novelty::New {
@@ -464,6 +585,9 @@ impl Sink for Pipeline<'_> {
                     Novelty::Repeated => {}
                     _ if self.aggregate.is_some() => {
                         if emit {
+                            if let Some(c) = context.by_id.get(&m.record.conversation_id) {
+                                enrich(&mut m.record, c);
+                            }
                             if let Some(aggregate) = self.aggregate.as_mut() {
                                 aggregate.add(&m.record);
                             }
@@ -496,7 +620,7 @@ impl Sink for Pipeline<'_> {
         self.occurrence_scope.clear();
     }
 
-    fn end_window(&mut self, window: &Window) -> Result<()> {
+    fn end_window(&mut self, window: &Window, context: &ConversationContext) -> Result<()> {
         let mut pending = std::mem::take(&mut self.pending);
         // Stable: rows without an order key keep the platform's order.
         pending.sort_by(|(a, _), (b, _)| {
@@ -513,6 +637,7 @@ impl Sink for Pipeline<'_> {
                 self.write(Record::Message(m))?;
             }
         }
+        self.join_details(context);
         if let Some(mut aggregate) = self.aggregate.take() {
             let rows = aggregate.take_finished(false);
             self.aggregate = Some(aggregate);
@@ -541,11 +666,6 @@ impl Sink for Pipeline<'_> {
 
 /// Fills a message's missing context from its conversation.
 fn enrich(m: &mut Message, c: &Conversation) {
-    fn fill(slot: &mut Option<String>, from: &Option<String>) {
-        if slot.is_none() {
-            slot.clone_from(from);
-        }
-    }
     fill(&mut m.agent_name, &c.agent_name);
     fill(&mut m.agent_id, &c.agent_id);
     fill(&mut m.customer_id, &c.customer_id);

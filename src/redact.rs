@@ -98,6 +98,17 @@ impl Redactor {
     }
 
     fn conversation(&self, c: &mut Conversation) {
+        // Notes first, while the name fields still hold what to look for:
+        // agents write the customer's name, e-mail and phone into them.
+        if let Some(notes) = c.comments.take() {
+            let mut names: Vec<&str> = c.customer_name.as_deref().into_iter().collect();
+            if self.agents {
+                names.extend(c.agent_name.as_deref());
+            }
+            let named = scrub_names(&notes, &names);
+            let cleaned = scrub(named.as_deref().unwrap_or(&notes)).or(named);
+            c.comments = Some(cleaned.unwrap_or(notes));
+        }
         self.field(&mut c.customer_name, Class::Name);
         self.field(&mut c.customer_phone, Class::Phone);
         self.field(&mut c.customer_email, Class::Email);

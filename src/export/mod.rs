@@ -392,6 +392,14 @@ impl<'a> Exporter<'a> {
             plural(total.requests),
             started.elapsed().as_secs_f64()
         ));
+        if total.messages_only + total.details_only > 0 {
+            log::info(&format!(
+                "joining conversation details: {} conversation{} had messages but no details, {} had details but no messages; all kept",
+                log::thousands(total.messages_only),
+                plural(total.messages_only as usize),
+                log::thousands(total.details_only),
+            ));
+        }
         Ok(total)
     }
 }
@@ -459,6 +467,7 @@ pub async fn run(
         messages_in_order: source.messages_in_order(),
         aggregate,
         keep_for: source.memory_span(),
+        joined: source.messages_need_conversations(),
     };
     let fetch = if aggregate {
         RecordKind::Messages

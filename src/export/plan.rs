@@ -58,7 +58,7 @@ pub(super) fn print_plan(
     ];
     if source.spends_daily_tokens() {
         lines.push(format!(
-            "cost:     each request spends one of the account's daily {} tokens; a window over the record cap is split and costs more",
+            "cost:     at least {queries} of the account's daily {} tokens (one per request); a window over the record cap is split and costs more",
             source.kind().as_str()
         ));
         if let Some(max) = source.connection().settings.max_requests {

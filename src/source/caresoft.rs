@@ -222,6 +222,10 @@ impl Caresoft {
             message_count: None,
             rating: None,
             sentiment: None,
+            // Dispositions are Wolkvox's (chat_1); the others do not report them.
+            disposition_code: None,
+            disposition: None,
+            comments: None,
         }))
     }
 

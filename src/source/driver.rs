@@ -40,7 +40,10 @@ pub async fn drive(
         log::verbose(&format!("window {}/{total}: {}", n + 1, show(&slice)));
         let mut context = ConversationContext::default();
         if stream == RecordKind::Messages && source.messages_need_conversations() {
-            let mut collect = CollectContext(&mut context);
+            let mut collect = CollectContext {
+                context: &mut context,
+                sink: &mut *sink,
+            };
             for query in source.queries(slice, RecordKind::Conversations) {
                 stats.requests += fetch_query(source, http, &query, false, &mut collect).await?;
             }
@@ -52,7 +55,7 @@ pub async fn drive(
         for query in source.queries(slice, stream) {
             stats.requests += fetch_query(source, http, &query, want_raw, &mut feed).await?;
         }
-        sink.end_window(&slice)?;
+        sink.end_window(&slice, &context)?;
         stats.windows += 1;
         log::progress::windows((n + 1) as u64, total as u64);
     }
@@ -108,7 +111,10 @@ async fn drive_overlapped(
         n += 1;
         log::verbose(&format!("window {n}/{total}: {}", show(&slice)));
         let mut context = ConversationContext::default();
-        let mut collect = CollectContext(&mut context);
+        let mut collect = CollectContext {
+            context: &mut context,
+            sink: &mut *sink,
+        };
         for (pages, requests) in context_pages {
             stats.requests += requests;
             pages.replay(&mut collect)?;
@@ -121,7 +127,7 @@ async fn drive_overlapped(
             stats.requests += requests;
             pages.replay(&mut feed)?;
         }
-        sink.end_window(&slice)?;
+        sink.end_window(&slice, &context)?;
         stats.windows += 1;
         log::progress::windows(n as u64, total as u64);
     }
@@ -227,18 +233,27 @@ impl Accept for Feed<'_> {
     }
 }
 
-/// Gathers conversations as context for message rows. Rejected ones surface
-/// in a conversations export; here they are only missing context.
-struct CollectContext<'a>(&'a mut ConversationContext);
+/// Gathers conversations as context for message rows; what the platform
+/// sent that could not be read goes to the sink's rejects, as anywhere.
+struct CollectContext<'a> {
+    context: &'a mut ConversationContext,
+    sink: &'a mut dyn Sink,
+}
 
 impl Accept for CollectContext<'_> {
     fn accept(&mut self, item: Parsed) -> Result<bool> {
-        if let Parsed::Record(Record::Conversation(c)) = item {
-            self.0
-                .by_id
-                .insert(c.record.conversation_id.clone(), c.record);
+        match item {
+            Parsed::Record(Record::Conversation(c)) => {
+                self.context
+                    .by_id
+                    .insert(c.record.conversation_id.clone(), c.record);
+                Ok(true)
+            }
+            rejected @ Parsed::Rejected(_) => {
+                self.sink.accept(rejected, &ConversationContext::default())
+            }
+            _ => Ok(true),
         }
-        Ok(true)
     }
 }
 

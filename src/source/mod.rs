@@ -256,8 +256,9 @@ pub trait Sink {
     fn accept(&mut self, item: Parsed, context: &ConversationContext) -> Result<bool>;
     /// A new response starts: counters local to one response restart.
     fn begin_response(&mut self);
-    /// Every query of `window` is done.
-    fn end_window(&mut self, window: &Window) -> Result<()>;
+    /// Every query of `window` is done; `context` holds the conversations
+    /// fetched to go with its messages, if any.
+    fn end_window(&mut self, window: &Window, context: &ConversationContext) -> Result<()>;
 }
 
 /// Conversations of the current window by id, for filling message rows.

@@ -137,7 +137,7 @@ impl Sink for Collected {
         }
     }
     fn begin_response(&mut self) {}
-    fn end_window(&mut self, _window: &Window) -> Result<()> {
+    fn end_window(&mut self, _window: &Window, _context: &ConversationContext) -> Result<()> {
         self.windows += 1;
         Ok(())
     }

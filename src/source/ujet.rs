@@ -286,6 +286,10 @@ fn chat(row: &Map<String, Value>) -> Result<Conversation, String> {
         message_count: fields::rounded(row.get("message_count")),
         rating: fields::rounded(row.get("rating")).filter(|r| *r > 0),
         sentiment: None,
+        // Dispositions are Wolkvox's (chat_1); the others do not report them.
+        disposition_code: None,
+        disposition: None,
+        comments: None,
     })
 }
 

@@ -4,6 +4,7 @@
 mod caresoft;
 mod common;
 mod demo;
+mod enrich;
 mod live;
 mod redact;
 mod state;

@@ -16,6 +16,7 @@
 //!   and retries; any other 403 is taken as maintenance and retried; a 404 is
 //!   an empty result.
 
+mod chat1;
 pub mod live;
 pub mod reports;
 

@@ -35,7 +35,7 @@ use crate::source::registry::{Demo, Platform};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::{format_in_zone, parse_platform_time, Window};
 
-pub const KEYS: &[&str] = &["window", "record_cap", "settle", "lookback"];
+pub const KEYS: &[&str] = &["window", "record_cap", "settle", "lookback", "enrich"];
 pub static PLATFORM: Platform = Platform {
     name: "wolkvox",
     keys: &[SHARED_KEYS, KEYS],
@@ -59,6 +59,9 @@ pub struct Reports {
     client: Client,
     timing: Timing,
     record_cap: u64,
+    /// `enrich = ["chat_1"]`: each window's `chat_1` rows are fetched too
+    /// (a second token per window) and joined to its chats by `conn_id`.
+    with_chat_1: bool,
 }
 
 impl Reports {
@@ -78,16 +81,25 @@ impl Reports {
             record_cap: table
                 .integer("record_cap", 1, 10_000_000)?
                 .unwrap_or(DEFAULT_RECORD_CAP) as u64,
+            with_chat_1: enrichments(table)?,
         })
     }
 
-    fn report_url(&self, window: &Window) -> Url {
+    /// `chat_2` (messages) or, for the conversation details, `chat_1`.
+    fn report_url(&self, window: &Window, stream: RecordKind) -> Url {
         let zone = self.client.zone;
         let last_second = window.to - Duration::seconds(1);
         self.client.url(
             "reports_manager.php",
             &[
-                ("api", "chat_2".into()),
+                (
+                    "api",
+                    match stream {
+                        RecordKind::Messages => "chat_2",
+                        RecordKind::Conversations => "chat_1",
+                    }
+                    .into(),
+                ),
                 (
                     "date_ini",
                     format_in_zone(window.from, zone, QUERY_TIME_FORMAT),
@@ -99,6 +111,23 @@ impl Reports {
             ],
         )
     }
+}
+
+/// The reports `enrich` names; `chat_1` is the one there is.
+fn enrichments(table: &SourceTable<'_>) -> Result<bool> {
+    let mut with_chat_1 = false;
+    for name in table.string_list("enrich")?.unwrap_or_default() {
+        match name.as_str() {
+            "chat_1" => with_chat_1 = true,
+            other => return Err(table.error(
+                "enrich",
+                &format!(
+                    "names reports to join; {other:?} is not one (the one supported is \"chat_1\")"
+                ),
+            )),
+        }
+    }
+    Ok(with_chat_1)
 }
 
 /// One element of `data`: a chat with its `conversation` (nested shape), or
@@ -205,7 +234,7 @@ impl ChatSource for Reports {
     }
 
     fn page_url(&self, query: &Query, _page: u32) -> Url {
-        self.report_url(&query.window)
+        self.report_url(&query.window, query.stream)
     }
 
     fn verdict(&self, status: u16, body: &[u8]) -> Verdict {
@@ -220,7 +249,10 @@ impl ChatSource for Reports {
         super::read_envelope(envelope).map(|()| None)
     }
 
-    fn parse_item(&self, _query: &Query, item: &[u8], want_raw: bool, out: &mut dyn FnMut(Parsed)) {
+    fn parse_item(&self, query: &Query, item: &[u8], want_raw: bool, out: &mut dyn FnMut(Parsed)) {
+        if query.stream == RecordKind::Conversations {
+            return super::chat1::parse(item, self.client.zone, want_raw, out);
+        }
         // One UTF-8 check for the whole element is much cheaper than
         // serde_json's check of every string it meets (`from_slice`).
         let entry: Entry = match std::str::from_utf8(item).map(serde_json::from_str) {
@@ -280,6 +312,10 @@ impl ChatSource for Reports {
         true
     }
 
+    fn messages_need_conversations(&self) -> bool {
+        self.with_chat_1
+    }
+
     /// The last minute's report: the cheapest request the API has (and it
     /// still spends one daily token).
     fn check(&self) -> (Query, Url) {
@@ -289,7 +325,7 @@ impl ChatSource for Reports {
             stream: RecordKind::Messages,
             variant: 0,
         };
-        let url = self.report_url(&query.window);
+        let url = self.report_url(&query.window, query.stream);
         (query, url)
     }
 }
@@ -343,10 +379,10 @@ mod tests {
     #[test]
     fn half_open_window_maps_to_inclusive_seconds() {
         let src = source("");
-        let url = src.report_url(&Window::new(
-            utc("2024-03-05T05:00:00Z"),
-            utc("2024-03-06T05:00:00Z"),
-        ));
+        let url = src.report_url(
+            &Window::new(utc("2024-03-05T05:00:00Z"), utc("2024-03-06T05:00:00Z")),
+            RecordKind::Messages,
+        );
         assert_eq!(
             url.as_str(),
             "https://wv0012.wolkvox.com/api/v2/reports_manager.php?api=chat_2&date_ini=20240305000000&date_end=20240305235959"
@@ -442,7 +478,7 @@ pub mod demo {
     pub fn config(addr: SocketAddr) -> String {
         format!(
             "[sources.demo-wolkvox]\nkind = \"wolkvox\"\nbase_url = \"http://{addr}/wolkvox\"\n\
-             token = \"{}\"\nrate_limit = 200\n",
+             token = \"{}\"\nrate_limit = 200\nenrich = [\"chat_1\"]\n",
             crate::demo::TOKEN
         )
     }
@@ -452,9 +488,12 @@ pub mod demo {
     }
 
     const WOLKVOX_CHATS: &str = include_str!("../../../fixtures/wolkvox/chat_2-nested.json");
+    const WOLKVOX_DETAILS: &str = include_str!("../../../fixtures/wolkvox/chat_1.json");
 
     /// Wolkvox `chat_2`: the chats whose first message falls in
-    /// [date_ini, date_end] (both inclusive, naive local time); 404 when none.
+    /// [date_ini, date_end] (both inclusive, naive local time); `chat_1`:
+    /// the rows dated in the range, and those without a date that belong
+    /// to a chat of the range; 404 when none.
     fn wolkvox_report(query: &HashMap<String, String>) -> (u16, String) {
         let bound = |key: &str| {
             query
@@ -468,23 +507,38 @@ pub mod demo {
                 r#"{"code":400,"error":"BAD REQUEST","msg":"SOME PARAMETERS ARE REQUIRED"}"#.into(),
             );
         };
+        let within = |date: &str| date >= from.as_str() && date <= to.as_str();
+        // Ids come as strings or numbers.
+        let id = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
         let all: Value = serde_json::from_str(WOLKVOX_CHATS).unwrap_or_default();
         let chats: Vec<&Value> = all["data"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|chat| {
-                let first = chat["conversation"][0]["date"].as_str().unwrap_or("");
-                first >= from.as_str() && first <= to.as_str()
-            })
+            .filter(|chat| within(chat["conversation"][0]["date"].as_str().unwrap_or("")))
             .collect();
-        if chats.is_empty() {
+        let details: Value = serde_json::from_str(WOLKVOX_DETAILS).unwrap_or_default();
+        let rows: Vec<&Value> = match query.get("api").map(String::as_str) {
+            Some("chat_1") => details["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|row| match row["date"].as_str().unwrap_or("") {
+                    "" => chats
+                        .iter()
+                        .any(|c| id(&c["conn_id"]) == id(&row["conn_id"])),
+                    date => within(date),
+                })
+                .collect(),
+            _ => chats,
+        };
+        if rows.is_empty() {
             return (
                 404,
                 r#"{"code":404,"error":"NOT FOUND","msg":"0 records were found"}"#.into(),
             );
         }
-        let body = serde_json::json!({"code": 200, "error": null, "msg": format!("{} records were found", chats.len()), "data": chats});
+        let body = serde_json::json!({"code": 200, "error": null, "msg": format!("{} records were found", rows.len()), "data": rows});
         (200, body.to_string())
     }
 }
