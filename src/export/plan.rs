@@ -31,6 +31,7 @@ pub(super) fn print_plan(
         .flat_map(|c| c.split(source.timing().window))
         .collect();
     let mut queries: usize = slices.iter().map(|s| source.queries(*s, fetch).len()).sum();
+    queries += source.lookups().len();
     if fetch == RecordKind::Messages && source.messages_need_conversations() {
         queries += slices
             .iter()

@@ -30,9 +30,37 @@ pub async fn drive(
     want_raw: bool,
     sink: &mut dyn Sink,
 ) -> Result<DriveStats> {
-    if let Paging::Numbered { .. } = source.paging() {
-        return drive_overlapped(source, http, window, stream, want_raw, sink).await;
+    // One response each, whatever the source's paging: a lookup is a list
+    // of names, not a window of records.
+    let mut lookups = DriveStats::default();
+    for query in source.lookups() {
+        let mut context = ConversationContext::default();
+        let mut keep = CollectContext {
+            context: &mut context,
+            sink: &mut *sink,
+        };
+        let url = source.page_url(&query, 1);
+        fetch_streamed(source, http, &query, &url, false, None, &mut keep).await?;
+        lookups.requests += 1;
     }
+    let mut stats = if let Paging::Numbered { .. } = source.paging() {
+        drive_overlapped(source, http, window, stream, want_raw, sink).await?
+    } else {
+        drive_windows(source, http, window, stream, want_raw, sink).await?
+    };
+    stats.requests += lookups.requests;
+    Ok(stats)
+}
+
+/// [`drive`] one slice after another.
+async fn drive_windows(
+    source: &dyn ChatSource,
+    http: &Http,
+    window: Window,
+    stream: RecordKind,
+    want_raw: bool,
+    sink: &mut dyn Sink,
+) -> Result<DriveStats> {
     let mut stats = DriveStats::default();
     let slices = window.split(source.timing().window);
     let total = slices.len();

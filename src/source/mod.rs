@@ -199,6 +199,12 @@ pub trait ChatSource {
             variant: 0,
         }]
     }
+    /// Requests made once, before the first window, whose answers the
+    /// provider keeps to name what records only give an id for (Wolkvox:
+    /// skill names). Asked again only while not answered.
+    fn lookups(&self) -> Vec<Query> {
+        Vec::new()
+    }
     /// The URL of page `page` (1-based) of `query`.
     fn page_url(&self, query: &Query, page: u32) -> Url;
     /// Reads a non-2xx response (status and small body).

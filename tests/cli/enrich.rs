@@ -333,3 +333,71 @@ async fn a_lookback_that_fetches_the_day_again_writes_no_chat_twice() {
         .collect();
     assert_eq!(days.len(), 4, "the day was fetched again: {days:?}");
 }
+
+#[tokio::test]
+async fn skill_names_are_looked_up_once_a_run() {
+    let server = MockServer::start().await;
+    Mock::given(path("/api/v2/information.php"))
+        .and(query_param("api", "skills"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "code": "200", "error": null, "msg": "2 records were found",
+            "data": [
+                {"skill_id": "3", "skill_name": "Ventas hogar", "skill_description": "", "last_use": ""},
+                {"skill_id": 9, "skill_name": "Soporte", "skill_description": "", "last_use": ""}
+            ]
+        })))
+        .mount(&server)
+        .await;
+    serve_fixtures(&server).await;
+    let dir = config(&server.uri(), "");
+    let file = dir.path().join("chatdump.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("[\"chat_1\"]", "[\"chat_1\", \"skills\"]"),
+    )
+    .unwrap();
+    // Two days, a file each: still one lookup.
+    let two_days = [
+        "export",
+        "bogota",
+        "--from",
+        "2024-03-05",
+        "--to",
+        "2024-03-07",
+        "-o",
+        "out/{from}.jsonl",
+    ];
+    let plan = run(dir.path(), &[&two_days[..], &["--dry-run"]].concat()).await;
+    assert!(
+        plan.stdout.contains("at least 5 of"),
+        "2 days x 2 reports + 1 lookup: {}",
+        plan.stdout
+    );
+    let r = run(dir.path(), &two_days).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(dir.path().join("out/20240305T050000Z.jsonl")).unwrap();
+    let rows = jsonl(&text);
+    let rows = by_id(&rows);
+    assert_eq!(rows["55501"]["queue"], "Ventas hogar");
+    assert_eq!(rows["55503"]["queue"], "5", "an unknown skill keeps its id");
+    let lookups = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path().ends_with("information.php"))
+        .count();
+    assert_eq!(lookups, 1);
+}
+
+#[tokio::test]
+async fn skills_without_chat_1_is_a_config_error() {
+    let dir = config("http://127.0.0.1:9", "");
+    let file = dir.path().join("chatdump.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("[\"chat_1\"]", "[\"skills\"]")).unwrap();
+    let r = run(dir.path(), &args(&[])).await;
+    assert_eq!(r.code, 78, "{}", r.stderr);
+    assert!(r.stderr.contains("add \"chat_1\""), "{}", r.stderr);
+}

@@ -19,6 +19,9 @@
 //!   documented, so rows are not filtered by date on our side; the
 //!   pipeline's de-duplication removes any repeat between adjacent windows.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use chrono::Duration;
 use chrono_tz::Tz;
 use reqwest::Url;
@@ -62,7 +65,13 @@ pub struct Reports {
     /// `enrich = ["chat_1"]`: each window's `chat_1` rows are fetched too
     /// (a second token per window) and joined to its chats by `conn_id`.
     with_chat_1: bool,
+    /// `enrich = ["chat_1", "skills"]`: skill names by id, read once a run
+    /// (`information.php?api=skills`, one token); `None` until answered.
+    skills: Option<Mutex<Option<HashMap<String, String>>>>,
 }
+
+/// The `variant` of the skills lookup query.
+const SKILLS: u32 = 1;
 
 impl Reports {
     pub fn from_config(table: &SourceTable<'_>) -> Result<Reports> {
@@ -75,14 +84,45 @@ impl Reports {
             // costs one extra request per run.
             lookback: Duration::hours(1),
         };
+        let (with_chat_1, with_skills) = enrichments(table)?;
         Ok(Reports {
             client: Client::from_config(table)?,
             timing: Timing::from_config(table, defaults, Duration::days(MAX_WINDOW_DAYS))?,
             record_cap: table
                 .integer("record_cap", 1, 10_000_000)?
                 .unwrap_or(DEFAULT_RECORD_CAP) as u64,
-            with_chat_1: enrichments(table)?,
+            with_chat_1,
+            skills: with_skills.then(|| Mutex::new(None)),
         })
+    }
+
+    /// What `queue` says for a `chat_1` skill id: its name, when known.
+    fn skill_name(&self, id: &str) -> Option<String> {
+        let skills = self.skills.as_ref()?.lock().ok()?;
+        skills.as_ref()?.get(id).cloned()
+    }
+
+    /// Keeps the names of one answer of the skills lookup.
+    fn keep_skill(&self, item: &[u8], out: &mut dyn FnMut(Parsed)) {
+        #[derive(Deserialize)]
+        struct Skill<'a> {
+            #[serde(borrow, default)]
+            skill_id: Text<'a>,
+            #[serde(borrow, default)]
+            skill_name: Text<'a>,
+        }
+        let skill: Skill = match serde_json::from_slice(item) {
+            Ok(s) => s,
+            Err(e) => return out(Parsed::from_json_error(item, "unreadable skill", &e)),
+        };
+        let (Some(id), Some(name)) = (skill.skill_id.get(), skill.skill_name.get()) else {
+            return;
+        };
+        if let Some(Ok(mut skills)) = self.skills.as_ref().map(|s| s.lock()) {
+            skills
+                .get_or_insert_with(HashMap::new)
+                .insert(id.trim().to_string(), name.to_string());
+        }
     }
 
     /// `chat_2` (messages) or, for the conversation details, `chat_1`.
@@ -113,21 +153,28 @@ impl Reports {
     }
 }
 
-/// The reports `enrich` names; `chat_1` is the one there is.
-fn enrichments(table: &SourceTable<'_>) -> Result<bool> {
-    let mut with_chat_1 = false;
+/// What `enrich` asks for: the `chat_1` join, and skill names for it.
+fn enrichments(table: &SourceTable<'_>) -> Result<(bool, bool)> {
+    let (mut with_chat_1, mut with_skills) = (false, false);
     for name in table.string_list("enrich")?.unwrap_or_default() {
         match name.as_str() {
             "chat_1" => with_chat_1 = true,
-            other => return Err(table.error(
-                "enrich",
-                &format!(
-                    "names reports to join; {other:?} is not one (the one supported is \"chat_1\")"
-                ),
-            )),
+            "skills" => with_skills = true,
+            other => {
+                return Err(table.error(
+                    "enrich",
+                    &format!("names what to join; {other:?} is not one (\"chat_1\", \"skills\")"),
+                ))
+            }
         }
     }
-    Ok(with_chat_1)
+    if with_skills && !with_chat_1 {
+        return Err(table.error(
+            "enrich",
+            "\"skills\" names the skills of the chat_1 report: add \"chat_1\"",
+        ));
+    }
+    Ok((with_chat_1, with_skills))
 }
 
 /// One element of `data`: a chat with its `conversation` (nested shape), or
@@ -233,7 +280,28 @@ impl ChatSource for Reports {
         }
     }
 
+    fn lookups(&self) -> Vec<Query> {
+        let unanswered = self
+            .skills
+            .as_ref()
+            .is_some_and(|s| s.lock().is_ok_and(|names| names.is_none()));
+        if !unanswered {
+            return Vec::new();
+        }
+        let always = Window::new(chrono::DateTime::UNIX_EPOCH, chrono::Utc::now());
+        vec![Query {
+            window: always,
+            stream: RecordKind::Conversations,
+            variant: SKILLS,
+        }]
+    }
+
     fn page_url(&self, query: &Query, _page: u32) -> Url {
+        if query.variant == SKILLS {
+            return self
+                .client
+                .url("information.php", &[("api", "skills".into())]);
+        }
         self.report_url(&query.window, query.stream)
     }
 
@@ -250,8 +318,19 @@ impl ChatSource for Reports {
     }
 
     fn parse_item(&self, query: &Query, item: &[u8], want_raw: bool, out: &mut dyn FnMut(Parsed)) {
+        if query.variant == SKILLS {
+            return self.keep_skill(item, out);
+        }
         if query.stream == RecordKind::Conversations {
-            return super::chat1::parse(item, self.client.zone, want_raw, out);
+            return super::chat1::parse(item, self.client.zone, want_raw, &mut |mut parsed| {
+                if let Parsed::Record(Record::Conversation(c)) = &mut parsed {
+                    let c = &mut c.record;
+                    if let Some(name) = c.queue.as_deref().and_then(|id| self.skill_name(id)) {
+                        c.queue = Some(name);
+                    }
+                }
+                out(parsed)
+            });
         }
         // One UTF-8 check for the whole element is much cheaper than
         // serde_json's check of every string it meets (`from_slice`).
