@@ -221,8 +221,47 @@ impl std::hash::Hasher for DigestHasher {
     }
 }
 
-/// A set of 128-bit digests.
-pub type DigestSet = std::collections::HashSet<u128, std::hash::BuildHasherDefault<DigestHasher>>;
+/// A set of 128-bit digests, kept in 16 tables chosen by a digest's top
+/// bits. A hash table that grows holds its old and its new array at once;
+/// split in sixteen, growing copies a sixteenth of the keys, so a window of
+/// a million keys peaks near 18 MB instead of 27 MB.
+#[derive(Default, Clone)]
+pub struct DigestSet {
+    shards: [std::collections::HashSet<u128, std::hash::BuildHasherDefault<DigestHasher>>; 16],
+}
+
+impl DigestSet {
+    fn shard(key: u128) -> usize {
+        (key >> 124) as usize
+    }
+
+    /// True when `key` was not in the set.
+    pub fn insert(&mut self, key: u128) -> bool {
+        self.shards[Self::shard(key)].insert(key)
+    }
+
+    pub fn contains(&self, key: &u128) -> bool {
+        self.shards[Self::shard(*key)].contains(key)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(|s| s.is_empty())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &u128> {
+        self.shards.iter().flatten()
+    }
+}
+
+impl FromIterator<u128> for DigestSet {
+    fn from_iter<I: IntoIterator<Item = u128>>(keys: I) -> Self {
+        let mut set = DigestSet::default();
+        for key in keys {
+            set.insert(key);
+        }
+        set
+    }
+}
 /// A map keyed by 128-bit digests.
 pub type DigestMap<V> =
     std::collections::HashMap<u128, V, std::hash::BuildHasherDefault<DigestHasher>>;
@@ -347,6 +386,21 @@ mod tests {
             CONVERSATION_COLUMNS.len()
         );
         assert_eq!(Message::default().cells().len() + 2, MESSAGE_COLUMNS.len());
+    }
+
+    #[test]
+    fn digest_sets_hold_keys_of_every_shard() {
+        let keys: Vec<u128> = (0..1000u128)
+            .map(|n| n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
+            .collect();
+        let mut set: DigestSet = keys[..500].iter().copied().collect();
+        assert!(set.shards.iter().all(|s| !s.is_empty()), "spread");
+        assert!(keys[..500].iter().all(|k| set.contains(k)));
+        assert!(!keys[500..].iter().any(|k| set.contains(k)));
+        assert!(!set.insert(keys[3]), "already there");
+        assert!(set.insert(keys[700]));
+        assert_eq!(set.iter().count(), 501);
+        assert!(DigestSet::default().is_empty() && !set.is_empty());
     }
 
     #[test]

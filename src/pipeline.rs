@@ -64,14 +64,12 @@ impl Seen {
 
     /// Where `key` was met before, remembering it for this window.
     fn check(&mut self, key: u128) -> Novelty {
-        if self.current.contains(&key) {
-            return Novelty::Repeated;
-        }
-        let known = self.previous.contains(&key) || self.carried.contains(&key);
         // Seen again here: this window now vouches for it too, so the
         // memory handed to the next run keeps it.
-        self.current.insert(key);
-        if known {
+        if !self.current.insert(key) {
+            return Novelty::Repeated;
+        }
+        if self.previous.contains(&key) || self.carried.contains(&key) {
             Novelty::Emitted
         } else {
             Novelty::New
@@ -433,7 +431,14 @@ impl<'a> Pipeline<'a> {
     /// The message's `seq`: its position when the platform gives one
     /// (in-order sources), else the next number of its conversation.
     fn next_seq_of(&mut self, m: &Message) -> u32 {
-        let counted = match self.next_seq.get_mut(&m.conversation_id) {
+        // An in-order platform's own position needs no counting (and no
+        // memory per conversation).
+        if self.messages_in_order {
+            if let Some(position) = m.order_key.and_then(|p| u32::try_from(p).ok()) {
+                return position;
+            }
+        }
+        match self.next_seq.get_mut(&m.conversation_id) {
             Some(next) => {
                 *next += 1;
                 *next - 1
@@ -442,10 +447,6 @@ impl<'a> Pipeline<'a> {
                 self.next_seq.insert(m.conversation_id.clone(), 1);
                 0
             }
-        };
-        match m.order_key {
-            Some(position) if self.messages_in_order => u32::try_from(position).unwrap_or(counted),
-            _ => counted,
         }
     }
 
