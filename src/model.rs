@@ -133,29 +133,63 @@ pub struct Conversation {
     pub comments: Option<String>,
 }
 
+/// Text that many records repeat (a chat's id, channel and people, on
+/// each of its messages): a clone is a reference count, not an allocation.
+pub type Shared = std::sync::Arc<str>;
+
 /// One message. `seq` is assigned by the pipeline, not by providers, because
 /// only the pipeline sees the whole conversation as far as the run goes.
+/// Fields a chat repeats on every message are [`Shared`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Message {
-    pub conversation_id: String,
+    pub conversation_id: Shared,
     /// The platform's id; when absent the pipeline derives a stable digest.
     pub message_id: Option<String>,
     pub seq: u32,
     pub sent_at: Option<DateTime<Utc>>,
     pub sender: Sender,
-    pub sender_name: Option<String>,
-    pub recipient_name: Option<String>,
-    pub channel: Option<String>,
+    pub sender_name: Option<Shared>,
+    pub recipient_name: Option<Shared>,
+    pub channel: Option<Shared>,
     pub text: Option<String>,
-    pub agent_id: Option<String>,
-    pub agent_name: Option<String>,
-    pub customer_id: Option<String>,
-    pub customer_name: Option<String>,
-    pub customer_phone: Option<String>,
-    pub sentiment: Option<String>,
+    pub agent_id: Option<Shared>,
+    pub agent_name: Option<Shared>,
+    pub customer_id: Option<Shared>,
+    pub customer_name: Option<Shared>,
+    pub customer_phone: Option<Shared>,
+    pub sentiment: Option<Shared>,
     /// The platform's own ordering within the conversation, when it has one
     /// (CareSoft `message_index`); used to sort before `seq` is assigned.
     pub order_key: Option<i64>,
+}
+
+/// Shares equal texts within one platform element: a chat's messages
+/// repeat a handful of values (its id, channel, the two people), so each
+/// is allocated once per chat rather than once per message.
+#[derive(Default)]
+pub struct Interner {
+    known: Vec<Shared>,
+}
+
+impl Interner {
+    /// Values remembered; a chat with more distinct ones still works, the
+    /// rest are simply not shared.
+    const MOST: usize = 32;
+
+    pub fn share(&mut self, text: &str) -> Shared {
+        if let Some(known) = self.known.iter().find(|k| ***k == *text) {
+            return known.clone();
+        }
+        let shared = Shared::from(text);
+        if self.known.len() < Self::MOST {
+            self.known.push(shared.clone());
+        }
+        shared
+    }
+
+    pub fn share_opt(&mut self, text: Option<&str>) -> Option<Shared> {
+        text.map(|t| self.share(t))
+    }
 }
 
 impl Message {
@@ -288,7 +322,9 @@ pub struct Item<T> {
 /// A record as it travels through the pipeline.
 #[derive(Debug, Clone)]
 pub enum Record {
-    Conversation(Item<Conversation>),
+    // Boxed: a conversation is twice the size of a message, and every
+    // record (most are messages) would be moved at that size.
+    Conversation(Box<Item<Conversation>>),
     Message(Item<Message>),
 }
 
@@ -310,8 +346,8 @@ pub enum Cell<'a> {
     Time(DateTime<Utc>),
 }
 
-fn s(v: &Option<String>) -> Cell<'_> {
-    v.as_deref().map_or(Cell::Null, Cell::Str)
+fn s<T: AsRef<str>>(v: &Option<T>) -> Cell<'_> {
+    v.as_ref().map_or(Cell::Null, |v| Cell::Str(v.as_ref()))
 }
 
 fn i(v: Option<i64>) -> Cell<'static> {

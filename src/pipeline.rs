@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::log;
 use crate::model::{
     digest_id, sip_digest128, Conversation, DigestMap, DigestSet, Item, Message, Record,
-    RecordKind, Sender,
+    RecordKind, Sender, Shared,
 };
 use crate::output::Output;
 use crate::rejects::RejectLog;
@@ -146,7 +146,7 @@ impl std::ops::AddAssign for Stats {
 #[derive(Default)]
 pub struct Memory {
     seen: Seen,
-    next_seq: HashMap<String, u32>,
+    next_seq: HashMap<Shared, u32>,
     /// Keys by the end of the window that saw them, oldest first.
     recent: VecDeque<(DateTime<Utc>, Vec<u128>)>,
     /// Whether a later run will want `recent` (there is a state file):
@@ -251,8 +251,8 @@ impl Aggregator {
         fill(&mut c.customer_id, &m.customer_id);
         fill(&mut c.customer_name, &m.customer_name);
         fill(&mut c.customer_phone, &m.customer_phone);
-        if m.sentiment.is_some() && !detailed {
-            c.sentiment.clone_from(&m.sentiment);
+        if let Some(sentiment) = m.sentiment.as_deref().filter(|_| !detailed) {
+            c.sentiment = Some(sentiment.to_string());
         }
         if let Some(t) = m.sent_at {
             c.started_at = Some(c.started_at.map_or(t, |s| s.min(t)));
@@ -346,10 +346,11 @@ impl Aggregator {
     }
 }
 
-/// Sets an empty field from `from`.
-fn fill(slot: &mut Option<String>, from: &Option<String>) {
+/// Sets an empty field from `from` (a message's shared text or a
+/// conversation's own).
+fn fill<T: for<'a> From<&'a str>>(slot: &mut Option<T>, from: &Option<impl AsRef<str>>) {
     if slot.is_none() {
-        slot.clone_from(from);
+        *slot = from.as_ref().map(|f| T::from(f.as_ref()));
     }
 }
 
@@ -381,7 +382,7 @@ pub struct Pipeline<'a> {
     /// whether each is to be written (false: emitted before, kept to count).
     pending: Vec<(Item<Message>, bool)>,
     /// Next `seq` per conversation, continuing across windows.
-    next_seq: HashMap<String, u32>,
+    next_seq: HashMap<Shared, u32>,
     /// Keys per recent window, kept while within `keep_for` of the newest.
     recent: VecDeque<(DateTime<Utc>, Vec<u128>)>,
     remember: bool,
@@ -390,10 +391,10 @@ pub struct Pipeline<'a> {
     /// in one second get two ids, and a repeat of both gets the same two.
     /// Scoped to one response, or one conversation for in-order sources.
     occurrences: DigestMap<u32>,
-    occurrence_scope: String,
+    occurrence_scope: Shared,
     aggregate: Option<Aggregator>,
     /// Conversations of the current window's messages, when joined.
-    window_chats: Option<HashSet<String>>,
+    window_chats: Option<HashSet<Shared>>,
     stats: Stats,
 }
 
@@ -413,7 +414,7 @@ impl<'a> Pipeline<'a> {
             remember: memory.remember,
             keep_for: shape.keep_for,
             occurrences: DigestMap::default(),
-            occurrence_scope: String::new(),
+            occurrence_scope: Shared::default(),
             aggregate: (shape.aggregate && shape.records == RecordKind::Conversations)
                 .then(Aggregator::default),
             window_chats: shape.joined.then(HashSet::new),
@@ -452,7 +453,7 @@ impl<'a> Pipeline<'a> {
 
     fn write_conversations(&mut self, rows: Vec<Conversation>) -> Result<()> {
         for record in rows {
-            self.write(Record::Conversation(Item { record, raw: None }))?;
+            self.write(Record::Conversation(Box::new(Item { record, raw: None })))?;
         }
         Ok(())
     }
@@ -465,7 +466,7 @@ impl<'a> Pipeline<'a> {
         }
         if self.messages_in_order && self.occurrence_scope != m.conversation_id {
             self.occurrences.clear();
-            self.occurrence_scope.clone_from(&m.conversation_id);
+            self.occurrence_scope = m.conversation_id.clone();
         }
         let base = m.digest(0);
         let n = self.occurrences.entry(base).or_insert(0);
@@ -485,7 +486,7 @@ impl<'a> Pipeline<'a> {
         };
         self.stats.messages_only += chats
             .iter()
-            .filter(|id| !context.by_id.contains_key(*id))
+            .filter(|id| !context.by_id.contains_key(id.as_ref()))
             .count() as u64;
         // In time order, so rows of their own come out the same every run.
         let mut details: Vec<&Conversation> = context.by_id.values().collect();
@@ -572,7 +573,7 @@ impl Sink for Pipeline<'_> {
                     return Ok(false);
                 }
                 if let Some(chats) = self.window_chats.as_mut() {
-                    if !chats.contains(&m.record.conversation_id) {
+                    if !chats.contains(&*m.record.conversation_id) {
                         chats.insert(m.record.conversation_id.clone());
                     }
                 }
@@ -586,7 +587,7 @@ impl Sink for Pipeline<'_> {
                     Novelty::Repeated => {}
                     _ if self.aggregate.is_some() => {
                         if emit {
-                            if let Some(c) = context.by_id.get(&m.record.conversation_id) {
+                            if let Some(c) = context.by_id.get(&*m.record.conversation_id) {
                                 enrich(&mut m.record, c);
                             }
                             if let Some(aggregate) = self.aggregate.as_mut() {
@@ -597,7 +598,7 @@ impl Sink for Pipeline<'_> {
                     _ if self.messages_in_order => {
                         let seq = self.next_seq_of(&m.record);
                         if emit {
-                            if let Some(c) = context.by_id.get(&m.record.conversation_id) {
+                            if let Some(c) = context.by_id.get(&*m.record.conversation_id) {
                                 enrich(&mut m.record, c);
                             }
                             m.record.seq = seq;
@@ -605,7 +606,7 @@ impl Sink for Pipeline<'_> {
                         }
                     }
                     _ => {
-                        if let Some(c) = context.by_id.get(&m.record.conversation_id) {
+                        if let Some(c) = context.by_id.get(&*m.record.conversation_id) {
                             enrich(&mut m.record, c);
                         }
                         self.pending.push((m, emit));
@@ -618,7 +619,7 @@ impl Sink for Pipeline<'_> {
 
     fn begin_response(&mut self) {
         self.occurrences.clear();
-        self.occurrence_scope.clear();
+        self.occurrence_scope = Shared::default();
     }
 
     fn end_window(&mut self, window: &Window, context: &ConversationContext) -> Result<()> {

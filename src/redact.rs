@@ -172,12 +172,16 @@ impl Redactor {
         }
     }
 
-    fn field(&self, slot: &mut Option<String>, class: Class) {
+    fn field<T: From<String> + std::ops::Deref<Target = str>>(
+        &self,
+        slot: &mut Option<T>,
+        class: Class,
+    ) {
         let Some(value) = slot.as_deref() else { return };
         *slot = match self.mode {
             Mode::Drop => None,
-            Mode::Mask => Some(class.placeholder().to_string()),
-            Mode::Hash => Some(self.cached_pseudonym(value, class)),
+            Mode::Mask => Some(T::from(class.placeholder().to_string())),
+            Mode::Hash => Some(T::from(self.cached_pseudonym(value, class))),
         };
     }
 

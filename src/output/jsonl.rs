@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn keys_in_order_with_raw() {
         let raw = serde_json::value::RawValue::from_string("{\"x\": [1, 2]}".into()).unwrap();
-        let rec = Record::Conversation(Item {
+        let rec = Record::Conversation(Box::new(Item {
             record: Conversation {
                 conversation_id: "c\"1".into(),
                 duration_s: Some(39),
@@ -158,7 +158,7 @@ mod tests {
                 ..Default::default()
             },
             raw: Some(raw),
-        });
+        }));
         let render = Render {
             source: "s".into(),
             platform: "caresoft",

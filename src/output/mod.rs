@@ -713,13 +713,13 @@ mod tests {
             None,
         )
         .unwrap();
-        out.write(Record::Conversation(Item {
+        out.write(Record::Conversation(Box::new(Item {
             record: Conversation {
                 conversation_id: "c1".into(),
                 ..Default::default()
             },
             raw: None,
-        }))
+        })))
         .unwrap();
         assert!(!target.exists());
         out.commit().unwrap();

@@ -261,18 +261,22 @@ impl Caresoft {
             Some(other) => Some(other.to_string()),
         };
         Ok(Some(Message {
-            conversation_id: id,
+            conversation_id: id.into(),
             message_id: fields::text(row.get("msg_id")).or_else(|| fields::text(row.get("id"))),
             seq: 0,
             sent_at,
             sender,
-            sender_name,
+            sender_name: sender_name.map(Into::into),
             recipient_name: None,
-            channel: Some(Self::channel(query.variant).to_string()),
+            channel: Some(Self::channel(query.variant).into()),
             text: content,
-            agent_id: agent_id.or_else(|| fields::positive_id(row.get("last_agent_user_id"))),
+            agent_id: agent_id
+                .or_else(|| fields::positive_id(row.get("last_agent_user_id")))
+                .map(Into::into),
             agent_name: None,
-            customer_id: visitor_id.or_else(|| fields::positive_id(row.get("requester_id"))),
+            customer_id: visitor_id
+                .or_else(|| fields::positive_id(row.get("requester_id")))
+                .map(Into::into),
             customer_name: None,
             customer_phone: None,
             sentiment: None,
@@ -387,7 +391,7 @@ impl ChatSource for Caresoft {
         let mapped = match query.stream {
             RecordKind::Conversations => self
                 .conversation(query, &row)
-                .map(|c| c.map(|record| Record::Conversation(Item { record, raw: raw() }))),
+                .map(|c| c.map(|record| Record::Conversation(Box::new(Item { record, raw: raw() })))),
             RecordKind::Messages => self
                 .message(query, &row)
                 .map(|m| m.map(|record| Record::Message(Item { record, raw: raw() }))),

@@ -85,7 +85,7 @@ impl ChatSource for Scripted {
         let Some(id) = value["id"].as_str() else {
             return out(Parsed::rejected(item, "no id"));
         };
-        out(Parsed::Record(Record::Conversation(Item {
+        out(Parsed::Record(Record::Conversation(Box::new(Item {
             record: Conversation {
                 conversation_id: id.to_string(),
                 updated_at: value["at"].as_str().and_then(|t| t.parse().ok()),
@@ -93,7 +93,7 @@ impl ChatSource for Scripted {
                 ..Default::default()
             },
             raw: None,
-        })))
+        }))))
     }
     fn check(&self) -> (Query, Url) {
         let query = Query {

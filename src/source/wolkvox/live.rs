@@ -27,7 +27,7 @@ use crate::config::{SourceKind, SourceTable};
 use crate::error::Result;
 use crate::http::Verdict;
 use crate::jsonstream::{Envelope, ItemsAt};
-use crate::model::{Conversation, Item, Message, Record, RecordKind};
+use crate::model::{Conversation, Item, Message, Record, RecordKind, Shared};
 use crate::source::registry::{Demo, Platform};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::{parse_platform_time, Window};
@@ -126,6 +126,11 @@ impl Live {
             return out(Parsed::rejected(raw.get().as_bytes(), "conn_id is missing"));
         };
         let channel = chat.channel.get().map(str::to_ascii_lowercase);
+        // Shared by the chat's messages: one allocation each per chat.
+        let shared_id: Shared = conn_id.as_str().into();
+        let shared_channel: Option<Shared> = channel.as_deref().map(Into::into);
+        let shared_agent: Option<Shared> = agent_id.map(Into::into);
+        let shared_phone: Option<Shared> = chat.customer_phone.get().map(Into::into);
         let mut messages = Vec::with_capacity(chat.conversation.len());
         for (position, line) in chat.conversation.iter().enumerate() {
             let sent_at = match line
@@ -146,13 +151,13 @@ impl Live {
                 .or(line.message.0.as_deref())
                 .map(str::to_string);
             messages.push(Message {
-                conversation_id: conn_id.clone(),
+                conversation_id: shared_id.clone(),
                 sent_at,
                 sender: super::sender(line.from.get()),
-                channel: channel.clone(),
+                channel: shared_channel.clone(),
                 text,
-                agent_id: agent_id.map(str::to_string),
-                customer_phone: chat.customer_phone.owned(),
+                agent_id: shared_agent.clone(),
+                customer_phone: shared_phone.clone(),
                 order_key: Some(position as i64),
                 ..Default::default()
             });
@@ -188,10 +193,10 @@ impl Live {
                     ..Default::default()
                 };
                 // `connector_id` and the rest travel in `raw`.
-                out(Parsed::Record(Record::Conversation(Item {
+                out(Parsed::Record(Record::Conversation(Box::new(Item {
                     record,
                     raw: raw_copy(),
-                })));
+                }))));
             }
         }
     }
@@ -314,7 +319,7 @@ mod tests {
         let items = parse(RecordKind::Messages);
         let msgs = testing::messages(&items);
         assert_eq!(msgs.len(), 5);
-        assert_eq!(msgs[0].conversation_id, "88001");
+        assert_eq!(&*msgs[0].conversation_id, "88001");
         assert_eq!(msgs[0].agent_id.as_deref(), Some("1001"));
         assert_eq!(msgs[0].sender, Sender::Customer);
         assert_eq!(

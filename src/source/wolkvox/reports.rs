@@ -19,6 +19,7 @@
 //!   documented, so rows are not filtered by date on our side; the
 //!   pipeline's de-duplication removes any repeat between adjacent windows.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -33,7 +34,7 @@ use crate::config::{SourceKind, SourceTable};
 use crate::error::Result;
 use crate::http::Verdict;
 use crate::jsonstream::{Envelope, ItemsAt};
-use crate::model::{Item, Message, Record, RecordKind};
+use crate::model::{Interner, Item, Message, Record, RecordKind};
 use crate::source::registry::{Demo, Platform};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::{format_in_zone, parse_platform_time, Window};
@@ -188,7 +189,7 @@ struct Entry<'a> {
     #[serde(borrow, default)]
     customer_name: Text<'a>,
     #[serde(borrow, default)]
-    conversation: Option<Vec<Entry<'a>>>,
+    conversation: Option<Rows<'a>>,
     #[serde(borrow, default)]
     channel: Text<'a>,
     #[serde(borrow, default)]
@@ -209,6 +210,34 @@ struct Entry<'a> {
     feeling: Text<'a>,
 }
 
+/// A chat's messages. Read into a list sized for a typical chat at once:
+/// growing it one doubling at a time copied every message row several
+/// times, per chat.
+struct Rows<'a>(Vec<Entry<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Rows<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Rows<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of messages")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut rows = Vec::with_capacity(seq.size_hint().unwrap_or(0).clamp(32, 1024));
+                while let Some(row) = seq.next_element()? {
+                    rows.push(row);
+                }
+                Ok(Rows(rows))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
 /// The same element, keeping each message's JSON for `--include-raw`.
 #[derive(Deserialize)]
 struct RawEntry<'a> {
@@ -217,41 +246,49 @@ struct RawEntry<'a> {
 }
 
 /// Maps one message row; `chat` holds the chat-level fields (the row itself
-/// in the flat shape).
-fn message(row: &Entry<'_>, chat: &Entry<'_>, zone: Tz) -> Result<Message, String> {
+/// in the flat shape). `shared` hands out the texts a chat repeats.
+fn message(
+    row: &Entry<'_>,
+    chat: &Entry<'_>,
+    text: Option<Cow<'_, str>>,
+    zone: Tz,
+    shared: &mut Interner,
+) -> Result<Message, String> {
     let conversation_id = chat
         .conn_id
-        .owned()
-        .or_else(|| row.conn_id.owned())
+        .get()
+        .or_else(|| row.conn_id.get())
         .ok_or("conn_id is missing")?;
     let sent_at = match row.date.get() {
         Some(d) => parse_platform_time(d, zone).map_err(|e| format!("date: {e}"))?,
         None => None,
     };
+    let channel = row.channel.get().or(chat.channel.get()).map(|c| {
+        if c.bytes().any(|b| b.is_ascii_uppercase()) {
+            shared.share(&c.to_ascii_lowercase())
+        } else {
+            shared.share(c)
+        }
+    });
     Ok(Message {
-        conversation_id,
+        conversation_id: shared.share(conversation_id),
         message_id: None,
         seq: 0,
         sent_at,
         sender: super::sender(row.from.get()),
-        sender_name: row.from_name.owned(),
-        recipient_name: row.to_name.owned(),
-        channel: row
-            .channel
-            .get()
-            .or(chat.channel.get())
-            .map(str::to_ascii_lowercase),
+        sender_name: shared.share_opt(row.from_name.get()),
+        recipient_name: shared.share_opt(row.to_name.get()),
+        channel,
         // Kept exactly as sent: HTML links and inline base64 images included.
-        text: row.message.0.as_deref().map(str::to_string),
+        // (Text with escapes was already unescaped into a string of its
+        // own: it moves, with no second copy.)
+        text: text.map(Cow::into_owned),
         agent_id: None,
-        agent_name: chat.agent_name.owned(),
-        customer_id: row.customer_id.owned().or_else(|| chat.customer_id.owned()),
-        customer_name: chat.customer_name.owned(),
-        customer_phone: row
-            .customer_phone
-            .owned()
-            .or_else(|| chat.customer_phone.owned()),
-        sentiment: row.feeling.owned(),
+        agent_name: shared.share_opt(chat.agent_name.get()),
+        customer_id: shared.share_opt(row.customer_id.get().or(chat.customer_id.get())),
+        customer_name: shared.share_opt(chat.customer_name.get()),
+        customer_phone: shared.share_opt(row.customer_phone.get().or(chat.customer_phone.get())),
+        sentiment: shared.share_opt(row.feeling.get()),
         order_key: None,
     })
 }
@@ -334,25 +371,27 @@ impl ChatSource for Reports {
         }
         // One UTF-8 check for the whole element is much cheaper than
         // serde_json's check of every string it meets (`from_slice`).
-        let entry: Entry = match std::str::from_utf8(item).map(serde_json::from_str) {
+        let mut entry: Entry = match std::str::from_utf8(item).map(serde_json::from_str) {
             Ok(Ok(e)) => e,
             Ok(Err(e)) => return out(Parsed::from_json_error(item, "unreadable chat", &e)),
             // JSON is UTF-8: other bytes mean a garbled response.
             Err(e) => return out(Parsed::Unreadable(format!("not UTF-8: {e}"))),
         };
         let zone = self.client.zone;
-        match &entry.conversation {
-            Some(rows) => {
+        match entry.conversation.take() {
+            Some(Rows(rows)) => {
                 let raws = want_raw
                     .then(|| serde_json::from_slice::<RawEntry>(item).ok())
                     .flatten()
                     .and_then(|r| r.conversation);
-                for (n, row) in rows.iter().enumerate() {
+                let mut shared = Interner::default();
+                for (n, mut row) in rows.into_iter().enumerate() {
                     let raw = raws
                         .as_ref()
                         .and_then(|r| r.get(n))
                         .map(|r| (*r).to_owned());
-                    match message(row, &entry, zone) {
+                    let text = row.message.0.take();
+                    match message(&row, &entry, text, zone, &mut shared) {
                         Ok(mut record) => {
                             // Its place in the chat: `seq`, even when a
                             // truncated answer or a repeat cut the chat.
@@ -366,7 +405,13 @@ impl ChatSource for Reports {
                     }
                 }
             }
-            None => match message(&entry, &entry, zone) {
+            None => match message(
+                &entry,
+                &entry,
+                entry.message.0.clone(),
+                zone,
+                &mut Interner::default(),
+            ) {
                 Ok(record) => {
                     let raw = want_raw
                         .then(|| std::str::from_utf8(item).ok())
@@ -474,7 +519,7 @@ mod tests {
         assert!(rejects.is_empty(), "{rejects:?}");
         assert_eq!(msgs.len(), 7);
         let m = &msgs[0];
-        assert_eq!(m.conversation_id, "55501");
+        assert_eq!(&*m.conversation_id, "55501");
         assert_eq!(m.sender, Sender::Customer);
         assert_eq!(m.sender_name.as_deref(), Some("María José Pérez"));
         assert_eq!(m.recipient_name.as_deref(), Some("chat bot"));
@@ -503,7 +548,7 @@ mod tests {
             msgs[4].text, msgs[5].text,
             "identical messages in one second stay two"
         );
-        assert_eq!(msgs[6].conversation_id, "55502", "numeric conn_id accepted");
+        assert_eq!(&*msgs[6].conversation_id, "55502", "numeric conn_id accepted");
         assert!(raws[0].as_deref().unwrap().contains("\"from\""));
     }
 
