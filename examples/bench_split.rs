@@ -4,11 +4,14 @@
 //! A fake `chat_2` report on 127.0.0.1 holds seven days of chats (a
 //! deterministic mix of short and long ones, busier by day than by night),
 //! answers the chats starting in the asked range in time order, and cuts the
-//! answer at `record_cap` messages like the platform. The chatdump binary
+//! answer at `record_cap` messages like the platform (`subset` as the second
+//! argument: a capped answer holds an arbitrary choice of the range's chats,
+//! still sorted by start, the case chatdump must not mistake for the first
+//! chats of the range). The chatdump binary
 //! (`CHATDUMP_BIN`, default `target/release/chatdump`) exports the week with
 //! a small cap; the fake counts the requests.
 //!
-//! Usage: `cargo run --release --example bench_split -- [CAP]`
+//! Usage: `cargo run --release --example bench_split -- [CAP] [ordered|subset]`
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,6 +24,7 @@ struct Report {
     chats: Vec<(NaiveDateTime, Value)>,
     cap: usize,
     calls: Arc<AtomicUsize>,
+    subset: bool,
 }
 
 impl Respond for Report {
@@ -35,18 +39,30 @@ impl Respond for Report {
         };
         let parse = |k: &str| NaiveDateTime::parse_from_str(&param(k), "%Y%m%d%H%M%S").unwrap();
         let (from, to) = (parse("date_ini"), parse("date_end"));
+        let mut chosen: Vec<(usize, &(NaiveDateTime, Value))> = self
+            .chats
+            .iter()
+            .enumerate()
+            .filter(|(_, (start, _))| *start >= from && *start <= to)
+            .collect();
+        if self.subset {
+            chosen.sort_by_key(|(n, _)| (*n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        }
         let mut left = self.cap;
         let mut data = Vec::new();
-        for (start, chat) in &self.chats {
-            if *start < from || *start > to || left == 0 {
-                continue;
+        for (n, (_, chat)) in chosen {
+            if left == 0 {
+                break;
             }
             let mut chat = chat.clone();
             let rows = chat["conversation"].as_array_mut().unwrap();
             rows.truncate(left);
             left -= rows.len();
-            data.push(chat);
+            data.push((n, chat));
         }
+        // Either way the answer is sorted by start.
+        data.sort_by_key(|(n, _)| *n);
+        let data: Vec<Value> = data.into_iter().map(|(_, c)| c).collect();
         ResponseTemplate::new(200)
             .set_body_json(json!({"code": 200, "error": null, "msg": "ok", "data": data}))
     }
@@ -103,6 +119,7 @@ async fn main() {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(300);
+    let subset = std::env::args().nth(2).as_deref() == Some("subset");
     let bin = std::env::var("CHATDUMP_BIN").unwrap_or_else(|_| "target/release/chatdump".into());
     let chats = week();
     let total: usize = chats
@@ -128,6 +145,7 @@ async fn main() {
             chats,
             cap,
             calls: calls.clone(),
+            subset,
         })
         .mount(&server)
         .await;
@@ -167,8 +185,9 @@ async fn main() {
     let written = std::fs::read_to_string(&out).map_or(0, |t| t.lines().count());
     let requests = calls.load(Ordering::SeqCst);
     println!(
-        "cap {cap}: {total} messages over 7 days; exit {:?}, {written} written; {requests} requests, \
+        "cap {cap}{}: {total} messages over 7 days; exit {:?}, {written} written; {requests} requests, \
          minimum {minimum} ({:.2}x)",
+        if subset { " (answers not the earliest chats)" } else { "" },
         status.code(),
         requests as f64 / minimum as f64
     );

@@ -8,5 +8,8 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet
 cargo build --release --quiet --example bench_split
 for cap in "${@:-300 1000}"; do
-  for c in $cap; do ./target/release/examples/bench_split "$c"; done
+  for c in $cap; do
+    ./target/release/examples/bench_split "$c" ordered
+    ./target/release/examples/bench_split "$c" subset
+  done
 done

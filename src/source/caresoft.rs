@@ -389,9 +389,9 @@ impl ChatSource for Caresoft {
                 .and_then(|text| RawValue::from_string(text.to_string()).ok())
         };
         let mapped = match query.stream {
-            RecordKind::Conversations => self
-                .conversation(query, &row)
-                .map(|c| c.map(|record| Record::Conversation(Box::new(Item { record, raw: raw() })))),
+            RecordKind::Conversations => self.conversation(query, &row).map(|c| {
+                c.map(|record| Record::Conversation(Box::new(Item { record, raw: raw() })))
+            }),
             RecordKind::Messages => self
                 .message(query, &row)
                 .map(|m| m.map(|record| Record::Message(Item { record, raw: raw() }))),

@@ -504,9 +504,19 @@ impl Accept for Collect {
 }
 
 /// One streamed response per window; a window whose response reaches the
-/// record cap is split in two and both halves fetched, down to the floor.
-/// Records of a truncated response are already written; the halves deliver
-/// them again and de-duplication drops them.
+/// record cap is fetched again in pieces, down to the floor. Records of a
+/// truncated response are already written; when the pieces deliver them
+/// again, de-duplication drops them.
+///
+/// Every request spends a daily token, so the driver learns, once per run,
+/// whether the platform fills a capped answer with the earliest records in
+/// time order: the first capped answer that came in start order is checked
+/// by fetching the part of its window before its latest start, which must
+/// answer exactly the chats the capped answer held there. If it does, every
+/// later capped answer is taken as complete up to its latest start and only
+/// the rest of its window is fetched; if not, windows are split as if
+/// nothing were known. The check never loses data either way: its two
+/// requests together cover the window.
 async fn fetch_capped(
     source: &dyn ChatSource,
     http: &Http,
@@ -517,9 +527,10 @@ async fn fetch_capped(
     accept: &mut dyn Accept,
 ) -> Result<usize> {
     let mut requests = 0;
-    // Depth-first, left half first, so output stays in time order.
-    let mut todo = vec![query.window];
-    while let Some(window) = todo.pop() {
+    // Depth-first, earliest piece first, so output stays in time order.
+    // A piece may carry what its answer must hold to confirm the order.
+    let mut todo: Vec<(Window, Option<Vec<ElementPrint>>)> = vec![(query.window, None)];
+    while let Some((window, expected)) = todo.pop() {
         let part = Query {
             window,
             ..query.clone()
@@ -528,6 +539,19 @@ async fn fetch_capped(
         let answer = fetch_streamed(source, http, &part, &url, want_raw, None, accept).await?;
         let units = answer.units;
         requests += 1;
+        if let Some(expected) = expected {
+            let ordered = units < record_cap && answer.in_order.as_ref() == Some(&expected);
+            http.learn_capped_in_time_order(ordered);
+            log::verbose(&format!(
+                "capped answers {} the earliest records in time order: {}",
+                if ordered { "hold" } else { "do not hold" },
+                if ordered {
+                    "a capped window is fetched on from its latest start"
+                } else {
+                    "capped windows are split"
+                }
+            ));
+        }
         if units < record_cap {
             continue;
         }
@@ -539,6 +563,38 @@ async fn fetch_capped(
                 crate::window::humanize(floor)
             ))
             .with_hint("records past the cap may be missing from the platform's answer; raise `record_cap` only if the platform's limit is higher"));
+        }
+        // How far an answer in start order got: everything that starts
+        // before its latest start is whole (the chat at it may be cut).
+        let reached = match (&answer.in_order, answer.latest_start) {
+            (Some(prints), Some(latest)) if latest > window.from && latest < window.to => {
+                Some((prints, latest))
+            }
+            _ => None,
+        };
+        match (reached, http.capped_in_time_order()) {
+            (Some((_, latest)), Some(true)) => {
+                log::verbose(&format!(
+                    "{units} records in {} reach the cap of {record_cap}: fetching on from {}",
+                    show(&window),
+                    latest.format("%Y-%m-%dT%H:%M:%SZ")
+                ));
+                todo.push((Window::new(latest, window.to), None));
+                continue;
+            }
+            (Some((prints, latest)), None) => {
+                let before: Vec<ElementPrint> =
+                    prints.iter().filter(|p| p.0 < latest).copied().collect();
+                log::verbose(&format!(
+                    "{units} records in {} reach the cap of {record_cap}: checking whether the answer holds the earliest chats, by fetching up to {}",
+                    show(&window),
+                    latest.format("%Y-%m-%dT%H:%M:%SZ")
+                ));
+                todo.push((Window::new(latest, window.to), None));
+                todo.push((Window::new(window.from, latest), Some(before)));
+                continue;
+            }
+            _ => {}
         }
         let pieces = split_for_cap(&window, units, record_cap, answer.latest_start, floor);
         log::verbose(&format!(
@@ -552,8 +608,7 @@ async fn fetch_capped(
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        // Depth-first, earliest piece first.
-        todo.extend(pieces.into_iter().rev());
+        todo.extend(pieces.into_iter().rev().map(|p| (p, None)));
     }
     Ok(requests)
 }
@@ -604,7 +659,19 @@ struct Answer {
     /// conversation's start): how far into the window a truncated answer
     /// got, when the platform fills it in time order.
     latest_start: Option<DateTime<Utc>>,
+    /// Every element's start, size in records and in bytes, while they
+    /// came in start order (empty once one did not, or had no start): what
+    /// a capped answer is compared by.
+    in_order: Option<Vec<ElementPrint>>,
 }
+
+/// An element's start, records and bytes: two answers holding the same
+/// chats hold the same prints.
+type ElementPrint = (DateTime<Utc>, u64, usize);
+
+/// Elements remembered per answer for the comparison; an answer with more
+/// is not compared (its window is split as usual).
+const MOST_PRINTS: usize = 200_000;
 
 /// Streams one response into `accept`, element by element: the one place
 /// that reads a response, whether it feeds the sink or a page list.
@@ -640,6 +707,7 @@ async fn fetch_streamed(
                     info: PageInfo::default(),
                     units: 0,
                     latest_start: None,
+                    in_order: Some(Vec::new()),
                 }),
                 other => Err(Failure::from_verdict(other, &headers)),
             };
@@ -647,6 +715,7 @@ async fn fetch_streamed(
         let mut scanner = Scanner::with_limit(source.items_at(), limits.record);
         let mut messages: u64 = 0;
         let mut latest_start: Option<DateTime<Utc>> = None;
+        let mut in_order: Option<Vec<ElementPrint>> = Some(Vec::new());
         let mut page_bytes: usize = 0;
         // Set when the sink fails (a full disk, a closed pipe): stop reading.
         let failed: RefCell<Option<Error>> = RefCell::new(None);
@@ -665,6 +734,7 @@ async fn fetch_streamed(
                 return;
             }
             let mut element_start: Option<DateTime<Utc>> = None;
+            let records_before = messages;
             source.parse_item(query, bytes, want_raw, &mut |parsed| {
                 let start = match &parsed {
                     Parsed::Record(Record::Message(m)) => m.record.sent_at,
@@ -693,6 +763,17 @@ async fn fetch_streamed(
                 }
             });
             latest_start = latest_start.max(element_start);
+            let ordered = in_order.as_ref().is_some_and(|prints| {
+                prints.len() < MOST_PRINTS
+                    && element_start
+                        .is_some_and(|t| prints.last().is_none_or(|(last, ..)| *last <= t))
+            });
+            match (&mut in_order, element_start) {
+                (Some(prints), Some(start)) if ordered => {
+                    prints.push((start, messages - records_before, bytes.len()))
+                }
+                _ => in_order = None,
+            }
         };
         let mut outcome = Ok(());
         // Reading stops once the root value is complete: whatever a server
@@ -748,6 +829,7 @@ async fn fetch_streamed(
             },
             units: messages.max(scanner.items as u64),
             latest_start,
+            in_order,
         })
     })
     .await

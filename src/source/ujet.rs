@@ -218,7 +218,10 @@ impl ChatSource for Ujet {
                     .then(|| std::str::from_utf8(item).ok())
                     .flatten()
                     .and_then(|t| RawValue::from_string(t.to_string()).ok());
-                out(Parsed::Record(Record::Conversation(Box::new(Item { record, raw }))))
+                out(Parsed::Record(Record::Conversation(Box::new(Item {
+                    record,
+                    raw,
+                }))))
             }
             Err(reason) => out(Parsed::rejected(item, reason)),
         }

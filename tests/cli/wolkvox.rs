@@ -184,7 +184,7 @@ async fn a_capped_window_is_bisected_until_complete_counting_messages() {
     ids.dedup();
     assert_eq!(ids.len(), 24);
     assert!(
-        r.stderr.contains("splitting in"),
+        r.stderr.contains("reach the cap of 10"),
         "the split shows at -v: {}",
         r.stderr
     );
@@ -518,7 +518,7 @@ async fn a_chat_across_windows_and_bisected_slices_is_one_complete_row() {
         .await;
         assert_eq!(r.code, 0, "{}", r.stderr);
         assert!(
-            r.stderr.contains("splitting"),
+            r.stderr.contains("reach the cap of 30"),
             "day 2 is bisected: {}",
             r.stderr
         );
@@ -592,4 +592,149 @@ async fn a_run_stops_at_its_token_ceiling() {
     .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("stops after 2 requests"), "{}", r.stdout);
+}
+
+/// Like [`Report`], but a capped answer holds an arbitrary choice of the
+/// range's chats (by a hash of their id), sorted by start: an answer in
+/// time order that is still not the earliest chats.
+struct Subset {
+    chats: Vec<(chrono::NaiveDateTime, Value)>,
+    cap: usize,
+}
+
+impl Respond for Subset {
+    fn respond(&self, r: &Request) -> ResponseTemplate {
+        let parse =
+            |k: &str| chrono::NaiveDateTime::parse_from_str(&param(r, k), "%Y%m%d%H%M%S").unwrap();
+        let (from, to) = (parse("date_ini"), parse("date_end"));
+        let mut chosen: Vec<&(chrono::NaiveDateTime, Value)> = self
+            .chats
+            .iter()
+            .filter(|(start, _)| *start >= from && *start <= to)
+            .collect();
+        let scramble = |c: &Value| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            c["conn_id"].as_str().hash(&mut h);
+            h.finish()
+        };
+        chosen.sort_by_key(|(_, c)| scramble(c));
+        let mut left = self.cap;
+        let mut data: Vec<(chrono::NaiveDateTime, Value)> = Vec::new();
+        for (start, chat) in chosen {
+            if left == 0 {
+                break;
+            }
+            let mut chat = chat.clone();
+            let rows = chat["conversation"].as_array_mut().unwrap();
+            rows.truncate(left);
+            left -= rows.len();
+            data.push((*start, chat));
+        }
+        data.sort_by_key(|(start, _)| *start);
+        ok(data.into_iter().map(|(_, c)| c).collect())
+    }
+}
+
+/// Two days of chats, three messages each, one every 40 minutes.
+fn two_days() -> Vec<(chrono::NaiveDateTime, Value)> {
+    (0..72)
+        .map(|i| {
+            let start = local("2024-03-05 00:10:00") + chrono::Duration::minutes(40 * i);
+            (start, chat(&format!("t{i}"), start, 3))
+        })
+        .collect()
+}
+
+/// Exports the two days at a cap of 10; returns stderr, the messages and
+/// the (date_ini, date_end) of every request.
+async fn capped_backfill(server: &MockServer) -> (String, Vec<Value>, Vec<(String, String)>) {
+    let dir = config(&server.uri(), "record_cap = 10\n");
+    let r = run(
+        dir.path(),
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-07",
+            "--records",
+            "messages",
+            "-v",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let asked = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|q| (param(q, "date_ini"), param(q, "date_end")))
+        .collect();
+    (r.stderr, jsonl(&r.stdout), asked)
+}
+
+fn assert_every_message_once(rows: &[Value]) {
+    let mut ids: Vec<(String, i64)> = rows
+        .iter()
+        .map(|v| {
+            (
+                v["conversation_id"].as_str().unwrap().to_string(),
+                v["seq"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ids.len(), 72 * 3, "every message, once");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 72 * 3, "no message twice");
+}
+
+#[tokio::test]
+async fn answers_found_to_hold_the_earliest_chats_are_fetched_on_from_where_they_stop() {
+    let server = MockServer::start().await;
+    Mock::given(path(REPORT))
+        .respond_with(Report {
+            chats: two_days(),
+            cap: 10,
+        })
+        .mount(&server)
+        .await;
+    let (stderr, rows, asked) = capped_backfill(&server).await;
+    assert_every_message_once(&rows);
+    assert_eq!(
+        stderr.matches("capped answers hold the earliest").count(),
+        1,
+        "checked once a run: {stderr}"
+    );
+    assert!(stderr.contains("fetching on from"), "{stderr}");
+    let unique: std::collections::HashSet<&(String, String)> = asked.iter().collect();
+    assert_eq!(unique.len(), asked.len(), "a range asked twice: {asked:?}");
+    // 216 messages, at most 10 an answer: 22 is the least. Continuing from
+    // each answer's last chat took 25 (the check is one of them); splitting
+    // by density alone took 32.
+    assert!(asked.len() <= 26, "{} requests: {asked:?}", asked.len());
+}
+
+#[tokio::test]
+async fn answers_that_do_not_hold_the_earliest_chats_are_split_and_nothing_is_lost() {
+    let server = MockServer::start().await;
+    Mock::given(path(REPORT))
+        .respond_with(Subset {
+            chats: two_days(),
+            cap: 10,
+        })
+        .mount(&server)
+        .await;
+    let (stderr, rows, asked) = capped_backfill(&server).await;
+    assert_every_message_once(&rows);
+    assert!(
+        stderr.contains("capped answers do not hold the earliest"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("fetching on from"), "{stderr}");
+    let unique: std::collections::HashSet<&(String, String)> = asked.iter().collect();
+    assert_eq!(unique.len(), asked.len(), "a range asked twice: {asked:?}");
 }

@@ -76,7 +76,10 @@ pub fn parse(item: &[u8], zone: Tz, want_raw: bool, out: &mut dyn FnMut(Parsed))
         .then(|| std::str::from_utf8(item).ok())
         .flatten()
         .and_then(|t| RawValue::from_string(t.to_string()).ok());
-    out(Parsed::Record(Record::Conversation(Box::new(Item { record, raw }))))
+    out(Parsed::Record(Record::Conversation(Box::new(Item {
+        record,
+        raw,
+    }))))
 }
 
 #[cfg(test)]

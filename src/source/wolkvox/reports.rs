@@ -548,7 +548,10 @@ mod tests {
             msgs[4].text, msgs[5].text,
             "identical messages in one second stay two"
         );
-        assert_eq!(&*msgs[6].conversation_id, "55502", "numeric conn_id accepted");
+        assert_eq!(
+            &*msgs[6].conversation_id, "55502",
+            "numeric conn_id accepted"
+        );
         assert!(raws[0].as_deref().unwrap().contains("\"from\""));
     }
 
