@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# How much of the configured rate limit a CareSoft export uses when every
-# answer takes a round trip of 200 ms (issue 15, BENCHMARKS.md).
+# How much of the configured rate limit a CareSoft or UJET export uses when
+# every answer takes a round trip of 200 ms (issue 15, BENCHMARKS.md).
 #
 # A fake CareSoft on 127.0.0.1 (Python) answers each request after DELAY
 # seconds, filtering on start_time and paging like the platform: 7 days,
@@ -10,7 +10,11 @@
 # request that comes sooner than 1/RATE after the previous one would allow
 # over a one-second window).
 #
-# Usage: scripts/bench-rate.sh [RATE] [DELAY] [conversations|messages]
+# With `ujet`, a fake UJET Manager API instead: the same 7 days of chats,
+# sorted by updated_at and paged 10 at a time (so each day is a tail of
+# about 13 requests, each starting where the last ended).
+#
+# Usage: scripts/bench-rate.sh [RATE] [DELAY] [conversations|messages|ujet]
 #   CHATDUMP_BIN=path to compare another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +56,13 @@ class H(http.server.BaseHTTPRequestHandler):
         time.sleep(delay)
         if limited:
             return self.reply(429, {"code": "errors", "message": "Too many requests"})
+        if url.path.endswith("/manager/api/v1/chats"):
+            since, to = q.get("updated_at[from]", ""), q.get("updated_at[to]", "9")
+            rows = [{"id": 100000 + i, "status": "finished", "chat_type": "Messaging (WhatsApp)",
+                     "updated_at": c["start_time"].replace(" ", "T") + ".000Z"} for i, c in enumerate(chats)]
+            rows = [r for r in rows if since <= r["updated_at"] < to]
+            page, per = int(q.get("page", 1)), int(q.get("per", 100))
+            return self.reply(200, rows[(page - 1) * per: page * per])
         since = q.get("start_time_since", "").replace("T", " ").rstrip("Z")
         to = q.get("start_time_to", "").replace("T", " ").rstrip("Z")
         rows = messages if url.path.endswith("/messages") else chats
@@ -78,7 +89,18 @@ PY
 python3 "$work/fake.py" "$port" "$delay" "$rate" &
 server=$!
 for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$port/acme/stats" && break; sleep 0.1; done
-cat > "$work/chatdump.toml" <<TOML
+if [ "$records" = ujet ]; then
+  cat > "$work/chatdump.toml" <<TOML
+[sources.bench]
+kind = "ujet"
+base_url = "http://127.0.0.1:$port"
+username = "bench"
+password = "bench"
+rate_limit = $rate
+page_size = 10
+TOML
+else
+  cat > "$work/chatdump.toml" <<TOML
 [sources.bench]
 kind = "caresoft"
 base_url = "http://127.0.0.1:$port/acme"
@@ -86,10 +108,13 @@ token = "bench"
 rate_limit = $rate
 page_size = 50
 TOML
+fi
+kind_records=$records
+[ "$records" = ujet ] && kind_records=conversations
 chmod 600 "$work/chatdump.toml"
 start=$(date +%s.%N)
 "$bin" --config "$work/chatdump.toml" export bench --from 2024-03-01 --to 2024-03-08 \
-  --records "$records" -q -o "$work/out.jsonl"
+  --records "$kind_records" -q -o "$work/out.jsonl"
 end=$(date +%s.%N)
 stats=$(curl -fs "http://127.0.0.1:$port/acme/stats")
 python3 - "$start" "$end" "$rate" "$stats" "$records" "$(wc -l < "$work/out.jsonl")" <<'PY'

@@ -43,8 +43,22 @@ pub async fn drive(
         fetch_streamed(source, http, &query, &url, false, None, &mut keep).await?;
         lookups.requests += 1;
     }
-    let mut stats = if let Paging::Numbered { .. } = source.paging() {
-        drive_overlapped(source, http, window, stream, want_raw, sink).await?
+    // Slices overlap where a platform answers small pages and allows more
+    // than one request at a time: round trips, not the rate limit, would
+    // bound a run otherwise. A tail's own pages stay one after another
+    // (each starts where the last ended); its slices are independent.
+    let overlap = match source.paging() {
+        Paging::Numbered { .. } => true,
+        Paging::Tail { .. } => source.connection().max_in_flight > 1,
+        Paging::Capped { .. } | Paging::Snapshot => false,
+    };
+    // A tail keeps one request in flight: as many tails as requests allowed.
+    let ahead = match source.paging() {
+        Paging::Tail { .. } => source.connection().max_in_flight,
+        _ => SLICES_AHEAD,
+    };
+    let mut stats = if overlap {
+        drive_overlapped(source, http, window, stream, want_raw, ahead, sink).await?
     } else {
         drive_windows(source, http, window, stream, want_raw, sink).await?
     };
@@ -97,8 +111,9 @@ async fn drive_windows(
 /// little enough that memory stays two windows of pages.
 const SLICES_AHEAD: usize = 2;
 
-/// [`drive`] for numbered pages: every query of a slice (CareSoft: one per
-/// conversation type), and the next slices, are fetched at once, bounded by
+/// [`drive`] for small pages (numbered, or a tail's): every query of a
+/// slice (CareSoft: one per conversation type), and the next slices, are
+/// fetched at once, bounded by
 /// the source's in-flight cap and pacer, so round trips overlap; the pages
 /// are then fed in the same order a sequential run feeds them, so the
 /// output is byte for byte the same.
@@ -108,6 +123,7 @@ async fn drive_overlapped(
     window: Window,
     stream: RecordKind,
     want_raw: bool,
+    ahead: usize,
     sink: &mut dyn Sink,
 ) -> Result<DriveStats> {
     let mut stats = DriveStats::default();
@@ -132,7 +148,7 @@ async fn drive_overlapped(
         let records = fetch_all(source.queries(slice, stream), want_raw).await?;
         Ok::<_, Error>((slice, context, records))
     };
-    let mut ahead = stream::iter(slices).map(fetch_slice).buffered(SLICES_AHEAD);
+    let mut ahead = stream::iter(slices).map(fetch_slice).buffered(ahead.max(1));
     let mut n = 0;
     while let Some(fetched) = ahead.next().await {
         let (slice, context_pages, record_pages) = fetched?;

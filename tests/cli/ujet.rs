@@ -376,3 +376,78 @@ async fn unreadable_chats_are_saved_and_counted_and_messages_are_refused() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("no message text"), "{}", r.stderr);
 }
+
+/// [`Manager`] answering the tail of some days slower than others.
+struct Slow {
+    inner: Manager,
+    slow_day: &'static str,
+}
+
+impl Respond for Slow {
+    fn respond(&self, r: &Request) -> ResponseTemplate {
+        let from = r
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "updated_at[from]")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let delay = if from.starts_with(self.slow_day) {
+            120
+        } else {
+            5
+        };
+        self.inner
+            .respond(r)
+            .set_delay(std::time::Duration::from_millis(delay))
+    }
+}
+
+#[tokio::test]
+async fn the_tails_of_several_windows_overlap_and_the_output_is_the_same() {
+    // Four days, 30 chats a day, pages of 10: each day's tail is four
+    // requests. Whichever day answers slowly, the rows come out in the
+    // order of one tail after another.
+    let base = chrono::DateTime::parse_from_rfc3339("2024-03-05T01:00:00Z").unwrap();
+    let all: Vec<Value> = (0..120)
+        .map(|i| {
+            let t = base + chrono::Duration::minutes(47 * i as i64);
+            json!({"id": 5000 + i, "status": "finished", "chat_type": "Messaging (WhatsApp)",
+                   "updated_at": t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()})
+        })
+        .collect();
+    let mut outputs = Vec::new();
+    for slow_day in ["2024-03-05", "2024-03-06", "2024-03-08"] {
+        let server = MockServer::start().await;
+        Mock::given(path(CHATS))
+            .respond_with(Slow {
+                inner: Manager {
+                    chats: Arc::new(Mutex::new(all.clone())),
+                    link: false,
+                    calls: AtomicUsize::new(0),
+                    change: |_, _| {},
+                },
+                slow_day,
+            })
+            .mount(&server)
+            .await;
+        let dir = config(&server.uri(), "page_size = 10\n");
+        let r = run(
+            dir.path(),
+            &[
+                "export",
+                "support",
+                "--from",
+                "2024-03-05T00:00:00Z",
+                "--to",
+                "2024-03-09T00:00:00Z",
+            ],
+        )
+        .await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let got = ids(&r.stdout);
+        let want: Vec<String> = (0..120).map(|i| (5000 + i).to_string()).collect();
+        assert_eq!(got, want, "slow {slow_day}");
+        outputs.push(r.stdout);
+    }
+    assert!(outputs.windows(2).all(|w| w[0] == w[1]), "byte for byte");
+}
