@@ -248,7 +248,16 @@ async fn check(config: &Config, names: &[String]) -> Result<()> {
             if let Some(url) = source.status_url() {
                 status = Some(platform_status(&url).await);
             }
-            check_one(&*source, name).await
+            let local = match source.check_local() {
+                Some(Err(why)) => {
+                    return Err(Error::config(why).with_hint(
+                        "the folder must exist and be readable by the user chatdump runs as",
+                    ))
+                }
+                Some(Ok(found)) => format!("; {found}"),
+                None => String::new(),
+            };
+            check_one(&*source, name).await.map(|m| m + &local)
         }
         .await;
         if let Some(status) = status {

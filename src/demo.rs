@@ -73,6 +73,7 @@ pub async fn demo(options: &Options) -> Result<()> {
         ));
         total += stats.records;
     }
+    let _ = std::fs::remove_dir_all(scratch());
     let target = output.describe();
     output.commit()?;
     log::info(&format!(
@@ -81,6 +82,29 @@ pub async fn demo(options: &Options) -> Result<()> {
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// A folder of this demo's own for files a sample needs on disk (UJET's
+/// transcripts), removed when the demo ends.
+fn scratch() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("chatdump-demo-{}", std::process::id()))
+}
+
+/// Writes `files` into a fresh scratch folder `name`; returns the folder.
+/// Made anew (a leftover of this process id is removed first), so nothing
+/// planted there beforehand is written through.
+pub fn scratch_folder(name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let folder = scratch().join(name);
+    let _ = std::fs::remove_dir_all(&folder);
+    let made = std::fs::create_dir_all(scratch()).and_then(|()| std::fs::create_dir(&folder));
+    if made.is_ok() {
+        for (file, text) in files {
+            if let Ok(mut f) = crate::safefs::create_new(&folder.join(file), None) {
+                let _ = std::io::Write::write_all(&mut f, text.as_bytes());
+            }
+        }
+    }
+    folder
 }
 
 fn sample_window() -> WindowArgs {

@@ -22,6 +22,7 @@ use crate::model::{
 use crate::output::Output;
 use crate::rejects::RejectLog;
 use crate::source::{ConversationContext, Parsed, Sink};
+use crate::state::Awaiting;
 use crate::window::Window;
 
 /// Keys of the current and the previous window, as 128-bit digests, plus
@@ -127,6 +128,8 @@ pub struct Stats {
     /// window, and details without messages. Both are kept.
     pub messages_only: u64,
     pub details_only: u64,
+    /// Elements whose data is not there yet, kept to be read again.
+    pub awaiting: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -138,6 +141,7 @@ impl std::ops::AddAssign for Stats {
         self.requests += other.requests;
         self.messages_only += other.messages_only;
         self.details_only += other.details_only;
+        self.awaiting = other.awaiting;
     }
 }
 
@@ -152,6 +156,8 @@ pub struct Memory {
     /// Whether a later run will want `recent` (there is a state file):
     /// without one, copying every window's keys would only cost memory.
     remember: bool,
+    /// Elements to read again (their data was not there yet).
+    pub awaiting: Vec<Awaiting>,
 }
 
 impl Memory {
@@ -159,9 +165,14 @@ impl Memory {
     /// run left there.
     /// `legacy`: the keys are a version-1 state's (see `legacy_digest128`);
     /// they only recognise records again, and are not handed on.
-    pub fn carrying(recent: Vec<(DateTime<Utc>, Vec<u128>)>, legacy: bool) -> Memory {
+    pub fn carrying(
+        recent: Vec<(DateTime<Utc>, Vec<u128>)>,
+        legacy: bool,
+        awaiting: Vec<Awaiting>,
+    ) -> Memory {
         let mut memory = Memory {
             remember: true,
+            awaiting,
             ..Memory::default()
         };
         if legacy {
@@ -188,6 +199,10 @@ impl Memory {
         out
     }
 }
+
+/// How long an element whose data is not there yet is read again by later
+/// runs before it is given up on (and reported again).
+pub const AWAIT_AT_MOST: Duration = Duration::days(7);
 
 /// Conversation rows built from messages, for platforms without a
 /// conversation listing. A row is written once a window passes in which
@@ -395,6 +410,10 @@ pub struct Pipeline<'a> {
     aggregate: Option<Aggregator>,
     /// Conversations of the current window's messages, when joined.
     window_chats: Option<HashSet<Shared>>,
+    /// Elements an earlier run or chunk left to read again, and those this
+    /// one leaves.
+    retry: Vec<Awaiting>,
+    awaiting: Vec<Awaiting>,
     stats: Stats,
 }
 
@@ -418,6 +437,8 @@ impl<'a> Pipeline<'a> {
             aggregate: (shape.aggregate && shape.records == RecordKind::Conversations)
                 .then(Aggregator::default),
             window_chats: shape.joined.then(HashSet::new),
+            retry: memory.awaiting,
+            awaiting: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -516,6 +537,36 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// Elements an earlier run or chunk left to read again; each is to be
+    /// parsed anew and what comes of it handed to [`Pipeline::retried`].
+    pub fn take_retries(&mut self) -> Vec<Awaiting> {
+        std::mem::take(&mut self.retry)
+    }
+
+    /// What reading `entry` again gave. Still not there: it keeps waiting
+    /// (reported once, when it first was), up to [`AWAIT_AT_MOST`], then
+    /// it is given up on and reported again, saying so.
+    pub fn retried(&mut self, item: Parsed, entry: &Awaiting) -> Result<bool> {
+        match item {
+            Parsed::NotYet(r) => {
+                if Utc::now() - entry.since > AWAIT_AT_MOST {
+                    self.rejects.save(&crate::model::Rejected {
+                        raw: r.raw,
+                        reason: format!(
+                            "{} (waited since {}; given up)",
+                            r.reason,
+                            entry.since.format("%Y-%m-%dT%H:%M:%SZ")
+                        ),
+                    })?;
+                } else if self.seen.insert(&["not yet", &r.raw]) {
+                    self.awaiting.push(entry.clone());
+                }
+                Ok(false)
+            }
+            other => self.accept(other, &ConversationContext::default()),
+        }
+    }
+
     /// Writes whatever is still held and closes the rejects file; returns
     /// the counts and what the next output of the run must remember.
     pub fn finish(mut self) -> Result<(Stats, Memory)> {
@@ -526,11 +577,13 @@ impl<'a> Pipeline<'a> {
         }
         let mut stats = self.stats;
         stats.rejected = self.rejects.finish()?;
+        stats.awaiting = self.awaiting.len() as u64;
         let memory = Memory {
             seen: self.seen,
             next_seq: self.next_seq,
             recent: self.recent,
             remember: self.remember,
+            awaiting: self.awaiting,
         };
         Ok((stats, memory))
     }
@@ -548,6 +601,18 @@ impl Sink for Pipeline<'_> {
                 self.rejects.save(&r)?;
                 Ok(true)
             }
+            Parsed::NotYet(r) => {
+                if !self.seen.insert(&["not yet", &r.raw]) {
+                    return Ok(false);
+                }
+                self.rejects.save(&r)?;
+                self.awaiting.push(Awaiting {
+                    since: Utc::now(),
+                    reason: r.reason,
+                    raw: r.raw,
+                });
+                Ok(true)
+            }
             Parsed::Record(Record::Conversation(mut c)) => {
                 // Every row says how new it is, so readers (and a file
                 // keeping one row per conversation) can take the newest:
@@ -561,7 +626,13 @@ impl Sink for Pipeline<'_> {
                 let version = millis(row.updated_at);
                 let id = row.conversation_id.as_str();
                 let key = self.seen.key_was(&[id, &version], &[id, &platform_version]);
-                if self.records != RecordKind::Conversations || !self.seen.insert_key(key) {
+                // A messages export can be handed a message's conversation
+                // too (a tail that pages by it): not a duplicate, just not
+                // this export's record.
+                if self.records != RecordKind::Conversations {
+                    return Ok(false);
+                }
+                if !self.seen.insert_key(key) {
                     self.stats.duplicates += 1;
                     return Ok(false);
                 }

@@ -54,6 +54,29 @@ pub fn read_regular(path: &Path) -> io::Result<Option<String>> {
     }
 }
 
+/// Reads a file from a folder someone else fills (transcripts), None when
+/// it does not exist: a FIFO or device there is refused, not waited on,
+/// and a file over `limit` bytes is an error, not read whole.
+pub fn read_limited(path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    match open_regular(path, options, false) {
+        Ok(file) => {
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut io::Read::take(file, limit as u64 + 1), &mut bytes)?;
+            if bytes.len() > limit {
+                return Err(io::Error::other(format!(
+                    "{} is over {limit} bytes (`max_record_size`)",
+                    path.display()
+                )));
+            }
+            Ok(Some(bytes))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Opens `path` with `options`, owner-only when it is created, without
 /// waiting on a FIFO (`O_NONBLOCK`) and, with `nofollow`, not through a
 /// symlink at its own name; anything but a regular file is refused.

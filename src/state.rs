@@ -56,10 +56,28 @@ pub struct State {
     /// it still there finishes the move, so file and checkpoint never part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingRename>,
+    /// Records whose data was not there yet (a chat's transcript): read
+    /// again by the next run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub awaiting: Vec<Awaiting>,
     /// Read from a version-1 file: `recent` holds `DefaultHasher` keys.
     #[serde(skip)]
     pub legacy_keys: bool,
 }
+
+/// A platform element to read again: since when it waits, why, and the
+/// element itself (its JSON as the platform sent it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Awaiting {
+    pub since: DateTime<Utc>,
+    pub reason: String,
+    pub raw: String,
+}
+
+/// Elements a state may keep waiting, and the size of one: bounds on what
+/// a planted state can make a run do.
+const MOST_AWAITING: usize = 100_000;
+const MOST_AWAITING_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PendingRename {
@@ -95,6 +113,7 @@ impl State {
             recent: Vec::new(),
             ledger: Vec::new(),
             pending: None,
+            awaiting: Vec::new(),
             legacy_keys: false,
         }
     }
@@ -299,6 +318,15 @@ fn validate(s: &State, path: &Path, source: &str, kind: &str, records: &str) -> 
         .with_hint("use one state file per source and record type"));
     }
     let now = Utc::now();
+    if s.awaiting.len() > MOST_AWAITING
+        || s.awaiting
+            .iter()
+            .any(|a| a.raw.len() > MOST_AWAITING_BYTES || a.reason.len() > MOST_AWAITING_BYTES)
+    {
+        return Err(corrupt(format!(
+            "it keeps more than {MOST_AWAITING} records to read again, or one over {MOST_AWAITING_BYTES} bytes"
+        )));
+    }
     if s.checkpoint.timestamp() < 0 {
         return Err(corrupt(format!(
             "checkpoint {} is before 1970",

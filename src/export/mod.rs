@@ -164,8 +164,8 @@ impl<'a> Exporter<'a> {
         let checkpoint = saved.map(|s| s.checkpoint);
         let memory = match (&state, saved) {
             (None, _) => Memory::default(),
-            (Some(_), Some(s)) => Memory::carrying(s.keys()?, s.legacy_keys),
-            (Some(_), None) => Memory::carrying(Vec::new(), false),
+            (Some(_), Some(s)) => Memory::carrying(s.keys()?, s.legacy_keys, s.awaiting.clone()),
+            (Some(_), None) => Memory::carrying(Vec::new(), false, Vec::new()),
         };
         Ok(Exporter {
             source,
@@ -349,6 +349,7 @@ impl<'a> Exporter<'a> {
                 self.memory
                     .recent_since(chunk.to - self.source.memory_span()),
             );
+            next.awaiting.clone_from(&self.memory.awaiting);
             next.pending = prepared.as_ref().and_then(|p| {
                 Some(PendingRename {
                     temp: p.temp.clone()?,
@@ -392,6 +393,22 @@ impl<'a> Exporter<'a> {
             plural(total.requests),
             started.elapsed().as_secs_f64()
         ));
+        if total.awaiting > 0 {
+            log::warn(&format!(
+                "{} {} not there yet (saved to the rejects with the reason); {}",
+                log::thousands(total.awaiting),
+                if total.awaiting == 1 {
+                    "record's data is"
+                } else {
+                    "records' data are"
+                },
+                if self.state.is_some() {
+                    "the next run with this --state reads them again"
+                } else {
+                    "a run with --state would read them again"
+                }
+            ));
+        }
         if total.messages_only + total.details_only > 0 {
             log::info(&format!(
                 "joining conversation details: {} conversation{} had messages but no details, {} had details but no messages; all kept",
@@ -475,6 +492,24 @@ pub async fn run(
         records
     };
     let mut pipeline = Pipeline::new(shape, output, rejects, memory);
+    // What an earlier run (or chunk) could not read yet comes first.
+    let again = crate::source::Query {
+        window,
+        stream: fetch,
+        variant: 0,
+    };
+    for entry in pipeline.take_retries() {
+        let mut read = Vec::new();
+        source.parse_item(
+            &again,
+            entry.raw.as_bytes(),
+            options.include_raw,
+            &mut |p| read.push(p),
+        );
+        for item in read {
+            pipeline.retried(item, &entry)?;
+        }
+    }
     let driven = drive(
         source,
         http,

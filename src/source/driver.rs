@@ -237,6 +237,7 @@ fn identity(item: &Parsed) -> u64 {
             .hash(&mut h),
         Parsed::Rejected(r) => (2u8, &r.raw).hash(&mut h),
         Parsed::Unreadable(why) => (3u8, why).hash(&mut h),
+        Parsed::NotYet(r) => (4u8, &r.raw).hash(&mut h),
     }
     h.finish()
 }
@@ -463,17 +464,25 @@ async fn fetch_tail(
         accept.begin_response();
         let mut newest = start;
         let mut past_end = false;
+        // A conversation's own records (its messages) follow it.
+        let mut skipping = false;
         for item in items {
-            if let Parsed::Record(Record::Conversation(c)) = &item {
-                match c.record.updated_at {
-                    // Changed after the window: the next run's business.
-                    Some(t) if t >= end => {
-                        past_end = true;
-                        continue;
+            match &item {
+                Parsed::Record(Record::Conversation(c)) => {
+                    skipping = false;
+                    match c.record.updated_at {
+                        // Changed after the window: the next run's business.
+                        Some(t) if t >= end => {
+                            past_end = true;
+                            skipping = true;
+                            continue;
+                        }
+                        Some(t) => newest = newest.max(t),
+                        None => {}
                     }
-                    Some(t) => newest = newest.max(t),
-                    None => {}
                 }
+                _ if skipping => continue,
+                _ => {}
             }
             accept.accept(item)?;
         }
@@ -766,7 +775,7 @@ async fn fetch_streamed(
                     Parsed::Record(Record::Conversation(c)) => {
                         c.record.message_count.unwrap_or(0).max(0) as u64
                     }
-                    Parsed::Rejected(_) => 0,
+                    Parsed::Rejected(_) | Parsed::NotYet(_) => 0,
                     Parsed::Unreadable(why) => {
                         broken.borrow_mut().get_or_insert_with(|| why.clone());
                         return;

@@ -81,6 +81,10 @@ pub enum Parsed {
     /// The element is not even valid JSON: the response itself is broken
     /// (cut, garbled), so it is retried whole rather than rejected.
     Unreadable(String),
+    /// The element is fine but what it points to is not there yet (a chat
+    /// whose transcript the platform has not written): reported like a
+    /// rejection, and with `--state` read again by the next run.
+    NotYet(Rejected),
 }
 
 impl Parsed {
@@ -249,6 +253,11 @@ pub trait ChatSource {
     }
     /// The query and URL of one cheap authenticated request for `check`.
     fn check(&self) -> (Query, Url);
+    /// What else the source reads that `check` should try (a folder of
+    /// transcripts): Ok with what was found, or why it cannot be read.
+    fn check_local(&self) -> Option<std::result::Result<String, String>> {
+        None
+    }
     /// A public status page `check` also reads (no credentials are sent
     /// there), where the platform has one.
     fn status_url(&self) -> Option<Url> {

@@ -20,7 +20,7 @@ async fn demo_messages_match_the_expected_csv() {
         "records went to the file: {}",
         r.stdout
     );
-    assert!(r.stderr.contains("exported 26 messages"), "{}", r.stderr);
+    assert!(r.stderr.contains("exported 42 messages"), "{}", r.stderr);
     let got = std::fs::read_to_string(dir.path().join("out/msgs.csv")).unwrap();
     let want = std::fs::read_to_string(repo().join("tests/expected/demo-messages.csv")).unwrap();
     assert_same_text(&got, &want);

@@ -20,6 +20,12 @@
 //!   are read leniently; a chat without a readable `id` or `updated_at` is
 //!   rejected with its raw JSON.
 //! - Timestamps are UTC with milliseconds (`2019-07-17T07:27:14.000Z`).
+//! - Message text is not in the API: the platform writes each finished
+//!   chat's transcript to the customer's external storage. With
+//!   `transcripts = "<folder>"`, the chats the tail yields are joined to
+//!   their transcripts there (`transcript.rs`).
+
+pub mod transcript;
 
 use chrono::{Duration, Utc};
 use chrono_tz::Tz;
@@ -31,7 +37,7 @@ use crate::config::{SourceKind, SourceTable};
 use crate::error::Result;
 use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
-use crate::model::{Conversation, Item, Record, RecordKind};
+use crate::model::{Conversation, Item, Message, Record, RecordKind, Rejected};
 use crate::source::registry::{Demo, Platform};
 use crate::source::{fields, ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::Window;
@@ -44,6 +50,8 @@ pub const KEYS: &[&str] = &[
     "password",
     "password_env",
     "page_size",
+    "transcripts",
+    "transcript_names",
     "window",
     "settle",
     "lookback",
@@ -75,7 +83,22 @@ pub struct Ujet {
     http: crate::config::HttpSettings,
     per: u32,
     timing: Timing,
+    transcripts: Option<transcript::Transcripts>,
 }
+
+/// Statuses of a chat still under way: its transcript is written after it
+/// ends, and the tail meets the chat again when it does.
+const UNDER_WAY: &[&str] = &[
+    "queued",
+    "assigned",
+    "va_assigned",
+    "in_progress",
+    "active",
+    "switching",
+    "selecting",
+    "scheduled",
+    "connecting",
+];
 
 impl Ujet {
     pub fn from_config(table: &SourceTable<'_>) -> Result<Ujet> {
@@ -85,26 +108,131 @@ impl Ujet {
             let domain = table.string("domain")?.unwrap_or_else(|| "ujet.co".into());
             Ok(format!("https://{sub}.{domain}"))
         })?;
+        let http = table.http(1.0)?;
+        let transcripts = transcripts(table, http.limits.record)?;
         Ok(Ujet {
             base,
             auth: Auth::Basic {
                 user: table.secret("username")?,
                 password: table.secret("password")?,
             },
-            http: table.http(1.0)?,
+            http,
             per: table.integer("page_size", 1, MAX_PER)?.unwrap_or(MAX_PER) as u32,
             timing: Timing::from_config(
                 table,
                 Timing {
                     window: Duration::days(1),
-                    settle: Duration::minutes(2),
+                    // The platform writes a transcript after the chat ends
+                    // (session metadata 15 minutes after): a chat is
+                    // exported with its messages once that has passed.
+                    settle: if transcripts.is_some() {
+                        Duration::minutes(20)
+                    } else {
+                        Duration::minutes(2)
+                    },
                     // Tailing on updated_at catches every later change by
                     // itself; the lookback only covers clock skew.
                     lookback: Duration::minutes(10),
                 },
                 Duration::days(3650),
             )?,
+            transcripts,
         })
+    }
+
+    /// The messages of `chat` from its transcript (after the chat itself,
+    /// which the tail pages by), or why there are none yet.
+    fn messages(
+        &self,
+        store: &transcript::Transcripts,
+        item: &[u8],
+        chat: Conversation,
+        want_raw: bool,
+        out: &mut dyn FnMut(Parsed),
+    ) {
+        let id = chat.conversation_id.clone();
+        let under_way = chat
+            .status
+            .as_deref()
+            .is_some_and(|s| UNDER_WAY.contains(&s));
+        let base = Message {
+            conversation_id: id.as_str().into(),
+            channel: chat.channel.as_deref().map(Into::into),
+            agent_id: chat.agent_id.as_deref().map(Into::into),
+            agent_name: chat.agent_name.as_deref().map(Into::into),
+            customer_id: chat.customer_id.as_deref().map(Into::into),
+            ..Default::default()
+        };
+        let found = store.read(&id, chrono_tz::UTC);
+        out(Parsed::Record(Record::Conversation(Box::new(Item {
+            record: chat,
+            raw: None,
+        }))));
+        match found {
+            transcript::Found::Transcript { lines } => {
+                for (n, line) in lines.into_iter().enumerate() {
+                    let record = Message {
+                        sent_at: line.at,
+                        sender: line.sender,
+                        sender_name: line.name.as_deref().map(Into::into),
+                        text: Some(line.text),
+                        order_key: Some(n as i64),
+                        ..base.clone()
+                    };
+                    let raw = if want_raw { line.raw } else { None };
+                    out(Parsed::Record(Record::Message(Item { record, raw })));
+                }
+            }
+            // Under way: no transcript yet, and the chat comes back.
+            transcript::Found::Missing { .. } if under_way => {}
+            transcript::Found::Missing { looked_for } => out(Parsed::NotYet(Rejected {
+                raw: String::from_utf8_lossy(item).into_owned(),
+                reason: format!(
+                    "chat {id} has ended but its transcript is not there yet (looked for {})",
+                    looked_for
+                        .iter()
+                        .map(|f| transcript::describe(f))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })),
+            transcript::Found::Unreadable { file, why } => out(Parsed::rejected(
+                item,
+                format!(
+                    "chat {id}: transcript {}: {why}",
+                    transcript::describe(&file)
+                ),
+            )),
+        }
+    }
+
+    /// What a transcript adds to a conversation row where the chat lacks
+    /// it: the message count (system notices aside) and the agent's name.
+    fn complete(&self, chat: &mut Conversation) {
+        let Some(store) = &self.transcripts else {
+            return;
+        };
+        if chat.message_count.is_some() && chat.agent_name.is_some() {
+            return;
+        }
+        if let transcript::Found::Transcript { lines } =
+            store.read(&chat.conversation_id, chrono_tz::UTC)
+        {
+            if chat.message_count.is_none() {
+                chat.message_count = Some(
+                    lines
+                        .iter()
+                        .filter(|l| l.sender != crate::model::Sender::System)
+                        .count() as i64,
+                );
+            }
+            if chat.agent_name.is_none() {
+                chat.agent_name = lines
+                    .iter()
+                    .find(|l| l.sender == crate::model::Sender::Agent)
+                    .and_then(|l| l.name.clone());
+            }
+        }
     }
 
     pub fn endpoint(table: &SourceTable<'_>) -> String {
@@ -161,10 +289,16 @@ impl ChatSource for Ujet {
     fn records_supported(&self, records: RecordKind) -> std::result::Result<(), String> {
         match records {
             RecordKind::Conversations => Ok(()),
+            RecordKind::Messages if self.transcripts.is_some() => Ok(()),
             RecordKind::Messages => Err(
-                "the UJET / CCAI Platform Manager API serves no message text; export --records conversations".into(),
+                "the UJET / CCAI Platform Manager API serves no message text: set `transcripts` to the folder the platform's external storage writes chat transcripts to, or export --records conversations".into(),
             ),
         }
+    }
+
+    fn messages_in_order(&self) -> bool {
+        // A transcript is one chat's messages, in order.
+        true
     }
 
     fn page_url(&self, query: &Query, page: u32) -> Url {
@@ -212,13 +346,17 @@ impl ChatSource for Ujet {
         Ok(None)
     }
 
-    fn parse_item(&self, _query: &Query, item: &[u8], want_raw: bool, out: &mut dyn FnMut(Parsed)) {
+    fn parse_item(&self, query: &Query, item: &[u8], want_raw: bool, out: &mut dyn FnMut(Parsed)) {
         let row = match serde_json::from_slice::<Map<String, Value>>(item) {
             Ok(row) => row,
             Err(e) => return out(Parsed::from_json_error(item, "not a JSON object", &e)),
         };
-        match chat(&row) {
-            Ok(record) => {
+        match (chat(&row), &self.transcripts) {
+            (Ok(record), Some(store)) if query.stream == RecordKind::Messages => {
+                self.messages(store, item, record, want_raw, out)
+            }
+            (Ok(mut record), _) => {
+                self.complete(&mut record);
                 let raw = want_raw
                     .then(|| std::str::from_utf8(item).ok())
                     .flatten()
@@ -228,8 +366,14 @@ impl ChatSource for Ujet {
                     raw,
                 }))))
             }
-            Err(reason) => out(Parsed::rejected(item, reason)),
+            (Err(reason), _) => out(Parsed::rejected(item, reason)),
         }
+    }
+
+    fn check_local(&self) -> Option<std::result::Result<String, String>> {
+        self.transcripts
+            .as_ref()
+            .map(transcript::Transcripts::check)
     }
 
     fn check(&self) -> (Query, Url) {
@@ -241,6 +385,49 @@ impl ChatSource for Ujet {
         };
         (query, self.url("manager/api/v1/settings/organization", &[]))
     }
+}
+
+/// `transcripts` and `transcript_names`: where the platform's external
+/// storage puts chat transcripts, as a local folder.
+fn transcripts(table: &SourceTable<'_>, limit: usize) -> Result<Option<transcript::Transcripts>> {
+    let names = table.string_list("transcript_names")?;
+    let Some(location) = table.string("transcripts")? else {
+        if names.is_some() {
+            return Err(table.error("transcript_names", "needs `transcripts` (the folder)"));
+        }
+        return Ok(None);
+    };
+    let folder = match location.split_once("://") {
+        None => location.clone(),
+        Some(("file", path)) => path.to_string(),
+        Some((scheme, _)) => {
+            return Err(table.error(
+                "transcripts",
+                &format!(
+                    "{scheme}:// locations are not read yet: copy the transcripts into a folder \
+                     (`gcloud storage rsync gs://BUCKET/FOLDER DIR`, `rclone sync`, or an SFTP mount) \
+                     and give that folder"
+                ),
+            ))
+        }
+    };
+    let names = names.unwrap_or_else(|| {
+        transcript::DEFAULT_NAMES
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    });
+    if names.is_empty() || names.iter().any(|n| !n.contains("{id}") || n.contains('/')) {
+        return Err(table.error(
+            "transcript_names",
+            "each name must hold `{id}` and no `/`, e.g. [\"chat-{id}.json\", \"chat-{id}.txt\"]",
+        ));
+    }
+    Ok(Some(transcript::Transcripts {
+        folder: std::path::PathBuf::from(folder),
+        names,
+        limit,
+    }))
 }
 
 fn chat(row: &Map<String, Value>) -> Result<Conversation, String> {
@@ -423,10 +610,34 @@ pub mod demo {
 
     use serde_json::Value;
 
+    /// The sample transcripts, as the platform's external storage would
+    /// hold them.
+    const TRANSCRIPTS: &[(&str, &str)] = &[
+        (
+            "chat-31354.json",
+            include_str!("../../../fixtures/ujet/transcripts/chat-31354.json"),
+        ),
+        (
+            "chat-31355.txt",
+            include_str!("../../../fixtures/ujet/transcripts/chat-31355.txt"),
+        ),
+        (
+            "chat-31357.json",
+            include_str!("../../../fixtures/ujet/transcripts/chat-31357.json"),
+        ),
+    ];
+
     pub fn config(addr: SocketAddr) -> String {
+        let folder = crate::demo::scratch_folder("ujet-transcripts", TRANSCRIPTS);
+        let folder = folder
+            .display()
+            .to_string()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"");
         format!(
             "[sources.demo-ujet]\nkind = \"ujet\"\nbase_url = \"http://{addr}/ujet\"\n\
-             username = \"demo\"\npassword = \"{}\"\npage_size = 2\nrate_limit = 200\n",
+             username = \"demo\"\npassword = \"{}\"\npage_size = 2\nrate_limit = 200\n\
+             transcripts = \"{folder}\"\n",
             crate::demo::TOKEN
         )
     }
@@ -435,7 +646,7 @@ pub mod demo {
         (path == "/manager/api/v1/chats").then(|| ujet_chats(query))
     }
 
-    const UJET_CHATS: &str = include_str!("../../fixtures/ujet/chats.json");
+    const UJET_CHATS: &str = include_str!("../../../fixtures/ujet/chats.json");
 
     /// The Manager API's chat listing: `updated_at` in [from, to), sorted
     /// ascending, `per` (at most 100) a page.
