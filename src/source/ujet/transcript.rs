@@ -290,9 +290,13 @@ fn find_date(text: &str) -> Option<NaiveDate> {
         .find_map(|w| NaiveDate::parse_from_str(w, "%Y-%m-%d").ok())
 }
 
+/// When a segment was written: its time, and its date when the line has
+/// one.
+type Stamp = (Option<NaiveDate>, NaiveTime);
+
 /// The time (with its date, when the line has one), who wrote it, and
 /// whatever follows on the same line.
-fn segment_head(line: &str) -> Option<((Option<NaiveDate>, NaiveTime), &str, &str)> {
+fn segment_head(line: &str) -> Option<(Stamp, &str, &str)> {
     let date = find_date(line);
     let words: Vec<&str> = line.split_whitespace().collect();
     let (index, time) = words.iter().enumerate().find_map(|(i, w)| {
