@@ -558,7 +558,8 @@ impl<'a> Pipeline<'a> {
                             entry.since.format("%Y-%m-%dT%H:%M:%SZ")
                         ),
                     })?;
-                } else if self.seen.insert(&["not yet", &r.raw]) {
+                } else if !self.awaiting.iter().any(|a| a.raw == r.raw) {
+                    // Still waiting: kept (the first report stands).
                     self.awaiting.push(entry.clone());
                 }
                 Ok(false)

@@ -245,6 +245,33 @@ fn identity(item: &Parsed) -> u64 {
 /// Sends the check request and reads the response like any page.
 pub async fn check(source: &dyn ChatSource, http: &Http) -> Result<Url> {
     let (query, url) = source.check();
+    if !source.check_answers_records() {
+        // An endpoint of its own (UJET: the organization's settings, an
+        // object): any JSON answer the credentials get is a pass.
+        let limit = http.settings().limits.page;
+        http.fetch(&url, async |mut response: reqwest::Response| {
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = read_limited(&mut response, limit).await?;
+            if !(200..300).contains(&status) {
+                return match source.verdict(status, &body) {
+                    Verdict::Ok | Verdict::Empty => Ok(()),
+                    other => Err(Failure::from_verdict(other, &headers)),
+                };
+            }
+            serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+                .map(|_| ())
+                .map_err(|e| Failure::Unreadable {
+                    why: format!(
+                        "{}: the check's answer is not JSON: {e}",
+                        source.kind().as_str()
+                    ),
+                    json: false,
+                })
+        })
+        .await?;
+        return Ok(url);
+    }
     fetch_collect(source, http, &query, &url, false).await?;
     Ok(url)
 }

@@ -253,6 +253,11 @@ pub trait ChatSource {
     }
     /// The query and URL of one cheap authenticated request for `check`.
     fn check(&self) -> (Query, Url);
+    /// Whether `check`'s URL answers records like a page (read as one), or
+    /// anything else JSON (only the credentials are checked).
+    fn check_answers_records(&self) -> bool {
+        true
+    }
     /// What else the source reads that `check` should try (a folder of
     /// transcripts): Ok with what was found, or why it cannot be read.
     fn check_local(&self) -> Option<std::result::Result<String, String>> {

@@ -8,6 +8,7 @@ mod enrich;
 mod live;
 mod redact;
 mod state;
+mod transcripts;
 mod trust;
 mod ujet;
 mod unreadable;

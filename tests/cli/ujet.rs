@@ -12,7 +12,7 @@ use crate::common::{jsonl, run};
 
 const CHATS: &str = "/manager/api/v1/chats";
 
-fn config(base: &str, extra: &str) -> tempfile::TempDir {
+pub(crate) fn config(base: &str, extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[sources.support]\nkind = \"ujet\"\nbase_url = \"{base}\"\nusername_env = \"UJET_USER\"\npassword_env = \"UJET_PASSWORD\"\n\
@@ -40,7 +40,7 @@ fn chats(n: usize, ties: usize) -> Vec<Value> {
 /// ascending, caps `per` at 100, pages, and sets `Link`, `Total`,
 /// `Per-Page`. After each answer, `change` may edit the data (chats that
 /// change while we page).
-struct Manager {
+pub(crate) struct Manager {
     chats: Arc<Mutex<Vec<Value>>>,
     link: bool,
     calls: AtomicUsize,
@@ -100,7 +100,11 @@ impl Respond for Manager {
     }
 }
 
-async fn manager(chats: Vec<Value>, link: bool, change: fn(usize, &mut [Value])) -> MockServer {
+pub(crate) async fn manager(
+    chats: Vec<Value>,
+    link: bool,
+    change: fn(usize, &mut [Value]),
+) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(path(CHATS))
         .respond_with(Manager {

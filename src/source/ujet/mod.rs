@@ -370,6 +370,11 @@ impl ChatSource for Ujet {
         }
     }
 
+    /// The organization's settings: an object, not a chat listing.
+    fn check_answers_records(&self) -> bool {
+        false
+    }
+
     fn check_local(&self) -> Option<std::result::Result<String, String>> {
         self.transcripts
             .as_ref()
