@@ -24,7 +24,6 @@
 use chrono::Duration;
 use chrono_tz::Tz;
 use reqwest::Url;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::config::{SourceKind, SourceTable};
@@ -382,12 +381,7 @@ impl ChatSource for Caresoft {
             Ok(row) => row,
             Err(e) => return out(Parsed::from_json_error(item, "not a JSON object", &e)),
         };
-        let raw = || {
-            want_raw
-                .then(|| std::str::from_utf8(item).ok())
-                .flatten()
-                .and_then(|text| RawValue::from_string(text.to_string()).ok())
-        };
+        let raw = || Parsed::raw_of(item, want_raw);
         let mapped = match query.stream {
             RecordKind::Conversations => self.conversation(query, &row).map(|c| {
                 c.map(|record| Record::Conversation(Box::new(Item { record, raw: raw() })))

@@ -105,6 +105,15 @@ impl Parsed {
         }
     }
 
+    /// Helper for providers: the element's own JSON for `--include-raw`,
+    /// when asked for.
+    pub fn raw_of(item: &[u8], want_raw: bool) -> Option<Box<serde_json::value::RawValue>> {
+        want_raw
+            .then(|| std::str::from_utf8(item).ok())
+            .flatten()
+            .and_then(|t| serde_json::value::RawValue::from_string(t.to_string()).ok())
+    }
+
     /// Helper for providers: a rejection of the item `raw` for `reason`.
     pub fn rejected(raw: &[u8], reason: impl Into<String>) -> Parsed {
         Parsed::Rejected(Rejected {

@@ -12,13 +12,7 @@ use crate::common::{fixture, jsonl, run};
 const REPORT: &str = "/api/v2/reports_manager.php";
 
 fn config(base: &str, extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[sources.bogota]\nkind = \"wolkvox\"\nbase_url = \"{base}\"\ntoken_env = \"WV_TOKEN\"\n\
-         backoff = \"10ms\"\nenrich = [\"chat_1\"]\n{extra}"
-    );
-    std::fs::write(dir.path().join("chatdump.toml"), text).unwrap();
-    dir
+    crate::wolkvox::config(base, &format!("enrich = [\"chat_1\"]\n{extra}"))
 }
 
 /// The two fixtures for 2024-03-05 (Bogota), 404 for any other day.

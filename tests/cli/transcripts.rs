@@ -73,6 +73,26 @@ fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     all
 }
 
+/// The same state run again, later: it resumes at the checkpoint.
+async fn next_run(dir: &Path, output: &str) -> crate::common::Run {
+    run(
+        dir,
+        &[
+            "export",
+            "support",
+            "--records",
+            "messages",
+            "--state",
+            "s.state",
+            "--to",
+            "2024-03-06T00:00:00Z",
+            "-o",
+            output,
+        ],
+    )
+    .await
+}
+
 fn setup(server: &wiremock::MockServer) -> tempfile::TempDir {
     let dir = config(&server.uri(), "");
     let folder = folder(dir.path());
@@ -146,22 +166,7 @@ async fn a_late_transcript_is_read_by_the_next_state_run() {
             .unwrap();
     assert_eq!(state["awaiting"].as_array().unwrap().len(), 1, "{state}");
     // Still missing on the next run: not reported again.
-    let again = run(
-        dir.path(),
-        &[
-            "export",
-            "support",
-            "--records",
-            "messages",
-            "--state",
-            "s.state",
-            "--to",
-            "2024-03-06T00:00:00Z",
-            "-o",
-            "b.jsonl",
-        ],
-    )
-    .await;
+    let again = next_run(dir.path(), "b.jsonl").await;
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert!(again.stderr.contains("not there yet"), "{}", again.stderr);
     // The platform writes it; the next run reads it.
@@ -172,22 +177,7 @@ async fn a_late_transcript_is_read_by_the_next_state_run() {
             {"timestamp":1709636760,"type":"text","role":"agent","user_data":{"name":"Ana Torres"},"body":{"type":"text","content":"Sí, aquí estoy"}}]}"#,
     )
     .unwrap();
-    let late = run(
-        dir.path(),
-        &[
-            "export",
-            "support",
-            "--records",
-            "messages",
-            "--state",
-            "s.state",
-            "--to",
-            "2024-03-06T00:00:00Z",
-            "-o",
-            "c.jsonl",
-        ],
-    )
-    .await;
+    let late = next_run(dir.path(), "c.jsonl").await;
     assert_eq!(late.code, 0, "{}", late.stderr);
     let rows = jsonl(&std::fs::read_to_string(dir.path().join("c.jsonl")).unwrap());
     let texts: Vec<&str> = rows.iter().map(|m| m["text"].as_str().unwrap()).collect();
@@ -298,22 +288,7 @@ async fn a_transcript_that_never_comes_is_given_up_after_a_week_and_reported() {
     let since = chrono::Utc::now() - chrono::Duration::days(8);
     state["awaiting"][0]["since"] = json!(since.to_rfc3339());
     std::fs::write(&file, state.to_string()).unwrap();
-    let later = run(
-        dir.path(),
-        &[
-            "export",
-            "support",
-            "--records",
-            "messages",
-            "--state",
-            "s.state",
-            "--to",
-            "2024-03-06T00:00:00Z",
-            "-o",
-            "b.jsonl",
-        ],
-    )
-    .await;
+    let later = next_run(dir.path(), "b.jsonl").await;
     assert_eq!(later.code, 65, "reported again: {}", later.stderr);
     let rejects = std::fs::read_to_string(dir.path().join("s.state.rejects.jsonl")).unwrap();
     assert!(rejects.contains("given up"), "{rejects}");

@@ -11,7 +11,7 @@ use crate::common::{fixture, jsonl, run, TOKEN};
 
 const REPORT: &str = "/api/v2/reports_manager.php";
 
-fn config(base: &str, extra: &str) -> tempfile::TempDir {
+pub(crate) fn config(base: &str, extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[sources.bogota]\nkind = \"wolkvox\"\nbase_url = \"{base}\"\ntoken_env = \"WV_TOKEN\"\n\

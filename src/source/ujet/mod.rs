@@ -30,7 +30,6 @@ pub mod transcript;
 use chrono::{Duration, Utc};
 use chrono_tz::Tz;
 use reqwest::Url;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::config::{SourceKind, SourceTable};
@@ -357,10 +356,7 @@ impl ChatSource for Ujet {
             }
             (Ok(mut record), _) => {
                 self.complete(&mut record);
-                let raw = want_raw
-                    .then(|| std::str::from_utf8(item).ok())
-                    .flatten()
-                    .and_then(|t| RawValue::from_string(t.to_string()).ok());
+                let raw = Parsed::raw_of(item, want_raw);
                 out(Parsed::Record(Record::Conversation(Box::new(Item {
                     record,
                     raw,

@@ -17,7 +17,6 @@
 //! one.
 
 use chrono_tz::Tz;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::model::{Conversation, Item, Record};
@@ -72,10 +71,7 @@ pub fn parse(item: &[u8], zone: Tz, want_raw: bool, out: &mut dyn FnMut(Parsed))
         },
         ..Default::default()
     };
-    let raw = want_raw
-        .then(|| std::str::from_utf8(item).ok())
-        .flatten()
-        .and_then(|t| RawValue::from_string(t.to_string()).ok());
+    let raw = Parsed::raw_of(item, want_raw);
     out(Parsed::Record(Record::Conversation(Box::new(Item {
         record,
         raw,

@@ -413,10 +413,7 @@ impl ChatSource for Reports {
                 &mut Interner::default(),
             ) {
                 Ok(record) => {
-                    let raw = want_raw
-                        .then(|| std::str::from_utf8(item).ok())
-                        .flatten()
-                        .and_then(|t| RawValue::from_string(t.to_string()).ok());
+                    let raw = Parsed::raw_of(item, want_raw);
                     out(Parsed::Record(Record::Message(Item { record, raw })))
                 }
                 Err(reason) => out(Parsed::rejected(item, reason)),
