@@ -444,7 +444,9 @@ pub mod testing {
             "[sources.c]\nkind = \"caresoft\"\ndomain = \"a\"\ntoken = \"t\"\n\
              [sources.w]\nkind = \"wolkvox\"\nserver = \"0012\"\ntoken = \"t\"\n\
              [sources.l]\nkind = \"wolkvox-live\"\nserver = \"0012\"\ntoken = \"t\"\n\
-             [sources.u]\nkind = \"ujet\"\nsubdomain = \"a\"\nusername = \"u\"\npassword = \"p\"\n",
+             [sources.u]\nkind = \"ujet\"\nsubdomain = \"a\"\nusername = \"u\"\npassword = \"p\"\n\
+             [sources.t]\nkind = \"ujet\"\nsubdomain = \"a\"\nusername = \"u\"\npassword = \"p\"\n\
+             transcripts = \"/nonexistent/chatdump-transcripts\"\n",
             std::path::Path::new("test.toml"),
         )
         .unwrap()
@@ -489,10 +491,12 @@ pub mod testing {
             let reports = wolkvox::reports::Reports::from_config(&config.source("w").unwrap()).unwrap();
             let live = wolkvox::live::Live::from_config(&config.source("l").unwrap()).unwrap();
             let ujet = ujet::Ujet::from_config(&config.source("u").unwrap()).unwrap();
+            let with_transcripts = ujet::Ujet::from_config(&config.source("t").unwrap()).unwrap();
             proptest::prop_assert_eq!(map_any(&caresoft, &item), Ok(()));
             proptest::prop_assert_eq!(map_any(&reports, &item), Ok(()));
             proptest::prop_assert_eq!(map_any(&live, &item), Ok(()));
             proptest::prop_assert_eq!(map_any(&ujet, &item), Ok(()));
+            proptest::prop_assert_eq!(map_any(&with_transcripts, &item), Ok(()));
         }
     }
 

@@ -449,6 +449,39 @@ mod tests {
         assert!(read_text("", chrono_tz::UTC).unwrap().is_empty());
     }
 
+    proptest::proptest! {
+        #![proptest_config(crate::jsonstream::proptest_config(256))]
+
+        /// Whatever a transcript file holds, reading it ends in lines or a
+        /// reason, never a panic: text built from the layout's own pieces
+        /// (rules, times, labels, brackets, non-ASCII) and arbitrary bytes.
+        #[test]
+        fn any_text_reads_or_says_why(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("-----\n".to_string()),
+                    proptest::strategy::Just("[10:00:05] ".to_string()),
+                    proptest::strategy::Just("2024-03-05 ".to_string()),
+                    proptest::strategy::Just("Ana (Agent): ".to_string()),
+                    proptest::strategy::Just("End User:".to_string()),
+                    proptest::strategy::Just("America/Bogota\n".to_string()),
+                    proptest::strategy::Just("() ) ( :\r\n".to_string()),
+                    "[ -~ñé😀\n]{0,12}",
+                ],
+                0..24,
+            ),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let text = pieces.concat();
+            let _ = read_text(&text, chrono_tz::UTC);
+            let _ = read_json(text.as_bytes());
+            let _ = read_json(&bytes);
+            if let Ok(t) = std::str::from_utf8(&bytes) {
+                let _ = read_text(t, chrono_tz::UTC);
+            }
+        }
+    }
+
     #[test]
     fn ids_that_are_not_plain_never_name_a_file() {
         let store = Transcripts {
