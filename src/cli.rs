@@ -150,7 +150,7 @@ pub struct OutputArgs {
     #[arg(help_heading = "Output", long, value_enum)]
     pub format: Option<FormatArg>,
 
-    /// Output file (default: stdout). Placeholders: {source} {from} {to} {records}; .gz or .zst compresses
+    /// Output file (default: stdout). Placeholders: {source} {from} {to} {records}, {to:%Y-%m-%d} (any strftime format); .gz or .zst compresses
     #[arg(help_heading = "Output", short, long, value_name = "PATH")]
     pub output: Option<String>,
 

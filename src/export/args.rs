@@ -55,6 +55,9 @@ impl Options {
                 "--include-raw cannot be combined with --redact: the platform's raw JSON cannot be guaranteed clean",
             ));
         }
+        if let Some(template) = &self.output {
+            super::plan::check_template(template).map_err(Error::usage)?;
+        }
         if self.include_raw && self.format() == Format::Csv {
             return Err(
                 Error::usage("--include-raw needs JSON Lines output; CSV rows are flat")

@@ -187,7 +187,7 @@ impl<'a> Exporter<'a> {
         options
             .output
             .as_deref()
-            .is_some_and(|t| t.contains("{from}") || t.contains("{to}"))
+            .is_some_and(plan::has_window_placeholder)
     }
 
     /// The window of this poll; None when nothing is new since the checkpoint.

@@ -102,20 +102,103 @@ pub(super) fn print_plan(
     }
 }
 
-/// Expands `{source}`, `{from}`, `{to}` (UTC, `%Y%m%dT%H%M%SZ`) and `{records}`.
+/// Expands `{source}`, `{from}`, `{to}` (UTC, `%Y%m%dT%H%M%SZ`) and
+/// `{records}`; `{from:FORMAT}` and `{to:FORMAT}` format the bound with a
+/// strftime FORMAT (UTC), for date-partitioned layouts
+/// (`dt={to:%Y-%m-%d}/...`). Templates are checked by [`check_template`]
+/// first; a format that does not parse falls back to the default.
 pub fn expand_placeholders(
     template: &str,
     source: &str,
     window: &Window,
     records: RecordKind,
 ) -> PathBuf {
-    PathBuf::from(
-        template
-            .replace("{source}", source)
-            .replace("{from}", &window.from.format("%Y%m%dT%H%M%SZ").to_string())
-            .replace("{to}", &window.to.format("%Y%m%dT%H%M%SZ").to_string())
-            .replace("{records}", records.as_str()),
-    )
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open..];
+        match placeholder(after) {
+            Some((len, name, format)) => {
+                let bound = match name {
+                    "from" => Some(window.from),
+                    "to" => Some(window.to),
+                    _ => None,
+                };
+                match (name, bound) {
+                    ("source", _) => out.push_str(source),
+                    ("records", _) => out.push_str(records.as_str()),
+                    (_, Some(t)) => out.push_str(&format_time(t, format)),
+                    _ => out.push_str(&after[..len]),
+                }
+                rest = &after[len..];
+            }
+            None => {
+                out.push('{');
+                rest = &after[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    PathBuf::from(out)
+}
+
+/// A placeholder at the start of `text`: its length, name and format.
+fn placeholder(text: &str) -> Option<(usize, &str, Option<&str>)> {
+    let close = text.find('}')?;
+    let inner = &text[1..close];
+    let (name, format) = match inner.split_once(':') {
+        Some((name, format)) => (name, Some(format)),
+        None => (inner, None),
+    };
+    match (name, format) {
+        ("source" | "records", None) | ("from" | "to", _) => Some((close + 1, name, format)),
+        _ => None,
+    }
+}
+
+fn format_time(t: DateTime<Utc>, format: Option<&str>) -> String {
+    const DEFAULT: &str = "%Y%m%dT%H%M%SZ";
+    let format = format.filter(|f| valid_format(f)).unwrap_or(DEFAULT);
+    t.format(format).to_string()
+}
+
+/// Whether chrono can render `format` (an unknown specifier would make the
+/// rendering fail).
+fn valid_format(format: &str) -> bool {
+    !format.is_empty()
+        && chrono::format::StrftimeItems::new(format)
+            .all(|item| !matches!(item, chrono::format::Item::Error))
+}
+
+/// Whether `template` names a window bound (`{from}`, `{to}`, with or
+/// without a format): then each chunk is a file of its own.
+pub fn has_window_placeholder(template: &str) -> bool {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        if let Some((_, "from" | "to", _)) = placeholder(&rest[open..]) {
+            return true;
+        }
+        rest = &rest[open + 1..];
+    }
+    false
+}
+
+/// Refuses a template whose `{from:FORMAT}` / `{to:FORMAT}` chrono cannot
+/// render (a usage error, before anything runs).
+pub fn check_template(template: &str) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        if let Some((_, name, Some(format))) = placeholder(&rest[open..]) {
+            if !valid_format(format) {
+                return Err(format!(
+                    "{{{name}:{format}}} in the output path is not a strftime format chatdump can render (e.g. {{{name}:%Y-%m-%d}})"
+                ));
+            }
+        }
+        rest = &rest[open + 1..];
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -124,6 +207,38 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn formatted_bounds_for_partitioned_layouts() {
+        let w = Window::new(utc("2024-03-01T00:00:00Z"), utc("2024-03-02T00:00:00Z"));
+        assert_eq!(
+            expand_placeholders(
+                "s3/{source}/dt={to:%Y-%m-%d}/{from:%H%M}-{to}.{records}.jsonl.gz",
+                "hanoi",
+                &w,
+                RecordKind::Conversations
+            ),
+            PathBuf::from("s3/hanoi/dt=2024-03-02/0000-20240302T000000Z.conversations.jsonl.gz")
+        );
+        assert_eq!(
+            expand_placeholders("{x}/{from:%Y}{", "s", &w, RecordKind::Messages),
+            PathBuf::from("{x}/2024{"),
+            "anything else stays as written"
+        );
+        assert!(has_window_placeholder("a/{to:%Y}/b"));
+        assert!(has_window_placeholder("{from}"));
+        assert!(!has_window_placeholder("{source}/{fromage}.csv"));
+        assert!(check_template("dt={to:%Y-%m-%d}").is_ok());
+        assert!(check_template("dt={to:%Q}")
+            .unwrap_err()
+            .contains("strftime"));
+        assert!(check_template("dt={to:}").is_err());
+        // Checked first, but never a panic if not.
+        assert_eq!(
+            expand_placeholders("{to:%Q}", "s", &w, RecordKind::Messages),
+            PathBuf::from("20240302T000000Z")
+        );
     }
 
     #[test]

@@ -177,3 +177,30 @@ async fn progress_never_appears_when_stderr_is_not_a_terminal() {
         r.stderr
     );
 }
+
+#[tokio::test]
+async fn output_paths_can_hold_formatted_dates_for_partitioned_layouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(
+        dir.path(),
+        &[
+            "demo",
+            "-q",
+            "-o",
+            "lake/{records}/dt={to:%Y-%m-%d}/{source}-{from:%Y%m%d}.jsonl",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let file = dir
+        .path()
+        .join("lake/conversations/dt=2024-03-08/demo-20240301.jsonl");
+    assert!(
+        file.is_file(),
+        "{:?}",
+        std::fs::read_dir(dir.path()).unwrap().collect::<Vec<_>>()
+    );
+    let bad = run(dir.path(), &["demo", "-o", "lake/{to:%Q}.jsonl"]).await;
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("strftime"), "{}", bad.stderr);
+}
