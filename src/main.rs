@@ -21,6 +21,8 @@ mod safefs;
 mod schema;
 mod source;
 mod state;
+mod state_store;
+mod store;
 mod window;
 
 use clap::Parser;

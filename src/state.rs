@@ -272,8 +272,13 @@ fn read(path: &Path) -> Result<Option<State>> {
             ))
         }
     };
+    parse(&text, &path.display().to_string()).map(Some)
+}
+
+/// Reads a state's text (`shown` names it in messages).
+pub fn parse(text: &str, shown: &str) -> Result<State> {
     let corrupt = |what: String| {
-        Error::config(format!("state {} is corrupt: {what}", path.display())).with_hint(
+        Error::config(format!("state {shown} is corrupt: {what}")).with_hint(
             "chatdump never restarts from zero on its own: fix the file, or move it away to start a fresh export",
         )
     };
@@ -284,8 +289,7 @@ fn read(path: &Path) -> Result<Option<State>> {
         Some(v) if v == u64::from(VERSION) || v == 1 => {}
         Some(v) if v > u64::from(VERSION) => {
             return Err(Error::config(format!(
-                "state {} has version {v}, newer than this chatdump understands ({VERSION})",
-                path.display()
+                "state {shown} has version {v}, newer than this chatdump understands ({VERSION})"
             ))
             .with_hint("run the newer chatdump that wrote it"))
         }
@@ -297,20 +301,25 @@ fn read(path: &Path) -> Result<Option<State>> {
         state.version = VERSION;
         state.legacy_keys = true;
     }
-    Ok(Some(state))
+    Ok(state)
 }
 
 /// Checks everything a run will act on, before it acts on any of it.
 fn validate(s: &State, path: &Path, source: &str, kind: &str, records: &str) -> Result<()> {
+    validate_fields(s, &path.display().to_string(), source, kind, records)?;
+    validate_pending(s, path)
+}
+
+/// What every state must be, wherever it is kept (`shown` names it).
+pub fn validate_fields(s: &State, shown: &str, source: &str, kind: &str, records: &str) -> Result<()> {
     let corrupt = |what: String| {
-        Error::config(format!("state {}: {what}", path.display())).with_hint(
+        Error::config(format!("state {shown}: {what}")).with_hint(
             "chatdump acts on nothing in a state it cannot trust: fix the file, or move it away to start a fresh export",
         )
     };
     if s.source != source || s.records != records || s.kind != kind {
         return Err(Error::config(format!(
-            "state {} belongs to source {:?} ({}, {}), not {source:?} ({kind}, {records})",
-            path.display(),
+            "state {shown} belongs to source {:?} ({}, {}), not {source:?} ({kind}, {records})",
             crate::log::escape_controls(&s.source, false),
             crate::log::escape_controls(&s.kind, false),
             crate::log::escape_controls(&s.records, false),
@@ -335,8 +344,7 @@ fn validate(s: &State, path: &Path, source: &str, kind: &str, records: &str) -> 
     }
     if s.checkpoint > now + chrono::Duration::minutes(CLOCK_SLACK_MINUTES) {
         return Err(Error::config(format!(
-            "state {}: checkpoint {} is in the future (now {}): every run would find nothing new",
-            path.display(),
+            "state {shown}: checkpoint {} is in the future (now {}): every run would find nothing new",
             s.checkpoint.format("%Y-%m-%dT%H:%M:%SZ"),
             now.format("%Y-%m-%dT%H:%M:%SZ")
         ))
@@ -344,6 +352,16 @@ fn validate(s: &State, path: &Path, source: &str, kind: &str, records: &str) -> 
             "check this machine's clock; if the state came from a machine whose clock ran ahead, set `checkpoint` back to the last window really exported",
         ));
     }
+    Ok(())
+}
+
+/// A local state's pending rename: only ever chatdump's own.
+fn validate_pending(s: &State, path: &Path) -> Result<()> {
+    let corrupt = |what: String| {
+        Error::config(format!("state {}: {what}", path.display())).with_hint(
+            "chatdump acts on nothing in a state it cannot trust: fix the file, or move it away to start a fresh export",
+        )
+    };
     if let Some(p) = &s.pending {
         // Only ever a `.NAME.tmp-PID` beside its own target, and the target
         // never one of this state's own files.

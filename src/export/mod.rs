@@ -14,7 +14,7 @@ mod args;
 mod plan;
 mod shutdown;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
@@ -33,7 +33,9 @@ use crate::pipeline::{Memory, Pipeline, Shape, Stats};
 use crate::redact::{Mode as RedactMode, Redactor};
 use crate::rejects::RejectLog;
 use crate::source::{drive, ChatSource};
-use crate::state::{with_suffix, LedgerEntry, PendingRename, State, StateFile};
+use crate::state::{with_suffix, LedgerEntry, PendingRename, State};
+use crate::state_store::StateStore;
+use crate::store::Place;
 use crate::window::{humanize, Window, MAX_SLICES};
 
 /// `chatdump export SOURCE`.
@@ -61,7 +63,26 @@ async fn export_one(
     dry_run: bool,
 ) -> Result<Stats> {
     let started = Instant::now();
-    let mut export = Exporter::open(source, name, window_args, options, redactor)?;
+    let mut export = Exporter::open(source, name, window_args, options, redactor).await?;
+    let outcome = export_windows(&mut export, dry_run).await;
+    // A lock kept in a bucket outlives the process: it is let go however
+    // the run ended (one killed outright expires instead).
+    let state = export.state.take();
+    let outcome = match outcome {
+        Ok(true) => export.finish(started),
+        Ok(false) => Ok(Stats::default()),
+        Err(e) => Err(e),
+    };
+    if let Some(state) = state {
+        state.release().await;
+    }
+    outcome
+}
+
+/// Every window of the run (every poll, following); false for a dry run,
+/// which only prints the plan.
+async fn export_windows(export: &mut Exporter<'_>, dry_run: bool) -> Result<bool> {
+    let (source, name, options) = (export.source, export.name, export.options);
     let shutdown = (!dry_run).then(Shutdown::listen);
     // Following, a poll under way gets a moment to finish and be saved;
     // otherwise a signal ends the run at once, committing nothing more.
@@ -76,10 +97,10 @@ async fn export_one(
         let chunks = export.chunks(window)?;
         if dry_run {
             if let Some(w) = window {
-                let state = export.state.as_ref().map(StateFile::given);
-                print_plan(source, name, &w, options, &chunks, state);
+                let state = export.state.as_ref().map(StateStore::shown);
+                print_plan(source, name, &w, options, &chunks, state.as_deref());
             }
-            return Ok(Stats::default());
+            return Ok(false);
         }
         for chunk in &chunks {
             match &shutdown {
@@ -100,7 +121,7 @@ async fn export_one(
     if shutdown.as_ref().is_some_and(Shutdown::requested) && options.follow.is_none() {
         return Err(Shutdown::interrupted());
     }
-    export.finish(started)
+    Ok(true)
 }
 
 /// One `export` run: its state, memory and outputs across chunks and polls.
@@ -113,7 +134,7 @@ struct Exporter<'a> {
     /// One client for the whole run: pacing, the shared pause after a 429
     /// and the throttle count carry across chunks and polls.
     http: Http,
-    state: Option<StateFile>,
+    state: Option<StateStore>,
     /// The end of the last chunk written (from the state at first).
     checkpoint: Option<DateTime<Utc>>,
     memory: Memory,
@@ -124,7 +145,7 @@ struct Exporter<'a> {
 }
 
 impl<'a> Exporter<'a> {
-    fn open(
+    async fn open(
         source: &'a dyn ChatSource,
         name: &'a str,
         window_args: &'a WindowArgs,
@@ -157,10 +178,18 @@ impl<'a> Exporter<'a> {
             connection.max_in_flight,
         )?;
         let state = match &options.state {
-            Some(path) => Some(StateFile::open(path, name, kind, options.records.as_str())?),
+            Some(path) => Some(
+                StateStore::open(
+                    &path.to_string_lossy(),
+                    name,
+                    kind,
+                    options.records.as_str(),
+                )
+                .await?,
+            ),
             None => None,
         };
-        let saved = state.as_ref().and_then(|f| f.state.as_ref());
+        let saved = state.as_ref().and_then(StateStore::state);
         let checkpoint = saved.map(|s| s.checkpoint);
         let memory = match (&state, saved) {
             (None, _) => Memory::default(),
@@ -262,16 +291,34 @@ impl<'a> Exporter<'a> {
     async fn chunk(&mut self, chunk: Window) -> Result<()> {
         let (name, options, records) = (self.name, self.options, self.options.records);
         let kind = self.source.kind().as_str();
-        let path = options
+        let expanded = options
             .output
             .as_deref()
-            .map(|t| expand_placeholders(t, name, &chunk, records));
+            .map(|t| expand_placeholders(t, name, &chunk, records).to_string_lossy().into_owned());
+        // An object is written to a file of this run's own first, and
+        // uploaded once complete: the key holds the whole file or nothing.
+        let object = match expanded.as_deref() {
+            Some(url) if crate::store::is_object_url(url) => Some(Place::new(url)?),
+            _ => None,
+        };
+        let path: Option<PathBuf> = match (&object, expanded) {
+            (Some(place), _) => Some(spool_for(place)),
+            (None, Some(text)) => Some(PathBuf::from(
+                text.strip_prefix("file://").unwrap_or(&text).to_string(),
+            )),
+            (None, None) => None,
+        };
         // Each path as expanded (`{source}`, `{records}`, `{from}`, `{to}`),
         // before anything is created there.
-        if let Some(p) = &path {
-            check_paths(p, self.state.as_ref().map(StateFile::path))?;
+        match (&object, &path, self.state.as_ref()) {
+            (Some(place), _, Some(StateStore::Object(state))) => {
+                check_objects(place, state.place())?
+            }
+            (None, Some(p), Some(StateStore::Local(f))) => check_paths(p, Some(f.path()))?,
+            (None, Some(p), _) => check_paths(p, None)?,
+            _ => {}
         }
-        let rejects = match &self.state {
+        let rejects = match self.state.as_ref().and_then(StateStore::local) {
             // Beside the state, kept across runs: cron mail points there.
             Some(f) => RejectLog::appending(name, with_suffix(f.path(), ".rejects.jsonl")),
             None => RejectLog::new(name, path.as_deref()),
@@ -316,9 +363,12 @@ impl<'a> Exporter<'a> {
         // rename that publishes it (`pending`), so the two cannot part: a
         // run killed between them is finished by the next. Nothing below
         // awaits, so a signal cannot stop the run between the two.
-        let prepared = match own.take() {
+        let mut prepared = match own.take() {
             Some(out) => {
-                self.targets.push(out.describe());
+                self.targets.push(match &object {
+                    Some(place) => place.url.clone(),
+                    None => out.describe(),
+                });
                 Some(out.prepare()?)
             }
             None => {
@@ -326,6 +376,24 @@ impl<'a> Exporter<'a> {
                 None
             }
         };
+        let upload = match (&object, &path) {
+            (Some(place), Some(spool)) => prepared.take().map(|local| (place, spool, local)),
+            _ => None,
+        };
+        if let Some((place, spool, local)) = upload {
+            // The object first, then the state: a run stopped between the
+            // two exports the window again, to the same key.
+            local.publish()?;
+            let uploaded = place.upload(spool).await;
+            let _ = std::fs::remove_file(spool);
+            uploaded?;
+            let rejected = with_suffix(spool, ".rejects.jsonl");
+            if rejected.exists() {
+                let uploaded = place.with_suffix(".rejects.jsonl").upload(&rejected).await;
+                let _ = std::fs::remove_file(&rejected);
+                uploaded?;
+            }
+        }
         if options.follow.is_some() {
             log::verbose(&format!(
                 "{name}: {} new {}",
@@ -335,14 +403,17 @@ impl<'a> Exporter<'a> {
         }
         if let Some(file) = self.state.as_mut() {
             let mut next = file
-                .state
-                .clone()
+                .state()
+                .cloned()
                 .unwrap_or_else(|| State::first(name, kind, records.as_str(), chunk.to));
             next.record(LedgerEntry {
                 from: chunk.from,
                 to: chunk.to,
                 records: stats.records,
-                output: path.as_ref().map(|p| p.display().to_string()),
+                output: match &object {
+                    Some(place) => Some(place.url.clone()),
+                    None => path.as_ref().map(|p| p.display().to_string()),
+                },
                 finished_at: Utc::now(),
             });
             next.set_keys(
@@ -356,7 +427,7 @@ impl<'a> Exporter<'a> {
                     target: p.target.clone()?,
                 })
             });
-            file.save(next)?;
+            file.save(next).await?;
         }
         if let Some(prepared) = prepared {
             prepared.publish()?;
@@ -402,7 +473,7 @@ impl<'a> Exporter<'a> {
                 } else {
                     "records' data are"
                 },
-                if self.state.is_some() {
+                if self.options.state.is_some() {
                     "the next run with this --state reads them again"
                 } else {
                     "a run with --state would read them again"
@@ -419,6 +490,35 @@ impl<'a> Exporter<'a> {
         }
         Ok(total)
     }
+}
+
+/// A file of this run's own where an object is written before its upload;
+/// it keeps the object's name, so its format and compression are the same.
+fn spool_for(place: &Place) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = place.url.rsplit('/').next().unwrap_or("output");
+    std::env::temp_dir().join(format!(
+        "chatdump-{}-{}-{name}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ))
+}
+
+/// Refuses an output object that is one of the state's own objects.
+fn check_objects(output: &Place, state: &Place) -> Result<()> {
+    for (own, what) in [
+        (state.url.clone(), "the state"),
+        (state.with_suffix(".lock").url, "the state's lock"),
+    ] {
+        if output.url == own {
+            return Err(Error::usage(format!(
+                "the output {} is {what}: writing records there would destroy it",
+                output.url
+            ))
+            .with_hint("give the output and the state different keys"));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses an output path that is one of the state's own files: writing

@@ -3,7 +3,7 @@
 //! names those files.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
@@ -18,7 +18,7 @@ pub(super) fn print_plan(
     window: &Window,
     options: &Options,
     chunks: &[Window],
-    state: Option<&Path>,
+    state: Option<&str>,
 ) {
     let records = options.records;
     let fetch = if records == RecordKind::Conversations && source.conversations_from_messages() {
@@ -70,8 +70,7 @@ pub(super) fn print_plan(
     }
     match state {
         Some(p) => lines.push(format!(
-            "state:    {} (resumes at the checkpoint minus {} of lookback)",
-            p.display(),
+            "state:    {p} (resumes at the checkpoint minus {} of lookback)",
             humanize(source.timing().lookback)
         )),
         None => lines.push("state:    none (not incremental)".into()),

@@ -1,0 +1,313 @@
+//! Where an export's state is kept: a local file (`state.rs`, locked with
+//! `flock`) or an object in a bucket, for runs that have no disk of their
+//! own (Kubernetes CronJobs, a fleet of cron hosts).
+//!
+//! In a bucket there is no `flock`. Mutual exclusion is a lock object
+//! beside the state (`STATE.lock`), created only if absent and holding its
+//! owner, host, PID and an expiry; a run renews it while it works, and a
+//! run that finds it expired (a killed pod) takes it over with a
+//! conditional overwrite, so of two runs that find the same expired lock
+//! only one gets it. The state itself is replaced only if it is still the
+//! version this run read: even two runs that both believe they hold the
+//! lock (one paused past its expiry) cannot both commit.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Kind, Result};
+use crate::state::{self, State, StateFile};
+use crate::store::{Place, Version, Written};
+
+/// How long a lock holds without renewal; a run renews it every third of
+/// that while it works.
+const LEASE: Duration = Duration::minutes(10);
+
+/// An export's state, wherever it is kept.
+pub enum StateStore {
+    Local(StateFile),
+    Object(ObjectState),
+}
+
+impl StateStore {
+    /// Opens and locks the state at `location` (a path or an object URL).
+    pub async fn open(location: &str, source: &str, kind: &str, records: &str) -> Result<Self> {
+        match crate::store::locate(location)? {
+            crate::store::Location::Local(path) => Ok(StateStore::Local(StateFile::open(
+                &path, source, kind, records,
+            )?)),
+            crate::store::Location::Object(place) => Ok(StateStore::Object(
+                ObjectState::open(place, source, kind, records).await?,
+            )),
+        }
+    }
+
+    pub fn state(&self) -> Option<&State> {
+        match self {
+            StateStore::Local(f) => f.state.as_ref(),
+            StateStore::Object(o) => o.state.as_ref(),
+        }
+    }
+
+    /// How the user named it.
+    pub fn shown(&self) -> String {
+        match self {
+            StateStore::Local(f) => f.given().display().to_string(),
+            StateStore::Object(o) => o.place.url.clone(),
+        }
+    }
+
+    pub fn local(&self) -> Option<&StateFile> {
+        match self {
+            StateStore::Local(f) => Some(f),
+            StateStore::Object(_) => None,
+        }
+    }
+
+    pub async fn save(&mut self, next: State) -> Result<()> {
+        match self {
+            StateStore::Local(f) => f.save(next),
+            StateStore::Object(o) => o.save(next).await,
+        }
+    }
+
+    /// Lets the next run in (a local lock goes with the process).
+    pub async fn release(self) {
+        if let StateStore::Object(o) = self {
+            o.release().await;
+        }
+    }
+}
+
+/// What the lock object holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Lease {
+    owner: String,
+    host: String,
+    pid: u32,
+    acquired_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl Lease {
+    fn bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a lease serializes")
+    }
+
+    fn holder(&self) -> String {
+        format!(
+            "{} (process {} on {}, lock held until {})",
+            crate::log::escape_controls(&self.owner, false),
+            self.pid,
+            crate::log::escape_controls(&self.host, false),
+            self.expires_at.format("%Y-%m-%dT%H:%M:%SZ")
+        )
+    }
+}
+
+/// The lock this run holds: its lease and the lock object's version, kept
+/// current by the renewal task.
+struct Held {
+    lease: Lease,
+    version: Version,
+    /// Set when a renewal found the lock taken over.
+    lost: bool,
+}
+
+/// A state kept as an object, with its lock object.
+pub struct ObjectState {
+    place: Place,
+    lock: Place,
+    held: Arc<Mutex<Held>>,
+    renewal: tokio::task::JoinHandle<()>,
+    /// The version of the state object as read or last written; None when
+    /// there was none.
+    version: Option<Version>,
+    pub state: Option<State>,
+}
+
+fn host() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown host".into())
+}
+
+impl ObjectState {
+    async fn open(place: Place, source: &str, kind: &str, records: &str) -> Result<ObjectState> {
+        let lock = place.with_suffix(".lock");
+        let now = Utc::now();
+        let host = host();
+        let lease = Lease {
+            owner: format!("{host}:{}:{}", std::process::id(), now.timestamp_nanos_opt().unwrap_or(0)),
+            host,
+            pid: std::process::id(),
+            acquired_at: now,
+            expires_at: now + LEASE,
+        };
+        let version = Self::acquire(&lock, &lease).await?;
+        let held = Arc::new(Mutex::new(Held {
+            lease,
+            version,
+            lost: false,
+        }));
+        let renewal = tokio::spawn(renew_while_running(lock.clone(), held.clone()));
+        let mut opened = ObjectState {
+            place,
+            lock,
+            held,
+            renewal,
+            version: None,
+            state: None,
+        };
+        if let Some((bytes, version)) = opened.place.get().await? {
+            let text = String::from_utf8(bytes).map_err(|_| {
+                Error::config(format!("state {} is corrupt: not UTF-8", opened.place.url))
+            })?;
+            let state = state::parse(&text, &opened.place.url)?;
+            state::validate_fields(&state, &opened.place.url, source, kind, records)?;
+            if state.pending.is_some() {
+                return Err(Error::config(format!(
+                    "state {}: it names a pending local rename, which a state kept in a bucket never has",
+                    opened.place.url
+                )));
+            }
+            opened.version = Some(version);
+            opened.state = Some(state);
+        }
+        Ok(opened)
+    }
+
+    /// Creates the lock object, or takes over an expired one.
+    async fn acquire(lock: &Place, lease: &Lease) -> Result<Version> {
+        let locked = |why: String| {
+            Error::new(Kind::Locked, why).with_hint(
+                "another run of this export is still going; this one stops without doing anything",
+            )
+        };
+        if let Written::Done(version) = lock.put_if(lease.bytes(), None).await? {
+            return Ok(version);
+        }
+        let Some((bytes, version)) = lock.get().await? else {
+            return Err(locked(format!(
+                "the lock {} changed while this run took it; another run is starting",
+                lock.url
+            )));
+        };
+        let held: Lease = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::config(format!("lock {} is not chatdump's: {e}", lock.url))
+                .with_hint("if no run is going, delete the lock object")
+        })?;
+        if held.expires_at > Utc::now() {
+            return Err(locked(format!(
+                "state {} is in use by {}",
+                lock.url.trim_end_matches(".lock"),
+                held.holder()
+            )));
+        }
+        match lock.put_if(lease.bytes(), Some(version)).await? {
+            Written::Done(version) => {
+                crate::log::warn(&format!(
+                    "took over the expired lock {} of {} (a run that stopped without releasing it)",
+                    lock.url,
+                    held.holder()
+                ));
+                Ok(version)
+            }
+            Written::Conflict => Err(locked(format!(
+                "the expired lock {} was taken over by another run first",
+                lock.url
+            ))),
+        }
+    }
+
+    /// Replaces the state object, only if it is still the version this run
+    /// read (or created it, if there was none), and only while this run
+    /// still holds the lock.
+    async fn save(&mut self, next: State) -> Result<()> {
+        let lost = self.held.lock().map(|h| h.lost).unwrap_or(true);
+        if lost {
+            return Err(Error::new(
+                Kind::Locked,
+                format!(
+                    "lost the lock {} to another run (this one could not renew it in time); nothing more is committed",
+                    self.lock.url
+                ),
+            ));
+        }
+        let mut text = serde_json::to_vec_pretty(&next).expect("state serializes");
+        text.push(b'\n');
+        match self.place.put_if(text, self.version.clone()).await? {
+            Written::Done(version) => {
+                self.version = Some(version);
+                self.state = Some(next);
+                Ok(())
+            }
+            Written::Conflict => Err(Error::new(
+                Kind::Locked,
+                format!(
+                    "state {} changed since this run read it: another run committed to it; this one commits nothing more",
+                    self.place.url
+                ),
+            )
+            .with_hint("two runs worked on one state at once (a lock taken over while its run was still going); the next run resumes from the state as it is")),
+        }
+    }
+
+    /// Stops renewing and removes the lock, if it is still this run's.
+    async fn release(self) {
+        self.renewal.abort();
+        let ours = self.held.lock().map(|h| h.lease.owner.clone()).ok();
+        if let Ok(Some((bytes, _))) = self.lock.get().await {
+            let owner = serde_json::from_slice::<Lease>(&bytes).ok().map(|l| l.owner);
+            if owner.is_some() && owner == ours {
+                let _ = self.lock.delete().await;
+            }
+        }
+    }
+
+    /// Whether the state's lock is this run's (for `check` and tests).
+    pub fn place(&self) -> &Place {
+        &self.place
+    }
+}
+
+/// Extends the lease every third of its length while the run goes on; a
+/// renewal that finds the lock taken over marks it lost, and the next
+/// save refuses to commit.
+async fn renew_while_running(lock: Place, held: Arc<Mutex<Held>>) {
+    let every = (LEASE / 3).to_std().unwrap_or(std::time::Duration::from_secs(200));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some((mut lease, version)) = held
+            .lock()
+            .ok()
+            .map(|h| (h.lease.clone(), h.version.clone()))
+        else {
+            return;
+        };
+        lease.expires_at = Utc::now() + LEASE;
+        match lock.put_if(lease.bytes(), Some(version)).await {
+            Ok(Written::Done(version)) => {
+                if let Ok(mut h) = held.lock() {
+                    h.lease = lease;
+                    h.version = version;
+                }
+            }
+            Ok(Written::Conflict) => {
+                if let Ok(mut h) = held.lock() {
+                    h.lost = true;
+                }
+                return;
+            }
+            // A failed renewal is tried again; the lease has time left.
+            Err(_) => {}
+        }
+    }
+}

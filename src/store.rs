@@ -1,0 +1,269 @@
+//! Outputs and state in object storage: `s3://bucket/key`, `gs://bucket/key`
+//! and `az://container/key` (and `file://path`, a local path), through the
+//! `object_store` crate.
+//!
+//! Credentials come from each cloud's own environment (`AWS_*` with
+//! `AWS_ENDPOINT` for S3-compatible stores such as MinIO, Ceph or R2;
+//! `GOOGLE_APPLICATION_CREDENTIALS` / `GOOGLE_SERVICE_ACCOUNT`; `AZURE_*`):
+//! nothing secret is in chatdump's own configuration.
+//!
+//! What chatdump needs of a store, and what every one of the three gives:
+//! an object is complete or absent (a multipart upload is completed only
+//! after its last byte, and aborted on failure), a create that fails when
+//! the key exists, and a replace that fails when the object changed since
+//! it was read (S3 `If-None-Match` / `If-Match` on the ETag, GCS
+//! generation preconditions, Azure ETags).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion, WriteMultipart};
+
+use crate::error::{Error, Kind, Result};
+
+/// Where an output or the state is.
+pub enum Location {
+    Local(PathBuf),
+    Object(Place),
+}
+
+/// An object's key in a store.
+#[derive(Clone)]
+pub struct Place {
+    /// As the user gave it, for messages.
+    pub url: String,
+    store: Arc<dyn ObjectStore>,
+    key: Key,
+}
+
+/// The version of an object as read, to replace it only if unchanged.
+pub type Version = UpdateVersion;
+
+/// What a conditional write found.
+pub enum Written {
+    Done(Version),
+    /// Create: the key exists. Replace: the object changed meanwhile.
+    Conflict,
+}
+
+/// Whether `text` names an object (a URL chatdump writes through a store)
+/// rather than a local path.
+pub fn is_object_url(text: &str) -> bool {
+    ["s3://", "gs://", "az://"]
+        .iter()
+        .any(|scheme| text.starts_with(scheme))
+}
+
+/// Reads `text` as a location: an object URL, `file://PATH`, or a path.
+pub fn locate(text: &str) -> Result<Location> {
+    if let Some(path) = text.strip_prefix("file://") {
+        return Ok(Location::Local(PathBuf::from(path)));
+    }
+    if !is_object_url(text) {
+        return Ok(Location::Local(PathBuf::from(text)));
+    }
+    Place::new(text).map(Location::Object)
+}
+
+impl Place {
+    pub fn new(url: &str) -> Result<Place> {
+        let bad = |what: &str| {
+            Error::usage(format!("{url}: {what}"))
+                .with_hint("object locations look like s3://BUCKET/KEY, gs://BUCKET/KEY or az://CONTAINER/KEY")
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("not a URL"))?;
+        let (bucket, key) = rest.split_once('/').ok_or_else(|| bad("no key after the bucket"))?;
+        if bucket.is_empty() || key.is_empty() || key.ends_with('/') {
+            return Err(bad("a bucket and an object key are needed"));
+        }
+        if key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+            return Err(bad("the key has an empty, `.` or `..` part"));
+        }
+        let key = Key::parse(key).map_err(|e| bad(&e.to_string()))?;
+        let root = format!("{scheme}://{bucket}");
+        let built: std::result::Result<Arc<dyn ObjectStore>, object_store::Error> = match scheme {
+            "s3" => object_store::aws::AmazonS3Builder::from_env()
+                .with_url(&root)
+                .build()
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+            "gs" => object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_url(&root)
+                .build()
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+            "az" => object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_url(&root)
+                .build()
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+            _ => return Err(bad("unknown scheme")),
+        };
+        let store = built.map_err(|e| {
+            Error::config(format!("{url}: cannot use this store: {e}")).with_hint(match scheme {
+                "s3" => "set AWS_REGION and credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile's web identity, or the instance role); AWS_ENDPOINT for an S3-compatible store",
+                "gs" => "set GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT) to a service account key",
+                _ => "set AZURE_STORAGE_ACCOUNT_NAME and a credential (AZURE_STORAGE_ACCOUNT_KEY, a SAS, or a client secret)",
+            })
+        })?;
+        Ok(Place {
+            url: url.to_string(),
+            store,
+            key,
+        })
+    }
+
+    /// The object beside this one whose key ends in `suffix` (the state's
+    /// lock, the rejects).
+    pub fn with_suffix(&self, suffix: &str) -> Place {
+        let key = Key::from(format!("{}{suffix}", self.key));
+        Place {
+            url: format!("{}{suffix}", self.url),
+            store: self.store.clone(),
+            key,
+        }
+    }
+
+    fn fail(&self, what: &str, e: object_store::Error) -> Error {
+        let kind = match e {
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => Kind::Auth,
+            _ => Kind::Output,
+        };
+        Error::new(
+            kind,
+            format!(
+                "cannot {what} {}: {}",
+                self.url,
+                crate::log::escape_controls(&e.to_string(), false)
+            ),
+        )
+    }
+
+    /// Uploads `file` as this object: parts as they are read, completed
+    /// after the last; on any failure the upload is aborted, so the key
+    /// holds the previous object or none, never a part.
+    pub async fn upload(&self, file: &Path) -> Result<()> {
+        use tokio::io::AsyncReadExt;
+        let upload = self
+            .store
+            .put_multipart(&self.key)
+            .await
+            .map_err(|e| self.fail("start uploading", e))?;
+        let mut writer = WriteMultipart::new(upload);
+        let read = async {
+            let mut source = tokio::fs::File::open(file).await?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = source.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<_, std::io::Error>(());
+                }
+                writer
+                    .wait_for_capacity(4)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                writer.write(&buf[..n]);
+            }
+        }
+        .await;
+        if let Err(e) = read {
+            let _ = writer.abort().await;
+            return Err(Error::output(format!("cannot upload to {}", self.url), e));
+        }
+        writer
+            .finish()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail("complete the upload of", e))
+    }
+
+    /// The object's bytes and version, or None when there is none.
+    pub async fn get(&self) -> Result<Option<(Vec<u8>, Version)>> {
+        let got = match self.store.get(&self.key).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.fail("read", e)),
+        };
+        let version = UpdateVersion {
+            e_tag: got.meta.e_tag.clone(),
+            version: got.meta.version.clone(),
+        };
+        let bytes = got.bytes().await.map_err(|e| self.fail("read", e))?;
+        Ok(Some((bytes.to_vec(), version)))
+    }
+
+    /// Writes `bytes` only if there is no object yet (`None`) or the object
+    /// is still at `version`.
+    pub async fn put_if(&self, bytes: Vec<u8>, version: Option<Version>) -> Result<Written> {
+        let mode = match version {
+            None => PutMode::Create,
+            Some(v) => PutMode::Update(v),
+        };
+        let put = self
+            .store
+            .put_opts(
+                &self.key,
+                PutPayload::from(bytes),
+                PutOptions {
+                    mode,
+                    ..PutOptions::default()
+                },
+            )
+            .await;
+        match put {
+            Ok(done) => Ok(Written::Done(UpdateVersion {
+                e_tag: done.e_tag,
+                version: done.version,
+            })),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(Written::Conflict),
+            Err(e) => Err(self.fail("write", e)),
+        }
+    }
+
+    /// Removes the object (none there is fine).
+    pub async fn delete(&self) -> Result<()> {
+        match self.store.delete(&self.key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.fail("delete", e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_paths() {
+        assert!(matches!(locate("out/a.jsonl").unwrap(), Location::Local(p) if p == Path::new("out/a.jsonl")));
+        assert!(matches!(locate("file:///var/x.state").unwrap(), Location::Local(p) if p == Path::new("/var/x.state")));
+        assert!(is_object_url("s3://b/k") && is_object_url("gs://b/k") && is_object_url("az://c/k"));
+        assert!(!is_object_url("s3:/b/k") && !is_object_url("https://b/k"));
+        for bad in [
+            "s3://bucket",
+            "s3://bucket/",
+            "s3:///key",
+            "gs://b/a//b",
+            "gs://b/a/../b",
+            "az://c/dir/",
+        ] {
+            let err = Place::new(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(!err.is_empty(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn stores_are_configured_from_the_environment() {
+        // A GCS bucket with no credentials in the environment still builds
+        // (they are read at the first request); Azure needs an account.
+        let gs = Place::new("gs://chats/hanoi/state.json");
+        assert!(gs.is_ok(), "{}", gs.err().unwrap());
+        let gs = gs.unwrap();
+        assert_eq!(gs.with_suffix(".lock").url, "gs://chats/hanoi/state.json.lock");
+        assert_eq!(gs.with_suffix(".lock").key.as_ref(), "hanoi/state.json.lock");
+        if std::env::var_os("AZURE_STORAGE_ACCOUNT_NAME").is_none() {
+            let az = Place::new("az://container/a/b.jsonl").err().unwrap();
+            assert_eq!(az.kind, Kind::Config, "{az}");
+        }
+    }
+}
