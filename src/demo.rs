@@ -35,6 +35,15 @@ const TO: &str = "2024-03-08";
 
 pub async fn demo(options: &Options) -> Result<()> {
     options.validate()?;
+    if options
+        .output
+        .as_deref()
+        .is_some_and(crate::store::is_object_url)
+    {
+        return Err(Error::usage(
+            "the demo writes to a file or stdout; object storage is for `export`",
+        ));
+    }
     let redactor = export::redactor(options, None)?;
     let addr = serve().await?;
     let started = std::time::Instant::now();

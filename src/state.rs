@@ -283,7 +283,7 @@ pub fn parse(text: &str, shown: &str) -> Result<State> {
         )
     };
     let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
     let version = value.get("version").and_then(serde_json::Value::as_u64);
     match version {
         Some(v) if v == u64::from(VERSION) || v == 1 => {}
@@ -311,7 +311,13 @@ fn validate(s: &State, path: &Path, source: &str, kind: &str, records: &str) -> 
 }
 
 /// What every state must be, wherever it is kept (`shown` names it).
-pub fn validate_fields(s: &State, shown: &str, source: &str, kind: &str, records: &str) -> Result<()> {
+pub fn validate_fields(
+    s: &State,
+    shown: &str,
+    source: &str,
+    kind: &str,
+    records: &str,
+) -> Result<()> {
     let corrupt = |what: String| {
         Error::config(format!("state {shown}: {what}")).with_hint(
             "chatdump acts on nothing in a state it cannot trust: fix the file, or move it away to start a fresh export",

@@ -145,7 +145,11 @@ impl ObjectState {
         let now = Utc::now();
         let host = host();
         let lease = Lease {
-            owner: format!("{host}:{}:{}", std::process::id(), now.timestamp_nanos_opt().unwrap_or(0)),
+            owner: format!(
+                "{host}:{}:{}",
+                std::process::id(),
+                now.timestamp_nanos_opt().unwrap_or(0)
+            ),
             host,
             pid: std::process::id(),
             acquired_at: now,
@@ -265,7 +269,9 @@ impl ObjectState {
         self.renewal.abort();
         let ours = self.held.lock().map(|h| h.lease.owner.clone()).ok();
         if let Ok(Some((bytes, _))) = self.lock.get().await {
-            let owner = serde_json::from_slice::<Lease>(&bytes).ok().map(|l| l.owner);
+            let owner = serde_json::from_slice::<Lease>(&bytes)
+                .ok()
+                .map(|l| l.owner);
             if owner.is_some() && owner == ours {
                 let _ = self.lock.delete().await;
             }
@@ -282,7 +288,9 @@ impl ObjectState {
 /// renewal that finds the lock taken over marks it lost, and the next
 /// save refuses to commit.
 async fn renew_while_running(lock: Place, held: Arc<Mutex<Held>>) {
-    let every = (LEASE / 3).to_std().unwrap_or(std::time::Duration::from_secs(200));
+    let every = (LEASE / 3)
+        .to_std()
+        .unwrap_or(std::time::Duration::from_secs(200));
     loop {
         tokio::time::sleep(every).await;
         let Some((mut lease, version)) = held

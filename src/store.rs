@@ -69,15 +69,21 @@ pub fn locate(text: &str) -> Result<Location> {
 impl Place {
     pub fn new(url: &str) -> Result<Place> {
         let bad = |what: &str| {
-            Error::usage(format!("{url}: {what}"))
-                .with_hint("object locations look like s3://BUCKET/KEY, gs://BUCKET/KEY or az://CONTAINER/KEY")
+            Error::usage(format!("{url}: {what}")).with_hint(
+                "object locations look like s3://BUCKET/KEY, gs://BUCKET/KEY or az://CONTAINER/KEY",
+            )
         };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("not a URL"))?;
-        let (bucket, key) = rest.split_once('/').ok_or_else(|| bad("no key after the bucket"))?;
+        let (bucket, key) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("no key after the bucket"))?;
         if bucket.is_empty() || key.is_empty() || key.ends_with('/') {
             return Err(bad("a bucket and an object key are needed"));
         }
-        if key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+        if key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
             return Err(bad("the key has an empty, `.` or `..` part"));
         }
         let key = Key::parse(key).map_err(|e| bad(&e.to_string()))?;
@@ -235,9 +241,15 @@ mod tests {
 
     #[test]
     fn urls_and_paths() {
-        assert!(matches!(locate("out/a.jsonl").unwrap(), Location::Local(p) if p == Path::new("out/a.jsonl")));
-        assert!(matches!(locate("file:///var/x.state").unwrap(), Location::Local(p) if p == Path::new("/var/x.state")));
-        assert!(is_object_url("s3://b/k") && is_object_url("gs://b/k") && is_object_url("az://c/k"));
+        assert!(
+            matches!(locate("out/a.jsonl").unwrap(), Location::Local(p) if p == Path::new("out/a.jsonl"))
+        );
+        assert!(
+            matches!(locate("file:///var/x.state").unwrap(), Location::Local(p) if p == Path::new("/var/x.state"))
+        );
+        assert!(
+            is_object_url("s3://b/k") && is_object_url("gs://b/k") && is_object_url("az://c/k")
+        );
         assert!(!is_object_url("s3:/b/k") && !is_object_url("https://b/k"));
         for bad in [
             "s3://bucket",
@@ -247,7 +259,10 @@ mod tests {
             "gs://b/a/../b",
             "az://c/dir/",
         ] {
-            let err = Place::new(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            let err = Place::new(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(!err.is_empty(), "{bad} accepted");
         }
     }
@@ -259,8 +274,14 @@ mod tests {
         let gs = Place::new("gs://chats/hanoi/state.json");
         assert!(gs.is_ok(), "{}", gs.err().unwrap());
         let gs = gs.unwrap();
-        assert_eq!(gs.with_suffix(".lock").url, "gs://chats/hanoi/state.json.lock");
-        assert_eq!(gs.with_suffix(".lock").key.as_ref(), "hanoi/state.json.lock");
+        assert_eq!(
+            gs.with_suffix(".lock").url,
+            "gs://chats/hanoi/state.json.lock"
+        );
+        assert_eq!(
+            gs.with_suffix(".lock").key.as_ref(),
+            "hanoi/state.json.lock"
+        );
         if std::env::var_os("AZURE_STORAGE_ACCOUNT_NAME").is_none() {
             let az = Place::new("az://container/a/b.jsonl").err().unwrap();
             assert_eq!(az.kind, Kind::Config, "{az}");

@@ -291,10 +291,11 @@ impl<'a> Exporter<'a> {
     async fn chunk(&mut self, chunk: Window) -> Result<()> {
         let (name, options, records) = (self.name, self.options, self.options.records);
         let kind = self.source.kind().as_str();
-        let expanded = options
-            .output
-            .as_deref()
-            .map(|t| expand_placeholders(t, name, &chunk, records).to_string_lossy().into_owned());
+        let expanded = options.output.as_deref().map(|t| {
+            expand_placeholders(t, name, &chunk, records)
+                .to_string_lossy()
+                .into_owned()
+        });
         // An object is written to a file of this run's own first, and
         // uploaded once complete: the key holds the whole file or nothing.
         let object = match expanded.as_deref() {

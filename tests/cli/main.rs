@@ -6,6 +6,7 @@ mod common;
 mod demo;
 mod enrich;
 mod live;
+mod objects;
 mod redact;
 mod state;
 mod transcripts;
