@@ -115,9 +115,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 .render(&mut std::io::stdout())
                 .map_err(|e| Error::output("stdout", e))
         }
-        Command::Check { sources } => {
+        Command::Check { sources, locations } => {
             let config = Config::load(cli.config.as_deref())?;
-            runtime.block_on(check(&config, &sources))
+            runtime.block_on(check(&config, &sources, &locations))
         }
     }
 }
@@ -223,14 +223,15 @@ fn describe_raw(table: &SourceTable<'_>) -> (String, bool) {
     )
 }
 
-/// `chatdump check`: one cheap authenticated request per source.
-async fn check(config: &Config, names: &[String]) -> Result<()> {
+/// `chatdump check`: one cheap authenticated request per source, and a
+/// probe written to and removed from each `--location`.
+async fn check(config: &Config, names: &[String], locations: &[String]) -> Result<()> {
     let names: Vec<String> = if names.is_empty() {
         config.sources.keys().cloned().collect()
     } else {
         names.to_vec()
     };
-    if names.is_empty() {
+    if names.is_empty() && locations.is_empty() {
         return Err(Error::config(format!(
             "no sources configured in {}",
             config.display_path()
@@ -275,14 +276,27 @@ async fn check(config: &Config, names: &[String]) -> Result<()> {
             }
         }
     }
+    for location in locations {
+        match crate::store::probe(location).await {
+            Ok(found) => println!("{location}: ok ({found})"),
+            Err(e) => {
+                println!("{location}: FAILED");
+                crate::report(&e);
+                failed += 1;
+                if worst.is_none_or(|w| e.exit_code() > w.exit_code()) {
+                    worst = Some(e.kind);
+                }
+            }
+        }
+    }
+    let checked = names.len() + locations.len();
     match worst {
         None => Ok(()),
         Some(kind) => Err(Error::new(
             kind,
             format!(
-                "{failed} of {} source{} failed the check (each is reported above)",
-                names.len(),
-                if names.len() == 1 { "" } else { "s" }
+                "{failed} of {checked} check{} failed (each is reported above)",
+                if checked == 1 { "" } else { "s" }
             ),
         )),
     }

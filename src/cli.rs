@@ -46,6 +46,11 @@ pub enum Command {
     Check {
         /// Sources to check (default: all)
         sources: Vec<String>,
+        /// Also check that these outputs or states can be written (a local
+        /// path or s3://, gs://, az:// URL; a probe object is written and
+        /// removed), e.g. --location s3://chats/hanoi/
+        #[arg(long = "location", value_name = "URL")]
+        locations: Vec<String>,
     },
     /// List configured sources: kind, endpoint, whether the secret is present
     Sources,

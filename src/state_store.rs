@@ -20,9 +20,16 @@ use crate::error::{Error, Kind, Result};
 use crate::state::{self, State, StateFile};
 use crate::store::{Place, Version, Written};
 
-/// How long a lock holds without renewal; a run renews it every third of
-/// that while it works.
-const LEASE: Duration = Duration::minutes(10);
+/// How long a lock holds without renewal (10 minutes, or
+/// `CHATDUMP_STATE_LEASE`); a run renews it every third of that while it
+/// works.
+fn lease_length() -> Duration {
+    std::env::var("CHATDUMP_STATE_LEASE")
+        .ok()
+        .and_then(|text| crate::window::parse_duration(&text).ok())
+        .filter(|d| *d >= Duration::seconds(1))
+        .unwrap_or(Duration::minutes(10))
+}
 
 /// An export's state, wherever it is kept.
 pub enum StateStore {
@@ -153,7 +160,7 @@ impl ObjectState {
             host,
             pid: std::process::id(),
             acquired_at: now,
-            expires_at: now + LEASE,
+            expires_at: now + lease_length(),
         };
         let version = Self::acquire(&lock, &lease).await?;
         let held = Arc::new(Mutex::new(Held {
@@ -288,7 +295,8 @@ impl ObjectState {
 /// renewal that finds the lock taken over marks it lost, and the next
 /// save refuses to commit.
 async fn renew_while_running(lock: Place, held: Arc<Mutex<Held>>) {
-    let every = (LEASE / 3)
+    let length = lease_length();
+    let every = (length / 3)
         .to_std()
         .unwrap_or(std::time::Duration::from_secs(200));
     loop {
@@ -300,7 +308,7 @@ async fn renew_while_running(lock: Place, held: Arc<Mutex<Held>>) {
         else {
             return;
         };
-        lease.expires_at = Utc::now() + LEASE;
+        lease.expires_at = Utc::now() + length;
         match lock.put_if(lease.bytes(), Some(version)).await {
             Ok(Written::Done(version)) => {
                 if let Ok(mut h) = held.lock() {

@@ -235,6 +235,42 @@ impl Place {
     }
 }
 
+/// Writes a small probe where outputs or a state will go (a location, or
+/// beside it; inside it when it ends in `/`) and removes it again: can
+/// this run write there?
+pub async fn probe(location: &str) -> Result<String> {
+    let name = format!(".chatdump-check-{}", std::process::id());
+    let beside = |text: &str| -> String {
+        if text.ends_with('/') {
+            format!("{text}{name}")
+        } else {
+            match text.rsplit_once('/') {
+                Some((dir, _)) => format!("{dir}/{name}"),
+                None => name.clone(),
+            }
+        }
+    };
+    if is_object_url(location) {
+        let place = Place::new(&beside(location))?;
+        match place.put_if(b"chatdump check\n".to_vec(), None).await? {
+            Written::Done(_) | Written::Conflict => {}
+        }
+        place.delete().await?;
+        return Ok(format!("wrote and removed {}", place.url));
+    }
+    let local = location.strip_prefix("file://").unwrap_or(location);
+    let path = PathBuf::from(beside(local));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .and_then(|()| crate::safefs::create_new(&path, None).map(drop))
+        .and_then(|()| std::fs::remove_file(&path))
+        .map_err(|e| Error::output(format!("cannot write in {}", dir.display()), e))?;
+    Ok(format!("wrote and removed {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

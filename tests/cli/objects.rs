@@ -422,3 +422,90 @@ async fn bad_locations_are_refused_before_anything_runs() {
         .await;
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+#[tokio::test]
+async fn a_long_run_renews_its_lock() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    moto.bucket("chats").await;
+    // Three windows, each request 1.5 s: a run of about 4.5 s, with locks
+    // that expire after 2 s unless renewed.
+    let server = fake(chats(8, 180), Duration::from_millis(1500)).await;
+    let dir = caresoft_config(&server.uri(), ONE_TYPE);
+    let args = export(&["--state", STATE, "-o", PER_DAY]);
+    let mut first = moto.command(dir.path(), &args);
+    first.env("CHATDUMP_STATE_LEASE", "2s");
+    let mut first = first
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let mut second = moto.command(dir.path(), &args);
+    second.env("CHATDUMP_STATE_LEASE", "2s");
+    let second = tokio::task::spawn_blocking(move || second.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(75), "{stderr}");
+    assert!(
+        stderr.contains("is in use by"),
+        "the lock was renewed, not taken over: {stderr}"
+    );
+    let status = tokio::task::spawn_blocking(move || first.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn check_writes_and_removes_a_probe_where_outputs_will_go() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    moto.bucket("chats").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chatdump.toml"), "").unwrap();
+    let r = moto
+        .run(
+            dir.path(),
+            &[
+                "check",
+                "--location",
+                "s3://chats/hanoi/",
+                "--location",
+                "s3://chats/state/hanoi.json",
+                "--location",
+                "local/out/",
+            ],
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stdout.matches(": ok (wrote and removed").count(),
+        3,
+        "{}",
+        r.stdout
+    );
+    assert!(moto.keys("chats").await.is_empty(), "cleaned up");
+    assert!(dir.path().join("local/out").is_dir());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("local/out"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let r = moto
+        .run(
+            dir.path(),
+            &["check", "--location", "s3://missing-bucket/x/"],
+        )
+        .await;
+    assert_eq!(r.code, 73, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("s3://missing-bucket/x/: FAILED"),
+        "{}",
+        r.stdout
+    );
+}
