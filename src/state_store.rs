@@ -38,15 +38,25 @@ pub enum StateStore {
 }
 
 impl StateStore {
-    /// Opens and locks the state at `location` (a path or an object URL).
-    pub async fn open(location: &str, source: &str, kind: &str, records: &str) -> Result<Self> {
-        match crate::store::locate(location)? {
-            crate::store::Location::Local(path) => Ok(StateStore::Local(StateFile::open(
-                &path, source, kind, records,
-            )?)),
-            crate::store::Location::Object(place) => Ok(StateStore::Object(
+    /// Opens and locks the state at `location` (a path, `file://PATH`, or
+    /// an object URL).
+    pub async fn open(
+        location: &std::path::Path,
+        source: &str,
+        kind: &str,
+        records: &str,
+    ) -> Result<Self> {
+        match location.to_str().map(crate::store::locate).transpose()? {
+            Some(crate::store::Location::Object(place)) => Ok(StateStore::Object(
                 ObjectState::open(place, source, kind, records).await?,
             )),
+            Some(crate::store::Location::Local(path)) => Ok(StateStore::Local(StateFile::open(
+                &path, source, kind, records,
+            )?)),
+            // Not UTF-8: a local path, as it is.
+            None => Ok(StateStore::Local(StateFile::open(
+                location, source, kind, records,
+            )?)),
         }
     }
 

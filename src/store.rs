@@ -47,6 +47,18 @@ pub enum Written {
     Conflict,
 }
 
+/// `text` with the query of every URL in it cut off: a signed URL (an
+/// Azure SAS, a presigned S3 request) carries its credential there.
+fn without_queries(text: &str) -> String {
+    text.split(' ')
+        .map(|word| match (word.starts_with("http"), word.find('?')) {
+            (true, Some(q)) => format!("{}?***", &word[..q]),
+            _ => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Whether `text` names an object (a URL chatdump writes through a store)
 /// rather than a local path.
 pub fn is_object_url(text: &str) -> bool {
@@ -139,7 +151,7 @@ impl Place {
             format!(
                 "cannot {what} {}: {}",
                 self.url,
-                crate::log::escape_controls(&e.to_string(), false)
+                crate::log::escape_controls(&without_queries(&e.to_string()), false)
             ),
         )
     }
@@ -301,6 +313,15 @@ mod tests {
                 .unwrap_or_default();
             assert!(!err.is_empty(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn signed_urls_lose_their_query_in_messages() {
+        assert_eq!(
+            without_queries("PUT https://a.blob.core.windows.net/c/k?sv=2024&sig=SECRET failed"),
+            "PUT https://a.blob.core.windows.net/c/k?*** failed"
+        );
+        assert_eq!(without_queries("no url here?"), "no url here?");
     }
 
     #[test]

@@ -178,15 +178,7 @@ impl<'a> Exporter<'a> {
             connection.max_in_flight,
         )?;
         let state = match &options.state {
-            Some(path) => Some(
-                StateStore::open(
-                    &path.to_string_lossy(),
-                    name,
-                    kind,
-                    options.records.as_str(),
-                )
-                .await?,
-            ),
+            Some(path) => Some(StateStore::open(path, name, kind, options.records.as_str()).await?),
             None => None,
         };
         let saved = state.as_ref().and_then(StateStore::state);

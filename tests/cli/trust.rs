@@ -401,7 +401,7 @@ async fn check_reports_every_source_and_exits_with_the_worst_code() {
         r.stdout
     );
     assert_eq!(r.code, 78, "{}", r.stderr);
-    assert!(r.stderr.contains("1 of 2 sources"), "{}", r.stderr);
+    assert!(r.stderr.contains("1 of 2 checks failed"), "{}", r.stderr);
 }
 
 /// Redirects to itself, forever: followed at most five times, then refused.
