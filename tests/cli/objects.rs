@@ -141,6 +141,25 @@ impl Moto {
         cmd
     }
 
+    /// Starts an export without waiting for it (stderr kept if asked).
+    fn spawn(&self, dir: &std::path::Path, args: &[&str], stderr: Stdio) -> Child {
+        self.command(dir, args)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits (up to 5 s) until some key of `bucket` ends with `suffix`.
+    async fn until_key(&self, bucket: &str, suffix: &str) {
+        for _ in 0..200 {
+            if self.keys(bucket).await.iter().any(|k| k.ends_with(suffix)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     async fn run(&self, dir: &std::path::Path, args: &[&str]) -> Run {
         let mut cmd = self.command(dir, args);
         let output = tokio::task::spawn_blocking(move || cmd.output().expect("binary runs"))
@@ -247,24 +266,9 @@ async fn a_run_killed_mid_export_leaves_no_partial_object_and_the_rerun_complete
     let server = fake(chats(24, 180), Duration::from_millis(400)).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
     let args = export(&["--state", STATE, "-o", PER_DAY]);
-    let mut first = moto
-        .command(dir.path(), &args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = moto.spawn(dir.path(), &args, Stdio::null());
     // Killed once the first day is in the bucket.
-    for _ in 0..200 {
-        if moto
-            .keys("chats")
-            .await
-            .iter()
-            .any(|k| k.ends_with(".jsonl"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    moto.until_key("chats", ".jsonl").await;
     first.kill().unwrap();
     first.wait().unwrap();
     let written = moto.keys("chats").await;
@@ -315,18 +319,8 @@ async fn two_runs_at_once_on_one_state_one_exits_75() {
     let server = fake(chats(8, 180), Duration::from_millis(600)).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
     let args = export(&["--state", STATE, "-o", PER_DAY]);
-    let mut first = moto
-        .command(dir.path(), &args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..200 {
-        if moto.get("chats", "state/hanoi.json.lock").await.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut first = moto.spawn(dir.path(), &args, Stdio::null());
+    moto.until_key("chats", ".lock").await;
     let second = moto.run(dir.path(), &args).await;
     assert_eq!(second.code, 75, "{}", second.stderr);
     assert!(
@@ -351,21 +345,11 @@ async fn a_state_changed_behind_a_runs_back_is_not_overwritten() {
     let server = fake(chats(24, 180), Duration::from_millis(300)).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
     let args = export(&["--state", STATE, "-o", PER_DAY]);
-    let mut run = moto
-        .command(dir.path(), &args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = moto.spawn(dir.path(), &args, Stdio::piped());
     // Once the run has read the (absent) state and holds the lock, another
     // writer puts a state there: what a second run would do after taking
     // over a lock it believed expired.
-    for _ in 0..200 {
-        if moto.get("chats", "state/hanoi.json.lock").await.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    moto.until_key("chats", ".lock").await;
     let theirs = r#"{"version":2,"source":"hanoi","kind":"caresoft","records":"conversations","checkpoint":"2024-03-10T00:00:00Z","recent":[],"ledger":[]}"#;
     moto.put("chats", "state/hanoi.json", theirs.to_string())
         .await;
