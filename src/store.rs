@@ -80,25 +80,37 @@ pub fn locate(text: &str) -> Result<Location> {
 
 impl Place {
     pub fn new(url: &str) -> Result<Place> {
+        Place::parse(url, false)
+    }
+
+    /// An object (`folder`: a key prefix, possibly empty) at `url`.
+    fn parse(url: &str, folder: bool) -> Result<Place> {
         let bad = |what: &str| {
             Error::usage(format!("{url}: {what}")).with_hint(
                 "object locations look like s3://BUCKET/KEY, gs://BUCKET/KEY or az://CONTAINER/KEY",
             )
         };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("not a URL"))?;
-        let (bucket, key) = rest
-            .split_once('/')
-            .ok_or_else(|| bad("no key after the bucket"))?;
-        if bucket.is_empty() || key.is_empty() || key.ends_with('/') {
+        let (bucket, key) = match rest.split_once('/') {
+            Some(split) => split,
+            None if folder => (rest, ""),
+            None => return Err(bad("no key after the bucket")),
+        };
+        if bucket.is_empty() || (!folder && (key.is_empty() || key.ends_with('/'))) {
             return Err(bad("a bucket and an object key are needed"));
         }
-        if key
-            .split('/')
-            .any(|part| part.is_empty() || part == "." || part == "..")
+        if !key.is_empty()
+            && key
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..")
         {
             return Err(bad("the key has an empty, `.` or `..` part"));
         }
-        let key = Key::parse(key).map_err(|e| bad(&e.to_string()))?;
+        let key = if key.is_empty() {
+            Key::default()
+        } else {
+            Key::parse(key).map_err(|e| bad(&e.to_string()))?
+        };
         let root = format!("{scheme}://{bucket}");
         let built: std::result::Result<Arc<dyn ObjectStore>, object_store::Error> = match scheme {
             "s3" => object_store::aws::AmazonS3Builder::from_env()
@@ -127,6 +139,26 @@ impl Place {
             store,
             key,
         })
+    }
+
+    /// A folder (a key prefix, possibly the bucket itself) whose objects
+    /// are read by name with [`Place::child`].
+    pub fn folder(url: &str) -> Result<Place> {
+        Place::parse(url.trim_end_matches('/'), true)
+    }
+
+    /// The object `name` (one plain file name) in this folder.
+    pub fn child(&self, name: &str) -> Place {
+        let key = if self.key.as_ref().is_empty() {
+            Key::from(name)
+        } else {
+            self.key.child(name)
+        };
+        Place {
+            url: format!("{}/{name}", self.url.trim_end_matches('/')),
+            store: self.store.clone(),
+            key,
+        }
     }
 
     /// The object beside this one whose key ends in `suffix` (the state's
@@ -238,6 +270,17 @@ impl Place {
         }
     }
 
+    /// How many objects are directly in this folder: a listing, which
+    /// fails on a bucket that is not there or may not be read.
+    pub async fn count(&self) -> Result<usize> {
+        let prefix = (!self.key.as_ref().is_empty()).then_some(&self.key);
+        self.store
+            .list_with_delimiter(prefix)
+            .await
+            .map(|listing| listing.objects.len())
+            .map_err(|e| self.fail("list", e))
+    }
+
     /// Removes the object (none there is fine).
     pub async fn delete(&self) -> Result<()> {
         match self.store.delete(&self.key).await {
@@ -245,6 +288,75 @@ impl Place {
             Err(e) => Err(self.fail("delete", e)),
         }
     }
+}
+
+/// Reads objects for synchronous code (a provider mapping one record
+/// reads that chat's transcript): on a thread with a runtime of its own,
+/// since the export's runtime cannot be waited on from inside it.
+pub struct BlockingReader {
+    requests: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+/// What the reader thread is asked, and answers.
+enum Job {
+    Get(Place, std::sync::mpsc::Sender<Result<Option<Vec<u8>>>>),
+    Count(Place, std::sync::mpsc::Sender<Result<usize>>),
+}
+
+impl BlockingReader {
+    pub fn new() -> Result<BlockingReader> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::config(format!("cannot start a reader for object storage: {e}")))?;
+        let (requests, incoming) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("chatdump-reader".into())
+            .spawn(move || {
+                // Ends when the reader is dropped (the channel closes).
+                for job in incoming {
+                    match job {
+                        Job::Get(place, reply) => {
+                            let got = runtime.block_on(place.get());
+                            let _ = reply.send(got.map(|o| o.map(|(bytes, _)| bytes)));
+                        }
+                        Job::Count(place, reply) => {
+                            let _ = reply.send(runtime.block_on(place.count()));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::config(format!("cannot start a reader for object storage: {e}")))?;
+        Ok(BlockingReader {
+            requests: std::sync::Mutex::new(requests),
+        })
+    }
+
+    /// The object's bytes, or None when there is none.
+    pub fn get(&self, place: &Place) -> Result<Option<Vec<u8>>> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.send(Job::Get(place.clone(), reply))?;
+        answer.recv().map_err(|_| stopped())?
+    }
+
+    /// How many objects are directly in the folder `place`.
+    pub fn count(&self, place: &Place) -> Result<usize> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.send(Job::Count(place.clone(), reply))?;
+        answer.recv().map_err(|_| stopped())?
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        self.requests
+            .lock()
+            .map_err(|_| stopped())?
+            .send(job)
+            .map_err(|_| stopped())
+    }
+}
+
+fn stopped() -> Error {
+    Error::config("the object-storage reader stopped")
 }
 
 /// Writes a small probe where outputs or a state will go (a location, or

@@ -493,3 +493,68 @@ async fn check_writes_and_removes_a_probe_where_outputs_will_go() {
         r.stdout
     );
 }
+
+#[tokio::test]
+async fn ujet_transcripts_are_read_from_a_bucket() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    moto.bucket("acme-storage").await;
+    moto.put(
+        "acme-storage",
+        "ccaip/chat-100.json",
+        crate::common::fixture("ujet/transcripts/chat-31354.json"),
+    )
+    .await;
+    let chat = |id: u32, minute: u32| {
+        serde_json::json!({"id": id, "status": "finished", "chat_type": "Messaging (WhatsApp)",
+            "updated_at": format!("2024-03-05T11:{minute:02}:00.000Z"), "agent_info": {"id": 7, "name": "Ana"}})
+    };
+    let server = crate::ujet::manager(vec![chat(100, 1), chat(101, 2)], false, |_, _| {}).await;
+    wiremock::Mock::given(wiremock::matchers::path(
+        "/manager/api/v1/settings/organization",
+    ))
+    .respond_with(wiremock::ResponseTemplate::new(200).set_body_string("{}"))
+    .mount(&server)
+    .await;
+    let dir = crate::ujet::config(
+        &server.uri(),
+        "transcripts = \"s3://acme-storage/ccaip/\"\n",
+    );
+    let args = [
+        "export",
+        "support",
+        "--records",
+        "messages",
+        "--from",
+        "2024-03-05T00:00:00Z",
+        "--to",
+        "2024-03-06T00:00:00Z",
+    ];
+    let r = moto.run(dir.path(), &args).await;
+    assert_eq!(r.code, 65, "chat 101 has none yet: {}", r.stderr);
+    let rows = jsonl(&r.stdout);
+    assert_eq!(rows.len(), 12, "{}", r.stderr);
+    assert!(rows.iter().all(|m| m["conversation_id"] == "100"));
+    assert_eq!(rows[2]["text"], "Hola, quiero cambiar mi plan 📱");
+    let rejects = std::fs::read_to_string(dir.path().join("support.rejects.jsonl")).unwrap();
+    assert!(
+        rejects.contains("s3://acme-storage/ccaip/chat-101.json"),
+        "names what it looked for: {rejects}"
+    );
+    let check = moto.run(dir.path(), &["check", "support"]).await;
+    assert!(
+        check
+            .stdout
+            .contains("transcripts: 1 files in s3://acme-storage/ccaip"),
+        "{}{}",
+        check.stdout,
+        check.stderr
+    );
+    // A bucket that is not there: `check` says so (an export would find
+    // every transcript missing).
+    let dir = crate::ujet::config(&server.uri(), "transcripts = \"s3://no-such-bucket/x\"\n");
+    let check = moto.run(dir.path(), &["check", "support"]).await;
+    assert_eq!(check.code, 78, "{}{}", check.stdout, check.stderr);
+    assert!(check.stderr.contains("NoSuchBucket"), "{}", check.stderr);
+}

@@ -254,7 +254,7 @@ async fn check_reads_the_folder_and_bad_locations_are_config_errors() {
         .lines()
         .map(|l| {
             if l.starts_with("transcripts") {
-                "transcripts = \"gs://acme-transcripts/chats\"".to_string()
+                "transcripts = \"ftp://acme.example/chats\"".to_string()
             } else {
                 l.to_string()
             }

@@ -188,19 +188,17 @@ impl Ujet {
                 raw: String::from_utf8_lossy(item).into_owned(),
                 reason: format!(
                     "chat {id} has ended but its transcript is not there yet (looked for {})",
-                    looked_for
-                        .iter()
-                        .map(|f| transcript::describe(f))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    looked_for.join(", ")
                 ),
             })),
+            // The page is read again (and the run stops if this persists),
+            // so no chat is passed over for a store's hiccup.
+            transcript::Found::Failed { file, why } => out(Parsed::Unreadable(format!(
+                "chat {id}: cannot read transcript {file}: {why}"
+            ))),
             transcript::Found::Unreadable { file, why } => out(Parsed::rejected(
                 item,
-                format!(
-                    "chat {id}: transcript {}: {why}",
-                    transcript::describe(&file)
-                ),
+                format!("chat {id}: transcript {file}: {why}"),
             )),
         }
     }
@@ -389,7 +387,8 @@ impl ChatSource for Ujet {
 }
 
 /// `transcripts` and `transcript_names`: where the platform's external
-/// storage puts chat transcripts, as a local folder.
+/// storage puts chat transcripts (a local folder, or a folder in a
+/// bucket).
 fn transcripts(table: &SourceTable<'_>, limit: usize) -> Result<Option<transcript::Transcripts>> {
     let names = table.string_list("transcript_names")?;
     let Some(location) = table.string("transcripts")? else {
@@ -399,15 +398,19 @@ fn transcripts(table: &SourceTable<'_>, limit: usize) -> Result<Option<transcrip
         return Ok(None);
     };
     let folder = match location.split_once("://") {
-        None => location.clone(),
-        Some(("file", path)) => path.to_string(),
+        None => transcript::Folder::Local(location.clone().into()),
+        Some(("file", path)) => transcript::Folder::Local(path.into()),
+        Some(_) if crate::store::is_object_url(&location) => transcript::Folder::Object {
+            place: crate::store::Place::folder(&location)
+                .map_err(|e| table.error("transcripts", &e.to_string()))?,
+            reader: crate::store::BlockingReader::new()?,
+        },
         Some((scheme, _)) => {
             return Err(table.error(
                 "transcripts",
                 &format!(
-                    "{scheme}:// locations are not read yet: copy the transcripts into a folder \
-                     (`gcloud storage rsync gs://BUCKET/FOLDER DIR`, `rclone sync`, or an SFTP mount) \
-                     and give that folder"
+                    "{scheme}:// is not a location chatdump reads: give a folder, or a gs://, s3:// or az:// URL \
+                     (or copy the transcripts into a folder: `gcloud storage rsync`, `rclone sync`, an SFTP mount)"
                 ),
             ))
         }
@@ -425,7 +428,7 @@ fn transcripts(table: &SourceTable<'_>, limit: usize) -> Result<Option<transcrip
         ));
     }
     Ok(Some(transcript::Transcripts {
-        folder: std::path::PathBuf::from(folder),
+        folder,
         names,
         limit,
     }))

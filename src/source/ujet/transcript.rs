@@ -20,7 +20,7 @@
 //!   a timestamp and who wrote it. Its exact lines are not documented: the
 //!   reader below is lenient and says what it could not read.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use chrono_tz::Tz;
@@ -31,14 +31,69 @@ use crate::model::Sender;
 use crate::source::fields;
 
 /// Where transcripts are and what they are called.
-#[derive(Debug, Clone)]
 pub struct Transcripts {
-    pub folder: PathBuf,
+    pub folder: Folder,
     /// File names with `{id}`; a name ending in `.json` is read as the
     /// JSON record, any other as the text layout.
     pub names: Vec<String>,
     /// The largest transcript read (`max_record_size`).
     pub limit: usize,
+}
+
+/// A local folder, or a folder in a bucket (`gs://BUCKET/FOLDER`, ...).
+pub enum Folder {
+    Local(PathBuf),
+    Object {
+        place: crate::store::Place,
+        reader: crate::store::BlockingReader,
+    },
+}
+
+impl Folder {
+    fn shown(&self) -> String {
+        match self {
+            Folder::Local(path) => path.display().to_string(),
+            Folder::Object { place, .. } => place.url.clone(),
+        }
+    }
+
+    /// The file `name` in the folder (its place, for messages), and what
+    /// reading it gave.
+    fn read(&self, name: &str, limit: usize) -> (String, Read) {
+        match self {
+            Folder::Local(path) => {
+                let file = path.join(name);
+                let read = match crate::safefs::read_limited(&file, limit) {
+                    Ok(Some(bytes)) => Read::Bytes(bytes),
+                    Ok(None) => Read::Missing,
+                    Err(e) => Read::Bad(e.to_string()),
+                };
+                (file.display().to_string(), read)
+            }
+            Folder::Object { place, reader } => {
+                let object = place.child(name);
+                let read = match reader.get(&object) {
+                    Ok(Some(b)) if b.len() > limit => {
+                        Read::Bad(format!("over {limit} bytes (`max_record_size`)"))
+                    }
+                    Ok(Some(bytes)) => Read::Bytes(bytes),
+                    Ok(None) => Read::Missing,
+                    Err(e) => Read::Failed(e.to_string()),
+                };
+                (object.url, read)
+            }
+        }
+    }
+}
+
+/// What reading one file of the folder gave.
+enum Read {
+    Bytes(Vec<u8>),
+    Missing,
+    /// It cannot be read as a file (not a regular file, too large).
+    Bad(String),
+    /// The store could not be asked (network, credentials).
+    Failed(String),
 }
 
 /// The documented text name, after the (assumed) JSON one.
@@ -63,11 +118,17 @@ pub enum Found {
     },
     /// None of the names exists (yet).
     Missing {
-        looked_for: Vec<PathBuf>,
+        looked_for: Vec<String>,
     },
     /// A file is there but could not be read as a transcript.
     Unreadable {
-        file: PathBuf,
+        file: String,
+        why: String,
+    },
+    /// The store could not be asked (network, credentials): nothing can
+    /// be said of this chat yet.
+    Failed {
+        file: String,
         why: String,
     },
 }
@@ -83,16 +144,16 @@ impl Transcripts {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Found::Unreadable {
-                file: self.folder.clone(),
+                file: self.folder.shown(),
                 why: format!("chat id {id:?} cannot name a transcript file"),
             };
         }
         let mut looked_for = Vec::new();
         for name in &self.names {
-            let file = self.folder.join(name.replace("{id}", id));
-            match crate::safefs::read_limited(&file, self.limit) {
-                Ok(None) => looked_for.push(file),
-                Ok(Some(bytes)) => {
+            let (file, read) = self.folder.read(&name.replace("{id}", id), self.limit);
+            match read {
+                Read::Missing => looked_for.push(file),
+                Read::Bytes(bytes) => {
                     let read = if name.ends_with(".json") {
                         read_json(&bytes)
                     } else {
@@ -105,29 +166,31 @@ impl Transcripts {
                         Err(why) => Found::Unreadable { file, why },
                     };
                 }
-                Err(e) => {
-                    return Found::Unreadable {
-                        file,
-                        why: e.to_string(),
-                    }
-                }
+                Read::Bad(why) => return Found::Unreadable { file, why },
+                Read::Failed(why) => return Found::Failed { file, why },
             }
         }
         Found::Missing { looked_for }
     }
 
-    /// Whether the folder can be listed (for `check`): how many files it
-    /// holds, or why not.
+    /// Whether the folder can be read (for `check`): it is listed, and
+    /// what it holds counted.
     pub fn check(&self) -> Result<String, String> {
-        std::fs::read_dir(&self.folder)
-            .map(|entries| {
-                format!(
-                    "transcripts: {} files in {}",
-                    entries.count(),
-                    self.folder.display()
-                )
-            })
-            .map_err(|e| format!("transcripts folder {}: {e}", self.folder.display()))
+        match &self.folder {
+            Folder::Local(path) => std::fs::read_dir(path)
+                .map(|entries| {
+                    format!(
+                        "transcripts: {} files in {}",
+                        entries.count(),
+                        path.display()
+                    )
+                })
+                .map_err(|e| format!("transcripts folder {}: {e}", path.display())),
+            Folder::Object { place, reader } => reader
+                .count(place)
+                .map(|n| format!("transcripts: {n} files in {}", place.url))
+                .map_err(|e| format!("transcripts folder {}: {e}", place.url)),
+        }
     }
 }
 
@@ -358,14 +421,10 @@ fn who_wrote(label: &str) -> (Sender, Option<String>) {
     (sender, name)
 }
 
-/// A transcript file's place, for messages.
-pub fn describe(file: &Path) -> String {
-    file.display().to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(
@@ -485,7 +544,7 @@ mod tests {
     #[test]
     fn ids_that_are_not_plain_never_name_a_file() {
         let store = Transcripts {
-            folder: PathBuf::from("/nonexistent"),
+            folder: Folder::Local(PathBuf::from("/nonexistent")),
             names: vec!["chat-{id}.json".into()],
             limit: 1024,
         };
