@@ -187,22 +187,35 @@ impl ObjectState {
             version: None,
             state: None,
         };
-        if let Some((bytes, version)) = opened.place.get().await? {
-            let text = String::from_utf8(bytes).map_err(|_| {
-                Error::config(format!("state {} is corrupt: not UTF-8", opened.place.url))
-            })?;
-            let state = state::parse(&text, &opened.place.url)?;
-            state::validate_fields(&state, &opened.place.url, source, kind, records)?;
-            if state.pending.is_some() {
-                return Err(Error::config(format!(
-                    "state {}: it names a pending local rename, which a state kept in a bucket never has",
-                    opened.place.url
-                )));
+        match opened.read(source, kind, records).await {
+            Ok(()) => Ok(opened),
+            Err(e) => {
+                // A state this run cannot use: the next run must not wait
+                // for this one's lock to expire.
+                opened.release().await;
+                Err(e)
             }
-            opened.version = Some(version);
-            opened.state = Some(state);
         }
-        Ok(opened)
+    }
+
+    /// Reads and checks the state object, if there is one.
+    async fn read(&mut self, source: &str, kind: &str, records: &str) -> Result<()> {
+        let Some((bytes, version)) = self.place.get().await? else {
+            return Ok(());
+        };
+        let url = &self.place.url;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::config(format!("state {url} is corrupt: not UTF-8")))?;
+        let state = state::parse(&text, url)?;
+        state::validate_fields(&state, url, source, kind, records)?;
+        if state.pending.is_some() {
+            return Err(Error::config(format!(
+                "state {url}: it names a pending local rename, which a state kept in a bucket never has"
+            )));
+        }
+        self.version = Some(version);
+        self.state = Some(state);
+        Ok(())
     }
 
     /// Creates the lock object, or takes over an expired one.

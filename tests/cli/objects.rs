@@ -558,3 +558,30 @@ async fn ujet_transcripts_are_read_from_a_bucket() {
     assert_eq!(check.code, 78, "{}{}", check.stdout, check.stderr);
     assert!(check.stderr.contains("NoSuchBucket"), "{}", check.stderr);
 }
+
+#[tokio::test]
+async fn a_corrupt_or_foreign_state_in_the_bucket_is_refused_and_its_lock_let_go() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    moto.bucket("chats").await;
+    let server = fake(chats(2, 180), Duration::ZERO).await;
+    let dir = caresoft_config(&server.uri(), ONE_TYPE);
+    for planted in [
+        "{not json".to_string(),
+        r#"{"version":2,"source":"other","kind":"caresoft","records":"conversations","checkpoint":"2024-03-01T00:00:00Z"}"#.to_string(),
+    ] {
+        moto.put("chats", "state/hanoi.json", planted.clone()).await;
+        let r = moto
+            .run(dir.path(), &export(&["--state", STATE, "-o", PER_DAY]))
+            .await;
+        assert_eq!(r.code, 78, "{planted}: {}", r.stderr);
+        assert!(r.stderr.contains("s3://chats/state/hanoi.json"), "{}", r.stderr);
+        assert_eq!(
+            moto.keys("chats").await,
+            ["state/hanoi.json"],
+            "nothing written, and no lock left to wait for"
+        );
+        assert_eq!(moto.get("chats", "state/hanoi.json").await.unwrap(), planted);
+    }
+}
