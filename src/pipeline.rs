@@ -719,7 +719,7 @@ impl Sink for Pipeline<'_> {
         }
         if self.remember {
             self.recent
-                .push_back((window.to, self.seen.current.iter().copied().collect()));
+                .push_back((window.to, self.seen.current.iter().collect()));
         }
         while self
             .recent
