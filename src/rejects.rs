@@ -18,6 +18,9 @@ use crate::model::Rejected;
 pub struct RejectLog {
     source: String,
     path: PathBuf,
+    /// Where the records end up, when the file is uploaded after the run
+    /// (an object beside an output in a bucket), for the message.
+    shown: Option<String>,
     append: bool,
     /// Under `--redact`, only the shape of a rejected record is kept.
     redact: bool,
@@ -38,6 +41,7 @@ impl RejectLog {
         RejectLog {
             source: source.to_string(),
             path,
+            shown: None,
             append: false,
             redact: false,
             file: None,
@@ -50,11 +54,18 @@ impl RejectLog {
         RejectLog {
             source: source.to_string(),
             path,
+            shown: None,
             append: true,
             redact: false,
             file: None,
             count: 0,
         }
+    }
+
+    /// Names where the file is uploaded to, in the message.
+    pub fn shown_as(mut self, shown: String) -> RejectLog {
+        self.shown = Some(shown);
+        self
     }
 
     pub fn redacting(mut self, redact: bool) -> RejectLog {
@@ -98,7 +109,9 @@ impl RejectLog {
                 "{} record{} could not be read; saved with the reasons to {}",
                 self.count,
                 if self.count == 1 { "" } else { "s" },
-                self.path.display()
+                self.shown
+                    .clone()
+                    .unwrap_or_else(|| self.path.display().to_string())
             ));
         }
         Ok(self.count)

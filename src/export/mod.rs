@@ -311,10 +311,12 @@ impl<'a> Exporter<'a> {
             (None, Some(p), _) => check_paths(p, None)?,
             _ => {}
         }
-        let rejects = match self.state.as_ref().and_then(StateStore::local) {
+        let rejects = match (self.state.as_ref().and_then(StateStore::local), &object) {
             // Beside the state, kept across runs: cron mail points there.
-            Some(f) => RejectLog::appending(name, with_suffix(f.path(), ".rejects.jsonl")),
-            None => RejectLog::new(name, path.as_deref()),
+            (Some(f), _) => RejectLog::appending(name, with_suffix(f.path(), ".rejects.jsonl")),
+            (None, Some(place)) => RejectLog::new(name, path.as_deref())
+                .shown_as(place.with_suffix(".rejects.jsonl").url),
+            (None, None) => RejectLog::new(name, path.as_deref()),
         }
         .redacting(self.redactor.is_some());
         let create = |path: Option<&Path>| {

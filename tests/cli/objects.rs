@@ -585,3 +585,47 @@ async fn a_corrupt_or_foreign_state_in_the_bucket_is_refused_and_its_lock_let_go
         assert_eq!(moto.get("chats", "state/hanoi.json").await.unwrap(), planted);
     }
 }
+
+#[tokio::test]
+async fn rejected_records_go_beside_the_output_object() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    moto.bucket("chats").await;
+    let mut rows = chats(2, 180);
+    rows.push(serde_json::json!({"start_time": "2024-03-01 09:00:00", "cus_name": "sin id"}));
+    let server = fake(rows, Duration::ZERO).await;
+    let dir = caresoft_config(&server.uri(), ONE_TYPE);
+    let r = moto
+        .run(
+            dir.path(),
+            &[
+                "export",
+                "hanoi",
+                "--from",
+                "2024-03-01",
+                "--to",
+                "2024-03-02",
+                "-o",
+                "s3://chats/day.jsonl",
+            ],
+        )
+        .await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("saved with the reasons to s3://chats/day.jsonl.rejects.jsonl"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        moto.keys("chats").await,
+        ["day.jsonl", "day.jsonl.rejects.jsonl"]
+    );
+    let rejects = moto.get("chats", "day.jsonl.rejects.jsonl").await.unwrap();
+    assert!(rejects.contains("sin id"), "{rejects}");
+    assert_eq!(
+        jsonl(&moto.get("chats", "day.jsonl").await.unwrap()).len(),
+        2
+    );
+}
