@@ -295,6 +295,9 @@ impl ObjectState {
     }
 
     /// Stops renewing and removes the lock, if it is still this run's.
+    /// (Between reading it and removing it, another run could take it over
+    /// only if it had expired, that is, if this run had stopped renewing
+    /// for a whole lease: its own saves would already have failed.)
     async fn release(self) {
         self.renewal.abort();
         let ours = self.held.lock().map(|h| h.lease.owner.clone()).ok();
