@@ -31,6 +31,24 @@ fn lease_length() -> Duration {
         .unwrap_or(Duration::minutes(10))
 }
 
+/// The most read of a lock object and of a state object: a lease is a
+/// few hundred bytes, a state at most some megabytes of keys; an object
+/// planted bigger is refused, not read into memory.
+const MOST_LOCK_BYTES: usize = 64 * 1024;
+const MOST_STATE_BYTES: usize = 512 << 20;
+
+/// A lock or state object too big to be chatdump's: a configuration
+/// problem (something else is at that key), not the platform's data.
+fn not_ours(e: Error) -> Error {
+    if e.kind == Kind::Data {
+        Error::config(e.to_string()).with_hint(
+            "something other than chatdump's state is at that key: choose another, or remove it",
+        )
+    } else {
+        e
+    }
+}
+
 /// An export's state, wherever it is kept.
 pub enum StateStore {
     Local(StateFile),
@@ -200,7 +218,8 @@ impl ObjectState {
 
     /// Reads and checks the state object, if there is one.
     async fn read(&mut self, source: &str, kind: &str, records: &str) -> Result<()> {
-        let Some((bytes, version)) = self.place.get().await? else {
+        let Some((bytes, version)) = self.place.get(MOST_STATE_BYTES).await.map_err(not_ours)?
+        else {
             return Ok(());
         };
         let url = &self.place.url;
@@ -228,7 +247,7 @@ impl ObjectState {
         if let Written::Done(version) = lock.put_if(lease.bytes(), None).await? {
             return Ok(version);
         }
-        let Some((bytes, version)) = lock.get().await? else {
+        let Some((bytes, version)) = lock.get(MOST_LOCK_BYTES).await.map_err(not_ours)? else {
             return Err(locked(format!(
                 "the lock {} changed while this run took it; another run is starting",
                 lock.url
@@ -301,7 +320,7 @@ impl ObjectState {
     async fn release(self) {
         self.renewal.abort();
         let ours = self.held.lock().map(|h| h.lease.owner.clone()).ok();
-        if let Ok(Some((bytes, _))) = self.lock.get().await {
+        if let Ok(Some((bytes, _))) = self.lock.get(MOST_LOCK_BYTES).await {
             let owner = serde_json::from_slice::<Lease>(&bytes)
                 .ok()
                 .map(|l| l.owner);

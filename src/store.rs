@@ -226,13 +226,20 @@ impl Place {
             .map_err(|e| self.fail("complete the upload of", e))
     }
 
-    /// The object's bytes and version, or None when there is none.
-    pub async fn get(&self) -> Result<Option<(Vec<u8>, Version)>> {
+    /// The object's bytes and version, or None when there is none. An
+    /// object over `limit` bytes is an error, refused before it is read.
+    pub async fn get(&self, limit: usize) -> Result<Option<(Vec<u8>, Version)>> {
         let got = match self.store.get(&self.key).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.fail("read", e)),
         };
+        if got.meta.size > limit as u64 {
+            return Err(Error::data(format!(
+                "{} is {} bytes, more than the {limit} chatdump reads of it",
+                self.url, got.meta.size
+            )));
+        }
         let version = UpdateVersion {
             e_tag: got.meta.e_tag.clone(),
             version: got.meta.version.clone(),
@@ -299,7 +306,11 @@ pub struct BlockingReader {
 
 /// What the reader thread is asked, and answers.
 enum Job {
-    Get(Place, std::sync::mpsc::Sender<Result<Option<Vec<u8>>>>),
+    Get(
+        Place,
+        usize,
+        std::sync::mpsc::Sender<Result<Option<Vec<u8>>>>,
+    ),
     Count(Place, std::sync::mpsc::Sender<Result<usize>>),
 }
 
@@ -316,8 +327,8 @@ impl BlockingReader {
                 // Ends when the reader is dropped (the channel closes).
                 for job in incoming {
                     match job {
-                        Job::Get(place, reply) => {
-                            let got = runtime.block_on(place.get());
+                        Job::Get(place, limit, reply) => {
+                            let got = runtime.block_on(place.get(limit));
                             let _ = reply.send(got.map(|o| o.map(|(bytes, _)| bytes)));
                         }
                         Job::Count(place, reply) => {
@@ -332,10 +343,10 @@ impl BlockingReader {
         })
     }
 
-    /// The object's bytes, or None when there is none.
-    pub fn get(&self, place: &Place) -> Result<Option<Vec<u8>>> {
+    /// The object's bytes (at most `limit`), or None when there is none.
+    pub fn get(&self, place: &Place, limit: usize) -> Result<Option<Vec<u8>>> {
         let (reply, answer) = std::sync::mpsc::channel();
-        self.send(Job::Get(place.clone(), reply))?;
+        self.send(Job::Get(place.clone(), limit, reply))?;
         answer.recv().map_err(|_| stopped())?
     }
 

@@ -567,6 +567,21 @@ async fn a_corrupt_or_foreign_state_in_the_bucket_is_refused_and_its_lock_let_go
     moto.bucket("chats").await;
     let server = fake(chats(2, 180), Duration::ZERO).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
+    // A lock object far bigger than a lease: refused, not read.
+    moto.put("chats", "state/hanoi.json.lock", "x".repeat(200_000))
+        .await;
+    let r = moto
+        .run(dir.path(), &export(&["--state", STATE, "-o", PER_DAY]))
+        .await;
+    assert_eq!(r.code, 78, "{}", r.stderr);
+    assert!(r.stderr.contains("more than the 65536"), "{}", r.stderr);
+    let r = moto
+        .http
+        .delete(moto.url("chats/state/hanoi.json.lock"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
     for planted in [
         "{not json".to_string(),
         r#"{"version":2,"source":"other","kind":"caresoft","records":"conversations","checkpoint":"2024-03-01T00:00:00Z"}"#.to_string(),

@@ -72,12 +72,11 @@ impl Folder {
             }
             Folder::Object { place, reader } => {
                 let object = place.child(name);
-                let read = match reader.get(&object) {
-                    Ok(Some(b)) if b.len() > limit => {
-                        Read::Bad(format!("over {limit} bytes (`max_record_size`)"))
-                    }
+                let read = match reader.get(&object, limit) {
                     Ok(Some(bytes)) => Read::Bytes(bytes),
                     Ok(None) => Read::Missing,
+                    // Too big: the file itself, not the store.
+                    Err(e) if e.kind == crate::error::Kind::Data => Read::Bad(e.to_string()),
                     Err(e) => Read::Failed(e.to_string()),
                 };
                 (object.url, read)
