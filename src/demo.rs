@@ -66,15 +66,16 @@ pub async fn demo(options: &Options) -> Result<()> {
         let name = format!("demo-{}", platform.name);
         let table = config.source(&name)?;
         let source = (platform.build)(&table)?;
-        let stats = run_sample(
+        let (stats, back) = run_sample(
             &*source,
             &name,
             options,
             redactor.as_ref(),
-            &mut output,
+            output,
             path.as_deref(),
         )
         .await?;
+        output = back;
         log::verbose(&format!(
             "{name}: {} {}",
             stats.records,
@@ -129,12 +130,12 @@ async fn run_sample(
     name: &str,
     options: &Options,
     redactor: Option<&Redactor>,
-    output: &mut Output,
+    mut output: Output,
     path: Option<&Path>,
-) -> Result<Stats> {
+) -> Result<(Stats, Output)> {
     if let Err(why) = source.records_supported(options.records) {
         log::verbose(&format!("{name}: skipped: {why}"));
-        return Ok(Stats::default());
+        return Ok((Stats::default(), output));
     }
     let window = sample_window().resolve(source.timezone(), source.timing().settle, Utc::now())?;
     output.set_origin(name, source.kind().as_str())?;
@@ -147,8 +148,9 @@ async fn run_sample(
         connection.settings,
         connection.max_in_flight,
     )?;
-    let (stats, _) = export::run(source, &http, window, options, output, rejects, memory).await?;
-    Ok(stats)
+    let (stats, _, output) =
+        export::run(source, &http, window, options, output, rejects, memory).await?;
+    Ok((stats, output))
 }
 
 /// Starts the sample server on a free loopback port.

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::model::{Conversation, Message, Record, Sender};
+use crate::model::{Conversation, Message, Record, Sender, Shared};
 
 /// What replaces a customer field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,15 @@ enum Class {
 }
 
 impl Class {
+    fn index(self) -> usize {
+        match self {
+            Class::Name => 0,
+            Class::Phone => 1,
+            Class::Email => 2,
+            Class::Id => 3,
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Class::Name => "name",
@@ -70,10 +79,32 @@ pub struct Redactor {
     mode: Mode,
     agents: bool,
     key: Option<Hmac<Sha256>>,
-    /// Pseudonyms computed lately: a chat repeats its customer's name and
-    /// phone on every message, and an HMAC per field per message is the
-    /// largest cost of redaction otherwise.
-    recent: RefCell<HashMap<(Class, String), String>>,
+    /// Pseudonyms computed lately, per class: a chat repeats its
+    /// customer's name and phone on every message, and an HMAC per field
+    /// per message is the largest cost of redaction otherwise. Looked up by
+    /// the value as it is and shared with the records, so a hit allocates
+    /// nothing.
+    recent: RefCell<[HashMap<Shared, Shared>; 4]>,
+    /// `[NAME]`, `[PHONE]`, `[EMAIL]`, `[ID]`, shared likewise.
+    placeholders: [Shared; 4],
+}
+
+/// A field redaction writes: a message's shared text or a conversation's
+/// own string.
+trait Slot: std::ops::Deref<Target = str> + Sized {
+    fn from_shared(text: &Shared) -> Self;
+}
+
+impl Slot for String {
+    fn from_shared(text: &Shared) -> String {
+        text.to_string()
+    }
+}
+
+impl Slot for Shared {
+    fn from_shared(text: &Shared) -> Shared {
+        text.clone()
+    }
 }
 
 /// Pseudonyms remembered; the cache starts over beyond this.
@@ -86,7 +117,9 @@ impl Redactor {
             mode,
             agents,
             key: key.map(|k| Hmac::<Sha256>::new_from_slice(k).expect("HMAC takes any key length")),
-            recent: RefCell::new(HashMap::new()),
+            recent: RefCell::new(Default::default()),
+            placeholders: [Class::Name, Class::Phone, Class::Email, Class::Id]
+                .map(|c| Shared::from(c.placeholder())),
         }
     }
 
@@ -172,30 +205,26 @@ impl Redactor {
         }
     }
 
-    fn field<T: From<String> + std::ops::Deref<Target = str>>(
-        &self,
-        slot: &mut Option<T>,
-        class: Class,
-    ) {
+    fn field<T: Slot>(&self, slot: &mut Option<T>, class: Class) {
         let Some(value) = slot.as_deref() else { return };
         *slot = match self.mode {
             Mode::Drop => None,
-            Mode::Mask => Some(T::from(class.placeholder().to_string())),
-            Mode::Hash => Some(T::from(self.cached_pseudonym(value, class))),
+            Mode::Mask => Some(T::from_shared(&self.placeholders[class.index()])),
+            Mode::Hash => Some(T::from_shared(&self.cached_pseudonym(value, class))),
         };
     }
 
-    fn cached_pseudonym(&self, value: &str, class: Class) -> String {
+    fn cached_pseudonym(&self, value: &str, class: Class) -> Shared {
         let mut recent = self.recent.borrow_mut();
-        let key = (class, value.to_string());
-        if let Some(p) = recent.get(&key) {
+        let recent = &mut recent[class.index()];
+        if let Some(p) = recent.get(value) {
             return p.clone();
         }
         if recent.len() >= RECENT_PSEUDONYMS {
             recent.clear();
         }
-        let p = self.pseudonym(value, class);
-        recent.insert(key, p.clone());
+        let p = Shared::from(self.pseudonym(value, class));
+        recent.insert(Shared::from(value), p.clone());
         p
     }
 
@@ -252,7 +281,12 @@ pub fn scrub_names(text: &str, names: &[&str]) -> Option<String> {
     if names.is_empty() {
         return None;
     }
-    let lower = text.to_lowercase();
+    // ASCII text (much chat text) lower-cases a byte at a time.
+    let lower = if text.is_ascii() {
+        text.to_ascii_lowercase()
+    } else {
+        text.to_lowercase()
+    };
     // Byte offsets carry over when lower-casing kept every character's
     // length (true of Spanish and Vietnamese); otherwise go char by char.
     if lower.len() != text.len() {

@@ -337,12 +337,12 @@ impl<'a> Exporter<'a> {
         if streaming && self.stream.is_none() {
             self.stream = Some(create(None)?);
         }
-        let output = match own.as_mut() {
+        let output = match own.take() {
             Some(out) => out,
-            None => self.stream.as_mut().expect("created above"),
+            None => self.stream.take().expect("created above"),
         };
         let memory = std::mem::take(&mut self.memory);
-        let (stats, memory) = run(
+        let (stats, memory, output) = run(
             self.source,
             &self.http,
             chunk,
@@ -352,6 +352,11 @@ impl<'a> Exporter<'a> {
             memory,
         )
         .await?;
+        if streaming {
+            self.stream = Some(output);
+        } else {
+            own = Some(output);
+        }
         self.memory = memory;
         // The records are durable (or handed to the reader) before the
         // state may say so. A file's checkpoint is saved together with the
@@ -568,10 +573,10 @@ pub async fn run(
     http: &Http,
     window: Window,
     options: &Options,
-    output: &mut Output,
+    mut output: Output,
     rejects: RejectLog,
     memory: Memory,
-) -> Result<(Stats, Memory)> {
+) -> Result<(Stats, Memory, Output)> {
     let records = options.records;
     let aggregate = records == RecordKind::Conversations && source.conversations_from_messages();
     let shape = Shape {
@@ -586,41 +591,185 @@ pub async fn run(
     } else {
         records
     };
-    let mut pipeline = Pipeline::new(shape, output, rejects, memory);
-    // What an earlier run (or chunk) could not read yet comes first.
-    let again = crate::source::Query {
-        window,
-        stream: fetch,
-        variant: 0,
-    };
-    for entry in pipeline.take_retries() {
-        let mut read = Vec::new();
-        source.parse_item(
-            &again,
-            entry.raw.as_bytes(),
-            options.include_raw,
-            &mut |p| read.push(p),
-        );
-        for item in read {
-            pipeline.retried(item, &entry)?;
+    // A platform that streams one large answer per window: parsing it keeps
+    // this thread busy, so ids, de-duplication and `seq` run on a thread of
+    // their own, fed in order (nothing in this path asks the pipeline
+    // whether a record was new, and there is no per-window context to
+    // share). Not when redacting: then the writer thread is the busiest,
+    // and a third thread only takes the two cores' time from it
+    // (BENCHMARKS.md).
+    let beside = matches!(source.paging(), crate::source::Paging::Capped { .. })
+        && !source.messages_need_conversations()
+        && memory.awaiting.is_empty()
+        && options.redact.is_none();
+    let (mut stats, memory, output, driven) = if beside {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<handover::Handed>(4);
+        let worker = std::thread::Builder::new()
+            .name("chatdump-pipeline".into())
+            .spawn(move || handover::work(shape, output, rejects, memory, receiver))
+            .map_err(|e| Error::output("cannot start the pipeline thread", e))?;
+        let mut sink = handover::Handing::new(sender);
+        let driven = drive(source, http, window, fetch, options.include_raw, &mut sink).await;
+        let closed = sink.close();
+        let worked = worker.join().map_err(|_| {
+            Error::output("the pipeline", std::io::Error::other("its thread panicked"))
+        })?;
+        // The pipeline's own failure (a full disk) explains why handing
+        // over stopped: it is the one to report.
+        let (stats, memory, output) = worked?;
+        let driven = driven?;
+        closed?;
+        (stats, memory, output, driven)
+    } else {
+        let mut pipeline = Pipeline::new(shape, &mut output, rejects, memory);
+        // What an earlier run (or chunk) could not read yet comes first.
+        let again = crate::source::Query {
+            window,
+            stream: fetch,
+            variant: 0,
+        };
+        for entry in pipeline.take_retries() {
+            let mut read = Vec::new();
+            source.parse_item(
+                &again,
+                entry.raw.as_bytes(),
+                options.include_raw,
+                &mut |p| read.push(p),
+            );
+            for item in read {
+                pipeline.retried(item, &entry)?;
+            }
         }
-    }
-    let driven = drive(
-        source,
-        http,
-        window,
-        fetch,
-        options.include_raw,
-        &mut pipeline,
-    )
-    .await?;
-    let (mut stats, memory) = pipeline.finish()?;
+        let driven = drive(
+            source,
+            http,
+            window,
+            fetch,
+            options.include_raw,
+            &mut pipeline,
+        )
+        .await?;
+        let (stats, memory) = pipeline.finish()?;
+        (stats, memory, output, driven)
+    };
     stats.windows = driven.windows;
     stats.requests = driven.requests;
     if stats.duplicates > 0 {
         log::verbose(&format!("skipped {} duplicate records", stats.duplicates));
     }
-    Ok((stats, memory))
+    Ok((stats, memory, output))
+}
+
+/// The pipeline on a thread of its own, fed through a channel.
+mod handover {
+    use std::sync::mpsc::{Receiver, SyncSender};
+
+    use crate::error::{Error, Result};
+    use crate::output::Output;
+    use crate::pipeline::{Memory, Pipeline, Shape, Stats};
+    use crate::rejects::RejectLog;
+    use crate::source::{ConversationContext, Parsed, Sink};
+    use crate::window::Window;
+
+    /// Items handed over at once: enough that the channel costs little
+    /// per record, few enough that memory stays flat.
+    const BATCH: usize = 256;
+
+    /// What the driver hands over, in the order it happened.
+    pub enum Handed {
+        Items(Vec<Parsed>),
+        BeginResponse,
+        EndWindow(Window),
+    }
+
+    /// The driver's [`Sink`]: batches what it is given for the pipeline
+    /// thread.
+    pub struct Handing {
+        sender: Option<SyncSender<Handed>>,
+        batch: Vec<Parsed>,
+    }
+
+    impl Handing {
+        pub fn new(sender: SyncSender<Handed>) -> Handing {
+            Handing {
+                sender: Some(sender),
+                batch: Vec::with_capacity(BATCH),
+            }
+        }
+
+        fn send(&mut self, handed: Handed) -> Result<()> {
+            let stopped = || Error::output("the pipeline", std::io::Error::other("it stopped"));
+            match &self.sender {
+                Some(sender) => sender.send(handed).map_err(|_| stopped()),
+                None => Err(stopped()),
+            }
+        }
+
+        fn flush(&mut self) -> Result<()> {
+            if self.batch.is_empty() {
+                return Ok(());
+            }
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+            self.send(Handed::Items(batch))
+        }
+
+        /// Hands over what is left and lets the pipeline thread finish.
+        pub fn close(mut self) -> Result<()> {
+            let flushed = self.flush();
+            self.sender = None;
+            flushed
+        }
+    }
+
+    impl Sink for Handing {
+        fn accept(&mut self, item: Parsed, _context: &ConversationContext) -> Result<bool> {
+            self.batch.push(item);
+            if self.batch.len() >= BATCH {
+                self.flush()?;
+            }
+            // Whether it was new is the pipeline thread's to know; this path
+            // never asks.
+            Ok(true)
+        }
+
+        fn begin_response(&mut self) {
+            // A failure here shows at the next item or window.
+            if self.flush().is_ok() {
+                let _ = self.send(Handed::BeginResponse);
+            }
+        }
+
+        fn end_window(&mut self, window: &Window, _context: &ConversationContext) -> Result<()> {
+            self.flush()?;
+            self.send(Handed::EndWindow(*window))
+        }
+    }
+
+    /// The pipeline thread: everything handed over, in order; then what
+    /// the run needs back.
+    pub fn work(
+        shape: Shape,
+        mut output: Output,
+        rejects: RejectLog,
+        memory: Memory,
+        receiver: Receiver<Handed>,
+    ) -> Result<(Stats, Memory, Output)> {
+        let none = ConversationContext::default();
+        let mut pipeline = Pipeline::new(shape, &mut output, rejects, memory);
+        for handed in receiver {
+            match handed {
+                Handed::Items(items) => {
+                    for item in items {
+                        pipeline.accept(item, &none)?;
+                    }
+                }
+                Handed::BeginResponse => pipeline.begin_response(),
+                Handed::EndWindow(window) => pipeline.end_window(&window, &none)?,
+            }
+        }
+        let (stats, memory) = pipeline.finish()?;
+        Ok((stats, memory, output))
+    }
 }
 
 /// The redactor `--redact` asks for, with its key from

@@ -738,3 +738,49 @@ async fn answers_that_do_not_hold_the_earliest_chats_are_split_and_nothing_is_lo
     let unique: std::collections::HashSet<&(String, String)> = asked.iter().collect();
     assert_eq!(unique.len(), asked.len(), "a range asked twice: {asked:?}");
 }
+
+/// The pipeline runs on a thread of its own for this source: a write that
+/// fails there (a full disk) still ends the run with 73 and says why, and
+/// nothing hangs.
+#[tokio::test]
+async fn a_full_disk_under_the_pipeline_thread_ends_the_run_with_73() {
+    if !std::path::Path::new("/dev/full").exists() {
+        eprintln!("SKIPPED: no /dev/full here");
+        return;
+    }
+    let server = MockServer::start().await;
+    let dir = config(&server.uri(), "record_cap = 100000\n");
+    // Enough messages that batches reach the writer (and fail there) while
+    // the answer is still being read.
+    let start = local("2024-03-05 08:00:00");
+    let chats: Vec<Value> = (0..40)
+        .map(|i| chat(&format!("f{i}"), start + chrono::Duration::minutes(i), 200))
+        .collect();
+    Mock::given(path(REPORT))
+        .respond_with(ok(chats))
+        .mount(&server)
+        .await;
+    let r = run(
+        dir.path(),
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-06",
+            "--records",
+            "messages",
+            "-o",
+            "/dev/full",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 73, "{}", r.stderr);
+    assert!(r.stderr.contains("/dev/full"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("it stopped"),
+        "the real cause: {}",
+        r.stderr
+    );
+}
