@@ -59,20 +59,35 @@ impl Respond for Report {
         let parse =
             |k: &str| chrono::NaiveDateTime::parse_from_str(&param(r, k), "%Y%m%d%H%M%S").unwrap();
         let (from, to) = (parse("date_ini"), parse("date_end"));
-        let mut left = self.cap;
-        let mut data = Vec::new();
-        for (start, chat) in &self.chats {
-            if *start < from || *start > to || left == 0 {
-                continue;
-            }
-            let mut chat = chat.clone();
-            let rows = chat["conversation"].as_array_mut().unwrap();
-            rows.truncate(left);
-            left -= rows.len();
-            data.push(chat);
-        }
-        ok(data)
+        let in_range = self
+            .chats
+            .iter()
+            .filter(|(start, _)| *start >= from && *start <= to);
+        ok(cut(in_range, self.cap)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect())
     }
+}
+
+/// `chats` in the order given, their messages cut off after `cap` in all.
+fn cut<'a>(
+    chats: impl Iterator<Item = &'a (chrono::NaiveDateTime, Value)>,
+    cap: usize,
+) -> Vec<(chrono::NaiveDateTime, Value)> {
+    let mut left = cap;
+    let mut data = Vec::new();
+    for (start, chat) in chats {
+        if left == 0 {
+            break;
+        }
+        let mut chat = chat.clone();
+        let rows = chat["conversation"].as_array_mut().unwrap();
+        rows.truncate(left);
+        left -= rows.len();
+        data.push((*start, chat));
+    }
+    data
 }
 
 fn local(s: &str) -> chrono::NaiveDateTime {
@@ -619,18 +634,7 @@ impl Respond for Subset {
             h.finish()
         };
         chosen.sort_by_key(|(_, c)| scramble(c));
-        let mut left = self.cap;
-        let mut data: Vec<(chrono::NaiveDateTime, Value)> = Vec::new();
-        for (start, chat) in chosen {
-            if left == 0 {
-                break;
-            }
-            let mut chat = chat.clone();
-            let rows = chat["conversation"].as_array_mut().unwrap();
-            rows.truncate(left);
-            left -= rows.len();
-            data.push((*start, chat));
-        }
+        let mut data = cut(chosen.into_iter(), self.cap);
         data.sort_by_key(|(start, _)| *start);
         ok(data.into_iter().map(|(_, c)| c).collect())
     }
