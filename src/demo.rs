@@ -45,6 +45,8 @@ pub async fn demo(options: &Options) -> Result<()> {
         ));
     }
     let redactor = export::redactor(options, None)?;
+    // Whatever ends the demo, its scratch folder goes with it.
+    let _scratch = Scratch;
     let addr = serve().await?;
     let started = std::time::Instant::now();
     // The samples' dates, in UTC, name the output for `{from}` / `{to}`.
@@ -83,7 +85,6 @@ pub async fn demo(options: &Options) -> Result<()> {
         ));
         total += stats.records;
     }
-    let _ = std::fs::remove_dir_all(scratch());
     let target = output.describe();
     output.commit()?;
     log::info(&format!(
@@ -92,6 +93,15 @@ pub async fn demo(options: &Options) -> Result<()> {
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// Removes the demo's scratch folder when dropped.
+struct Scratch;
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(scratch());
+    }
 }
 
 /// A folder of this demo's own for files a sample needs on disk (UJET's

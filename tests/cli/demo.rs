@@ -84,9 +84,15 @@ fn closed_stdout_pipe_ends_quietly_with_zero() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
+    let pid = child.id();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("error"), "{stderr}");
+    // The demo's scratch folder (UJET's sample transcripts) goes with it,
+    // however it ends.
+    assert!(!std::env::temp_dir()
+        .join(format!("chatdump-demo-{pid}"))
+        .exists());
 }
 
 #[tokio::test]
