@@ -53,18 +53,33 @@ fn not_ours(e: Error) -> Error {
 pub enum StateStore {
     Local(StateFile),
     Object(ObjectState),
+    /// A state in a bucket read for a dry run: no lock taken, nothing
+    /// written.
+    Peeked {
+        url: String,
+        state: Option<State>,
+    },
 }
 
 impl StateStore {
     /// Opens and locks the state at `location` (a path, `file://PATH`, or
     /// an object URL).
+    /// `read_only` (a dry run): a state in a bucket is read, not locked.
     pub async fn open(
         location: &std::path::Path,
         source: &str,
         kind: &str,
         records: &str,
+        read_only: bool,
     ) -> Result<Self> {
         match location.to_str().map(crate::store::locate).transpose()? {
+            Some(crate::store::Location::Object(place)) if read_only => {
+                let state = read_state(&place, source, kind, records).await?;
+                Ok(StateStore::Peeked {
+                    url: place.url,
+                    state: state.map(|(state, _)| state),
+                })
+            }
             Some(crate::store::Location::Object(place)) => Ok(StateStore::Object(
                 ObjectState::open(place, source, kind, records).await?,
             )),
@@ -82,6 +97,7 @@ impl StateStore {
         match self {
             StateStore::Local(f) => f.state.as_ref(),
             StateStore::Object(o) => o.state.as_ref(),
+            StateStore::Peeked { state, .. } => state.as_ref(),
         }
     }
 
@@ -90,13 +106,14 @@ impl StateStore {
         match self {
             StateStore::Local(f) => f.given().display().to_string(),
             StateStore::Object(o) => o.place.url.clone(),
+            StateStore::Peeked { url, .. } => url.clone(),
         }
     }
 
     pub fn local(&self) -> Option<&StateFile> {
         match self {
             StateStore::Local(f) => Some(f),
-            StateStore::Object(_) => None,
+            _ => None,
         }
     }
 
@@ -104,6 +121,9 @@ impl StateStore {
         match self {
             StateStore::Local(f) => f.save(next),
             StateStore::Object(o) => o.save(next).await,
+            StateStore::Peeked { url, .. } => Err(Error::usage(format!(
+                "state {url} was read for a dry run and is not written"
+            ))),
         }
     }
 
@@ -218,22 +238,10 @@ impl ObjectState {
 
     /// Reads and checks the state object, if there is one.
     async fn read(&mut self, source: &str, kind: &str, records: &str) -> Result<()> {
-        let Some((bytes, version)) = self.place.get(MOST_STATE_BYTES).await.map_err(not_ours)?
-        else {
-            return Ok(());
-        };
-        let url = &self.place.url;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| Error::config(format!("state {url} is corrupt: not UTF-8")))?;
-        let state = state::parse(&text, url)?;
-        state::validate_fields(&state, url, source, kind, records)?;
-        if state.pending.is_some() {
-            return Err(Error::config(format!(
-                "state {url}: it names a pending local rename, which a state kept in a bucket never has"
-            )));
+        if let Some((state, version)) = read_state(&self.place, source, kind, records).await? {
+            self.version = Some(version);
+            self.state = Some(state);
         }
-        self.version = Some(version);
-        self.state = Some(state);
         Ok(())
     }
 
@@ -334,6 +342,29 @@ impl ObjectState {
     pub fn place(&self) -> &Place {
         &self.place
     }
+}
+
+/// The state object at `place` and its version, checked, if there is one.
+async fn read_state(
+    place: &Place,
+    source: &str,
+    kind: &str,
+    records: &str,
+) -> Result<Option<(State, Version)>> {
+    let Some((bytes, version)) = place.get(MOST_STATE_BYTES).await.map_err(not_ours)? else {
+        return Ok(None);
+    };
+    let url = &place.url;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::config(format!("state {url} is corrupt: not UTF-8")))?;
+    let state = state::parse(&text, url)?;
+    state::validate_fields(&state, url, source, kind, records)?;
+    if state.pending.is_some() {
+        return Err(Error::config(format!(
+            "state {url}: it names a pending local rename, which a state kept in a bucket never has"
+        )));
+    }
+    Ok(Some((state, version)))
 }
 
 /// Extends the lease every third of its length while the run goes on; a

@@ -63,7 +63,7 @@ async fn export_one(
     dry_run: bool,
 ) -> Result<Stats> {
     let started = Instant::now();
-    let mut export = Exporter::open(source, name, window_args, options, redactor).await?;
+    let mut export = Exporter::open(source, name, window_args, options, redactor, dry_run).await?;
     let outcome = export_windows(&mut export, dry_run).await;
     // A lock kept in a bucket outlives the process: it is let go however
     // the run ended (one killed outright expires instead).
@@ -151,6 +151,7 @@ impl<'a> Exporter<'a> {
         window_args: &'a WindowArgs,
         options: &'a Options,
         redactor: Option<&'a Redactor>,
+        dry_run: bool,
     ) -> Result<Self> {
         let kind = source.kind().as_str();
         source
@@ -178,7 +179,9 @@ impl<'a> Exporter<'a> {
             connection.max_in_flight,
         )?;
         let state = match &options.state {
-            Some(path) => Some(StateStore::open(path, name, kind, options.records.as_str()).await?),
+            Some(path) => {
+                Some(StateStore::open(path, name, kind, options.records.as_str(), dry_run).await?)
+            }
             None => None,
         };
         let saved = state.as_ref().and_then(StateStore::state);

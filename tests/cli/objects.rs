@@ -321,6 +321,17 @@ async fn two_runs_at_once_on_one_state_one_exits_75() {
     let args = export(&["--state", STATE, "-o", PER_DAY]);
     let mut first = moto.spawn(dir.path(), &args, Stdio::null());
     moto.until_key("chats", ".lock").await;
+    // A dry run only reads: it takes no lock and goes ahead.
+    let plan = moto
+        .run(dir.path(), &[&args[..], &["--dry-run"]].concat())
+        .await;
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stdout
+            .contains("state:    s3://chats/state/hanoi.json"),
+        "{}",
+        plan.stdout
+    );
     let second = moto.run(dir.path(), &args).await;
     assert_eq!(second.code, 75, "{}", second.stderr);
     assert!(
