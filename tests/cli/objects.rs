@@ -353,14 +353,16 @@ async fn a_state_changed_behind_a_runs_back_is_not_overwritten() {
         return;
     };
     moto.bucket("chats").await;
-    let server = fake(chats(24, 180), Duration::from_millis(300)).await;
+    // Three windows of 600 ms each: a save after each.
+    let server = fake(chats(24, 180), Duration::from_millis(600)).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
     let args = export(&["--state", STATE, "-o", PER_DAY]);
     let mut run = moto.spawn(dir.path(), &args, Stdio::piped());
-    // Once the run has read the (absent) state and holds the lock, another
-    // writer puts a state there: what a second run would do after taking
-    // over a lock it believed expired.
-    moto.until_key("chats", ".lock").await;
+    // Once the run has committed its first window (it read the state long
+    // before), another writer puts a state there: what a second run would
+    // do after taking over a lock it believed expired. The run's next save
+    // must find it changed.
+    moto.until_key("chats", ".jsonl").await;
     let theirs = r#"{"version":2,"source":"hanoi","kind":"caresoft","records":"conversations","checkpoint":"2024-03-10T00:00:00Z","recent":[],"ledger":[]}"#;
     moto.put("chats", "state/hanoi.json", theirs.to_string())
         .await;
