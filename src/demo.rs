@@ -96,28 +96,35 @@ pub async fn demo(options: &Options) -> Result<()> {
 }
 
 /// Removes the demo's scratch folder when dropped.
-struct Scratch;
+pub struct Scratch;
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(scratch());
+        if let Some(Some(dir)) = SCRATCH.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
 /// A folder of this demo's own for files a sample needs on disk (UJET's
-/// transcripts), removed when the demo ends.
-fn scratch() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("chatdump-demo-{}", std::process::id()))
-}
+/// transcripts), made on first use and removed when the demo ends; None
+/// when it cannot be made (the sample then finds no files).
+static SCRATCH: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
 
-/// Writes `files` into a fresh scratch folder `name`; returns the folder.
-/// Made anew (a leftover of this process id is removed first), so nothing
-/// planted there beforehand is written through.
+/// Writes `files` into a new folder `name` of the demo's scratch folder;
+/// returns the folder. The scratch folder is new and owner-only
+/// ([`crate::safefs::private_dir`]): nothing planted beforehand under its
+/// name is written into or removed.
 pub fn scratch_folder(name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
-    let folder = scratch().join(name);
-    let _ = std::fs::remove_dir_all(&folder);
-    let made = std::fs::create_dir_all(scratch()).and_then(|()| std::fs::create_dir(&folder));
-    if made.is_ok() {
+    let scratch = SCRATCH.get_or_init(|| {
+        let name = format!("chatdump-demo-{}", std::process::id());
+        crate::safefs::private_dir(&std::env::temp_dir(), &name).ok()
+    });
+    let Some(scratch) = scratch else {
+        return std::env::temp_dir().join("chatdump-demo-unavailable");
+    };
+    let folder = scratch.join(name);
+    if std::fs::create_dir(&folder).is_ok() {
         for (file, text) in files {
             if let Ok(mut f) = crate::safefs::create_new(&folder.join(file), None) {
                 let _ = std::io::Write::write_all(&mut f, text.as_bytes());

@@ -298,7 +298,7 @@ impl<'a> Exporter<'a> {
             _ => None,
         };
         let path: Option<PathBuf> = match (&object, expanded) {
-            (Some(place), _) => Some(spool_for(place)),
+            (Some(place), _) => Some(spool_for(place)?),
             (None, Some(text)) => Some(PathBuf::from(
                 text.strip_prefix("file://").unwrap_or(&text).to_string(),
             )),
@@ -387,15 +387,18 @@ impl<'a> Exporter<'a> {
             // The object first, then the state: a run stopped between the
             // two exports the window again, to the same key.
             local.publish()?;
-            let uploaded = place.upload(spool).await;
-            let _ = std::fs::remove_file(spool);
-            uploaded?;
             let rejected = with_suffix(spool, ".rejects.jsonl");
-            if rejected.exists() {
-                let uploaded = place.with_suffix(".rejects.jsonl").upload(&rejected).await;
-                let _ = std::fs::remove_file(&rejected);
-                uploaded?;
+            let mut uploaded = place.upload(spool).await;
+            if uploaded.is_ok() && rejected.exists() {
+                uploaded = place.with_suffix(".rejects.jsonl").upload(&rejected).await;
             }
+            for file in [spool.as_path(), rejected.as_path()] {
+                let _ = std::fs::remove_file(file);
+            }
+            if let Some(dir) = spool.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+            uploaded?;
         }
         if options.follow.is_some() {
             log::verbose(&format!(
@@ -495,16 +498,21 @@ impl<'a> Exporter<'a> {
     }
 }
 
-/// A file of this run's own where an object is written before its upload;
-/// it keeps the object's name, so its format and compression are the same.
-fn spool_for(place: &Place) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// A file of this run's own where an object is written before its upload,
+/// in a new owner-only directory (nothing planted in `TMPDIR` under a name
+/// chatdump would use is written through); it keeps the object's name, so
+/// its format and compression are the same.
+fn spool_for(place: &Place) -> Result<PathBuf> {
+    let base = std::env::temp_dir();
+    let dir = crate::safefs::private_dir(&base, &format!("chatdump-spool-{}", std::process::id()))
+        .map_err(|e| {
+            Error::output(
+                format!("cannot create a spool directory in {}", base.display()),
+                e,
+            )
+        })?;
     let name = place.url.rsplit('/').next().unwrap_or("output");
-    std::env::temp_dir().join(format!(
-        "chatdump-{}-{}-{name}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ))
+    Ok(dir.join(name))
 }
 
 /// Refuses an output object that is one of the state's own objects.

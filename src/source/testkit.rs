@@ -432,6 +432,8 @@ impl Respond for FaultsThenDemo {
 /// credentials end the run with 77 at once.
 #[tokio::test]
 async fn every_provider_conforms_to_the_driver_contract() {
+    // The demo configurations write sample files (UJET's transcripts).
+    let _scratch = crate::demo::Scratch;
     for platform in crate::source::registry::PLATFORMS {
         for (faults, expect) in [
             (vec![(500, None), (429, Some("0")), (503, None)], Ok(())),
