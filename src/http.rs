@@ -167,10 +167,9 @@ pub struct Http {
     /// Requests that went to the backup host.
     backup_sent: AtomicU64,
     /// Whether this platform's answers cut at a record cap were seen to hold
-    /// the earliest records in time order (0 not known, 1 yes, 2 no): what
-    /// the driver learns once per run to spend fewer requests on capped
-    /// windows.
-    capped_in_time_order: std::sync::atomic::AtomicU8,
+    /// the earliest records in time order: what the driver learns once per
+    /// run to spend fewer requests on capped windows.
+    capped_in_time_order: std::sync::OnceLock<bool>,
     /// Every form in which this source's credentials could come back in a
     /// server's text (the values, and Basic auth's base64), to mask them.
     secrets: Vec<String>,
@@ -224,7 +223,7 @@ impl Http {
             jitter: AtomicU64::new(seed | 1),
             sent: AtomicU64::new(0),
             backup_sent: AtomicU64::new(0),
-            capped_in_time_order: std::sync::atomic::AtomicU8::new(0),
+            capped_in_time_order: std::sync::OnceLock::new(),
             secrets,
         })
     }
@@ -240,16 +239,12 @@ impl Http {
 
     /// What the run learned of capped answers: `None` until tested.
     pub fn capped_in_time_order(&self) -> Option<bool> {
-        match self.capped_in_time_order.load(Ordering::Relaxed) {
-            1 => Some(true),
-            2 => Some(false),
-            _ => None,
-        }
+        self.capped_in_time_order.get().copied()
     }
 
+    /// Learnt once: the first check's answer stands for the run.
     pub fn learn_capped_in_time_order(&self, ordered: bool) {
-        self.capped_in_time_order
-            .store(if ordered { 1 } else { 2 }, Ordering::Relaxed);
+        let _ = self.capped_in_time_order.set(ordered);
     }
 
     /// `url` moved from the primary base to the backup base, if this

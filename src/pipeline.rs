@@ -128,8 +128,6 @@ pub struct Stats {
     /// window, and details without messages. Both are kept.
     pub messages_only: u64,
     pub details_only: u64,
-    /// Elements whose data is not there yet, kept to be read again.
-    pub awaiting: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -141,7 +139,6 @@ impl std::ops::AddAssign for Stats {
         self.requests += other.requests;
         self.messages_only += other.messages_only;
         self.details_only += other.details_only;
-        self.awaiting = other.awaiting;
     }
 }
 
@@ -578,7 +575,6 @@ impl<'a> Pipeline<'a> {
         }
         let mut stats = self.stats;
         stats.rejected = self.rejects.finish()?;
-        stats.awaiting = self.awaiting.len() as u64;
         let memory = Memory {
             seen: self.seen,
             next_seq: self.next_seq,

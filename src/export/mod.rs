@@ -470,11 +470,13 @@ impl<'a> Exporter<'a> {
             plural(total.requests),
             started.elapsed().as_secs_f64()
         ));
-        if total.awaiting > 0 {
+        // What is left to read again is what the run's memory carries on.
+        let awaiting = self.memory.awaiting.len() as u64;
+        if awaiting > 0 {
             log::warn(&format!(
                 "{} {} not there yet (saved to the rejects with the reason); {}",
-                log::thousands(total.awaiting),
-                if total.awaiting == 1 {
+                log::thousands(awaiting),
+                if awaiting == 1 {
                     "record's data is"
                 } else {
                     "records' data are"

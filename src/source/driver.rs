@@ -46,21 +46,18 @@ pub async fn drive(
     // Slices overlap where a platform answers small pages and allows more
     // than one request at a time: round trips, not the rate limit, would
     // bound a run otherwise. A tail's own pages stay one after another
-    // (each starts where the last ended); its slices are independent.
-    let overlap = match source.paging() {
-        Paging::Numbered { .. } => true,
-        Paging::Tail { .. } => source.connection().max_in_flight > 1,
-        Paging::Capped { .. } | Paging::Snapshot => false,
-    };
-    // A tail keeps one request in flight: as many tails as requests allowed.
+    // (each starts where the last ended); its slices are independent, and
+    // as many run at once as requests are allowed.
     let ahead = match source.paging() {
-        Paging::Tail { .. } => source.connection().max_in_flight,
-        _ => SLICES_AHEAD,
+        Paging::Numbered { .. } => Some(SLICES_AHEAD),
+        Paging::Tail { .. } => Some(source.connection().max_in_flight).filter(|n| *n > 1),
+        Paging::Capped { .. } | Paging::Snapshot => None,
     };
-    let mut stats = if overlap {
-        drive_overlapped(source, http, window, stream, want_raw, ahead, sink).await?
-    } else {
-        drive_windows(source, http, window, stream, want_raw, sink).await?
+    let mut stats = match ahead {
+        Some(ahead) => {
+            drive_overlapped(source, http, window, stream, want_raw, ahead, sink).await?
+        }
+        None => drive_windows(source, http, window, stream, want_raw, sink).await?,
     };
     stats.requests += lookups.requests;
     Ok(stats)
@@ -767,7 +764,10 @@ async fn fetch_streamed(
         let mut scanner = Scanner::with_limit(source.items_at(), limits.record);
         let mut messages: u64 = 0;
         let mut latest_start: Option<DateTime<Utc>> = None;
-        let mut in_order: Option<Vec<ElementPrint>> = Some(Vec::new());
+        // Only a capped platform's whole answers (not collected pages) are
+        // compared by their elements' prints: no list kept for the rest.
+        let compared = page_limit.is_none() && matches!(source.paging(), Paging::Capped { .. });
+        let mut in_order: Option<Vec<ElementPrint>> = compared.then(Vec::new);
         let mut page_bytes: usize = 0;
         // Set when the sink fails (a full disk, a closed pipe): stop reading.
         let failed: RefCell<Option<Error>> = RefCell::new(None);
@@ -815,16 +815,16 @@ async fn fetch_streamed(
                 }
             });
             latest_start = latest_start.max(element_start);
-            let ordered = in_order.as_ref().is_some_and(|prints| {
-                prints.len() < MOST_PRINTS
+            if let Some(prints) = in_order.as_mut() {
+                let ordered = prints.len() < MOST_PRINTS
                     && element_start
-                        .is_some_and(|t| prints.last().is_none_or(|(last, ..)| *last <= t))
-            });
-            match (&mut in_order, element_start) {
-                (Some(prints), Some(start)) if ordered => {
-                    prints.push((start, messages - records_before, bytes.len()))
+                        .is_some_and(|t| prints.last().is_none_or(|(last, ..)| *last <= t));
+                match element_start {
+                    Some(start) if ordered => {
+                        prints.push((start, messages - records_before, bytes.len()))
+                    }
+                    _ => in_order = None,
                 }
-                _ => in_order = None,
             }
         };
         let mut outcome = Ok(());
