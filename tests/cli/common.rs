@@ -38,7 +38,11 @@ pub fn command(dir: &Path, args: &[&str]) -> Command {
 
 /// Runs the binary off the async runtime, so in-process servers keep serving.
 pub async fn run(dir: &Path, args: &[&str]) -> Run {
-    let mut cmd = command(dir, args);
+    run_command(command(dir, args)).await
+}
+
+/// [`run`] for a command with more set on it (its environment).
+pub async fn run_command(mut cmd: Command) -> Run {
     let output = tokio::task::spawn_blocking(move || cmd.output().expect("binary runs"))
         .await
         .unwrap();

@@ -161,15 +161,7 @@ impl Moto {
     }
 
     async fn run(&self, dir: &std::path::Path, args: &[&str]) -> Run {
-        let mut cmd = self.command(dir, args);
-        let output = tokio::task::spawn_blocking(move || cmd.output().expect("binary runs"))
-            .await
-            .unwrap();
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        crate::common::run_command(self.command(dir, args)).await
     }
 }
 
@@ -655,5 +647,46 @@ async fn rejected_records_go_beside_the_output_object() {
     assert_eq!(
         jsonl(&moto.get("chats", "day.jsonl").await.unwrap()).len(),
         2
+    );
+}
+
+/// A transcript object over `max_record_size` is refused before it is
+/// read (its size is known from the answer's headers): that chat is
+/// rejected, the run goes on.
+#[tokio::test]
+async fn a_transcript_object_too_big_is_refused_unread() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    moto.bucket("acme-storage").await;
+    moto.put("acme-storage", "ccaip/chat-100.json", "x".repeat(4096))
+        .await;
+    let chat = serde_json::json!({"id": 100, "status": "finished", "chat_type": "Messaging (WhatsApp)",
+        "updated_at": "2024-03-05T11:01:00.000Z"});
+    let server = crate::ujet::manager(vec![chat], false, |_, _| {}).await;
+    let dir = crate::ujet::config(
+        &server.uri(),
+        "transcripts = \"s3://acme-storage/ccaip\"\nmax_record_size = \"1KiB\"\n",
+    );
+    let r = moto
+        .run(
+            dir.path(),
+            &[
+                "export",
+                "support",
+                "--records",
+                "messages",
+                "--from",
+                "2024-03-05T00:00:00Z",
+                "--to",
+                "2024-03-06T00:00:00Z",
+            ],
+        )
+        .await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    let rejects = std::fs::read_to_string(dir.path().join("support.rejects.jsonl")).unwrap();
+    assert!(
+        rejects.contains("4096 bytes, more than the 1024"),
+        "{rejects}"
     );
 }

@@ -295,3 +295,24 @@ async fn a_transcript_that_never_comes_is_given_up_after_a_week_and_reported() {
     let state: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert!(state.get("awaiting").is_none(), "{state}");
 }
+
+/// A FIFO planted at a transcript's name: the run neither waits on it nor
+/// reads it; that chat is rejected with the reason, the others exported.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_fifo_planted_at_a_transcript_name_is_refused_not_waited_on() {
+    let server = manager(chats(), false, |_, _| {}).await;
+    let dir = setup(&server);
+    let made = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("transcripts/chat-104.json"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let r = run(dir.path(), &args(&["-o", "m.jsonl"])).await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    let rows = jsonl(&std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap());
+    assert_eq!(rows.len(), 16, "chats 100 and 101");
+    let rejects = std::fs::read_to_string(dir.path().join("m.jsonl.rejects.jsonl")).unwrap();
+    assert!(rejects.contains("chat 104: transcript"), "{rejects}");
+    assert!(rejects.contains("not a regular file"), "{rejects}");
+}

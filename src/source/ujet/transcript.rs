@@ -502,6 +502,17 @@ mod tests {
         assert!(read_json(br#"{"entries":[{"timestamp":"soon"}]}"#)
             .unwrap_err()
             .contains("timestamp"));
+        // Absurd instants: beyond what a date can hold, read as no date,
+        // never a panic or a wrapped-around year.
+        for absurd in ["1e20", "-9223372036854775808", "9223372036854775807"] {
+            let body = format!(r#"{{"entries":[{{"timestamp":{absurd},"role":"agent"}}]}}"#);
+            assert!(
+                read_json(body.as_bytes())
+                    .unwrap_err()
+                    .contains("not Unix seconds"),
+                "{absurd}"
+            );
+        }
         assert!(read_json(br#"{"entries":[]}"#).unwrap().is_empty());
         assert!(read_text("Chat 1\n-----\nno time here\n", chrono_tz::UTC).is_err());
         assert!(read_text("", chrono_tz::UTC).unwrap().is_empty());
