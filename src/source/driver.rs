@@ -13,7 +13,7 @@ use reqwest::Url;
 use super::{ChatSource, ConversationContext, DriveStats, PageInfo, Paging, Parsed, Query, Sink};
 use crate::error::{Error, Result};
 use crate::http::{display_url, read_limited, Failure, Http, Verdict};
-use crate::jsonstream::{ItemsAt, Scanner};
+use crate::jsonstream::{Element, ItemsAt, Lead, Scanner};
 use crate::log;
 use crate::model::{Record, RecordKind};
 use crate::window::Window;
@@ -762,6 +762,9 @@ async fn fetch_streamed(
             };
         }
         let mut scanner = Scanner::with_limit(source.items_at(), limits.record);
+        if source.reads_in_place(query) {
+            scanner = scanner.reading_in_place();
+        }
         let mut messages: u64 = 0;
         let mut latest_start: Option<DateTime<Utc>> = None;
         // Only a capped platform's whole answers (not collected pages) are
@@ -773,21 +776,14 @@ async fn fetch_streamed(
         let failed: RefCell<Option<Error>> = RefCell::new(None);
         // Set when an element or the page breaks the response.
         let broken: RefCell<Option<String>> = RefCell::new(None);
-        let mut on_item = |bytes: &[u8]| {
+        let mut on_element = |element: Element<'_>| -> Lead {
             if broken.borrow().is_some() || failed.borrow().is_some() {
-                return;
-            }
-            page_bytes += bytes.len();
-            if page_limit.is_some_and(|limit| page_bytes > limit) {
-                *broken.borrow_mut() = Some(format!(
-                    "a page holds more than {} bytes of records (`max_page_size`)",
-                    page_limit.unwrap_or_default()
-                ));
-                return;
+                // Walked and passed over.
+                return Lead::Declined;
             }
             let mut element_start: Option<DateTime<Utc>> = None;
             let records_before = messages;
-            source.parse_item(query, bytes, want_raw, &mut |parsed| {
+            let mut handle = |parsed: Parsed| {
                 let start = match &parsed {
                     Parsed::Record(Record::Message(m)) => m.record.sent_at,
                     Parsed::Record(Record::Conversation(c)) => c.record.started_at,
@@ -813,7 +809,32 @@ async fn fetch_streamed(
                         *failed.borrow_mut() = Some(e);
                     }
                 }
-            });
+            };
+            let length = match element {
+                Element::Whole(bytes) => {
+                    // Over the page's limit: not even parsed.
+                    if page_limit.is_none_or(|limit| page_bytes + bytes.len() <= limit) {
+                        source.parse_item(query, bytes, want_raw, &mut handle);
+                    }
+                    bytes.len()
+                }
+                Element::Leading(text) => {
+                    match source.parse_leading_item(query, text, want_raw, &mut handle) {
+                        Lead::Read(length) => length,
+                        other => return other,
+                    }
+                }
+            };
+            if page_limit.is_some_and(|limit| page_bytes + length > limit) {
+                broken.borrow_mut().get_or_insert_with(|| {
+                    format!(
+                        "a page holds more than {} bytes of records (`max_page_size`)",
+                        page_limit.unwrap_or_default()
+                    )
+                });
+                return Lead::Read(length);
+            }
+            page_bytes += length;
             latest_start = latest_start.max(element_start);
             if let Some(prints) = in_order.as_mut() {
                 let ordered = prints.len() < MOST_PRINTS
@@ -821,11 +842,12 @@ async fn fetch_streamed(
                         .is_some_and(|t| prints.last().is_none_or(|(last, ..)| *last <= t));
                 match element_start {
                     Some(start) if ordered => {
-                        prints.push((start, messages - records_before, bytes.len()))
+                        prints.push((start, messages - records_before, length))
                     }
                     _ => in_order = None,
                 }
             }
+            Lead::Read(length)
         };
         let mut outcome = Ok(());
         // Reading stops once the root value is complete: whatever a server
@@ -839,13 +861,18 @@ async fn fetch_streamed(
                     break;
                 }
             };
-            if let Err(e) = scanner.feed(&chunk, &mut on_item) {
+            if let Err(e) = scanner.feed_elements(&chunk, &mut on_element) {
                 outcome = Err(unreadable(e, !scanner.refused_as_not_json()));
                 break;
             }
             if failed.borrow().is_some() || broken.borrow().is_some() {
                 break;
             }
+        }
+        // The end of the input: a record still held is read now.
+        let mut finished = Ok(());
+        if outcome.is_ok() && failed.borrow().is_none() && broken.borrow().is_none() {
+            finished = scanner.finish_elements(&mut on_element);
         }
         // A failed write outranks whatever the response did.
         if let Some(e) = failed.into_inner() {
@@ -855,7 +882,7 @@ async fn fetch_streamed(
             return Err(unreadable(why, true));
         }
         outcome?;
-        scanner.finish().map_err(|e| unreadable(e, true))?;
+        finished.map_err(|e| unreadable(e, true))?;
         let total = match source.read_envelope(&scanner.envelope) {
             Ok(total) if scanner.envelope.has_items => total,
             Ok(_) => {

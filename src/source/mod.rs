@@ -30,7 +30,7 @@ pub use self::driver::{check, drive};
 use crate::config::{HttpSettings, SourceKind};
 use crate::error::Result;
 use crate::http::{Auth, Verdict};
-use crate::jsonstream::{Envelope, ItemsAt};
+use crate::jsonstream::{Envelope, ItemsAt, Lead};
 use crate::model::{Conversation, Record, RecordKind, Rejected};
 use crate::window::Window;
 
@@ -231,6 +231,29 @@ pub trait ChatSource {
     /// are skipped (nothing emitted); unreadable ones emitted as
     /// [`Parsed::Rejected`]. `want_raw` asks for the platform JSON.
     fn parse_item(&self, query: &Query, item: &[u8], want_raw: bool, out: &mut dyn FnMut(Parsed));
+    /// Whether the records of `query` are read in place
+    /// ([`ChatSource::parse_leading_item`]): worth it for answers of
+    /// hundreds of megabytes, where finding each record's end before
+    /// parsing it costs as much again.
+    fn reads_in_place(&self, _query: &Query) -> bool {
+        false
+    }
+    /// Reads the record at the start of `text` like
+    /// [`ChatSource::parse_item`], when `text` may run on past its end or
+    /// stop inside it: [`Lead::Read`] with its length once read;
+    /// [`Lead::Short`] when `text` stops inside it, and
+    /// [`Lead::Declined`] when it does not read (it is then handed to
+    /// `parse_item` whole, which says why). Nothing reaches `out` unless
+    /// the record was read.
+    fn parse_leading_item(
+        &self,
+        _query: &Query,
+        _text: &str,
+        _want_raw: bool,
+        _out: &mut dyn FnMut(Parsed),
+    ) -> Lead {
+        Lead::Declined
+    }
     /// Whether message rows need the window's conversations to fill their
     /// customer and agent fields (the platform's message rows lack them).
     fn messages_need_conversations(&self) -> bool {
@@ -319,21 +342,54 @@ pub mod testing {
         pub parsed: Vec<Parsed>,
     }
 
-    /// Feeds `body` in small pieces, as a network would cut it.
+    /// Feeds `body` in small pieces, as a network would cut it. A source
+    /// that reads records in place is read both ways, which must agree:
+    /// whole, and in place with every record offered from its first bytes
+    /// on (so most offers come up short first).
     pub fn parse_body<S: ChatSource>(
         source: &S,
         query: &Query,
         body: &str,
         want_raw: bool,
     ) -> Page {
-        let mut parsed = Vec::new();
-        let mut scanner = crate::jsonstream::Scanner::new(source.items_at());
-        let mut on_item =
-            |item: &[u8]| source.parse_item(query, item, want_raw, &mut |p| parsed.push(p));
-        for piece in body.as_bytes().chunks(7) {
-            scanner.feed(piece, &mut on_item).unwrap();
+        let whole = read_body(source, query, body, want_raw, false);
+        if source.reads_in_place(query) {
+            let in_place = read_body(source, query, body, want_raw, true);
+            assert_eq!(
+                format!("{:?}", (&in_place.parsed, in_place.items)),
+                format!("{:?}", (&whole.parsed, whole.items)),
+                "read in place"
+            );
         }
-        scanner.finish().unwrap();
+        whole
+    }
+
+    fn read_body<S: ChatSource>(
+        source: &S,
+        query: &Query,
+        body: &str,
+        want_raw: bool,
+        in_place: bool,
+    ) -> Page {
+        use crate::jsonstream::{Element, Lead, Scanner};
+        let mut parsed = Vec::new();
+        let mut scanner = Scanner::new(source.items_at());
+        if in_place {
+            scanner = scanner.reading_in_place().offering_from(1);
+        }
+        let mut on_element = |element: Element<'_>| match element {
+            Element::Whole(item) => {
+                source.parse_item(query, item, want_raw, &mut |p| parsed.push(p));
+                Lead::Read(item.len())
+            }
+            Element::Leading(text) => {
+                source.parse_leading_item(query, text, want_raw, &mut |p| parsed.push(p))
+            }
+        };
+        for piece in body.as_bytes().chunks(7) {
+            scanner.feed_elements(piece, &mut on_element).unwrap();
+        }
+        scanner.finish_elements(&mut on_element).unwrap();
         Page {
             envelope: source.read_envelope(&scanner.envelope),
             items: scanner.items,

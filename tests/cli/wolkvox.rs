@@ -788,3 +788,180 @@ async fn a_full_disk_under_the_pipeline_thread_ends_the_run_with_73() {
         r.stderr
     );
 }
+
+/// A loopback server answering every request with `body`, written in
+/// pieces of `piece` bytes with a pause between them, so the answer
+/// reaches the client cut at odd places (inside characters, inside
+/// records). Returns its base URL.
+fn trickled(body: Vec<u8>, piece: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let body = Arc::new(body);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(8).flatten() {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                for part in body.chunks(piece) {
+                    if stream
+                        .write_all(part)
+                        .and_then(|()| stream.flush())
+                        .is_err()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            });
+        }
+    });
+    base
+}
+
+/// Message texts that need every kind of care: several-byte characters,
+/// escapes the platform writes as `\uXXXX`, quotes and line breaks.
+fn awkward_text(chat: usize, i: usize) -> String {
+    format!(
+        "{chat}/{i} ñandú 😀 \"Bogotá\"\nsí, mañana {}",
+        "ó".repeat(i % 7)
+    )
+}
+
+/// The answer's JSON as PHP writes it: non-ASCII escaped as `\uXXXX`.
+fn php_json(value: &Value) -> Vec<u8> {
+    let mut out = String::new();
+    for c in value.to_string().chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out.into_bytes()
+}
+
+#[tokio::test]
+async fn a_large_answer_cut_anywhere_is_read_whole_in_place() {
+    // Chats from one message to several hundred: records far smaller and
+    // far larger than what is first read in place, some with raw UTF-8,
+    // some escaped.
+    let start = local("2024-03-05 08:00:00");
+    let sizes: Vec<usize> = (0..40).map(|c| [1, 3, 25, 400, 60][c % 5]).collect();
+    let chats: Vec<Value> = sizes
+        .iter()
+        .enumerate()
+        .map(|(c, &n)| {
+            let mut chat = chat(
+                &format!("b{c}"),
+                start + chrono::Duration::minutes(c as i64),
+                n,
+            );
+            for (i, row) in chat["conversation"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .enumerate()
+            {
+                row["message"] = json!(awkward_text(c, i));
+            }
+            chat
+        })
+        .collect();
+    let answer = json!({"code": 200, "error": null, "msg": "records were found", "data": chats});
+    for (body, piece) in [
+        (serde_json::to_vec(&answer).unwrap(), 4093),
+        (php_json(&answer), 1201),
+    ] {
+        assert!(body.len() > 400_000, "large enough: {}", body.len());
+        let base = trickled(body, piece);
+        let dir = config(&base, "record_cap = 100000\nwindow = \"2d\"\n");
+        let r = run(
+            dir.path(),
+            &[
+                "export",
+                "bogota",
+                "--from",
+                "2024-03-05",
+                "--to",
+                "2024-03-06",
+                "--records",
+                "messages",
+                "-o",
+                "m.jsonl",
+            ],
+        )
+        .await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let rows = jsonl(&std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap());
+        assert_eq!(rows.len(), sizes.iter().sum::<usize>());
+        let mut expected = Vec::new();
+        for (c, &n) in sizes.iter().enumerate() {
+            for i in 0..n {
+                expected.push((format!("b{c}"), i as u64, awkward_text(c, i)));
+            }
+        }
+        let got: Vec<(String, u64, String)> = rows
+            .iter()
+            .map(|m| {
+                (
+                    m["conversation_id"].as_str().unwrap().to_string(),
+                    m["seq"].as_u64().unwrap(),
+                    m["text"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(got, expected, "every message once, in order, unaltered");
+    }
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_utf8_is_refused_not_exported() {
+    let start = local("2024-03-05 08:00:00");
+    let good = serde_json::to_vec(&json!({"code": 200, "data": [chat("u1", start, 3)]})).unwrap();
+    // A Latin-1 "ó" (one byte, 0xF3) in the second chat's text.
+    let text = String::from_utf8(good).unwrap();
+    let mut body = text.replacen("]}", ",", 1).into_bytes();
+    body.truncate(body.len() - 1);
+    body.extend_from_slice(b",{\"conn_id\":\"u2\",\"conversation\":[{\"date\":\"2024-03-05 09:00:00\",\"message\":\"adi");
+    body.push(0xF3);
+    body.extend_from_slice(b"s\"}]}]}");
+    let server = MockServer::start().await;
+    Mock::given(path(REPORT))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(body))
+        .mount(&server)
+        .await;
+    let dir = config(&server.uri(), "max_retries = 1\n");
+    let r = run(
+        dir.path(),
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-06",
+            "--records",
+            "messages",
+            "-o",
+            "m.jsonl",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(r.stderr.contains("UTF-8"), "{}", r.stderr);
+    assert!(
+        !dir.path().join("m.jsonl").exists(),
+        "nothing half-exported"
+    );
+}

@@ -33,7 +33,7 @@ use super::{Client, Text, QUERY_TIME_FORMAT, SHARED_KEYS};
 use crate::config::{SourceKind, SourceTable};
 use crate::error::Result;
 use crate::http::Verdict;
-use crate::jsonstream::{Envelope, ItemsAt};
+use crate::jsonstream::{Envelope, ItemsAt, Lead};
 use crate::model::{Interner, Item, Message, Record, RecordKind};
 use crate::source::registry::{Demo, Platform};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
@@ -123,6 +123,58 @@ impl Reports {
             skills
                 .get_or_insert_with(HashMap::new)
                 .insert(id.trim().to_string(), name.to_string());
+        }
+    }
+
+    /// The message rows of one `data` element, read from `item`.
+    fn messages_of(
+        &self,
+        mut entry: Entry<'_>,
+        item: &[u8],
+        want_raw: bool,
+        out: &mut dyn FnMut(Parsed),
+    ) {
+        let zone = self.client.zone;
+        match entry.conversation.take() {
+            Some(Rows(rows)) => {
+                let raws = want_raw
+                    .then(|| serde_json::from_slice::<RawEntry>(item).ok())
+                    .flatten()
+                    .and_then(|r| r.conversation);
+                let mut shared = Interner::default();
+                for (n, mut row) in rows.into_iter().enumerate() {
+                    let raw = raws
+                        .as_ref()
+                        .and_then(|r| r.get(n))
+                        .map(|r| (*r).to_owned());
+                    let text = row.message.0.take();
+                    match message(&row, &entry, text, zone, &mut shared) {
+                        Ok(mut record) => {
+                            // Its place in the chat: `seq`, even when a
+                            // truncated answer or a repeat cut the chat.
+                            record.order_key = Some(n as i64);
+                            out(Parsed::Record(Record::Message(Item { record, raw })))
+                        }
+                        Err(reason) => {
+                            let shown = raw.as_ref().map_or(item, |r| r.get().as_bytes());
+                            out(Parsed::rejected(shown, reason))
+                        }
+                    }
+                }
+            }
+            None => match message(
+                &entry,
+                &entry,
+                entry.message.0.clone(),
+                zone,
+                &mut Interner::default(),
+            ) {
+                Ok(record) => {
+                    let raw = Parsed::raw_of(item, want_raw);
+                    out(Parsed::Record(Record::Message(Item { record, raw })))
+                }
+                Err(reason) => out(Parsed::rejected(item, reason)),
+            },
         }
     }
 
@@ -371,53 +423,39 @@ impl ChatSource for Reports {
         }
         // One UTF-8 check for the whole element is much cheaper than
         // serde_json's check of every string it meets (`from_slice`).
-        let mut entry: Entry = match std::str::from_utf8(item).map(serde_json::from_str) {
+        let entry: Entry = match std::str::from_utf8(item).map(serde_json::from_str) {
             Ok(Ok(e)) => e,
             Ok(Err(e)) => return out(Parsed::from_json_error(item, "unreadable chat", &e)),
             // JSON is UTF-8: other bytes mean a garbled response.
             Err(e) => return out(Parsed::Unreadable(format!("not UTF-8: {e}"))),
         };
-        let zone = self.client.zone;
-        match entry.conversation.take() {
-            Some(Rows(rows)) => {
-                let raws = want_raw
-                    .then(|| serde_json::from_slice::<RawEntry>(item).ok())
-                    .flatten()
-                    .and_then(|r| r.conversation);
-                let mut shared = Interner::default();
-                for (n, mut row) in rows.into_iter().enumerate() {
-                    let raw = raws
-                        .as_ref()
-                        .and_then(|r| r.get(n))
-                        .map(|r| (*r).to_owned());
-                    let text = row.message.0.take();
-                    match message(&row, &entry, text, zone, &mut shared) {
-                        Ok(mut record) => {
-                            // Its place in the chat: `seq`, even when a
-                            // truncated answer or a repeat cut the chat.
-                            record.order_key = Some(n as i64);
-                            out(Parsed::Record(Record::Message(Item { record, raw })))
-                        }
-                        Err(reason) => {
-                            let shown = raw.as_ref().map_or(item, |r| r.get().as_bytes());
-                            out(Parsed::rejected(shown, reason))
-                        }
-                    }
-                }
+        self.messages_of(entry, item, want_raw, out);
+    }
+
+    fn reads_in_place(&self, query: &Query) -> bool {
+        query.variant != SKILLS && query.stream == RecordKind::Messages
+    }
+
+    fn parse_leading_item(
+        &self,
+        query: &Query,
+        text: &str,
+        want_raw: bool,
+        out: &mut dyn FnMut(Parsed),
+    ) -> Lead {
+        if !self.reads_in_place(query) {
+            return Lead::Declined;
+        }
+        let mut entries = serde_json::Deserializer::from_str(text).into_iter::<Entry>();
+        match entries.next() {
+            Some(Ok(entry)) => {
+                let length = entries.byte_offset();
+                self.messages_of(entry, &text.as_bytes()[..length], want_raw, out);
+                Lead::Read(length)
             }
-            None => match message(
-                &entry,
-                &entry,
-                entry.message.0.clone(),
-                zone,
-                &mut Interner::default(),
-            ) {
-                Ok(record) => {
-                    let raw = Parsed::raw_of(item, want_raw);
-                    out(Parsed::Record(Record::Message(Item { record, raw })))
-                }
-                Err(reason) => out(Parsed::rejected(item, reason)),
-            },
+            Some(Err(e)) if e.is_eof() => Lead::Short,
+            // Read whole, which says what is wrong with it.
+            _ => Lead::Declined,
         }
     }
 
