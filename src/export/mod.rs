@@ -771,11 +771,7 @@ mod handover {
         let mut pipeline = Pipeline::new(shape, &mut output, rejects, memory);
         for handed in receiver {
             match handed {
-                Handed::Items(items) => {
-                    for item in items {
-                        pipeline.accept(item, &none)?;
-                    }
-                }
+                Handed::Items(items) => pipeline.accept_batch(items)?,
                 Handed::BeginResponse => pipeline.begin_response(),
                 Handed::EndWindow(window) => pipeline.end_window(&window, &none)?,
             }
