@@ -9,7 +9,12 @@
 # and the same export with --redact (issue 7: redaction must keep
 # at least 70% of the unredacted throughput).
 #
-# Usage: scripts/bench-wolkvox.sh [MB] [cap|text|escaped]
+# chatdump and limit-chat2 are run RUNS times each (default 5), taking
+# turns, and their medians compared: this shared machine's speed swings by
+# a factor of two or more from one second to the next, and a single pair
+# of runs can land on either side of a swing.
+#
+# Usage: [RUNS=5] scripts/bench-wolkvox.sh [MB] [cap|text|escaped]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mb=${1:-256}
@@ -21,33 +26,68 @@ trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 serve_chat2 "$mb" "$mix"
 wolkvox_config
 
-measure() { # label, command...
+runs=${RUNS:-5}
+
+# measure LABEL COMMAND...: one run; prints a line and appends
+# "label seconds rss_kb" to $work/runs.txt.
+measure() {
   local label=$1; shift
   /usr/bin/time -v "$@" 2> "$work/time.txt" > /dev/null
-  local wall rss
+  local wall rss secs
   wall=$(grep 'Elapsed (wall clock)' "$work/time.txt" | awk '{print $NF}')
   rss=$(grep 'Maximum resident set size' "$work/time.txt" | awk '{print $NF}')
-  local secs
   secs=$(python3 -c "p='$wall'.split(':'); print(sum(float(x)*60**i for i,x in enumerate(reversed(p))))")
-  printf '%-10s wall %6.2f s   %7.1f MB/s   peak RSS %7.1f MB\n' "$label" "$secs" \
+  printf '%-12s wall %6.2f s   %7.1f MB/s   peak RSS %7.1f MB\n' "$label" "$secs" \
     "$(python3 -c "print($size/1048576/$secs)")" "$(python3 -c "print($rss/1024)")"
+  echo "$label $secs $rss" >> "$work/runs.txt"
 }
 
-echo "response: $((size / 1048576)) MB ($mix mix), $(nproc) cores"
-measure chatdump ./target/release/chatdump --config "$work/chatdump.toml" export bench \
-  --from 2024-03-05 --to 2024-03-06 --records messages -q -o "$work/out.jsonl"
-lines=$(wc -l < "$work/out.jsonl")
-CHATDUMP_REDACT_KEY=bench-key measure redacted ./target/release/chatdump --config "$work/chatdump.toml" export bench \
-  --from 2024-03-05 --to 2024-03-06 --records messages -q --redact -o "$work/redacted.jsonl"
-echo "redacted: $(grep -c '\[PHONE\]' "$work/redacted.jsonl") messages with [PHONE], $(grep -c '\[EMAIL\]' "$work/redacted.jsonl") with [EMAIL]"
+# summary: the median of each label's runs, and the ratios the issue asks
+# for, from the medians.
+summary() {
+  python3 - "$work/runs.txt" "$size" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    label, secs, rss = line.split()
+    runs.setdefault(label, []).append((float(secs), int(rss)))
+size = int(sys.argv[2]) / 1048576
+speed = {}
+print("medians:")
+for label, rs in runs.items():
+    secs = statistics.median(s for s, _ in rs)
+    speed[label] = size / secs
+    print(f"  {label:<12} {secs:6.2f} s  {speed[label]:7.1f} MB/s  peak RSS {max(r for _, r in rs) / 1024:5.1f} MB (of {len(rs)} runs)")
+def ratio(a, b, what):
+    if a in speed and b in speed:
+        print(f"  {what}: {100 * speed[a] / speed[b]:.0f}%")
+ratio("chatdump", "limit-chat2", "chatdump / limit-chat2")
+ratio("redacted", "chatdump", "redacted / chatdump")
+if "chatdump" in speed and "jq" in speed:
+    print(f"  chatdump / jq: {speed['chatdump'] / speed['jq']:.1f}x")
+PY
+}
+
+echo "response: $((size / 1048576)) MB ($mix mix), $(nproc) cores, $runs runs each"
 # The measuring stick of issue 15, on the same response file, when the
 # shared folder beside the project has it: a single-purpose program doing the
 # same per-message work as fast as this machine allows.
 limit=../shared/bench/limit-chat2
 if [ -d "$limit" ]; then
   (cd "$limit" && cargo build --release --locked --quiet --target-dir "$OLDPWD/target/limit-chat2")
-  measure limit-chat2 ./target/limit-chat2/release/limit-chat2 --mode stream2 -o "$work/limit.jsonl" \
-    "$work/www/api/v2/reports_manager.php"
 fi
+for _ in $(seq "$runs"); do
+  measure chatdump ./target/release/chatdump --config "$work/chatdump.toml" export bench \
+    --from 2024-03-05 --to 2024-03-06 --records messages -q -o "$work/out.jsonl"
+  CHATDUMP_REDACT_KEY=bench-key measure redacted ./target/release/chatdump --config "$work/chatdump.toml" export bench \
+    --from 2024-03-05 --to 2024-03-06 --records messages -q --redact -o "$work/redacted.jsonl"
+  if [ -d "$limit" ]; then
+    measure limit-chat2 ./target/limit-chat2/release/limit-chat2 --mode stream2 -o "$work/limit.jsonl" \
+      "$work/www/api/v2/reports_manager.php"
+  fi
+done
+lines=$(wc -l < "$work/out.jsonl")
+echo "redacted: $(grep -c '\[PHONE\]' "$work/redacted.jsonl") messages with [PHONE], $(grep -c '\[EMAIL\]' "$work/redacted.jsonl") with [EMAIL]"
 measure jq sh -c "curl -s 'http://127.0.0.1:$port/api/v2/reports_manager.php' | jq -c '.data[] as \$c | \$c.conversation[] | {conn_id: \$c.conn_id, agent_name: \$c.agent_name, customer_name: \$c.customer_name} + .'"
 echo "chatdump wrote $lines messages"
+summary
