@@ -138,16 +138,24 @@ impl Held {
                 return Ok(());
             }
         }
-        match std::str::from_utf8(chunk) {
-            Ok(c) => text.push_str(c),
-            Err(e) => {
-                let (valid, rest) = chunk.split_at(e.valid_up_to());
-                if e.error_len().is_some() {
-                    return Err(offset + valid.len());
-                }
-                text.push_str(std::str::from_utf8(valid).map_err(|_| offset)?);
-                cut.extend_from_slice(rest);
+        // One pass over the chunk: its valid runs go in as they are; what
+        // is not UTF-8 is an error, unless it is the start of a character
+        // cut off at the chunk's end.
+        let end = offset + chunk.len();
+        let mut checked = offset;
+        for piece in chunk.utf8_chunks() {
+            text.push_str(piece.valid());
+            checked += piece.valid().len();
+            let invalid = piece.invalid();
+            if invalid.is_empty() {
+                continue;
             }
+            let cut_off = checked + invalid.len() == end
+                && std::str::from_utf8(invalid).is_err_and(|e| e.error_len().is_none());
+            if !cut_off {
+                return Err(checked);
+            }
+            cut.extend_from_slice(invalid);
         }
         Ok(())
     }
@@ -232,7 +240,7 @@ pub struct Scanner {
     lead_when: Option<usize>,
     /// The first offer's threshold ([`LEAD_AT_LEAST`]; tests lower it).
     lead_at_least: usize,
-    /// Next byte of `buf` to look at.
+    /// Next byte of `held` to look at.
     pos: usize,
     /// Nesting depth, outer layer and captured containers alike.
     depth: u32,
@@ -917,6 +925,53 @@ mod tests {
             .unwrap_err()
             .contains("empty"));
         assert!(split(ItemsAt::Key("data"), r#"{"data":[]} x"#, 4).is_err());
+    }
+
+    #[test]
+    fn text_held_in_place_is_utf8_checked_across_chunk_cuts() {
+        let body = "{\"data\":[{\"m\":\"a😀b\"}]}".as_bytes();
+        let emoji = body.iter().position(|&b| b == 0xF0).unwrap();
+        let mut s = Scanner::new(ItemsAt::Key("data")).reading_in_place();
+        let mut read = Vec::new();
+        let mut on_element = |e: Element<'_>| match e {
+            Element::Leading(text) => {
+                let (lead, value) = read_leading(text);
+                read.extend(value);
+                lead
+            }
+            Element::Whole(_) => Lead::Declined,
+        };
+        // The emoji's four bytes arrive in three chunks.
+        for piece in [
+            &body[..emoji + 1],
+            &body[emoji + 1..emoji + 3],
+            &body[emoji + 3..],
+        ] {
+            s.feed_elements(piece, &mut on_element).unwrap();
+        }
+        s.finish_elements(&mut on_element).unwrap();
+        assert_eq!(read, [serde_json::json!({"m": "a😀b"})]);
+
+        let mut s = Scanner::new(ItemsAt::Key("data")).reading_in_place();
+        let err = s
+            .feed_elements(b"{\"data\":[{\"m\":\"adi\xF3s\"}]}", &mut |_| {
+                Lead::Declined
+            })
+            .unwrap_err();
+        assert!(err.contains("not UTF-8 (at byte 18)"), "{err}");
+        let mut s = Scanner::new(ItemsAt::Key("data")).reading_in_place();
+        s.feed_elements(b"{\"data\":[\"\xE2\x82", &mut |_| Lead::Declined)
+            .unwrap();
+        let err = s.finish_elements(&mut |_| Lead::Declined).unwrap_err();
+        assert!(err.contains("inside a UTF-8 character"), "{err}");
+        let err = Scanner::new(ItemsAt::Root)
+            .reading_in_place()
+            .feed_elements(b"<html>\xE9t\xE9</html>", &mut |_| Lead::Declined)
+            .unwrap_err();
+        assert!(
+            err.contains("not JSON"),
+            "a Latin-1 page is still no JSON: {err}"
+        );
     }
 
     #[test]

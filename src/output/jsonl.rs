@@ -222,6 +222,8 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(crate::jsonstream::proptest_config(512))]
+
         #[test]
         fn any_string_escapes_like_serde_json(s in text()) {
             proptest::prop_assert_eq!(escaped(&s), serde_json::to_string(&s).unwrap());
