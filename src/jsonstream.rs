@@ -975,6 +975,41 @@ mod tests {
     }
 
     #[test]
+    fn read_in_place_memory_stays_bounded_and_oversized_records_are_refused() {
+        let mut s = Scanner::new(ItemsAt::Key("data")).reading_in_place();
+        let mut read = 0;
+        let mut on_element = |e: Element<'_>| match e {
+            Element::Leading(text) => {
+                let (lead, value) = read_leading(text);
+                read += usize::from(value.is_some());
+                lead
+            }
+            Element::Whole(_) => Lead::Declined,
+        };
+        s.feed_elements(b"{\"data\":[", &mut on_element).unwrap();
+        let item = format!("{{\"m\":\"{}\"}},", "ñ".repeat(50_000));
+        // Each record arrives in 7 KiB pieces: offered, short, offered again.
+        for _ in 0..50 {
+            for piece in item.as_bytes().chunks(7 << 10) {
+                s.feed_elements(piece, &mut on_element).unwrap();
+            }
+            assert!(s.held.len() < 3 * item.len(), "held {}", s.held.len());
+        }
+        s.feed_elements(b"{}]}", &mut on_element).unwrap();
+        s.finish_elements(&mut on_element).unwrap();
+        assert_eq!(read, 51);
+
+        let mut s = Scanner::with_limit(ItemsAt::Key("data"), 1000).reading_in_place();
+        s.feed_elements(br#"{"data":[{"m":""#, &mut |_| Lead::Short)
+            .unwrap();
+        let err = (0..20)
+            .find_map(|_| s.feed_elements(&[b'x'; 100], &mut |_| Lead::Short).err())
+            .expect("refused");
+        assert!(err.contains("max_record_size"), "{err}");
+        assert!(s.held.len() < 1200);
+    }
+
+    #[test]
     fn memory_stays_bounded_by_one_item() {
         let mut s = Scanner::new(ItemsAt::Key("data"));
         s.feed(b"{\"data\":[", &mut |_| {}).unwrap();
