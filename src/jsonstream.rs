@@ -943,6 +943,25 @@ mod tests {
     }
 
     #[test]
+    fn a_character_cut_off_at_a_chunks_end_is_found() {
+        for (bytes, cut) in [
+            (&b""[..], 0),
+            (b"abc", 0),
+            ("é".as_bytes(), 0),
+            (b"a\xC3", 1),
+            (b"\xE2\x82", 2),
+            (b"\xF0\x9F\x98", 3),
+            ("😀".as_bytes(), 0),
+            // Not a character's start: left to the check, which refuses it.
+            (b"\xFF", 0),
+            (b"\x80\x80\x80\x80", 0),
+            (b"\xE2A", 0),
+        ] {
+            assert_eq!(cut_off_at_end(bytes), cut, "{bytes:?}");
+        }
+    }
+
+    #[test]
     fn text_held_in_place_is_utf8_checked_across_chunk_cuts() {
         let body = "{\"data\":[{\"m\":\"a😀b\"}]}".as_bytes();
         let emoji = body.iter().position(|&b| b == 0xF0).unwrap();
