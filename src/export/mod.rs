@@ -604,17 +604,17 @@ pub async fn run(
     } else {
         records
     };
-    // A platform that streams one large answer per window: parsing it keeps
-    // this thread busy, so ids, de-duplication and `seq` run on a thread of
-    // their own, fed in order (nothing in this path asks the pipeline
-    // whether a record was new, and there is no per-window context to
-    // share). Not when redacting: then the writer thread is the busiest,
-    // and a third thread only takes the two cores' time from it
-    // (BENCHMARKS.md).
-    let beside = matches!(source.paging(), crate::source::Paging::Capped { .. })
+    // A platform that streams one large answer per window: nothing in this
+    // path asks the pipeline whether a record was new, and there is no
+    // per-window context to share, so records go to it in batches (its key
+    // lookups then overlap). Parsing the answer keeps this thread busy, so
+    // ids, de-duplication and `seq` run on a thread of their own, fed in
+    // order. Not when redacting: then the writer thread is busy too, and a
+    // third thread only takes the two cores' time from it (BENCHMARKS.md).
+    let batched = matches!(source.paging(), crate::source::Paging::Capped { .. })
         && !source.messages_need_conversations()
-        && memory.awaiting.is_empty()
-        && options.redact.is_none();
+        && memory.awaiting.is_empty();
+    let beside = batched && options.redact.is_none();
     let (mut stats, memory, output, driven) = if beside {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<handover::Handed>(4);
         let worker = std::thread::Builder::new()
@@ -632,6 +632,15 @@ pub async fn run(
         let (stats, memory, output) = worked?;
         let driven = driven?;
         closed?;
+        (stats, memory, output, driven)
+    } else if batched {
+        let mut pipeline = Pipeline::new(shape, &mut output, rejects, memory);
+        let mut sink = handover::Batching::new(&mut pipeline);
+        let driven = drive(source, http, window, fetch, options.include_raw, &mut sink).await;
+        // A failed write explains why the drive stopped: it comes first.
+        sink.close()?;
+        let driven = driven?;
+        let (stats, memory) = pipeline.finish()?;
         (stats, memory, output, driven)
     } else {
         let mut pipeline = Pipeline::new(shape, &mut output, rejects, memory);
@@ -755,6 +764,64 @@ mod handover {
         fn end_window(&mut self, window: &Window, _context: &ConversationContext) -> Result<()> {
             self.flush()?;
             self.send(Handed::EndWindow(*window))
+        }
+    }
+
+    /// The driver's [`Sink`] when the pipeline runs on the same thread:
+    /// batches what it is given for [`Pipeline::accept_batch`].
+    pub struct Batching<'p, 'o> {
+        pipeline: &'p mut Pipeline<'o>,
+        batch: Vec<Parsed>,
+        /// A failure met where the driver cannot be told at once.
+        failed: Option<Error>,
+    }
+
+    impl<'p, 'o> Batching<'p, 'o> {
+        pub fn new(pipeline: &'p mut Pipeline<'o>) -> Self {
+            Batching {
+                pipeline,
+                batch: Vec::with_capacity(BATCH),
+                failed: None,
+            }
+        }
+
+        fn flush(&mut self) -> Result<()> {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+            if self.batch.is_empty() {
+                return Ok(());
+            }
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+            self.pipeline.accept_batch(batch)
+        }
+
+        /// Hands over what is left.
+        pub fn close(mut self) -> Result<()> {
+            self.flush()
+        }
+    }
+
+    impl Sink for Batching<'_, '_> {
+        fn accept(&mut self, item: Parsed, _context: &ConversationContext) -> Result<bool> {
+            self.batch.push(item);
+            if self.batch.len() >= BATCH {
+                self.flush()?;
+            }
+            // As with the pipeline thread: this path never asks.
+            Ok(true)
+        }
+
+        fn begin_response(&mut self) {
+            match self.flush() {
+                Ok(()) => self.pipeline.begin_response(),
+                Err(e) => self.failed = Some(e),
+            }
+        }
+
+        fn end_window(&mut self, window: &Window, context: &ConversationContext) -> Result<()> {
+            self.flush()?;
+            self.pipeline.end_window(window, context)
         }
     }
 
