@@ -10,11 +10,12 @@
 # at least 70% of the unredacted throughput).
 #
 # chatdump and limit-chat2 are run RUNS times each (default 5), taking
-# turns, and their medians compared: this shared machine's speed swings by
-# a factor of two or more from one second to the next, and a single pair
-# of runs can land on either side of a swing.
+# turns, and jq JQ_RUNS times (default 3; it takes a dozen seconds a run),
+# and their medians compared: this shared machine's speed swings by a
+# factor of two or more from one second to the next, and a single pair of
+# runs can land on either side of a swing.
 #
-# Usage: [RUNS=5] scripts/bench-wolkvox.sh [MB] [cap|text|escaped]
+# Usage: [RUNS=5] [JQ_RUNS=3] scripts/bench-wolkvox.sh [MB] [cap|text|escaped]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mb=${1:-256}
@@ -88,6 +89,8 @@ for _ in $(seq "$runs"); do
 done
 lines=$(wc -l < "$work/out.jsonl")
 echo "redacted: $(grep -c '\[PHONE\]' "$work/redacted.jsonl") messages with [PHONE], $(grep -c '\[EMAIL\]' "$work/redacted.jsonl") with [EMAIL]"
-measure jq sh -c "curl -s 'http://127.0.0.1:$port/api/v2/reports_manager.php' | jq -c '.data[] as \$c | \$c.conversation[] | {conn_id: \$c.conn_id, agent_name: \$c.agent_name, customer_name: \$c.customer_name} + .'"
+for _ in $(seq "${JQ_RUNS:-3}"); do
+  measure jq sh -c "curl -s 'http://127.0.0.1:$port/api/v2/reports_manager.php' | jq -c '.data[] as \$c | \$c.conversation[] | {conn_id: \$c.conn_id, agent_name: \$c.agent_name, customer_name: \$c.customer_name} + .'"
+done
 echo "chatdump wrote $lines messages"
 summary
