@@ -78,6 +78,9 @@ pub enum Lead {
     Declined,
 }
 
+/// A byte-order mark, which some servers put first.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// How much text from a record's start a first try at reading it in place
 /// waits for: most records fit, so few tries come up short, and one that
 /// does waits for twice as much before the next.
@@ -336,6 +339,14 @@ impl Scanner {
         self
     }
 
+    /// The error for an input that does not even start like JSON, showing
+    /// how it starts.
+    fn refuse_as_not_json(&mut self, start: &[u8]) -> String {
+        self.not_json = true;
+        let preview = String::from_utf8_lossy(&start[..start.len().min(40)]);
+        format!("the response is not JSON (it starts with {preview:?})")
+    }
+
     /// Whether the last error was that the input is not JSON at all, as
     /// opposed to JSON that is broken or cut.
     pub fn refused_as_not_json(&self) -> bool {
@@ -365,12 +376,9 @@ impl Scanner {
         if let Err(offset) = self.held.append(chunk) {
             // Still say so if it is no JSON at all (an HTML error page).
             if !self.started {
-                let preview = String::from_utf8_lossy(&chunk[..chunk.len().min(40)]);
-                if !preview.trim_start().starts_with(['{', '[', '\u{feff}']) {
-                    self.not_json = true;
-                    return Err(format!(
-                        "the response is not JSON (it starts with {preview:?})"
-                    ));
+                let start = chunk.trim_ascii_start();
+                if !start.starts_with(b"{") && !start.starts_with(b"[") && !start.starts_with(BOM) {
+                    return Err(self.refuse_as_not_json(start));
                 }
             }
             return Err(format!(
@@ -504,12 +512,8 @@ impl Scanner {
                     }
                     _ => {
                         let held = self.held.bytes();
-                        let preview =
-                            String::from_utf8_lossy(&held[i..held.len().min(i + 40)]).into_owned();
-                        self.not_json = true;
-                        return Err(format!(
-                            "the response is not JSON (it starts with {preview:?})"
-                        ));
+                        let start = held[i..held.len().min(i + 40)].to_vec();
+                        return Err(self.refuse_as_not_json(&start));
                     }
                 }
             }

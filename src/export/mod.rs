@@ -621,7 +621,7 @@ pub async fn run(
             .name("chatdump-pipeline".into())
             .spawn(move || handover::work(shape, output, rejects, memory, receiver))
             .map_err(|e| Error::output("cannot start the pipeline thread", e))?;
-        let mut sink = handover::Handing::new(sender);
+        let mut sink = handover::Batching::new(sender);
         let driven = drive(source, http, window, fetch, options.include_raw, &mut sink).await;
         let closed = sink.close();
         let worked = worker.join().map_err(|_| {
@@ -704,82 +704,39 @@ mod handover {
         EndWindow(Window),
     }
 
-    /// The driver's [`Sink`]: batches what it is given for the pipeline
-    /// thread.
-    pub struct Handing {
-        sender: Option<SyncSender<Handed>>,
-        batch: Vec<Parsed>,
+    /// Where batches go: the pipeline thread's channel, or the pipeline
+    /// itself when it runs on the driver's thread.
+    pub trait Receiving {
+        fn take(&mut self, handed: Handed) -> Result<()>;
     }
 
-    impl Handing {
-        pub fn new(sender: SyncSender<Handed>) -> Handing {
-            Handing {
-                sender: Some(sender),
-                batch: Vec::with_capacity(BATCH),
-            }
-        }
-
-        fn send(&mut self, handed: Handed) -> Result<()> {
-            let stopped = || Error::output("the pipeline", std::io::Error::other("it stopped"));
-            match &self.sender {
-                Some(sender) => sender.send(handed).map_err(|_| stopped()),
-                None => Err(stopped()),
-            }
-        }
-
-        fn flush(&mut self) -> Result<()> {
-            if self.batch.is_empty() {
-                return Ok(());
-            }
-            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-            self.send(Handed::Items(batch))
-        }
-
-        /// Hands over what is left and lets the pipeline thread finish.
-        pub fn close(mut self) -> Result<()> {
-            let flushed = self.flush();
-            self.sender = None;
-            flushed
+    impl Receiving for SyncSender<Handed> {
+        fn take(&mut self, handed: Handed) -> Result<()> {
+            self.send(handed)
+                .map_err(|_| Error::output("the pipeline", std::io::Error::other("it stopped")))
         }
     }
 
-    impl Sink for Handing {
-        fn accept(&mut self, item: Parsed, _context: &ConversationContext) -> Result<bool> {
-            self.batch.push(item);
-            if self.batch.len() >= BATCH {
-                self.flush()?;
-            }
-            // Whether it was new is the pipeline thread's to know; this path
-            // never asks.
-            Ok(true)
-        }
-
-        fn begin_response(&mut self) {
-            // A failure here shows at the next item or window.
-            if self.flush().is_ok() {
-                let _ = self.send(Handed::BeginResponse);
-            }
-        }
-
-        fn end_window(&mut self, window: &Window, _context: &ConversationContext) -> Result<()> {
-            self.flush()?;
-            self.send(Handed::EndWindow(*window))
+    impl Receiving for &mut Pipeline<'_> {
+        fn take(&mut self, handed: Handed) -> Result<()> {
+            apply(self, handed)
         }
     }
 
-    /// The driver's [`Sink`] when the pipeline runs on the same thread:
-    /// batches what it is given for [`Pipeline::accept_batch`].
-    pub struct Batching<'p, 'o> {
-        pipeline: &'p mut Pipeline<'o>,
+    /// The driver's [`Sink`] for a path that never asks whether a record
+    /// was new: batches what it is given, in order, for
+    /// [`Pipeline::accept_batch`].
+    pub struct Batching<T: Receiving> {
+        to: T,
         batch: Vec<Parsed>,
         /// A failure met where the driver cannot be told at once.
         failed: Option<Error>,
     }
 
-    impl<'p, 'o> Batching<'p, 'o> {
-        pub fn new(pipeline: &'p mut Pipeline<'o>) -> Self {
+    impl<T: Receiving> Batching<T> {
+        pub fn new(to: T) -> Self {
             Batching {
-                pipeline,
+                to,
                 batch: Vec::with_capacity(BATCH),
                 failed: None,
             }
@@ -793,35 +750,55 @@ mod handover {
                 return Ok(());
             }
             let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-            self.pipeline.accept_batch(batch)
+            self.to.take(Handed::Items(batch))
         }
 
-        /// Hands over what is left.
+        /// Hands over what is left (a pipeline thread finishes once its
+        /// channel is dropped with this).
         pub fn close(mut self) -> Result<()> {
             self.flush()
         }
     }
 
-    impl Sink for Batching<'_, '_> {
+    impl<T: Receiving> Sink for Batching<T> {
         fn accept(&mut self, item: Parsed, _context: &ConversationContext) -> Result<bool> {
             self.batch.push(item);
             if self.batch.len() >= BATCH {
                 self.flush()?;
             }
-            // As with the pipeline thread: this path never asks.
+            // Whether it was new is the pipeline's to know; this path never
+            // asks.
             Ok(true)
         }
 
         fn begin_response(&mut self) {
-            match self.flush() {
-                Ok(()) => self.pipeline.begin_response(),
-                Err(e) => self.failed = Some(e),
+            // A failure here shows at the next item or window.
+            if let Err(e) = self
+                .flush()
+                .and_then(|()| self.to.take(Handed::BeginResponse))
+            {
+                self.failed = Some(e);
             }
         }
 
-        fn end_window(&mut self, window: &Window, context: &ConversationContext) -> Result<()> {
+        fn end_window(&mut self, window: &Window, _context: &ConversationContext) -> Result<()> {
+            // No per-window context on this path (see `run`).
             self.flush()?;
-            self.pipeline.end_window(window, context)
+            self.to.take(Handed::EndWindow(*window))
+        }
+    }
+
+    /// What the pipeline does with one thing handed over.
+    fn apply(pipeline: &mut Pipeline<'_>, handed: Handed) -> Result<()> {
+        match handed {
+            Handed::Items(items) => pipeline.accept_batch(items),
+            Handed::BeginResponse => {
+                pipeline.begin_response();
+                Ok(())
+            }
+            Handed::EndWindow(window) => {
+                pipeline.end_window(&window, &ConversationContext::default())
+            }
         }
     }
 
@@ -834,14 +811,9 @@ mod handover {
         memory: Memory,
         receiver: Receiver<Handed>,
     ) -> Result<(Stats, Memory, Output)> {
-        let none = ConversationContext::default();
         let mut pipeline = Pipeline::new(shape, &mut output, rejects, memory);
         for handed in receiver {
-            match handed {
-                Handed::Items(items) => pipeline.accept_batch(items)?,
-                Handed::BeginResponse => pipeline.begin_response(),
-                Handed::EndWindow(window) => pipeline.end_window(&window, &none)?,
-            }
+            apply(&mut pipeline, handed)?;
         }
         let (stats, memory) = pipeline.finish()?;
         Ok((stats, memory, output))

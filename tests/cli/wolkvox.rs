@@ -90,6 +90,26 @@ fn cut<'a>(
     data
 }
 
+/// `export bogota` of 2024-03-05's messages to `output`.
+async fn export_day_messages(dir: &std::path::Path, output: &str) -> crate::common::Run {
+    run(
+        dir,
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-06",
+            "--records",
+            "messages",
+            "-o",
+            output,
+        ],
+    )
+    .await
+}
+
 fn local(s: &str) -> chrono::NaiveDateTime {
     chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap()
 }
@@ -255,22 +275,7 @@ async fn a_minute_over_the_cap_stops_with_65_naming_it() {
         })
         .mount(&server)
         .await;
-    let r = run(
-        dir.path(),
-        &[
-            "export",
-            "bogota",
-            "--from",
-            "2024-03-05",
-            "--to",
-            "2024-03-06",
-            "--records",
-            "messages",
-            "-o",
-            "m.jsonl",
-        ],
-    )
-    .await;
+    let r = export_day_messages(dir.path(), "m.jsonl").await;
     assert_eq!(r.code, 65, "{}", r.stderr);
     assert!(
         r.stderr.contains("2024-03-05T15:30:"),
@@ -363,22 +368,7 @@ async fn simultaneous_requests_error_waits_and_retries() {
         )
         .mount(&server)
         .await;
-    let r = run(
-        dir.path(),
-        &[
-            "export",
-            "bogota",
-            "--from",
-            "2024-03-05",
-            "--to",
-            "2024-03-06",
-            "--records",
-            "messages",
-            "-o",
-            "m.jsonl",
-        ],
-    )
-    .await;
+    let r = export_day_messages(dir.path(), "m.jsonl").await;
     // The flat fixture holds one unreadable row: exported rest, exit 65.
     assert_eq!(r.code, 65, "{}", r.stderr);
     let rows = jsonl(&std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap());
@@ -764,22 +754,7 @@ async fn a_full_disk_under_the_pipeline_thread_ends_the_run_with_73() {
         .respond_with(ok(chats))
         .mount(&server)
         .await;
-    let r = run(
-        dir.path(),
-        &[
-            "export",
-            "bogota",
-            "--from",
-            "2024-03-05",
-            "--to",
-            "2024-03-06",
-            "--records",
-            "messages",
-            "-o",
-            "/dev/full",
-        ],
-    )
-    .await;
+    let r = export_day_messages(dir.path(), "/dev/full").await;
     assert_eq!(r.code, 73, "{}", r.stderr);
     assert!(r.stderr.contains("/dev/full"), "{}", r.stderr);
     assert!(
@@ -886,22 +861,7 @@ async fn a_large_answer_cut_anywhere_is_read_whole_in_place() {
         assert!(body.len() > 400_000, "large enough: {}", body.len());
         let base = trickled(body, piece);
         let dir = config(&base, "record_cap = 100000\nwindow = \"2d\"\n");
-        let r = run(
-            dir.path(),
-            &[
-                "export",
-                "bogota",
-                "--from",
-                "2024-03-05",
-                "--to",
-                "2024-03-06",
-                "--records",
-                "messages",
-                "-o",
-                "m.jsonl",
-            ],
-        )
-        .await;
+        let r = export_day_messages(dir.path(), "m.jsonl").await;
         assert_eq!(r.code, 0, "{}", r.stderr);
         let rows = jsonl(&std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap());
         assert_eq!(rows.len(), sizes.iter().sum::<usize>());
@@ -942,22 +902,7 @@ async fn an_answer_that_is_not_utf8_is_refused_not_exported() {
         .mount(&server)
         .await;
     let dir = config(&server.uri(), "max_retries = 1\n");
-    let r = run(
-        dir.path(),
-        &[
-            "export",
-            "bogota",
-            "--from",
-            "2024-03-05",
-            "--to",
-            "2024-03-06",
-            "--records",
-            "messages",
-            "-o",
-            "m.jsonl",
-        ],
-    )
-    .await;
+    let r = export_day_messages(dir.path(), "m.jsonl").await;
     assert_eq!(r.code, 65, "{}", r.stderr);
     assert!(r.stderr.contains("UTF-8"), "{}", r.stderr);
     assert!(
