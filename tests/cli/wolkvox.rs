@@ -976,3 +976,102 @@ async fn a_redacted_capped_backfill_is_the_plain_one_scrubbed() {
         assert!(full.stderr.contains("/dev/full"), "{}", full.stderr);
     }
 }
+
+/// A hostile answer: one chat nested a hundred thousand levels deep. It
+/// overflows no stack (not read in place, not walked recursively): it is
+/// one rejected record, kept whole in the rejects file, and the chat
+/// beside it is exported (65: not everything could be read).
+#[tokio::test]
+async fn a_chat_nested_beyond_any_parser_depth_is_rejected_without_a_crash() {
+    let deep = format!(
+        "{{\"conn_id\":\"d1\",\"conversation\":{}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let good = chat("g1", local("2024-03-05 08:00:00"), 2).to_string();
+    let body = format!("{{\"code\":200,\"data\":[{good},{deep}]}}");
+    let server = MockServer::start().await;
+    Mock::given(path(REPORT))
+        .respond_with(ResponseTemplate::new(200).set_body_string(body))
+        .mount(&server)
+        .await;
+    let dir = config(&server.uri(), "max_retries = 0\n");
+    let r = export_day_messages(dir.path(), "m.jsonl").await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    let rows = jsonl(&std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap());
+    assert_eq!(rows.len(), 2, "the good chat");
+    assert!(rows.iter().all(|m| m["conversation_id"] == "g1"));
+    let rejects =
+        jsonl(&std::fs::read_to_string(dir.path().join("m.jsonl.rejects.jsonl")).unwrap());
+    assert_eq!(rejects.len(), 1);
+    assert_eq!(
+        rejects[0]["raw"].as_str().map(str::len),
+        Some(deep.len()),
+        "kept whole"
+    );
+}
+
+/// An absurd record: one chat larger than `max_record_size`. It is refused
+/// before it is held whole, read in place or not, and nothing is written.
+#[tokio::test]
+async fn a_chat_over_max_record_size_is_refused_before_it_is_held() {
+    let big = chat("b1", local("2024-03-05 08:00:00"), 400);
+    let server = MockServer::start().await;
+    Mock::given(path(REPORT))
+        .respond_with(ok(vec![big]))
+        .mount(&server)
+        .await;
+    let dir = config(
+        &server.uri(),
+        "max_retries = 0\nmax_record_size = \"4KiB\"\n",
+    );
+    let r = export_day_messages(dir.path(), "m.jsonl").await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(r.stderr.contains("max_record_size"), "{}", r.stderr);
+    assert!(!dir.path().join("m.jsonl").exists());
+}
+
+/// A planted file: a symlink where a redacted export's rejects go (its
+/// records reach the pipeline in batches on the reading thread). The link
+/// is not followed: exit 73, its target untouched, nothing exported.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_symlink_planted_at_the_rejects_of_a_redacted_export_is_not_followed() {
+    let rows = vec![
+        chat("r1", local("2024-03-05 08:00:00"), 2),
+        // A flat row without `conn_id`: rejected.
+        json!({"date": "2024-03-05 09:00:00", "message": "hola"}),
+    ];
+    let server = MockServer::start().await;
+    Mock::given(path(REPORT))
+        .respond_with(ok(rows))
+        .mount(&server)
+        .await;
+    let dir = config(&server.uri(), "");
+    let d = dir.path();
+    let victim = d.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, d.join("m.jsonl.rejects.jsonl")).unwrap();
+    let mut cmd = command(
+        d,
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-06",
+            "--records",
+            "messages",
+            "--redact",
+            "-o",
+            "m.jsonl",
+        ],
+    );
+    cmd.env("CHATDUMP_REDACT_KEY", "a key");
+    let r = run_command(cmd).await;
+    assert_eq!(r.code, 73, "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(!d.join("m.jsonl").exists(), "nothing exported");
+}
