@@ -202,13 +202,24 @@ pub fn sender(from: Option<&str>) -> Sender {
     let Some(from) = from else {
         return Sender::Unknown;
     };
-    let lower = from.trim().to_ascii_lowercase();
-    match lower.as_str() {
-        "agent" | "agente" | "asesor" => Sender::Agent,
-        "customer" | "cliente" | "client" | "user" | "usuario" => Sender::Customer,
-        "system" | "sistema" => Sender::System,
-        s if s.contains("bot") => Sender::Bot,
-        _ => Sender::Unknown,
+    // Compared without making a lower-case copy: this runs once per
+    // message.
+    let from = from.trim();
+    let is = |names: &[&str]| names.iter().any(|n| from.eq_ignore_ascii_case(n));
+    if is(&["agent", "agente", "asesor"]) {
+        Sender::Agent
+    } else if is(&["customer", "cliente", "client", "user", "usuario"]) {
+        Sender::Customer
+    } else if is(&["system", "sistema"]) {
+        Sender::System
+    } else if from
+        .as_bytes()
+        .windows(3)
+        .any(|w| w.eq_ignore_ascii_case(b"bot"))
+    {
+        Sender::Bot
+    } else {
+        Sender::Unknown
     }
 }
 
@@ -340,6 +351,12 @@ mod tests {
         assert_eq!(sender(Some("AGENT")), Sender::Agent);
         assert_eq!(sender(Some("customer")), Sender::Customer);
         assert_eq!(sender(Some("CHAT BOT")), Sender::Bot);
+        assert_eq!(sender(Some(" Cliente\t")), Sender::Customer);
+        assert_eq!(sender(Some("SISTEMA")), Sender::System);
+        assert_eq!(sender(Some("Asesor")), Sender::Agent);
+        assert_eq!(sender(Some("WhatsappBoT")), Sender::Bot);
+        assert_eq!(sender(Some("agents")), Sender::Unknown);
+        assert_eq!(sender(Some("bo")), Sender::Unknown);
         assert_eq!(sender(Some("supervisor")), Sender::Unknown);
         assert_eq!(sender(None), Sender::Unknown);
     }

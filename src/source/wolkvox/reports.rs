@@ -34,7 +34,7 @@ use crate::config::{SourceKind, SourceTable};
 use crate::error::Result;
 use crate::http::Verdict;
 use crate::jsonstream::{Envelope, ItemsAt, Lead};
-use crate::model::{Interner, Item, Message, Record, RecordKind};
+use crate::model::{Interner, Item, Message, Record, RecordKind, Shared};
 use crate::source::registry::{Demo, Platform};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::{format_in_zone, parse_platform_time, Window};
@@ -135,20 +135,21 @@ impl Reports {
         out: &mut dyn FnMut(Parsed),
     ) {
         let zone = self.client.zone;
+        let mut shared = Interner::default();
+        let chat = ChatFields::of(&entry, &mut shared);
         match entry.conversation.take() {
             Some(Rows(rows)) => {
                 let raws = want_raw
                     .then(|| serde_json::from_slice::<RawEntry>(item).ok())
                     .flatten()
                     .and_then(|r| r.conversation);
-                let mut shared = Interner::default();
                 for (n, mut row) in rows.into_iter().enumerate() {
                     let raw = raws
                         .as_ref()
                         .and_then(|r| r.get(n))
                         .map(|r| (*r).to_owned());
                     let text = row.message.0.take();
-                    match message(&row, &entry, text, zone, &mut shared) {
+                    match message(&row, &chat, text, zone, &mut shared) {
                         Ok(mut record) => {
                             // Its place in the chat: `seq`, even when a
                             // truncated answer or a repeat cut the chat.
@@ -162,13 +163,7 @@ impl Reports {
                     }
                 }
             }
-            None => match message(
-                &entry,
-                &entry,
-                entry.message.0.clone(),
-                zone,
-                &mut Interner::default(),
-            ) {
+            None => match message(&entry, &chat, entry.message.0.clone(), zone, &mut shared) {
                 Ok(record) => {
                     let raw = Parsed::raw_of(item, want_raw);
                     out(Parsed::Record(Record::Message(Item { record, raw })))
@@ -297,49 +292,83 @@ struct RawEntry<'a> {
     conversation: Option<Vec<&'a RawValue>>,
 }
 
-/// Maps one message row; `chat` holds the chat-level fields (the row itself
-/// in the flat shape). `shared` hands out the texts a chat repeats.
-fn message(
-    row: &Entry<'_>,
-    chat: &Entry<'_>,
-    text: Option<Cow<'_, str>>,
-    zone: Tz,
-    shared: &mut Interner,
-) -> Result<Message, String> {
-    let conversation_id = chat
-        .conn_id
-        .get()
-        .or_else(|| row.conn_id.get())
-        .ok_or("conn_id is missing")?;
-    let sent_at = match row.date.get() {
-        Some(d) => parse_platform_time(d, zone).map_err(|e| format!("date: {e}"))?,
-        None => None,
-    };
-    let channel = row.channel.get().or(chat.channel.get()).map(|c| {
+/// What a chat gives each of its messages, shared once per chat rather
+/// than looked up again for every message (a chat has about twenty).
+struct ChatFields {
+    conversation_id: Option<Shared>,
+    channel: Option<Shared>,
+    agent_name: Option<Shared>,
+    customer_id: Option<Shared>,
+    customer_name: Option<Shared>,
+    customer_phone: Option<Shared>,
+}
+
+impl ChatFields {
+    fn of(chat: &Entry<'_>, shared: &mut Interner) -> ChatFields {
+        ChatFields {
+            conversation_id: shared.share_opt(chat.conn_id.get()),
+            channel: channel(&chat.channel, shared),
+            agent_name: shared.share_opt(chat.agent_name.get()),
+            customer_id: shared.share_opt(chat.customer_id.get()),
+            customer_name: shared.share_opt(chat.customer_name.get()),
+            customer_phone: shared.share_opt(chat.customer_phone.get()),
+        }
+    }
+}
+
+/// A channel as the records name it: lower case.
+fn channel(text: &Text<'_>, shared: &mut Interner) -> Option<Shared> {
+    text.get().map(|c| {
         if c.bytes().any(|b| b.is_ascii_uppercase()) {
             shared.share(&c.to_ascii_lowercase())
         } else {
             shared.share(c)
         }
-    });
+    })
+}
+
+/// Maps one message row; `chat` holds the chat-level fields (those of the
+/// row itself in the flat shape), which a row's own value overrides, except
+/// the chat's id. `shared` hands out the texts a chat repeats.
+fn message(
+    row: &Entry<'_>,
+    chat: &ChatFields,
+    text: Option<Cow<'_, str>>,
+    zone: Tz,
+    shared: &mut Interner,
+) -> Result<Message, String> {
+    let conversation_id = match &chat.conversation_id {
+        Some(id) => id.clone(),
+        None => shared.share(row.conn_id.get().ok_or("conn_id is missing")?),
+    };
+    let sent_at = match row.date.get() {
+        Some(d) => parse_platform_time(d, zone).map_err(|e| format!("date: {e}"))?,
+        None => None,
+    };
+    let own_or_chat = |own: &Text<'_>, of_chat: &Option<Shared>, shared: &mut Interner| match own
+        .get()
+    {
+        Some(value) => Some(shared.share(value)),
+        None => of_chat.clone(),
+    };
     Ok(Message {
-        conversation_id: shared.share(conversation_id),
+        conversation_id,
         message_id: None,
         seq: 0,
         sent_at,
         sender: super::sender(row.from.get()),
         sender_name: shared.share_opt(row.from_name.get()),
         recipient_name: shared.share_opt(row.to_name.get()),
-        channel,
+        channel: channel(&row.channel, shared).or_else(|| chat.channel.clone()),
         // Kept exactly as sent: HTML links and inline base64 images included.
         // (Text with escapes was already unescaped into a string of its
         // own: it moves, with no second copy.)
         text: text.map(Cow::into_owned),
         agent_id: None,
-        agent_name: shared.share_opt(chat.agent_name.get()),
-        customer_id: shared.share_opt(row.customer_id.get().or(chat.customer_id.get())),
-        customer_name: shared.share_opt(chat.customer_name.get()),
-        customer_phone: shared.share_opt(row.customer_phone.get().or(chat.customer_phone.get())),
+        agent_name: chat.agent_name.clone(),
+        customer_id: own_or_chat(&row.customer_id, &chat.customer_id, shared),
+        customer_name: chat.customer_name.clone(),
+        customer_phone: own_or_chat(&row.customer_phone, &chat.customer_phone, shared),
         sentiment: shared.share_opt(row.feeling.get()),
         order_key: None,
     })
