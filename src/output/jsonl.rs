@@ -134,7 +134,7 @@ fn string(w: &mut impl Write, s: &str) -> io::Result<()> {
     let bytes = s.as_bytes();
     w.write_all(b"\"")?;
     let mut clean_from = 0;
-    while let Some(at) = next_to_escape(bytes, clean_from) {
+    while let Some(at) = crate::jsonstream::plain_run_end(bytes, clean_from) {
         w.write_all(&bytes[clean_from..at])?;
         let b = bytes[at];
         match b {
@@ -155,33 +155,6 @@ fn string(w: &mut impl Write, s: &str) -> io::Result<()> {
     }
     w.write_all(&bytes[clean_from..])?;
     w.write_all(b"\"")
-}
-
-/// The offset of the first byte from `from` on that JSON must escape: `"`,
-/// `\\`, or a control character below 0x20.
-fn next_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut i = from;
-    while let Some(word) = bytes.get(i..i + 8) {
-        let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        // The usual "has a zero byte" test, for each of the three: its
-        // lowest flagged byte is exactly the first match (flags above a
-        // match can be false, below one never).
-        let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v;
-        let control = word.wrapping_sub(ONES * 0x20) & !word;
-        let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
-        let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
-        let flags = (control | quote | backslash) & HIGH;
-        if flags != 0 {
-            return Some(i + (flags.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    let tail = bytes.get(i..)?;
-    tail.iter()
-        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
-        .map(|p| i + p)
 }
 
 #[cfg(test)]

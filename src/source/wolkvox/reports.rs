@@ -39,6 +39,9 @@ use crate::source::registry::{Demo, Platform};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::{format_in_zone, parse_platform_time, Window};
 
+mod quick;
+use quick::Quick;
+
 pub const KEYS: &[&str] = &["window", "record_cap", "settle", "lookback", "enrich"];
 pub static PLATFORM: Platform = Platform {
     name: "wolkvox",
@@ -226,8 +229,10 @@ fn enrichments(table: &SourceTable<'_>) -> Result<(bool, bool)> {
 }
 
 /// One element of `data`: a chat with its `conversation` (nested shape), or
-/// a single message row (flat shape). The same fields serve both.
-#[derive(Deserialize)]
+/// a single message row (flat shape). The same fields serve both. (Most are
+/// read by [`quick`]; a new field must be added there too.)
+#[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Entry<'a> {
     #[serde(borrow, default)]
     conn_id: Text<'a>,
@@ -260,6 +265,7 @@ struct Entry<'a> {
 /// A chat's messages. Read into a list sized for a typical chat at once:
 /// growing it one doubling at a time copied every message row several
 /// times, per chat.
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Rows<'a>(Vec<Entry<'a>>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Rows<'a> {
@@ -474,6 +480,14 @@ impl ChatSource for Reports {
     ) -> Lead {
         if !self.reads_in_place(query) {
             return Lead::Declined;
+        }
+        match quick::read_chat(text) {
+            Quick::Read(entry, length) => {
+                self.messages_of(entry, &text.as_bytes()[..length], want_raw, out);
+                return Lead::Read(length);
+            }
+            Quick::Short => return Lead::Short,
+            Quick::GiveUp => {}
         }
         let mut entries = serde_json::Deserializer::from_str(text).into_iter::<Entry>();
         match entries.next() {
