@@ -144,7 +144,7 @@ pub type Shared = std::sync::Arc<str>;
 pub struct Message {
     pub conversation_id: Shared,
     /// The platform's id; when absent the pipeline derives a stable digest.
-    pub message_id: Option<String>,
+    pub message_id: Option<MessageId>,
     pub seq: u32,
     pub sent_at: Option<DateTime<Utc>>,
     pub sender: Sender,
@@ -196,7 +196,7 @@ impl Message {
     /// Stable digest of (conversation_id, sent_at, sender, text, occurrence),
     /// the basis of `message_id` when the platform has none (the README's
     /// "Records"). `occurrence` tells two identical messages in the same second
-    /// apart. Rendered by [`digest_id`].
+    /// apart. Kept as [`MessageId::Digest`].
     pub fn digest(&self, occurrence: u32) -> u128 {
         let mut h = Sha256::new();
         h.update(self.conversation_id.as_bytes());
@@ -333,16 +333,58 @@ impl FromIterator<u128> for DigestSet {
 pub type DigestMap<V> =
     std::collections::HashMap<u128, V, std::hash::BuildHasherDefault<DigestHasher>>;
 
-/// The `message_id` text of a digest: `d:` and 32 lowercase hex digits.
-pub fn digest_id(digest: u128) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(34);
-    id.push_str("d:");
-    for b in digest.to_be_bytes() {
-        id.push(HEX[usize::from(b >> 4)] as char);
-        id.push(HEX[usize::from(b & 15)] as char);
+/// A message's id: the platform's own, or the digest the pipeline derives
+/// when it has none. A digest is kept as its 16 bytes and spelled out only
+/// when written: an export of millions of messages then makes no string
+/// for each.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MessageId {
+    Platform(String),
+    Digest([u8; 16]),
+}
+
+impl MessageId {
+    pub fn digest(digest: u128) -> MessageId {
+        MessageId::Digest(digest.to_be_bytes())
     }
-    id
+
+    /// The id as written: the platform's, or `d:` and 32 lowercase hex
+    /// digits.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            MessageId::Platform(id) => std::borrow::Cow::Borrowed(id),
+            MessageId::Digest(digest) => {
+                std::borrow::Cow::Owned(digest_text(digest).as_str().to_string())
+            }
+        }
+    }
+}
+
+impl From<String> for MessageId {
+    fn from(id: String) -> MessageId {
+        MessageId::Platform(id)
+    }
+}
+
+/// The text of a digest id, `d:` and 32 lowercase hex digits, made on the
+/// stack.
+pub struct DigestText([u8; 34]);
+
+impl DigestText {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("ASCII")
+    }
+}
+
+pub fn digest_text(digest: &[u8; 16]) -> DigestText {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 34];
+    text[..2].copy_from_slice(b"d:");
+    for (i, b) in digest.iter().enumerate() {
+        text[2 + 2 * i] = HEX[usize::from(b >> 4)];
+        text[3 + 2 * i] = HEX[usize::from(b & 15)];
+    }
+    DigestText(text)
 }
 
 /// A normalized record plus, for `--include-raw`, the platform's JSON.
@@ -378,6 +420,8 @@ pub struct Rejected {
 pub enum Cell<'a> {
     Null,
     Str(&'a str),
+    /// A digest `message_id`, spelled out by the writer.
+    Digest(&'a [u8; 16]),
     Int(i64),
     Time(DateTime<Utc>),
 }
@@ -429,7 +473,11 @@ impl Message {
     pub fn cells(&self) -> [Cell<'_>; 15] {
         [
             Cell::Str(&self.conversation_id),
-            s(&self.message_id),
+            match &self.message_id {
+                None => Cell::Null,
+                Some(MessageId::Platform(id)) => Cell::Str(id),
+                Some(MessageId::Digest(digest)) => Cell::Digest(digest),
+            },
             Cell::Int(i64::from(self.seq)),
             t(self.sent_at),
             Cell::Str(self.sender.as_str()),
@@ -496,12 +544,13 @@ mod tests {
             ..m.clone()
         };
         assert_ne!(m.digest(0), other.digest(0));
-        let id = digest_id(m.digest(0));
-        assert!(id.starts_with("d:"));
-        assert_eq!(id.len(), 34);
+        let id = MessageId::digest(m.digest(0));
+        assert!(id.text().starts_with("d:"));
+        assert_eq!(id.text().len(), 34);
         assert_eq!(
-            digest_id(0xab << 120 | 1),
-            format!("d:ab{}01", "0".repeat(28))
+            MessageId::digest(0xab << 120 | 0xf1).text(),
+            format!("d:ab{}f1", "0".repeat(28))
         );
+        assert_eq!(MessageId::from("zl-1".to_string()).text(), "zl-1");
     }
 }

@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::error::Result;
 use crate::log;
 use crate::model::{
-    digest_id, sip_digest128, Conversation, DigestMap, DigestSet, Item, Message, Record,
+    sip_digest128, Conversation, DigestMap, DigestSet, Item, Message, MessageId, Record,
     RecordKind, Sender, Shared,
 };
 use crate::output::Output;
@@ -480,7 +480,8 @@ impl<'a> Pipeline<'a> {
     /// de-duplication key (the digest itself, when it is one).
     fn assign_id(&mut self, m: &mut Message) -> u128 {
         if let Some(id) = &m.message_id {
-            return self.seen.key(&[&m.conversation_id, id]);
+            let id = id.text();
+            return self.seen.key(&[&m.conversation_id, &id]);
         }
         if self.messages_in_order && self.occurrence_scope != m.conversation_id {
             self.occurrences.clear();
@@ -490,7 +491,7 @@ impl<'a> Pipeline<'a> {
         let n = self.occurrences.entry(base).or_insert(0);
         let digest = if *n == 0 { base } else { m.digest(*n) };
         *n += 1;
-        m.message_id = Some(digest_id(digest));
+        m.message_id = Some(MessageId::digest(digest));
         digest
     }
 

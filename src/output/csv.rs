@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use crate::model::{Cell, Record, RecordKind};
+use crate::model::{digest_text, Cell, Record, RecordKind};
 use crate::output::Render;
 
 const BUFFER: usize = 64 * 1024;
@@ -58,6 +58,10 @@ impl<W: Write> CsvWriter<W> {
                 &self.scratch
             }
             Cell::Str(s) => s,
+            Cell::Digest(d) => {
+                self.scratch.push_str(digest_text(d).as_str());
+                &self.scratch
+            }
             Cell::Int(n) => {
                 let _ = write!(self.scratch, "{n}");
                 &self.scratch

@@ -4,7 +4,7 @@
 
 use std::io::{self, BufWriter, Write};
 
-use crate::model::{Cell, Record, CONVERSATION_COLUMNS, MESSAGE_COLUMNS};
+use crate::model::{digest_text, Cell, Record, CONVERSATION_COLUMNS, MESSAGE_COLUMNS};
 use crate::output::Render;
 
 const BUFFER: usize = 64 * 1024;
@@ -82,6 +82,12 @@ fn fields(
         match *cell {
             Cell::Null => w.write_all(b"null")?,
             Cell::Str(s) => string(w, s)?,
+            Cell::Digest(d) => {
+                // Letters and digits only: no escaping needed.
+                w.write_all(b"\"")?;
+                w.write_all(digest_text(d).as_str().as_bytes())?;
+                w.write_all(b"\"")?;
+            }
             Cell::Int(n) => write!(w, "{n}")?,
             Cell::Time(t) => {
                 // Digits and separators only: no escaping needed.

@@ -30,7 +30,7 @@ use crate::config::{SourceKind, SourceTable};
 use crate::error::{Kind, Result};
 use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
-use crate::model::{Conversation, Item, Message, Record, RecordKind, Sender};
+use crate::model::{Conversation, Item, Message, MessageId, Record, RecordKind, Sender};
 use crate::source::registry::{Demo, Platform};
 use crate::source::{fields, ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::window::{format_in_zone, Window};
@@ -261,7 +261,9 @@ impl Caresoft {
         };
         Ok(Some(Message {
             conversation_id: id.into(),
-            message_id: fields::text(row.get("msg_id")).or_else(|| fields::text(row.get("id"))),
+            message_id: fields::text(row.get("msg_id"))
+                .or_else(|| fields::text(row.get("id")))
+                .map(MessageId::from),
             seq: 0,
             sent_at,
             sender,
@@ -662,7 +664,10 @@ mod tests {
         let attachment: Value = serde_json::from_str(msgs[3].text.as_deref().unwrap()).unwrap();
         assert_eq!(attachment["type"], "image");
         assert_eq!(msgs[1].sent_at, Some(utc("2024-03-02T06:55:19Z")));
-        assert_eq!(msgs[1].message_id.as_deref(), Some("zl-8812"));
+        assert_eq!(
+            msgs[1].message_id,
+            Some(MessageId::Platform("zl-8812".into()))
+        );
     }
 
     #[test]

@@ -351,12 +351,11 @@ fn message(
         Some(d) => parse_platform_time(d, zone).map_err(|e| format!("date: {e}"))?,
         None => None,
     };
-    let own_or_chat = |own: &Text<'_>, of_chat: &Option<Shared>, shared: &mut Interner| match own
-        .get()
-    {
-        Some(value) => Some(shared.share(value)),
-        None => of_chat.clone(),
-    };
+    let own_or_chat =
+        |own: &Text<'_>, of_chat: &Option<Shared>, shared: &mut Interner| match own.get() {
+            Some(value) => Some(shared.share(value)),
+            None => of_chat.clone(),
+        };
     Ok(Message {
         conversation_id,
         message_id: None,

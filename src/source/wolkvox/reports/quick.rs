@@ -490,9 +490,21 @@ mod tests {
 
     fn key() -> impl Strategy<Value = String> {
         prop::sample::select(vec![
-            "conn_id", "agent_name", "customer_name", "channel", "from", "from_name",
-            "to_name", "date", "message", "customer_id", "customer_phone", "feeling",
-            "other", "conversation", "mess\\u0061ge",
+            "conn_id",
+            "agent_name",
+            "customer_name",
+            "channel",
+            "from",
+            "from_name",
+            "to_name",
+            "date",
+            "message",
+            "customer_id",
+            "customer_phone",
+            "feeling",
+            "other",
+            "conversation",
+            "mess\\u0061ge",
         ])
         .prop_map(str::to_string)
     }
@@ -502,7 +514,8 @@ mod tests {
     }
 
     fn object(depth: u32) -> BoxedStrategy<String> {
-        let member = (space(), key(), space(), value()).prop_map(|(s, k, t, v)| format!("{s}\"{k}\"{t}:{v}"));
+        let member = (space(), key(), space(), value())
+            .prop_map(|(s, k, t, v)| format!("{s}\"{k}\"{t}:{v}"));
         let rows = if depth == 0 {
             Just(None).boxed()
         } else {
