@@ -25,10 +25,19 @@ use memchr::memchr2;
 /// The offset of the first byte from `from` on that cannot stand for itself
 /// inside a JSON string: `"`, `\\`, or a control character below 0x20. The
 /// writer must escape these, and a reader's run of plain text ends at one.
+/// Every byte of every string read or written passes through here.
 pub fn plain_run_end(bytes: &[u8], from: usize) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 processor
+    // has it (and the block only reads through bounds-checked slices).
+    let mut i = match unsafe { plain_run_end_sse2(bytes, from) } {
+        Ok(found) => return Some(found),
+        Err(i) => i,
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let mut i = from;
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut i = from;
     while let Some(word) = bytes.get(i..i + 8) {
         let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
         // The usual "has a zero byte" test, for each of the three: its
@@ -48,6 +57,37 @@ pub fn plain_run_end(bytes: &[u8], from: usize) -> Option<usize> {
     tail.iter()
         .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
         .map(|p| i + p)
+}
+
+/// [`plain_run_end`] sixteen bytes at a time: the offset found, or where
+/// fewer than sixteen bytes are left to look at.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn plain_run_end_sse2(bytes: &[u8], from: usize) -> Result<usize, usize> {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_set_epi64x,
+    };
+    let quote = _mm_set1_epi8(b'"' as i8);
+    let backslash = _mm_set1_epi8(b'\\' as i8);
+    let below_space = _mm_set1_epi8(0x1f);
+    let mut i = from;
+    while let Some(block) = bytes.get(i..i + 16) {
+        let half = |at: usize| i64::from_le_bytes(block[at..at + 8].try_into().expect("8"));
+        let v = _mm_set_epi64x(half(8), half(0));
+        // A control character: the larger of it and 0x1f (unsigned) is 0x1f.
+        let control = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
+        let stops = _mm_or_si128(
+            control,
+            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+        );
+        let mask = _mm_movemask_epi8(stops);
+        if mask != 0 {
+            return Ok(i + mask.trailing_zeros() as usize);
+        }
+        i += 16;
+    }
+    Err(i)
 }
 
 /// Where a response keeps its records.
@@ -1245,6 +1285,28 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(super::proptest_config(512))]
+
+        /// The block-at-a-time scan finds the first quote, backslash or
+        /// control character from any offset, as a byte-by-byte look does.
+        #[test]
+        fn plain_run_end_finds_the_first_stop(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => proptest::sample::select(b"abc \xc3\xa1~\x7f\x80\xff".to_vec()),
+                    1 => proptest::sample::select(b"\"\\\x00\x1f\x20\n".to_vec()),
+                ],
+                0..80,
+            ),
+            from in 0usize..90,
+        ) {
+            let expected = bytes
+                .iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, &b)| b < 0x20 || b == b'"' || b == b'\\')
+                .map(|(at, _)| at);
+            proptest::prop_assert_eq!(plain_run_end(&bytes, from), expected);
+        }
 
         /// Valid responses, cut into random chunks: the same records as
         /// serde_json reads, and every strict prefix is refused.
