@@ -4,7 +4,6 @@
 //! wrapped in another. Cells that a spreadsheet would run as a formula are
 //! prefixed with `'` unless `--csv-raw` (the README's "Records").
 
-use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use crate::model::{digest_text, Cell, Record, RecordKind};
@@ -14,7 +13,7 @@ const BUFFER: usize = 64 * 1024;
 
 pub struct CsvWriter<W: Write> {
     inner: ::csv::Writer<W>,
-    scratch: String,
+    scratch: Vec<u8>,
 }
 
 impl<W: Write> CsvWriter<W> {
@@ -26,7 +25,7 @@ impl<W: Write> CsvWriter<W> {
         inner.write_record(kind.columns()).map_err(into_io)?;
         Ok(CsvWriter {
             inner,
-            scratch: String::new(),
+            scratch: Vec::new(),
         })
     }
 
@@ -50,16 +49,16 @@ impl<W: Write> CsvWriter<W> {
 
     fn field(&mut self, cell: Cell<'_>, render: &Render) -> io::Result<()> {
         self.scratch.clear();
-        let text: &str = match cell {
-            Cell::Null => "",
+        let text: &[u8] = match cell {
+            Cell::Null => b"",
             Cell::Str(s) if !render.csv_raw && needs_guard(s) => {
-                self.scratch.push('\'');
-                self.scratch.push_str(s);
+                self.scratch.push(b'\'');
+                self.scratch.extend_from_slice(s.as_bytes());
                 &self.scratch
             }
-            Cell::Str(s) => s,
+            Cell::Str(s) => s.as_bytes(),
             Cell::Digest(d) => {
-                self.scratch.push_str(digest_text(d).as_str());
+                self.scratch.extend_from_slice(digest_text(d).as_str().as_bytes());
                 &self.scratch
             }
             Cell::Int(n) => {

@@ -2,111 +2,118 @@
 //! values never altered (no formula guard), `raw` appended verbatim with
 //! `--include-raw`.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 
 use crate::model::{digest_text, Cell, Record, CONVERSATION_COLUMNS, MESSAGE_COLUMNS};
 use crate::output::Render;
 
+/// Records are rendered into a buffer of about this size, which is written
+/// out whole.
 const BUFFER: usize = 64 * 1024;
 
 pub struct JsonlWriter<W: Write> {
-    inner: BufWriter<W>,
-    scratch: String,
+    out: W,
+    /// Rendered lines not yet written. Rendering appends straight to it, so
+    /// the dozens of small pieces of a line (keys, quotes, values) are
+    /// copies into a vector, not calls to a writer.
+    buffer: Vec<u8>,
+    /// `,"name":` for each column after `source` and `platform`.
+    conversation_keys: Vec<Box<[u8]>>,
+    message_keys: Vec<Box<[u8]>>,
 }
 
 impl<W: Write> JsonlWriter<W> {
-    pub fn new(stream: W) -> Self {
+    pub fn new(out: W) -> Self {
+        let keys = |columns: &[&str]| -> Vec<Box<[u8]>> {
+            columns[2..]
+                .iter()
+                .map(|name| format!(",\"{name}\":").into_bytes().into_boxed_slice())
+                .collect()
+        };
         JsonlWriter {
-            inner: BufWriter::with_capacity(BUFFER, stream),
-            scratch: String::with_capacity(32),
+            out,
+            buffer: Vec::with_capacity(BUFFER + BUFFER / 4),
+            conversation_keys: keys(CONVERSATION_COLUMNS),
+            message_keys: keys(MESSAGE_COLUMNS),
         }
     }
 
     pub fn write(&mut self, record: &Record, render: &Render) -> io::Result<()> {
-        let w = &mut self.inner;
-        w.write_all(b"{\"source\":")?;
-        string(w, &render.source)?;
-        w.write_all(b",\"platform\":")?;
-        string(w, render.platform)?;
+        let line = &mut self.buffer;
+        line.extend_from_slice(b"{\"source\":");
+        string(line, &render.source);
+        line.extend_from_slice(b",\"platform\":");
+        string(line, render.platform);
         let raw = match record {
             Record::Conversation(c) => {
-                fields(
-                    w,
-                    &mut self.scratch,
-                    &CONVERSATION_COLUMNS[2..],
-                    &c.record.cells(),
-                    render,
-                )?;
+                fields(line, &self.conversation_keys, &c.record.cells(), render);
                 c.raw.as_deref()
             }
             Record::Message(m) => {
-                fields(
-                    w,
-                    &mut self.scratch,
-                    &MESSAGE_COLUMNS[2..],
-                    &m.record.cells(),
-                    render,
-                )?;
+                fields(line, &self.message_keys, &m.record.cells(), render);
                 m.raw.as_deref()
             }
         };
         if render.include_raw {
-            w.write_all(b",\"raw\":")?;
-            compact(w, raw.map_or("null", |r| r.get()).as_bytes())?;
+            line.extend_from_slice(b",\"raw\":");
+            compact(line, raw.map_or("null", |r| r.get()).as_bytes());
         }
-        w.write_all(b"}\n")
+        line.extend_from_slice(b"}\n");
+        if self.buffer.len() >= BUFFER {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        // Cleared even when writing fails: the export fails with the error,
+        // and a later flush must not write a part of it again.
+        let result = self.out.write_all(&self.buffer);
+        self.buffer.clear();
+        result
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        self.write_out()?;
+        self.out.flush()
     }
 
-    pub fn into_inner(self) -> io::Result<W> {
-        self.inner
-            .into_inner()
-            .map_err(|e| io::Error::new(e.error().kind(), e.error().to_string()))
+    pub fn into_inner(mut self) -> io::Result<W> {
+        self.flush()?;
+        Ok(self.out)
     }
 }
 
-fn fields(
-    w: &mut impl Write,
-    scratch: &mut String,
-    names: &[&str],
-    cells: &[Cell<'_>],
-    render: &Render,
-) -> io::Result<()> {
-    for (name, cell) in names.iter().zip(cells) {
-        w.write_all(b",\"")?;
-        w.write_all(name.as_bytes())?;
-        w.write_all(b"\":")?;
+fn fields(line: &mut Vec<u8>, keys: &[Box<[u8]>], cells: &[Cell<'_>], render: &Render) {
+    for (key, cell) in keys.iter().zip(cells) {
+        line.extend_from_slice(key);
         match *cell {
-            Cell::Null => w.write_all(b"null")?,
-            Cell::Str(s) => string(w, s)?,
+            Cell::Null => line.extend_from_slice(b"null"),
+            Cell::Str(s) => string(line, s),
             Cell::Digest(d) => {
                 // Letters and digits only: no escaping needed.
-                w.write_all(b"\"")?;
-                w.write_all(digest_text(d).as_str().as_bytes())?;
-                w.write_all(b"\"")?;
+                line.push(b'"');
+                line.extend_from_slice(digest_text(d).as_str().as_bytes());
+                line.push(b'"');
             }
-            Cell::Int(n) => write!(w, "{n}")?,
+            Cell::Int(n) => {
+                let _ = write!(line, "{n}");
+            }
             Cell::Time(t) => {
                 // Digits and separators only: no escaping needed.
-                scratch.clear();
-                scratch.push('"');
-                render.push_time(t, scratch);
-                scratch.push('"');
-                w.write_all(scratch.as_bytes())?;
+                line.push(b'"');
+                render.push_time(t, line);
+                line.push(b'"');
             }
         }
     }
-    Ok(())
 }
 
 /// Writes JSON without the whitespace between tokens: platform JSON is often
 /// pretty-printed, and a newline inside would split the JSON Lines record.
-fn compact(w: &mut impl Write, json: &[u8]) -> io::Result<()> {
+fn compact(w: &mut Vec<u8>, json: &[u8]) {
     if !json.iter().any(|b| matches!(b, b'\n' | b'\r')) {
-        return w.write_all(json);
+        return w.extend_from_slice(json);
     }
     let mut in_string = false;
     let mut escaped = false;
@@ -122,11 +129,11 @@ fn compact(w: &mut impl Write, json: &[u8]) -> io::Result<()> {
         } else if b == b'"' {
             in_string = true;
         } else if b.is_ascii_whitespace() {
-            w.write_all(&json[start..i])?;
+            w.extend_from_slice(&json[start..i]);
             start = i + 1;
         }
     }
-    w.write_all(&json[start..])
+    w.extend_from_slice(&json[start..]);
 }
 
 /// Writes `s` as a JSON string, escaped exactly as `serde_json` does
@@ -136,31 +143,31 @@ fn compact(w: &mut impl Write, json: &[u8]) -> io::Result<()> {
 /// Hand-rolled because it runs over nearly every byte written: message
 /// text rarely needs an escape, so it is checked eight bytes at a time and
 /// copied in runs, where `serde_json` looks up every byte.
-fn string(w: &mut impl Write, s: &str) -> io::Result<()> {
+fn string(w: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    w.write_all(b"\"")?;
+    w.push(b'"');
     let mut clean_from = 0;
     while let Some(at) = crate::jsonstream::plain_run_end(bytes, clean_from) {
-        w.write_all(&bytes[clean_from..at])?;
+        w.extend_from_slice(&bytes[clean_from..at]);
         let b = bytes[at];
         match b {
-            b'"' => w.write_all(b"\\\"")?,
-            b'\\' => w.write_all(b"\\\\")?,
-            b'\n' => w.write_all(b"\\n")?,
-            b'\r' => w.write_all(b"\\r")?,
-            b'\t' => w.write_all(b"\\t")?,
-            0x08 => w.write_all(b"\\b")?,
-            0x0C => w.write_all(b"\\f")?,
+            b'"' => w.extend_from_slice(b"\\\""),
+            b'\\' => w.extend_from_slice(b"\\\\"),
+            b'\n' => w.extend_from_slice(b"\\n"),
+            b'\r' => w.extend_from_slice(b"\\r"),
+            b'\t' => w.extend_from_slice(b"\\t"),
+            0x08 => w.extend_from_slice(b"\\b"),
+            0x0C => w.extend_from_slice(b"\\f"),
             _ => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 let (high, low) = (HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]);
-                w.write_all(&[b'\\', b'u', b'0', b'0', high, low])?
+                w.extend_from_slice(&[b'\\', b'u', b'0', b'0', high, low])
             }
         }
         clean_from = at + 1;
     }
-    w.write_all(&bytes[clean_from..])?;
-    w.write_all(b"\"")
+    w.extend_from_slice(&bytes[clean_from..]);
+    w.push(b'"');
 }
 
 #[cfg(test)]
@@ -171,7 +178,7 @@ mod tests {
 
     fn escaped(s: &str) -> String {
         let mut out = Vec::new();
-        string(&mut out, s).unwrap();
+        string(&mut out, s);
         String::from_utf8(out).unwrap()
     }
 
@@ -215,8 +222,7 @@ mod tests {
         compact(
             &mut out,
             b"{\n  \"a b\": [1,\n 2],\r\n \"c\": \"x\\\" \\n y\"\n}",
-        )
-        .unwrap();
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"{"a b":[1,2],"c":"x\" \n y"}"#

@@ -67,7 +67,7 @@ pub struct Render {
 impl Render {
     /// Appends `t` as RFC 3339 to the second: `Z` in UTC, else the zone's
     /// offset. Hand-rolled because it runs for every timestamp written.
-    pub fn push_time(&self, t: DateTime<Utc>, out: &mut String) {
+    pub fn push_time(&self, t: DateTime<Utc>, out: &mut Vec<u8>) {
         let (local, offset) = match self.tz {
             None => (t.naive_utc(), None),
             Some(zone) => {
@@ -83,32 +83,32 @@ impl Render {
                     .to_rfc3339_opts(SecondsFormat::Secs, true),
                 None => t.to_rfc3339_opts(SecondsFormat::Secs, true),
             };
-            out.push_str(&text);
+            out.extend_from_slice(text.as_bytes());
             return;
         }
-        let two = |out: &mut String, n: u32| {
-            out.push(char::from(b'0' + (n / 10) as u8));
-            out.push(char::from(b'0' + (n % 10) as u8));
+        let two = |out: &mut Vec<u8>, n: u32| {
+            out.push(b'0' + (n / 10) as u8);
+            out.push(b'0' + (n % 10) as u8);
         };
         two(out, year as u32 / 100);
         two(out, year as u32 % 100);
-        out.push('-');
+        out.push(b'-');
         two(out, local.month());
-        out.push('-');
+        out.push(b'-');
         two(out, local.day());
-        out.push('T');
+        out.push(b'T');
         two(out, local.hour());
-        out.push(':');
+        out.push(b':');
         two(out, local.minute());
-        out.push(':');
+        out.push(b':');
         two(out, local.second());
         match offset {
-            None => out.push('Z'),
+            None => out.push(b'Z'),
             Some(secs) => {
-                out.push(if secs < 0 { '-' } else { '+' });
+                out.push(if secs < 0 { b'-' } else { b'+' });
                 let minutes = secs.unsigned_abs() / 60;
                 two(out, minutes / 60);
-                out.push(':');
+                out.push(b':');
                 two(out, minutes % 60);
             }
         }
@@ -116,9 +116,9 @@ impl Render {
 
     #[cfg(test)]
     pub fn time(&self, t: DateTime<Utc>) -> String {
-        let mut s = String::new();
+        let mut s = Vec::new();
         self.push_time(t, &mut s);
-        s
+        String::from_utf8(s).expect("ASCII")
     }
 }
 
