@@ -29,15 +29,66 @@ use memchr::memchr2;
 pub fn plain_run_end(bytes: &[u8], from: usize) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 processor
-    // has it (and the block only reads through bounds-checked slices).
-    let mut i = match unsafe { plain_run_end_sse2(bytes, from) } {
-        Ok(found) => return Some(found),
-        Err(i) => i,
-    };
+    // has it (and the function reads only through bounds-checked slices).
+    return unsafe { plain_run_end_sse2(bytes, from) };
     #[cfg(not(target_arch = "x86_64"))]
+    plain_run_end_portable(bytes, from)
+}
+
+/// [`plain_run_end`] sixteen bytes at a time with SSE2. The last bytes
+/// are looked at as one block too (the last sixteen of the text, or the
+/// rest padded with spaces), since most strings are short and would
+/// otherwise be mostly such a remainder.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn plain_run_end_sse2(bytes: &[u8], from: usize) -> Option<usize> {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_set_epi64x,
+    };
+    let quote = _mm_set1_epi8(b'"' as i8);
+    let backslash = _mm_set1_epi8(b'\\' as i8);
+    let below_space = _mm_set1_epi8(0x1f);
+    // Bit n set: byte n of the block is a stop.
+    let stops = |block: &[u8]| {
+        let half = |at: usize| i64::from_le_bytes(block[at..at + 8].try_into().expect("8"));
+        let v = _mm_set_epi64x(half(8), half(0));
+        // A control character: the larger of it and 0x1f (unsigned) is 0x1f.
+        let control = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
+        let stop = _mm_or_si128(
+            control,
+            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+        );
+        _mm_movemask_epi8(stop) as u32
+    };
     let mut i = from;
+    while let Some(block) = bytes.get(i..i + 16) {
+        let mask = stops(block);
+        if mask != 0 {
+            return Some(i + mask.trailing_zeros() as usize);
+        }
+        i += 16;
+    }
+    let rest = bytes.get(i..).filter(|rest| !rest.is_empty())?;
+    if bytes.len() >= 16 {
+        // The last sixteen bytes; those before `i` were already looked at.
+        let start = bytes.len() - 16;
+        let mask = stops(&bytes[start..]) >> (i - start);
+        return (mask != 0).then(|| i + mask.trailing_zeros() as usize);
+    }
+    let mut block = [b' '; 16];
+    block[..rest.len()].copy_from_slice(rest);
+    let mask = stops(&block);
+    (mask != 0).then(|| i + mask.trailing_zeros() as usize)
+}
+
+/// [`plain_run_end`] eight bytes at a time in a machine word, where SSE2
+/// is not there.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn plain_run_end_portable(bytes: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
     while let Some(word) = bytes.get(i..i + 8) {
         let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
         // The usual "has a zero byte" test, for each of the three: its
@@ -57,37 +108,6 @@ pub fn plain_run_end(bytes: &[u8], from: usize) -> Option<usize> {
     tail.iter()
         .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
         .map(|p| i + p)
-}
-
-/// [`plain_run_end`] sixteen bytes at a time: the offset found, or where
-/// fewer than sixteen bytes are left to look at.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse2")]
-fn plain_run_end_sse2(bytes: &[u8], from: usize) -> Result<usize, usize> {
-    use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-        _mm_set_epi64x,
-    };
-    let quote = _mm_set1_epi8(b'"' as i8);
-    let backslash = _mm_set1_epi8(b'\\' as i8);
-    let below_space = _mm_set1_epi8(0x1f);
-    let mut i = from;
-    while let Some(block) = bytes.get(i..i + 16) {
-        let half = |at: usize| i64::from_le_bytes(block[at..at + 8].try_into().expect("8"));
-        let v = _mm_set_epi64x(half(8), half(0));
-        // A control character: the larger of it and 0x1f (unsigned) is 0x1f.
-        let control = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
-        let stops = _mm_or_si128(
-            control,
-            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-        );
-        let mask = _mm_movemask_epi8(stops);
-        if mask != 0 {
-            return Ok(i + mask.trailing_zeros() as usize);
-        }
-        i += 16;
-    }
-    Err(i)
 }
 
 /// Where a response keeps its records.
@@ -1306,6 +1326,7 @@ mod tests {
                 .find(|(_, &b)| b < 0x20 || b == b'"' || b == b'\\')
                 .map(|(at, _)| at);
             proptest::prop_assert_eq!(plain_run_end(&bytes, from), expected);
+            proptest::prop_assert_eq!(plain_run_end_portable(&bytes, from), expected);
         }
 
         /// Valid responses, cut into random chunks: the same records as
