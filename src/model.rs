@@ -187,6 +187,21 @@ impl Interner {
         shared
     }
 
+    /// [`Interner::share`] of `text` in ASCII lower case, made only when
+    /// it is not known yet.
+    pub fn share_lowercase(&mut self, text: &str) -> Shared {
+        let lower = |k: &Shared| {
+            k.len() == text.len()
+                && k.bytes()
+                    .zip(text.bytes())
+                    .all(|(k, t)| k == t.to_ascii_lowercase())
+        };
+        if let Some(known) = self.known.iter().find(|k| lower(k)) {
+            return known.clone();
+        }
+        self.share(&text.to_ascii_lowercase())
+    }
+
     pub fn share_opt(&mut self, text: Option<&str>) -> Option<Shared> {
         text.map(|t| self.share(t))
     }
@@ -498,6 +513,22 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interned_lower_case_is_shared_and_made_once() {
+        let mut shared = Interner::default();
+        let first = shared.share_lowercase("WhatsApp");
+        assert_eq!(&*first, "whatsapp");
+        for spelling in ["whatsapp", "WHATSAPP", "WhatsApp"] {
+            let again = shared.share_lowercase(spelling);
+            assert!(std::sync::Arc::ptr_eq(&first, &again), "{spelling}");
+        }
+        assert!(std::sync::Arc::ptr_eq(&first, &shared.share("whatsapp")));
+        // Only ASCII letters change; other text is compared as it is.
+        assert_eq!(&*shared.share_lowercase("ÉXITO Web"), "Éxito web");
+        assert_eq!(&*shared.share_lowercase("éxito web"), "éxito web");
+        assert_eq!(&*shared.share_lowercase("whatsapp2"), "whatsapp2");
+    }
 
     #[test]
     fn cells_match_the_column_lists() {

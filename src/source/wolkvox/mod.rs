@@ -231,7 +231,13 @@ pub struct Text<'a>(Option<Cow<'a, str>>);
 impl<'a> Text<'a> {
     /// The value, unless missing or blank.
     pub fn get(&self) -> Option<&str> {
-        self.0.as_deref().filter(|s| !s.trim().is_empty())
+        let text = self.0.as_deref()?;
+        match text.as_bytes().first() {
+            // A visible ASCII character first: not blank, without looking
+            // at the rest (this runs for every field of every message).
+            Some(b'!'..=b'~') => Some(text),
+            _ => (!text.trim().is_empty()).then_some(text),
+        }
     }
 
     pub fn owned(&self) -> Option<String> {
@@ -383,5 +389,24 @@ mod tests {
         assert_eq!(t.c.get(), None);
         assert_eq!(t.d.get(), None);
         assert_eq!(t.e.get(), None);
+        // Blank is any Unicode white space, first or not; anything else,
+        // visible or not, is a value, kept as sent.
+        let text = |s: &'static str| Text(Some(Cow::Borrowed(s)));
+        for blank in [
+            "",
+            " ",
+            "\t\n\r",
+            "\u{b}\u{c}",
+            "\u{a0}",
+            " \u{3000} ",
+            "\u{2028}",
+        ] {
+            assert_eq!(text(blank).get(), None, "{blank:?}");
+        }
+        for value in [
+            "~", "!", " x ", "\u{7f}", "\u{1}", "\u{a0}é", "ñ", "\u{200b}",
+        ] {
+            assert_eq!(text(value).get(), Some(value), "{value:?}");
+        }
     }
 }

@@ -324,13 +324,7 @@ impl ChatFields {
 
 /// A channel as the records name it: lower case.
 fn channel(text: &Text<'_>, shared: &mut Interner) -> Option<Shared> {
-    text.get().map(|c| {
-        if c.bytes().any(|b| b.is_ascii_uppercase()) {
-            shared.share(&c.to_ascii_lowercase())
-        } else {
-            shared.share(c)
-        }
-    })
+    text.get().map(|c| shared.share_lowercase(c))
 }
 
 /// Maps one message row; `chat` holds the chat-level fields (those of the
