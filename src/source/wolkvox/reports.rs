@@ -141,18 +141,20 @@ impl Reports {
         let mut shared = Interner::default();
         let chat = ChatFields::of(&entry, &mut shared);
         match entry.conversation.take() {
-            Some(Rows(rows)) => {
+            Some(Rows(mut rows)) => {
                 let raws = want_raw
                     .then(|| serde_json::from_slice::<RawEntry>(item).ok())
                     .flatten()
                     .and_then(|r| r.conversation);
-                for (n, mut row) in rows.into_iter().enumerate() {
+                // Each row is read where it lies: moving it out would copy
+                // a few hundred bytes, per message.
+                for (n, row) in rows.iter_mut().enumerate() {
                     let raw = raws
                         .as_ref()
                         .and_then(|r| r.get(n))
                         .map(|r| (*r).to_owned());
                     let text = row.message.0.take();
-                    match message(&row, &chat, text, zone, &mut shared) {
+                    match message(row, &chat, text, zone, &mut shared) {
                         Ok(mut record) => {
                             // Its place in the chat: `seq`, even when a
                             // truncated answer or a repeat cut the chat.

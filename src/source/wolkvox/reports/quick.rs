@@ -35,8 +35,9 @@ pub enum Quick<'a> {
 /// Reads the element at the start of `text`.
 pub fn read_chat(text: &str) -> Quick<'_> {
     let mut reader = Reader { text, at: 0 };
-    match reader.object(true) {
-        Ok(entry) => Quick::Read(entry, reader.at),
+    let mut entry = Entry::default();
+    match reader.object(&mut entry, true) {
+        Ok(()) => Quick::Read(entry, reader.at),
         Err(Stop::End) => Quick::Short,
         Err(Stop::Unusual) => Quick::GiveUp,
     }
@@ -78,16 +79,17 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// `{ "field": scalar, ... }`, with a `conversation` list in the chat
-    /// (`outer`) but not in its messages.
-    fn object(&mut self, outer: bool) -> Step<Entry<'a>> {
+    /// `{ "field": scalar, ... }` into `entry` (an empty one), with a
+    /// `conversation` list in the chat (`outer`) but not in its messages.
+    /// (Filled in place: an entry is a few hundred bytes, and a chat's
+    /// messages are many.)
+    fn object(&mut self, entry: &mut Entry<'a>, outer: bool) -> Step<()> {
         self.expect(b'{')?;
-        let mut entry = Entry::default();
         // Serde refuses a field given twice; so does this, by giving up.
         let mut seen = 0u16;
         if self.skip_whitespace()? == b'}' {
             self.at += 1;
-            return Ok(entry);
+            return Ok(());
         }
         loop {
             self.expect(b'"')?;
@@ -107,7 +109,7 @@ impl<'a> Reader<'a> {
             self.expect(b':')?;
             if bit == 0 {
                 entry.conversation = self.rows()?;
-            } else if let Some(slot) = field(&mut entry, bit) {
+            } else if let Some(slot) = field(entry, bit) {
                 *slot = self.scalar()?;
             } else {
                 // Serde ignores other fields; this reads past scalar ones.
@@ -117,7 +119,7 @@ impl<'a> Reader<'a> {
                 b',' => self.at += 1,
                 b'}' => {
                     self.at += 1;
-                    return Ok(entry);
+                    return Ok(());
                 }
                 _ => return Err(Stop::Unusual),
             }
@@ -137,7 +139,9 @@ impl<'a> Reader<'a> {
                     return Ok(Some(Rows(rows)));
                 }
                 loop {
-                    rows.push(self.object(false)?);
+                    rows.push(Entry::default());
+                    let row = rows.last_mut().expect("just added");
+                    self.object(row, false)?;
                     match self.skip_whitespace()? {
                         b',' => self.at += 1,
                         b']' => {
