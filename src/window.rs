@@ -133,6 +133,16 @@ pub fn local_to_utc(naive: NaiveDateTime, zone: Tz) -> Option<DateTime<Utc>> {
 /// Parses a platform timestamp `YYYY-MM-DD HH:MM:SS` (fraction tolerated)
 /// in `zone`. Empty strings are absent values, not errors.
 pub fn parse_platform_time(text: &str, zone: Tz) -> Result<Option<DateTime<Utc>>, String> {
+    let Some((naive, text)) = naive_platform_time(text)? else {
+        return Ok(None);
+    };
+    local_to_utc(naive, zone)
+        .map(Some)
+        .ok_or_else(|| format!("timestamp {text:?} does not exist in {zone}"))
+}
+
+/// The wall-clock time a platform timestamp says, with the text trimmed.
+fn naive_platform_time(text: &str) -> Result<Option<(NaiveDateTime, &str)>, String> {
     let text = text.trim();
     if text.is_empty() || text.starts_with("0000-00-00") {
         return Ok(None);
@@ -143,9 +153,58 @@ pub fn parse_platform_time(text: &str, zone: Tz) -> Result<Option<DateTime<Utc>>
             .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f"))
             .map_err(|_| format!("unreadable timestamp {text:?}"))?,
     };
-    local_to_utc(naive, zone)
-        .map(Some)
-        .ok_or_else(|| format!("timestamp {text:?} does not exist in {zone}"))
+    Ok(Some((naive, text)))
+}
+
+/// [`parse_platform_time`] for many timestamps of one zone, such as a
+/// chat's messages, minutes apart: it remembers the zone's offset over the
+/// hour it last read, where finding it anew is a search through the zone's
+/// transitions for every message.
+pub struct ZoneClock {
+    zone: Tz,
+    /// The start of an hour of wall-clock time over which the zone's offset
+    /// does not change, and that offset in seconds.
+    hour: Option<(NaiveDateTime, i64)>,
+}
+
+impl ZoneClock {
+    pub fn new(zone: Tz) -> ZoneClock {
+        ZoneClock { zone, hour: None }
+    }
+
+    pub fn read(&mut self, text: &str) -> Result<Option<DateTime<Utc>>, String> {
+        let Some((naive, text)) = naive_platform_time(text)? else {
+            return Ok(None);
+        };
+        let zone = self.zone;
+        self.to_utc(naive)
+            .map(Some)
+            .ok_or_else(|| format!("timestamp {text:?} does not exist in {zone}"))
+    }
+
+    fn to_utc(&mut self, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
+        use chrono::{LocalResult, Offset, Timelike};
+        let hour = naive.with_minute(0)?.with_second(0)?.with_nanosecond(0)?;
+        if let Some((known, offset)) = self.hour {
+            if known == hour {
+                return Some(Utc.from_utc_datetime(&(naive - Duration::seconds(offset))));
+            }
+        }
+        let utc = local_to_utc(naive, self.zone)?;
+        // Remembered only when the hour's first and last instants have the
+        // same offset and neither falls in a gap or a repeated hour: then no
+        // time in between does (a zone's transitions are months apart).
+        let last = hour + Duration::hours(1) - Duration::nanoseconds(1);
+        let offset = |t: &NaiveDateTime| match self.zone.from_local_datetime(t) {
+            LocalResult::Single(t) => Some(i64::from(t.offset().fix().local_minus_utc())),
+            _ => None,
+        };
+        self.hour = match (offset(&hour), offset(&last)) {
+            (Some(a), Some(b)) if a == b => Some((hour, a)),
+            _ => None,
+        };
+        Some(utc)
+    }
 }
 
 /// The common `YYYY-MM-DD HH:MM:SS` without chrono's format machinery: it is
@@ -194,6 +253,62 @@ pub fn humanize(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whatever order times come in, across every kind of transition (an
+    /// hour skipped and repeated, a half-hour one, an offset change at an
+    /// odd minute, a zone with none), the clock gives what a one-off
+    /// conversion gives, refusals included.
+    #[test]
+    fn zone_clock_reads_as_one_off_conversions_do() {
+        let days = [
+            ("America/New_York", "2024-03-10"),
+            ("America/New_York", "2024-11-03"),
+            ("Europe/London", "2024-10-27"),
+            ("Australia/Lord_Howe", "2024-04-07"),
+            ("Australia/Lord_Howe", "2024-10-06"),
+            ("America/Bogota", "2024-03-05"),
+            // Local mean time to standard time a minute after midnight: the only hour
+            // from 1890 to 2030, in any zone, whose first and last instants
+            // both exist once but with two offsets.
+            ("Europe/Athens", "1916-07-28"),
+            ("Europe/Amsterdam", "1937-07-01"),
+        ];
+        for (name, day) in days {
+            let zone: Tz = name.parse().unwrap();
+            let start = NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                - Duration::hours(2);
+            let mut forward = ZoneClock::new(zone);
+            let mut backward = ZoneClock::new(zone);
+            let times: Vec<String> = (0..=28 * 60 / 7)
+                .map(|n| (start + Duration::minutes(7 * n) + Duration::seconds(n % 60)))
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .collect();
+            for text in &times {
+                assert_eq!(
+                    forward.read(text),
+                    parse_platform_time(text, zone),
+                    "{name} {text}"
+                );
+            }
+            for text in times.iter().rev() {
+                assert_eq!(
+                    backward.read(text),
+                    parse_platform_time(text, zone),
+                    "{name} {text}"
+                );
+            }
+        }
+        let mut clock = ZoneClock::new(chrono_tz::America::Bogota);
+        assert_eq!(clock.read("  "), Ok(None));
+        assert!(clock.read("yesterday").is_err());
+        assert_eq!(
+            clock.read("2024-03-05 10:00:00.250").unwrap(),
+            parse_platform_time("2024-03-05 10:00:00.250", chrono_tz::America::Bogota).unwrap()
+        );
+    }
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -37,7 +37,7 @@ use crate::jsonstream::{Envelope, ItemsAt, Lead};
 use crate::model::{Interner, Item, Message, Record, RecordKind, Shared};
 use crate::source::registry::{Demo, Platform};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
-use crate::window::{format_in_zone, parse_platform_time, Window};
+use crate::window::{format_in_zone, Window, ZoneClock};
 
 mod quick;
 use quick::Quick;
@@ -137,7 +137,7 @@ impl Reports {
         want_raw: bool,
         out: &mut dyn FnMut(Parsed),
     ) {
-        let zone = self.client.zone;
+        let mut clock = ZoneClock::new(self.client.zone);
         let mut shared = Interner::default();
         let chat = ChatFields::of(&entry, &mut shared);
         match entry.conversation.take() {
@@ -154,7 +154,7 @@ impl Reports {
                         .and_then(|r| r.get(n))
                         .map(|r| (*r).to_owned());
                     let text = row.message.0.take();
-                    match message(row, &chat, text, zone, &mut shared) {
+                    match message(row, &chat, text, &mut clock, &mut shared) {
                         Ok(mut record) => {
                             // Its place in the chat: `seq`, even when a
                             // truncated answer or a repeat cut the chat.
@@ -168,7 +168,13 @@ impl Reports {
                     }
                 }
             }
-            None => match message(&entry, &chat, entry.message.0.clone(), zone, &mut shared) {
+            None => match message(
+                &entry,
+                &chat,
+                entry.message.0.clone(),
+                &mut clock,
+                &mut shared,
+            ) {
                 Ok(record) => {
                     let raw = Parsed::raw_of(item, want_raw);
                     out(Parsed::Record(Record::Message(Item { record, raw })))
@@ -336,7 +342,7 @@ fn message(
     row: &Entry<'_>,
     chat: &ChatFields,
     text: Option<Cow<'_, str>>,
-    zone: Tz,
+    clock: &mut ZoneClock,
     shared: &mut Interner,
 ) -> Result<Message, String> {
     let conversation_id = match &chat.conversation_id {
@@ -344,7 +350,7 @@ fn message(
         None => shared.share(row.conn_id.get().ok_or("conn_id is missing")?),
     };
     let sent_at = match row.date.get() {
-        Some(d) => parse_platform_time(d, zone).map_err(|e| format!("date: {e}"))?,
+        Some(d) => clock.read(d).map_err(|e| format!("date: {e}"))?,
         None => None,
     };
     let own_or_chat =
