@@ -386,6 +386,10 @@ impl From<String> for MessageId {
 pub struct DigestText([u8; 34]);
 
 impl DigestText {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("ASCII")
     }
