@@ -616,7 +616,7 @@ pub async fn run(
         && memory.awaiting.is_empty();
     let beside = batched && options.redact.is_none();
     let (mut stats, memory, output, driven) = if beside {
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<handover::Handed>(4);
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<handover::Handed>(2);
         let worker = std::thread::Builder::new()
             .name("chatdump-pipeline".into())
             .spawn(move || handover::work(shape, output, rejects, memory, receiver))
@@ -694,8 +694,9 @@ mod handover {
     use crate::window::Window;
 
     /// Items handed over at once: enough that the channel costs little
-    /// per record, few enough that memory stays flat.
-    const BATCH: usize = 256;
+    /// per record, few enough that memory stays flat; the output's batch,
+    /// so that a batch of messages goes on to the writer whole.
+    const BATCH: usize = crate::output::BATCH;
 
     /// What the driver hands over, in the order it happened.
     pub enum Handed {

@@ -272,7 +272,7 @@ enum Message {
 /// A hand-over to the writer thread is this many records or this many bytes
 /// of text, whichever comes first; two may wait. Enough to keep both cores
 /// busy, little enough that memory stays flat with huge messages.
-const BATCH: usize = 512;
+pub const BATCH: usize = 512;
 const BATCH_BYTES: usize = 1 << 20;
 const BATCHES_IN_FLIGHT: usize = 2;
 
@@ -481,6 +481,25 @@ impl Output {
             Record::Conversation(_) => 0,
         };
         self.batch.push(record);
+        if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// [`Output::write`] of many records at once; they go to the writer
+    /// thread in the list they came in when nothing is waiting before them.
+    pub fn write_batch(&mut self, mut records: Vec<Record>) -> Result<()> {
+        for record in &records {
+            if let Record::Message(m) = record {
+                self.batch_bytes += m.record.text.as_ref().map_or(0, String::len);
+            }
+        }
+        if self.batch.is_empty() {
+            self.batch = records;
+        } else {
+            self.batch.append(&mut records);
+        }
         if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
             self.hand_over()?;
         }
