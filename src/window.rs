@@ -177,12 +177,12 @@ impl ZoneClock {
             return Ok(None);
         };
         let zone = self.zone;
-        self.to_utc(naive)
+        self.utc_of(naive)
             .map(Some)
             .ok_or_else(|| format!("timestamp {text:?} does not exist in {zone}"))
     }
 
-    fn to_utc(&mut self, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
+    fn utc_of(&mut self, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
         use chrono::{LocalResult, Offset, Timelike};
         let hour = naive.with_minute(0)?.with_second(0)?.with_nanosecond(0)?;
         if let Some((known, offset)) = self.hour {
@@ -283,7 +283,7 @@ mod tests {
             let mut forward = ZoneClock::new(zone);
             let mut backward = ZoneClock::new(zone);
             let times: Vec<String> = (0..=28 * 60 / 7)
-                .map(|n| (start + Duration::minutes(7 * n) + Duration::seconds(n % 60)))
+                .map(|n| start + Duration::minutes(7 * n) + Duration::seconds(n % 60))
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                 .collect();
             for text in &times {

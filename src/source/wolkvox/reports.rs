@@ -482,8 +482,9 @@ impl ChatSource for Reports {
         if !self.reads_in_place(query) {
             return Lead::Declined;
         }
-        match quick::read_chat(text) {
-            Quick::Read(entry, length) => {
+        let mut entry = Entry::default();
+        match quick::read_chat(text, &mut entry) {
+            Quick::Read(length) => {
                 self.messages_of(entry, &text.as_bytes()[..length], want_raw, out);
                 return Lead::Read(length);
             }

@@ -21,10 +21,10 @@ use crate::jsonstream::plain_run_end;
 use crate::source::wolkvox::Text;
 
 /// What came of reading an element from the start of a text.
-#[cfg_attr(test, derive(Debug))]
-pub enum Quick<'a> {
-    /// The element, and how many bytes of the text it took.
-    Read(Entry<'a>, usize),
+#[derive(Debug)]
+pub enum Quick {
+    /// The element, which took this many bytes of the text.
+    Read(usize),
     /// The text ended inside the element, and nothing before that end was
     /// out of the ordinary: with more text it may be read.
     Short,
@@ -32,12 +32,12 @@ pub enum Quick<'a> {
     GiveUp,
 }
 
-/// Reads the element at the start of `text`.
-pub fn read_chat(text: &str) -> Quick<'_> {
+/// Reads the element at the start of `text` into `entry` (an empty one;
+/// what it holds after anything but [`Quick::Read`] is of no use).
+pub fn read_chat<'a>(text: &'a str, entry: &mut Entry<'a>) -> Quick {
     let mut reader = Reader { text, at: 0 };
-    let mut entry = Entry::default();
-    match reader.object(&mut entry, true) {
-        Ok(()) => Quick::Read(entry, reader.at),
+    match reader.object(entry, true) {
+        Ok(()) => Quick::Read(reader.at),
         Err(Stop::End) => Quick::Short,
         Err(Stop::Unusual) => Quick::GiveUp,
     }
@@ -390,8 +390,9 @@ mod tests {
     /// The quick reader either agrees with serde, or gives up; it says
     /// "short" only where serde says the text ended.
     fn agrees(text: &str) -> Result<bool, TestCaseError> {
-        match read_chat(text) {
-            Quick::Read(entry, length) => {
+        let mut entry = Entry::default();
+        match read_chat(text, &mut entry) {
+            Quick::Read(length) => {
                 let (expected, expected_length) = by_serde(text)
                     .map_err(|_| TestCaseError::fail(format!("serde refused {text:?}")))?;
                 prop_assert_eq!(entry, expected, "in {:?}", text);
@@ -407,10 +408,15 @@ mod tests {
     }
 
     fn read(text: &str) -> (Entry<'_>, usize) {
-        match read_chat(text) {
-            Quick::Read(entry, length) => (entry, length),
+        let mut entry = Entry::default();
+        match read_chat(text, &mut entry) {
+            Quick::Read(length) => (entry, length),
             other => panic!("{other:?} for {text:?}"),
         }
+    }
+
+    fn quick(text: &str) -> Quick {
+        read_chat(text, &mut Entry::default())
     }
 
     const CHAT: &str = r#"{"conn_id":"40000001","agent_name":"Agente 51","customer_name":"Cliente","customer_id":1040000001,"customer_phone":"573000000001","channel":"WhatsApp","conversation":[{"date":"2024-03-05 05:00:00","from":"customer","from_name":"Cliente","to_name":"Agente","message":"hola \u00bfpodr\u00edan? \"premium\" \ud83d\ude00 \/ \\ \n fin"},{"date":"2024-03-05 05:00:07","from":"agent","message":"S\u00ed","feeling":null,"extra":true}]}"#;
@@ -446,7 +452,7 @@ mod tests {
     fn every_cut_of_the_chat_is_short() {
         for cut in 0..CHAT.len() {
             assert!(
-                matches!(read_chat(&CHAT[..cut]), Quick::Short),
+                matches!(quick(&CHAT[..cut]), Quick::Short),
                 "cut at {cut}: {:?}",
                 &CHAT[..cut]
             );
@@ -479,7 +485,7 @@ mod tests {
             r#"["1","a"]"#,
             r#"{"message" "x"}"#,
         ] {
-            assert!(matches!(read_chat(text), Quick::GiveUp), "{text}");
+            assert!(matches!(quick(text), Quick::GiveUp), "{text}");
         }
     }
 
