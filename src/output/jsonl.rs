@@ -70,6 +70,8 @@ impl<W: Write> JsonlWriter<W> {
         // and a later flush must not write a part of it again.
         let result = self.out.write_all(&self.buffer);
         self.buffer.clear();
+        // One huge record (an inline image) grew it: not kept that large.
+        self.buffer.shrink_to(BUFFER + BUFFER / 4);
         result
     }
 
@@ -213,6 +215,36 @@ mod tests {
         #[test]
         fn any_string_escapes_like_serde_json(s in text()) {
             proptest::prop_assert_eq!(escaped(&s), serde_json::to_string(&s).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_huge_record_is_written_whole_and_not_kept() {
+        let text = "x".repeat(3 << 20);
+        let record = Record::Message(Item {
+            record: crate::model::Message {
+                conversation_id: "c".into(),
+                text: Some(text.clone()),
+                ..Default::default()
+            },
+            raw: None,
+        });
+        let render = Render {
+            source: "s".into(),
+            platform: "wolkvox",
+            tz: None,
+            include_raw: false,
+            csv_raw: false,
+        };
+        let mut w = JsonlWriter::new(Vec::new());
+        w.write(&record, &render).unwrap();
+        assert!(w.buffer.capacity() <= 2 * BUFFER, "{}", w.buffer.capacity());
+        w.write(&record, &render).unwrap();
+        let out = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(out.lines().count(), 2);
+        for line in out.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["text"].as_str(), Some(text.as_str()));
         }
     }
 
