@@ -927,13 +927,7 @@ mod tests {
         use crate::output::{Format, Output, Render};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.jsonl");
-        let render = Render {
-            source: "s".into(),
-            platform: "wolkvox",
-            tz: None,
-            include_raw: false,
-            csv_raw: false,
-        };
+        let render = Render::for_tests("wolkvox");
         let mut output = Output::create(
             Some(&path),
             Format::Jsonl,

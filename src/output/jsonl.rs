@@ -229,13 +229,7 @@ mod tests {
             },
             raw: None,
         });
-        let render = Render {
-            source: "s".into(),
-            platform: "wolkvox",
-            tz: None,
-            include_raw: false,
-            csv_raw: false,
-        };
+        let render = Render::for_tests("wolkvox");
         let mut w = JsonlWriter::new(Vec::new());
         w.write(&record, &render).unwrap();
         assert!(w.buffer.capacity() <= 2 * BUFFER, "{}", w.buffer.capacity());
@@ -274,11 +268,8 @@ mod tests {
             raw: Some(raw),
         }));
         let render = Render {
-            source: "s".into(),
-            platform: "caresoft",
-            tz: None,
             include_raw: true,
-            csv_raw: false,
+            ..Render::for_tests("caresoft")
         };
         let mut w = JsonlWriter::new(Vec::new());
         w.write(&rec, &render).unwrap();

@@ -114,6 +114,18 @@ impl Render {
         }
     }
 
+    /// Plain rendering for tests: source `s`, times in UTC, no raw JSON.
+    #[cfg(test)]
+    pub fn for_tests(platform: &'static str) -> Render {
+        Render {
+            source: "s".into(),
+            platform,
+            tz: None,
+            include_raw: false,
+            csv_raw: false,
+        }
+    }
+
     #[cfg(test)]
     pub fn time(&self, t: DateTime<Utc>) -> String {
         let mut s = Vec::new();
@@ -672,13 +684,7 @@ mod tests {
     use crate::model::{Conversation, Item};
 
     fn render() -> Render {
-        Render {
-            source: "s".into(),
-            platform: "caresoft",
-            tz: None,
-            include_raw: false,
-            csv_raw: false,
-        }
+        Render::for_tests("caresoft")
     }
 
     #[test]

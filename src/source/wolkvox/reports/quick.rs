@@ -95,24 +95,23 @@ impl<'a> Reader<'a> {
             self.expect(b'"')?;
             let key = self.key()?;
             // A field given twice is refused at its key, as serde does.
-            let bit = match key {
-                "conversation" if outer => 0,
-                "conversation" => return Err(Stop::Unusual),
-                _ => field_bit(key).unwrap_or(u16::BITS),
-            };
-            if bit < u16::BITS {
+            if key == "conversation" {
+                if !outer || seen & 1 != 0 {
+                    return Err(Stop::Unusual);
+                }
+                seen |= 1;
+                self.expect(b':')?;
+                entry.conversation = self.rows()?;
+            } else if let Some((bit, slot)) = field(entry, key) {
                 if seen & (1 << bit) != 0 {
                     return Err(Stop::Unusual);
                 }
                 seen |= 1 << bit;
-            }
-            self.expect(b':')?;
-            if bit == 0 {
-                entry.conversation = self.rows()?;
-            } else if let Some(slot) = field(entry, bit) {
+                self.expect(b':')?;
                 *slot = self.scalar()?;
             } else {
                 // Serde ignores other fields; this reads past scalar ones.
+                self.expect(b':')?;
                 self.scalar()?;
             }
             match self.skip_whitespace()? {
@@ -328,40 +327,22 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The bit of the scalar field a key names (`conversation` has bit 0).
-fn field_bit(key: &str) -> Option<u32> {
+/// The scalar field a key names, with a bit of its own (`conversation`
+/// has bit 0).
+fn field<'e, 'a>(entry: &'e mut Entry<'a>, key: &str) -> Option<(u32, &'e mut Text<'a>)> {
     Some(match key {
-        "conn_id" => 1,
-        "agent_name" => 2,
-        "customer_name" => 3,
-        "channel" => 4,
-        "from" => 5,
-        "from_name" => 6,
-        "to_name" => 7,
-        "date" => 8,
-        "message" => 9,
-        "customer_id" => 10,
-        "customer_phone" => 11,
-        "feeling" => 12,
-        _ => return None,
-    })
-}
-
-/// The scalar field with that bit.
-fn field<'e, 'a>(entry: &'e mut Entry<'a>, bit: u32) -> Option<&'e mut Text<'a>> {
-    Some(match bit {
-        1 => &mut entry.conn_id,
-        2 => &mut entry.agent_name,
-        3 => &mut entry.customer_name,
-        4 => &mut entry.channel,
-        5 => &mut entry.from,
-        6 => &mut entry.from_name,
-        7 => &mut entry.to_name,
-        8 => &mut entry.date,
-        9 => &mut entry.message,
-        10 => &mut entry.customer_id,
-        11 => &mut entry.customer_phone,
-        12 => &mut entry.feeling,
+        "conn_id" => (1, &mut entry.conn_id),
+        "agent_name" => (2, &mut entry.agent_name),
+        "customer_name" => (3, &mut entry.customer_name),
+        "channel" => (4, &mut entry.channel),
+        "from" => (5, &mut entry.from),
+        "from_name" => (6, &mut entry.from_name),
+        "to_name" => (7, &mut entry.to_name),
+        "date" => (8, &mut entry.date),
+        "message" => (9, &mut entry.message),
+        "customer_id" => (10, &mut entry.customer_id),
+        "customer_phone" => (11, &mut entry.customer_phone),
+        "feeling" => (12, &mut entry.feeling),
         _ => return None,
     })
 }
