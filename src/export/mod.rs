@@ -687,16 +687,17 @@ mod handover {
     use std::sync::mpsc::{Receiver, SyncSender};
 
     use crate::error::{Error, Result};
-    use crate::output::Output;
+    use crate::model::Record;
+    use crate::output::{Output, BATCH, BATCH_BYTES};
     use crate::pipeline::{Memory, Pipeline, Shape, Stats};
     use crate::rejects::RejectLog;
     use crate::source::{ConversationContext, Parsed, Sink};
     use crate::window::Window;
 
-    /// Items handed over at once: enough that the channel costs little
-    /// per record, few enough that memory stays flat; the output's batch,
-    /// so that a batch of messages goes on to the writer whole.
-    const BATCH: usize = crate::output::BATCH;
+    // Items are handed over in the output's batches (a count, or a size of
+    // text): enough that the channel costs little per record, few enough
+    // that memory stays flat, and a batch of messages goes on to the
+    // writer whole.
 
     /// What the driver hands over, in the order it happened.
     pub enum Handed {
@@ -730,6 +731,8 @@ mod handover {
     pub struct Batching<T: Receiving> {
         to: T,
         batch: Vec<Parsed>,
+        /// The message text the batch holds.
+        text_bytes: usize,
         /// A failure met where the driver cannot be told at once.
         failed: Option<Error>,
     }
@@ -739,6 +742,7 @@ mod handover {
             Batching {
                 to,
                 batch: Vec::with_capacity(BATCH),
+                text_bytes: 0,
                 failed: None,
             }
         }
@@ -751,6 +755,7 @@ mod handover {
                 return Ok(());
             }
             let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+            self.text_bytes = 0;
             self.to.take(Handed::Items(batch))
         }
 
@@ -763,8 +768,13 @@ mod handover {
 
     impl<T: Receiving> Sink for Batching<T> {
         fn accept(&mut self, item: Parsed, _context: &ConversationContext) -> Result<bool> {
+            if let Parsed::Record(Record::Message(m)) = &item {
+                self.text_bytes += m.record.text.as_ref().map_or(0, String::len);
+            }
             self.batch.push(item);
-            if self.batch.len() >= BATCH {
+            // Bounded by text too, as the output's batches are: 512 large
+            // messages would hold several megabytes at each step.
+            if self.batch.len() >= BATCH || self.text_bytes >= BATCH_BYTES {
                 self.flush()?;
             }
             // Whether it was new is the pipeline's to know; this path never
@@ -818,6 +828,74 @@ mod handover {
         }
         let (stats, memory) = pipeline.finish()?;
         Ok((stats, memory, output))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::model::{Item, Message};
+
+        /// What was handed over: the items of each batch, and their text.
+        #[derive(Default)]
+        struct Taken(Vec<(usize, usize)>);
+
+        impl Receiving for &mut Taken {
+            fn take(&mut self, handed: Handed) -> Result<()> {
+                if let Handed::Items(items) = handed {
+                    let text = items
+                        .iter()
+                        .map(|item| match item {
+                            Parsed::Record(Record::Message(m)) => {
+                                m.record.text.as_ref().map_or(0, String::len)
+                            }
+                            _ => 0,
+                        })
+                        .sum();
+                    self.0.push((items.len(), text));
+                }
+                Ok(())
+            }
+        }
+
+        fn message(text_len: usize) -> Parsed {
+            Parsed::Record(Record::Message(Item {
+                record: Message {
+                    conversation_id: "c".into(),
+                    text: Some("x".repeat(text_len)),
+                    ..Default::default()
+                },
+                raw: None,
+            }))
+        }
+
+        /// Batches are a count of short messages, or a size of long ones,
+        /// and nothing is lost or reordered either way.
+        #[test]
+        fn batches_are_bounded_by_count_and_by_text() {
+            let mut taken = Taken::default();
+            let mut sink = Batching::new(&mut taken);
+            let none = ConversationContext::default();
+            for _ in 0..BATCH + 10 {
+                sink.accept(message(10), &none).unwrap();
+            }
+            for _ in 0..20 {
+                sink.accept(message(300_000), &none).unwrap();
+            }
+            sink.close().unwrap();
+            let sizes: Vec<usize> = taken.0.iter().map(|(n, _)| *n).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), BATCH + 30);
+            assert_eq!(sizes[0], BATCH);
+            for (n, text) in &taken.0 {
+                assert!(*n <= BATCH && *text < BATCH_BYTES + 300_000, "{n} {text}");
+            }
+            // 300 kB messages: four to a batch.
+            assert!(taken
+                .0
+                .iter()
+                .skip(1)
+                .take(4)
+                .all(|(_, text)| *text >= BATCH_BYTES));
+        }
     }
 }
 

@@ -294,7 +294,7 @@ enum Message {
 /// of text, whichever comes first; two may wait. Enough to keep both cores
 /// busy, little enough that memory stays flat with huge messages.
 pub const BATCH: usize = 512;
-const BATCH_BYTES: usize = 1 << 20;
+pub const BATCH_BYTES: usize = 1 << 20;
 const BATCHES_IN_FLIGHT: usize = 2;
 
 /// An open output of one record kind. Rendering and writing run on a
