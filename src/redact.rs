@@ -85,6 +85,10 @@ pub struct Redactor {
     /// the value as it is and shared with the records, so a hit allocates
     /// nothing.
     recent: RefCell<[HashMap<Shared, Shared>; 4]>,
+    /// The last few values of each class and their pseudonyms, looked at
+    /// before `recent`: a chat's messages repeat the same two or three
+    /// names, and comparing them costs less than hashing them again.
+    latest: RefCell<[Vec<(Shared, Shared)>; 4]>,
     /// `[NAME]`, `[PHONE]`, `[EMAIL]`, `[ID]`, shared likewise.
     placeholders: [Shared; 4],
 }
@@ -109,6 +113,8 @@ impl Slot for Shared {
 
 /// Pseudonyms remembered; the cache starts over beyond this.
 const RECENT_PSEUDONYMS: usize = 4096;
+/// Values of a class compared before the cache is consulted.
+const LATEST_PSEUDONYMS: usize = 4;
 
 impl Redactor {
     /// `key` is required for [`Mode::Hash`]; the caller checks (exit 78).
@@ -118,6 +124,7 @@ impl Redactor {
             agents,
             key: key.map(|k| Hmac::<Sha256>::new_from_slice(k).expect("HMAC takes any key length")),
             recent: RefCell::new(Default::default()),
+            latest: RefCell::new(Default::default()),
             placeholders: [Class::Name, Class::Phone, Class::Email, Class::Id]
                 .map(|c| Shared::from(c.placeholder())),
         }
@@ -215,16 +222,29 @@ impl Redactor {
     }
 
     fn cached_pseudonym(&self, value: &str, class: Class) -> Shared {
-        let mut recent = self.recent.borrow_mut();
-        let recent = &mut recent[class.index()];
-        if let Some(p) = recent.get(value) {
+        let mut latest = self.latest.borrow_mut();
+        let latest = &mut latest[class.index()];
+        if let Some((_, p)) = latest.iter().find(|(v, _)| **v == *value) {
             return p.clone();
         }
-        if recent.len() >= RECENT_PSEUDONYMS {
-            recent.clear();
+        let mut recent = self.recent.borrow_mut();
+        let recent = &mut recent[class.index()];
+        let (v, p) = match recent.get_key_value(value) {
+            Some((v, p)) => (v.clone(), p.clone()),
+            None => {
+                if recent.len() >= RECENT_PSEUDONYMS {
+                    recent.clear();
+                }
+                let v = Shared::from(value);
+                let p = Shared::from(self.pseudonym(value, class));
+                recent.insert(v.clone(), p.clone());
+                (v, p)
+            }
+        };
+        if latest.len() >= LATEST_PSEUDONYMS {
+            latest.remove(0);
         }
-        let p = Shared::from(self.pseudonym(value, class));
-        recent.insert(Shared::from(value), p.clone());
+        latest.push((v, p.clone()));
         p
     }
 
@@ -314,9 +334,13 @@ pub fn scrub_names(text: &str, names: &[&str]) -> Option<String> {
 /// the Kelvin sign (K) and the dotted capital I (İ), and a text holding
 /// one of them is always searched in full.
 fn may_hold_any(text: &str, names: &[String]) -> bool {
-    const KELVIN: &str = "\u{212A}";
-    const DOTTED_I: &str = "\u{130}";
-    if text.contains(KELVIN) || text.contains(DOTTED_I) {
+    const KELVIN: &[u8] = "\u{212A}".as_bytes();
+    const DOTTED_I: &[u8] = "\u{130}".as_bytes();
+    // One pass for both: their first bytes, then the rest of either.
+    let bytes = text.as_bytes();
+    if memchr::memchr2_iter(KELVIN[0], DOTTED_I[0], bytes)
+        .any(|at| bytes[at..].starts_with(KELVIN) || bytes[at..].starts_with(DOTTED_I))
+    {
         return true;
     }
     let folded = text.to_ascii_lowercase();
@@ -656,6 +680,36 @@ mod tests {
             Some("İstanbul'dan [NAME] yazdı"),
             "lower-casing that changes lengths takes the slow path"
         );
+        // The Kelvin sign lower-cases to an ASCII `k`: a name written with
+        // it is still found.
+        assert_eq!(
+            scrub_names("hola \u{212A}ATE, soy Ana", &["Kate"]).as_deref(),
+            Some("hola [NAME], soy Ana")
+        );
+    }
+
+    /// Pseudonyms are the same whether they come from the last few values,
+    /// the cache or the key, however values of a class interleave.
+    #[test]
+    fn pseudonyms_do_not_depend_on_the_caches() {
+        let redactor = Redactor::new(Mode::Hash, true, Some(b"k"));
+        let names: Vec<String> = (0..9).map(|n| format!("Cliente {n}")).collect();
+        for round in 0..3 {
+            for (i, name) in names.iter().enumerate() {
+                // A few values repeat often, others rarely.
+                for value in [&names[0], name, &names[i % 3]] {
+                    assert_eq!(
+                        *redactor.cached_pseudonym(value, Class::Name),
+                        redactor.pseudonym(value, Class::Name),
+                        "round {round}, {value}"
+                    );
+                    assert_ne!(
+                        *redactor.cached_pseudonym(value, Class::Phone),
+                        redactor.pseudonym(value, Class::Name)
+                    );
+                }
+            }
+        }
     }
 
     #[test]
