@@ -294,7 +294,7 @@ fn split_payload(text: &str) -> (&str, &str) {
 pub fn scrub_names(text: &str, names: &[&str]) -> Option<String> {
     let names: Vec<String> = names
         .iter()
-        .map(|n| n.trim().to_lowercase())
+        .map(|n| lowered_name(n))
         // Very short "names" (initials) would hit ordinary words.
         .filter(|n| n.chars().count() >= 3)
         .collect();
@@ -394,7 +394,20 @@ fn replace_spans(text: &str, mut spans: Vec<(usize, usize)>) -> Option<String> {
 }
 
 /// One-to-one lower-casing (characters whose lower case is longer stay).
+/// A name as it is looked for: trimmed and lower-cased, with the dotted
+/// capital I as a plain `i` (its lower case is `i` and a combining dot,
+/// which the text, folded by [`fold`], never holds).
+fn lowered_name(name: &str) -> String {
+    name.trim().to_lowercase().replace("i\u{307}", "i")
+}
+
+/// A character of the text as names are compared with it: its lower case
+/// when that is one character, and the dotted capital I as `i` (Turkish
+/// writes İPEK for İpek).
 fn fold(c: char) -> char {
+    if c == '\u{130}' {
+        return 'i';
+    }
     let mut lower = c.to_lowercase();
     match (lower.next(), lower.next()) {
         (Some(l), None) => l,
@@ -643,7 +656,7 @@ mod tests {
             name in "(María José|Pérez|Nguyễn Thị Hoa|Hoa|Kim|İnci|inci|Ana)",
         ) {
             let names = [name.as_str()];
-            let lowered: Vec<String> = names.iter().map(|n| n.trim().to_lowercase()).collect();
+            let lowered: Vec<String> = names.iter().map(|n| lowered_name(n)).collect();
             let full = {
                 let lower = text.to_lowercase();
                 if lower.len() != text.len() {
@@ -679,6 +692,18 @@ mod tests {
             scrub_names("İstanbul'dan AYŞE KAYA yazdı", &["Ayşe Kaya"]).as_deref(),
             Some("İstanbul'dan [NAME] yazdı"),
             "lower-casing that changes lengths takes the slow path"
+        );
+        // The dotted capital I: İPEK is İpek, and ipek.
+        for name in ["İpek", "ipek", "IPEK"] {
+            assert_eq!(
+                scrub_names("Merhaba, İPEK geldi mi?", &[name]).as_deref(),
+                Some("Merhaba, [NAME] geldi mi?"),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            scrub_names("merhaba ipek", &["İpek"]).as_deref(),
+            Some("merhaba [NAME]")
         );
         // The Kelvin sign lower-cases to an ASCII `k`: a name written with
         // it is still found.
