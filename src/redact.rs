@@ -89,6 +89,8 @@ pub struct Redactor {
     /// before `recent`: a chat's messages repeat the same two or three
     /// names, and comparing them costs less than hashing them again.
     latest: RefCell<[Vec<(Shared, Shared)>; 4]>,
+    /// The searches for the last few lists of names looked for.
+    name_searches: RefCell<Vec<NameSearch>>,
     /// `[NAME]`, `[PHONE]`, `[EMAIL]`, `[ID]`, shared likewise.
     placeholders: [Shared; 4],
 }
@@ -115,6 +117,8 @@ impl Slot for Shared {
 const RECENT_PSEUDONYMS: usize = 4096;
 /// Values of a class compared before the cache is consulted.
 const LATEST_PSEUDONYMS: usize = 4;
+/// Lists of names whose searches are kept.
+const NAME_SEARCHES: usize = 4;
 
 impl Redactor {
     /// `key` is required for [`Mode::Hash`]; the caller checks (exit 78).
@@ -125,6 +129,7 @@ impl Redactor {
             key: key.map(|k| Hmac::<Sha256>::new_from_slice(k).expect("HMAC takes any key length")),
             recent: RefCell::new(Default::default()),
             latest: RefCell::new(Default::default()),
+            name_searches: RefCell::new(Vec::new()),
             placeholders: [Class::Name, Class::Phone, Class::Email, Class::Id]
                 .map(|c| Shared::from(c.placeholder())),
         }
@@ -145,7 +150,7 @@ impl Redactor {
             if self.agents {
                 names.extend(c.agent_name.as_deref());
             }
-            let named = scrub_names(&notes, &names);
+            let named = self.scrub_names(&notes, &names);
             let cleaned = scrub(named.as_deref().unwrap_or(&notes)).or(named);
             c.comments = Some(cleaned.unwrap_or(notes));
         }
@@ -199,7 +204,7 @@ impl Redactor {
             // An inline `data:...;base64,` payload is not prose, and editing
             // it would only break the file: scrub what precedes it.
             let (prose, payload) = split_payload(&text);
-            let cleaned = scrub_names(prose, &names);
+            let cleaned = self.scrub_names(prose, &names);
             let prose_now = cleaned.as_deref().unwrap_or(prose);
             let cleaned = scrub(prose_now).or(cleaned);
             m.text = Some(match cleaned {
@@ -210,6 +215,22 @@ impl Redactor {
                 None => text,
             });
         }
+    }
+
+    /// [`NameSearch::scrub`], with the searches for the last few lists of
+    /// names kept (a chat's messages look for the same ones).
+    fn scrub_names(&self, text: &str, names: &[&str]) -> Option<String> {
+        let mut searches = self.name_searches.borrow_mut();
+        if let Some(search) = searches.iter().find(|s| s.is_for(names)) {
+            return search.scrub(text);
+        }
+        let search = NameSearch::new(names);
+        let scrubbed = search.scrub(text);
+        if searches.len() >= NAME_SEARCHES {
+            searches.remove(0);
+        }
+        searches.push(search);
+        scrubbed
     }
 
     fn field<T: Slot>(&self, slot: &mut Option<T>, class: Class) {
@@ -289,68 +310,109 @@ fn split_payload(text: &str) -> (&str, &str) {
     (text, "")
 }
 
-/// Replaces whole occurrences of `names` (case-insensitive) with `[NAME]`.
-/// Returns None when none occurs.
-pub fn scrub_names(text: &str, names: &[&str]) -> Option<String> {
-    let names: Vec<String> = names
-        .iter()
-        .map(|n| lowered_name(n))
-        // Very short "names" (initials) would hit ordinary words.
-        .filter(|n| n.chars().count() >= 3)
-        .collect();
-    if names.is_empty() || !may_hold_any(text, &names) {
-        return None;
-    }
-    // ASCII text (much chat text) lower-cases a byte at a time.
-    let lower = if text.is_ascii() {
-        text.to_ascii_lowercase()
-    } else {
-        text.to_lowercase()
-    };
-    // Byte offsets carry over when lower-casing kept every character's
-    // length (true of Spanish and Vietnamese); otherwise go char by char.
-    if lower.len() != text.len() {
-        return scrub_names_by_char(text, &names);
-    }
-    let is_word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
-    let mut spans: Vec<(usize, usize)> = Vec::new();
-    for name in &names {
-        for start in memchr::memmem::find_iter(lower.as_bytes(), name.as_bytes()) {
-            let end = start + name.len();
-            if !is_word(lower[..start].chars().next_back()) && !is_word(lower[end..].chars().next())
-            {
-                spans.push((start, end));
-            }
-        }
-    }
-    replace_spans(text, spans)
+/// [`NameSearch::scrub`] for one text.
+#[cfg(test)]
+fn scrub_names(text: &str, names: &[&str]) -> Option<String> {
+    NameSearch::new(names).scrub(text)
 }
 
-/// Whether `text` can hold one of `names` (lower-cased): false only when
-/// none of them can match, which spares the Unicode lower-casing of every
-/// message that names nobody (most). Each name's longest run of ASCII
-/// bytes must then stand in the text once its ASCII letters are
-/// lower-cased: the only other characters whose lower case is ASCII are
-/// the Kelvin sign (K) and the dotted capital I (İ), and a text holding
-/// one of them is always searched in full.
-fn may_hold_any(text: &str, names: &[String]) -> bool {
-    const KELVIN: &[u8] = "\u{212A}".as_bytes();
-    const DOTTED_I: &[u8] = "\u{130}".as_bytes();
-    // One pass for both: their first bytes, then the rest of either.
-    let bytes = text.as_bytes();
-    if memchr::memchr2_iter(KELVIN[0], DOTTED_I[0], bytes)
-        .any(|at| bytes[at..].starts_with(KELVIN) || bytes[at..].starts_with(DOTTED_I))
-    {
-        return true;
+/// The names to look for in a text, prepared once: a chat's messages look
+/// for the same names, and lower-casing them and building a search for
+/// each, per message, cost more than the searches.
+#[derive(Clone)]
+struct NameSearch {
+    /// As given, to tell whether the next message looks for the same.
+    given: Vec<String>,
+    /// Lower-cased (see [`lowered_name`]), three characters or more.
+    names: Vec<String>,
+    /// A search for each name's longest run of ASCII bytes, the part of it
+    /// that must stand in a text whose ASCII letters are lower-cased.
+    runs: Vec<memchr::memmem::Finder<'static>>,
+}
+
+impl NameSearch {
+    fn new(given: &[&str]) -> NameSearch {
+        let names: Vec<String> = given
+            .iter()
+            .map(|n| lowered_name(n))
+            // Very short "names" (initials) would hit ordinary words.
+            .filter(|n| n.chars().count() >= 3)
+            .collect();
+        let runs = names
+            .iter()
+            .map(|name| {
+                let run = name
+                    .split(|c: char| !c.is_ascii())
+                    .max_by_key(|run| run.len())
+                    .unwrap_or("");
+                memchr::memmem::Finder::new(run.as_bytes()).into_owned()
+            })
+            .collect();
+        NameSearch {
+            given: given.iter().map(|n| n.to_string()).collect(),
+            names,
+            runs,
+        }
     }
-    let folded = text.to_ascii_lowercase();
-    names.iter().any(|name| {
-        let run = name
-            .split(|c: char| !c.is_ascii())
-            .max_by_key(|run| run.len())
-            .unwrap_or("");
-        run.is_empty() || memchr::memmem::find(folded.as_bytes(), run.as_bytes()).is_some()
-    })
+
+    fn is_for(&self, given: &[&str]) -> bool {
+        self.given.len() == given.len() && self.given.iter().zip(given).all(|(a, b)| a == b)
+    }
+
+    /// Replaces whole occurrences of the names (case-insensitive) with
+    /// `[NAME]`. Returns None when none occurs.
+    fn scrub(&self, text: &str) -> Option<String> {
+        if self.names.is_empty() || !self.may_match(text) {
+            return None;
+        }
+        // ASCII text (much chat text) lower-cases a byte at a time.
+        let lower = if text.is_ascii() {
+            text.to_ascii_lowercase()
+        } else {
+            text.to_lowercase()
+        };
+        // Byte offsets carry over when lower-casing kept every character's
+        // length (true of Spanish and Vietnamese); otherwise go char by char.
+        if lower.len() != text.len() {
+            return scrub_names_by_char(text, &self.names);
+        }
+        let is_word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for name in &self.names {
+            for start in memchr::memmem::find_iter(lower.as_bytes(), name.as_bytes()) {
+                let end = start + name.len();
+                if !is_word(lower[..start].chars().next_back())
+                    && !is_word(lower[end..].chars().next())
+                {
+                    spans.push((start, end));
+                }
+            }
+        }
+        replace_spans(text, spans)
+    }
+
+    /// Whether `text` can hold one of the names: false only when none of
+    /// them can match, which spares the Unicode lower-casing of every
+    /// message that names nobody (most). Each name's longest run of ASCII
+    /// bytes must then stand in the text once its ASCII letters are
+    /// lower-cased: the only other characters whose lower case is ASCII
+    /// are the Kelvin sign (K) and the dotted capital I (İ), and a text
+    /// holding one of them is always searched in full.
+    fn may_match(&self, text: &str) -> bool {
+        const KELVIN: &[u8] = "\u{212A}".as_bytes();
+        const DOTTED_I: &[u8] = "\u{130}".as_bytes();
+        // One pass for both: their first bytes, then the rest of either.
+        let bytes = text.as_bytes();
+        if memchr::memchr2_iter(KELVIN[0], DOTTED_I[0], bytes)
+            .any(|at| bytes[at..].starts_with(KELVIN) || bytes[at..].starts_with(DOTTED_I))
+        {
+            return true;
+        }
+        let folded = text.to_ascii_lowercase();
+        self.runs
+            .iter()
+            .any(|run| run.needle().is_empty() || run.find(folded.as_bytes()).is_some())
+    }
 }
 
 fn scrub_names_by_char(text: &str, names: &[String]) -> Option<String> {
@@ -710,6 +772,44 @@ mod tests {
         assert_eq!(
             scrub_names("hola \u{212A}ATE, soy Ana", &["Kate"]).as_deref(),
             Some("hola [NAME], soy Ana")
+        );
+    }
+
+    /// The searches a redactor keeps find what a search made for the text
+    /// finds, however lists of names alike and not interleave.
+    #[test]
+    fn kept_name_searches_find_what_new_ones_find() {
+        let redactor = Redactor::new(Mode::Mask, true, None);
+        let lists: [&[&str]; 6] = [
+            &["Ana María", "Cliente"],
+            &["Ana María", "Cliente 2"],
+            &["Ana María"],
+            &["Cliente", "Ana María"],
+            &["Pedro", "Cliente"],
+            &[],
+        ];
+        let texts = [
+            "hola Ana María, soy el cliente 2",
+            "Pedro y el Cliente hablaron",
+            "nada que ver",
+            "CLIENTE 2: ana maría",
+        ];
+        for round in 0..3 {
+            for (i, names) in lists.iter().enumerate() {
+                for text in texts.iter().skip((i + round) % 2) {
+                    assert_eq!(
+                        redactor.scrub_names(text, names),
+                        NameSearch::new(names).scrub(text),
+                        "{names:?} in {text:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            redactor
+                .scrub_names("el cliente 2", &["Cliente 2"])
+                .as_deref(),
+            Some("el [NAME]")
         );
     }
 
