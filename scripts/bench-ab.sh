@@ -12,11 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=$1 mix=$2
 shift 2
-work=$(mktemp -d)
-trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 . scripts/lib.sh
-serve_chat2 256 "$mix"
-wolkvox_config
+bench_chat2 256 "$mix"
 for _ in $(seq "$runs"); do
   for binary in "$@"; do
     /usr/bin/time -f "$binary %e %U %S" -a -o "$work/times.txt" "$binary" \

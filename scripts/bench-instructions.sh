@@ -16,11 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mb=$1 mix=$2
 shift 2
-work=$(mktemp -d)
-trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 . scripts/lib.sh
-serve_chat2 "$mb" "$mix"
-wolkvox_config
+bench_chat2 "$mb" "$mix"
 for binary in "$@"; do
   out="$work/cachegrind.$(basename "$binary")"
   valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file="$out" "$binary" \

@@ -9,8 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mb=${1:-32}
 mix=${2:-cap}
-work=$(mktemp -d)
-trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 . scripts/lib.sh
 serve_chat2 "$mb" "$mix"
 for pacing in "rate_limit = 1" ""; do

@@ -27,12 +27,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mb=${1:-256}
 mix=${2:-cap}
-work=$(mktemp -d)
-trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
-
 . scripts/lib.sh
-serve_chat2 "$mb" "$mix"
-wolkvox_config
+bench_chat2 "$mb" "$mix"
 
 runs=${RUNS:-5}
 

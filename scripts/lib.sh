@@ -1,6 +1,10 @@
 # Shared by the Wolkvox benchmark scripts (sourced, not run): build the
 # release binary and the generator, generate a chat_2 answer, serve it on
-# 127.0.0.1, and write a configuration pointing at it. Expects $work.
+# 127.0.0.1, and write a configuration pointing at it. Sourcing it makes
+# $work, a scratch folder removed on exit with the server.
+
+work=$(mktemp -d)
+trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # serve_chat2 MB MIX: sets $port, $server and $size.
 serve_chat2() {
@@ -36,4 +40,10 @@ wolkvox_config() {
   printf '[sources.bench]\nkind = "wolkvox"\nbase_url = "http://127.0.0.1:%s"\ntoken = "bench"\nrecord_cap = 10000000\n%s\n' \
     "$port" "${1:-}" > "$work/chatdump.toml"
   chmod 600 "$work/chatdump.toml"
+}
+
+# bench_chat2 MB MIX: the answer served and the configuration written.
+bench_chat2() {
+  serve_chat2 "$1" "$2"
+  wolkvox_config
 }

@@ -425,6 +425,17 @@ pub enum Record {
     Message(Item<Message>),
 }
 
+impl Record {
+    /// The bytes of message text it holds: what batches handed between
+    /// threads are bounded by, beside their count.
+    pub fn text_len(&self) -> usize {
+        match self {
+            Record::Message(m) => m.record.text.as_ref().map_or(0, String::len),
+            Record::Conversation(_) => 0,
+        }
+    }
+}
+
 /// A record the platform sent that could not be read, kept with its reason so
 /// it is never silently dropped.
 #[derive(Debug, Clone)]

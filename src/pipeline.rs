@@ -552,6 +552,15 @@ impl<'a> Pipeline<'a> {
         self.assign_id(m)
     }
 
+    /// Counts a message whose key was checked: a duplicate unless it is
+    /// new. Returns whether it is to be written.
+    fn counted(&mut self, novelty: Novelty) -> bool {
+        if novelty != Novelty::New {
+            self.stats.duplicates += 1;
+        }
+        novelty == Novelty::New
+    }
+
     /// Counts, numbers, enriches and writes (or holds) a message whose key
     /// was checked; returns whether it was new.
     fn place(
@@ -560,10 +569,7 @@ impl<'a> Pipeline<'a> {
         novelty: Novelty,
         context: &ConversationContext,
     ) -> Result<bool> {
-        if novelty != Novelty::New {
-            self.stats.duplicates += 1;
-        }
-        let emit = novelty == Novelty::New;
+        let emit = self.counted(novelty);
         match novelty {
             Novelty::Repeated => {}
             _ if self.aggregate.is_some() => {
@@ -577,12 +583,11 @@ impl<'a> Pipeline<'a> {
                 }
             }
             _ if self.messages_in_order => {
-                let seq = self.next_seq_of(&m.record);
+                m.record.seq = self.next_seq_of(&m.record);
                 if emit {
                     if let Some(c) = context.by_id.get(&*m.record.conversation_id) {
                         enrich(&mut m.record, c);
                     }
-                    m.record.seq = seq;
                     self.write(Record::Message(m))?;
                 }
             }
@@ -659,14 +664,12 @@ impl<'a> Pipeline<'a> {
                 emit.push(false);
                 continue;
             };
-            if novelty != Novelty::New {
-                self.stats.duplicates += 1;
-            }
-            // A repeat within the window takes no place in its chat.
+            emit.push(self.counted(novelty));
+            // As in `place`: a repeat within the window takes no place in
+            // its chat.
             if novelty != Novelty::Repeated {
                 m.record.seq = self.next_seq_of(&m.record);
             }
-            emit.push(novelty == Novelty::New);
         }
         let mut emit = emit.into_iter();
         records.retain(|_| emit.next().unwrap_or(false));

@@ -687,7 +687,6 @@ mod handover {
     use std::sync::mpsc::{Receiver, SyncSender};
 
     use crate::error::{Error, Result};
-    use crate::model::Record;
     use crate::output::{Output, BATCH, BATCH_BYTES};
     use crate::pipeline::{Memory, Pipeline, Shape, Stats};
     use crate::rejects::RejectLog;
@@ -768,8 +767,8 @@ mod handover {
 
     impl<T: Receiving> Sink for Batching<T> {
         fn accept(&mut self, item: Parsed, _context: &ConversationContext) -> Result<bool> {
-            if let Parsed::Record(Record::Message(m)) = &item {
-                self.text_bytes += m.record.text.as_ref().map_or(0, String::len);
+            if let Parsed::Record(record) = &item {
+                self.text_bytes += record.text_len();
             }
             self.batch.push(item);
             // Bounded by text too, as the output's batches are: 512 large
@@ -833,7 +832,7 @@ mod handover {
     #[cfg(test)]
     mod tests {
         use super::*;
-        use crate::model::{Item, Message};
+        use crate::model::{Item, Message, Record};
 
         /// What was handed over: the items of each batch, and their text.
         #[derive(Default)]

@@ -58,8 +58,7 @@ impl<W: Write> CsvWriter<W> {
             }
             Cell::Str(s) => s.as_bytes(),
             Cell::Digest(d) => {
-                self.scratch
-                    .extend_from_slice(digest_text(d).as_str().as_bytes());
+                self.scratch.extend_from_slice(digest_text(d).as_bytes());
                 &self.scratch
             }
             Cell::Int(n) => {

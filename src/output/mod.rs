@@ -497,10 +497,7 @@ impl Output {
     }
 
     pub fn write(&mut self, record: Record) -> Result<()> {
-        self.batch_bytes += match &record {
-            Record::Message(m) => m.record.text.as_ref().map_or(0, String::len),
-            Record::Conversation(_) => 0,
-        };
+        self.batch_bytes += record.text_len();
         self.batch.push(record);
         if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
             self.hand_over()?;
@@ -511,11 +508,7 @@ impl Output {
     /// [`Output::write`] of many records at once; they go to the writer
     /// thread in the list they came in when nothing is waiting before them.
     pub fn write_batch(&mut self, mut records: Vec<Record>) -> Result<()> {
-        for record in &records {
-            if let Record::Message(m) = record {
-                self.batch_bytes += m.record.text.as_ref().map_or(0, String::len);
-            }
-        }
+        self.batch_bytes += records.iter().map(Record::text_len).sum::<usize>();
         if self.batch.is_empty() {
             self.batch = records;
         } else {

@@ -176,6 +176,17 @@ fn export<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 
 const PER_DAY: &str = "s3://chats/hanoi/dt={from:%Y-%m-%d}/conversations.jsonl";
 const STATE: &str = "s3://chats/state/hanoi.json";
+/// The UJET source's messages of one day (transcripts in object storage).
+const SUPPORT_DAY_MESSAGES: [&str; 8] = [
+    "export",
+    "support",
+    "--records",
+    "messages",
+    "--from",
+    "2024-03-05T00:00:00Z",
+    "--to",
+    "2024-03-06T00:00:00Z",
+];
 
 /// The conversation ids in every object under `dt=`.
 async fn exported(moto: &Moto) -> Vec<String> {
@@ -526,17 +537,7 @@ async fn ujet_transcripts_are_read_from_a_bucket() {
         &server.uri(),
         "transcripts = \"s3://acme-storage/ccaip/\"\n",
     );
-    let args = [
-        "export",
-        "support",
-        "--records",
-        "messages",
-        "--from",
-        "2024-03-05T00:00:00Z",
-        "--to",
-        "2024-03-06T00:00:00Z",
-    ];
-    let r = moto.run(dir.path(), &args).await;
+    let r = moto.run(dir.path(), &SUPPORT_DAY_MESSAGES).await;
     assert_eq!(r.code, 65, "chat 101 has none yet: {}", r.stderr);
     let rows = jsonl(&r.stdout);
     assert_eq!(rows.len(), 12, "{}", r.stderr);
@@ -668,21 +669,7 @@ async fn a_transcript_object_too_big_is_refused_unread() {
         &server.uri(),
         "transcripts = \"s3://acme-storage/ccaip\"\nmax_record_size = \"1KiB\"\n",
     );
-    let r = moto
-        .run(
-            dir.path(),
-            &[
-                "export",
-                "support",
-                "--records",
-                "messages",
-                "--from",
-                "2024-03-05T00:00:00Z",
-                "--to",
-                "2024-03-06T00:00:00Z",
-            ],
-        )
-        .await;
+    let r = moto.run(dir.path(), &SUPPORT_DAY_MESSAGES).await;
     assert_eq!(r.code, 65, "{}", r.stderr);
     let rejects = std::fs::read_to_string(dir.path().join("support.rejects.jsonl")).unwrap();
     assert!(

@@ -90,6 +90,16 @@ fn cut<'a>(
     data
 }
 
+/// A fake Wolkvox answering every report request with `answer`.
+async fn serving(answer: impl wiremock::Respond + 'static) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(path(REPORT))
+        .respond_with(answer)
+        .mount(&server)
+        .await;
+    server
+}
+
 /// `export bogota` of 2024-03-05's messages to `output`.
 async fn export_day_messages(dir: &std::path::Path, output: &str) -> crate::common::Run {
     run(
@@ -556,11 +566,7 @@ async fn a_chat_across_windows_and_bisected_slices_is_one_complete_row() {
 /// stops with 77 and commits nothing of the window under way.
 #[tokio::test]
 async fn a_run_stops_at_its_token_ceiling() {
-    let server = MockServer::start().await;
-    Mock::given(path(REPORT))
-        .respond_with(ok(vec![chat("1", local("2024-03-05 10:00:00"), 2)]))
-        .mount(&server)
-        .await;
+    let server = serving(ok(vec![chat("1", local("2024-03-05 10:00:00"), 2)])).await;
     let dir = config(&server.uri(), "max_tokens = 2\n");
     let r = run(
         dir.path(),
@@ -688,14 +694,11 @@ fn assert_every_message_once(rows: &[Value]) {
 
 #[tokio::test]
 async fn answers_found_to_hold_the_earliest_chats_are_fetched_on_from_where_they_stop() {
-    let server = MockServer::start().await;
-    Mock::given(path(REPORT))
-        .respond_with(Report {
-            chats: two_days(),
-            cap: 10,
-        })
-        .mount(&server)
-        .await;
+    let server = serving(Report {
+        chats: two_days(),
+        cap: 10,
+    })
+    .await;
     let (stderr, rows, asked) = capped_backfill(&server).await;
     assert_every_message_once(&rows);
     assert_eq!(
@@ -714,14 +717,11 @@ async fn answers_found_to_hold_the_earliest_chats_are_fetched_on_from_where_they
 
 #[tokio::test]
 async fn answers_that_do_not_hold_the_earliest_chats_are_split_and_nothing_is_lost() {
-    let server = MockServer::start().await;
-    Mock::given(path(REPORT))
-        .respond_with(Subset {
-            chats: two_days(),
-            cap: 10,
-        })
-        .mount(&server)
-        .await;
+    let server = serving(Subset {
+        chats: two_days(),
+        cap: 10,
+    })
+    .await;
     let (stderr, rows, asked) = capped_backfill(&server).await;
     assert_every_message_once(&rows);
     assert!(
@@ -896,11 +896,7 @@ async fn an_answer_that_is_not_utf8_is_refused_not_exported() {
     body.extend_from_slice(b",{\"conn_id\":\"u2\",\"conversation\":[{\"date\":\"2024-03-05 09:00:00\",\"message\":\"adi");
     body.push(0xF3);
     body.extend_from_slice(b"s\"}]}]}");
-    let server = MockServer::start().await;
-    Mock::given(path(REPORT))
-        .respond_with(ResponseTemplate::new(200).set_body_bytes(body))
-        .mount(&server)
-        .await;
+    let server = serving(ResponseTemplate::new(200).set_body_bytes(body)).await;
     let dir = config(&server.uri(), "max_retries = 1\n");
     let r = export_day_messages(dir.path(), "m.jsonl").await;
     assert_eq!(r.code, 65, "{}", r.stderr);
@@ -917,14 +913,11 @@ async fn an_answer_that_is_not_utf8_is_refused_not_exported() {
 /// details scrubbed; and a full disk still ends the run with 73.
 #[tokio::test]
 async fn a_redacted_capped_backfill_is_the_plain_one_scrubbed() {
-    let server = MockServer::start().await;
-    Mock::given(path(REPORT))
-        .respond_with(Report {
-            chats: two_days(),
-            cap: 10,
-        })
-        .mount(&server)
-        .await;
+    let server = serving(Report {
+        chats: two_days(),
+        cap: 10,
+    })
+    .await;
     let dir = config(&server.uri(), "record_cap = 10\n");
     let export = |redact: bool, output: &str| {
         let mut args = vec![
@@ -990,11 +983,7 @@ async fn a_chat_nested_beyond_any_parser_depth_is_rejected_without_a_crash() {
     );
     let good = chat("g1", local("2024-03-05 08:00:00"), 2).to_string();
     let body = format!("{{\"code\":200,\"data\":[{good},{deep}]}}");
-    let server = MockServer::start().await;
-    Mock::given(path(REPORT))
-        .respond_with(ResponseTemplate::new(200).set_body_string(body))
-        .mount(&server)
-        .await;
+    let server = serving(ResponseTemplate::new(200).set_body_string(body)).await;
     let dir = config(&server.uri(), "max_retries = 0\n");
     let r = export_day_messages(dir.path(), "m.jsonl").await;
     assert_eq!(r.code, 65, "{}", r.stderr);
@@ -1017,11 +1006,7 @@ async fn a_chat_nested_beyond_any_parser_depth_is_rejected_without_a_crash() {
 #[tokio::test]
 async fn a_chat_over_max_record_size_is_refused_before_it_is_held() {
     let big = chat("b1", local("2024-03-05 08:00:00"), 400);
-    let server = MockServer::start().await;
-    Mock::given(path(REPORT))
-        .respond_with(ok(vec![big]))
-        .mount(&server)
-        .await;
+    let server = serving(ok(vec![big])).await;
     let dir = config(
         &server.uri(),
         "max_retries = 0\nmax_record_size = \"4KiB\"\n",
@@ -1043,11 +1028,7 @@ async fn a_symlink_planted_at_the_rejects_of_a_redacted_export_is_not_followed()
         // A flat row without `conn_id`: rejected.
         json!({"date": "2024-03-05 09:00:00", "message": "hola"}),
     ];
-    let server = MockServer::start().await;
-    Mock::given(path(REPORT))
-        .respond_with(ok(rows))
-        .mount(&server)
-        .await;
+    let server = serving(ok(rows)).await;
     let dir = config(&server.uri(), "");
     let d = dir.path();
     let victim = d.join("victim");
