@@ -171,6 +171,42 @@ fn a_fifo_output_is_written_in_place_and_stays_a_fifo() {
     );
 }
 
+/// A FIFO planted at a compressed output's name: written in place through
+/// gzip, every line of the export reaches the reader as one valid gzip
+/// stream (the writer's own buffer and the compressor both flushed), and
+/// the FIFO stays a FIFO.
+#[cfg(unix)]
+#[test]
+fn a_fifo_at_a_gz_output_gets_the_whole_compressed_export() {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.jsonl.gz");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(std::fs::File::open(fifo).unwrap())
+                .read_to_string(&mut text)
+                .map(|_| text)
+        })
+    };
+    let r = demo(dir.path(), "pipe.jsonl.gz");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = reader.join().unwrap().expect("one whole gzip stream");
+    let plain = demo(dir.path(), "-");
+    assert_eq!(text, plain.stdout, "the same lines as a plain export");
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+}
+
 #[cfg(unix)]
 #[test]
 fn a_character_device_output_stays_a_device() {

@@ -1056,3 +1056,74 @@ async fn a_symlink_planted_at_the_rejects_of_a_redacted_export_is_not_followed()
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     assert!(!d.join("m.jsonl").exists(), "nothing exported");
 }
+
+/// A hostile answer: a chat that names its id twice, the second time
+/// another chat's, as if to file its messages under that one. serde refuses
+/// a field given twice; the quick reader gives such a chat up to it rather
+/// than take either id. The chat is one rejected record, all of it; the
+/// chat beside it is exported; nothing is filed under the second id.
+#[tokio::test]
+async fn a_chat_naming_its_id_twice_is_rejected_not_filed_under_either() {
+    let good = chat("g1", local("2024-03-05 08:00:00"), 2).to_string();
+    let mut twice = chat("g2", local("2024-03-05 09:00:00"), 2).to_string();
+    twice.insert_str(twice.len() - 1, ",\"conn_id\":\"victim\"");
+    let body = format!("{{\"code\":200,\"data\":[{good},{twice}]}}");
+    let server = serving(ResponseTemplate::new(200).set_body_string(body)).await;
+    let dir = config(&server.uri(), "max_retries = 0\n");
+    let r = export_day_messages(dir.path(), "m.jsonl").await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    let rows = jsonl(&std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap());
+    let ids: Vec<&Value> = rows.iter().map(|m| &m["conversation_id"]).collect();
+    assert_eq!(ids, ["g1", "g1"], "only the good chat");
+    let rejects =
+        jsonl(&std::fs::read_to_string(dir.path().join("m.jsonl.rejects.jsonl")).unwrap());
+    assert_eq!(rejects.len(), 1);
+    assert_eq!(
+        rejects[0]["raw"]["conversation"].as_array().map(Vec::len),
+        Some(2),
+        "kept whole: {}",
+        rejects[0]
+    );
+    assert!(
+        rejects[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate field `conn_id`"),
+        "{}",
+        rejects[0]
+    );
+}
+
+/// Absurd values: a chat id of nineteen digits sent as a number (beyond what
+/// the quick reader takes, so serde reads it), and a message dated the 30th
+/// of February. The id is kept digit for digit; the impossible date is one
+/// rejected message, the rest of its chat exported in order.
+#[tokio::test]
+async fn a_nineteen_digit_id_is_kept_and_an_impossible_date_is_one_reject() {
+    let mut long = chat("x", local("2024-03-05 08:00:00"), 3);
+    long["conn_id"] = json!(1_234_567_890_123_456_789_u64);
+    long["conversation"][1]["date"] = json!("2024-02-30 10:00:00");
+    let server = serving(ok(vec![long])).await;
+    let dir = config(&server.uri(), "max_retries = 0\n");
+    let r = export_day_messages(dir.path(), "m.jsonl").await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    let rows = jsonl(&std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap());
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row["conversation_id"], "1234567890123456789");
+    }
+    assert_eq!(rows[0]["text"], "mensaje 0");
+    assert_eq!(rows[1]["text"], "mensaje 2");
+    assert_eq!((&rows[0]["seq"], &rows[1]["seq"]), (&json!(0), &json!(2)));
+    let rejects =
+        jsonl(&std::fs::read_to_string(dir.path().join("m.jsonl.rejects.jsonl")).unwrap());
+    assert_eq!(rejects.len(), 1);
+    assert!(
+        rejects[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("2024-02-30"),
+        "{}",
+        rejects[0]
+    );
+}
