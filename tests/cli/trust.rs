@@ -199,6 +199,7 @@ fn a_fifo_at_a_gz_output_gets_the_whole_compressed_export() {
     let r = demo(dir.path(), "pipe.jsonl.gz");
     assert_eq!(r.code, 0, "{}", r.stderr);
     let text = reader.join().unwrap().expect("one whole gzip stream");
+    assert!(text.lines().count() > 5, "{text}");
     let plain = demo(dir.path(), "-");
     assert_eq!(text, plain.stdout, "the same lines as a plain export");
     assert!(std::fs::symlink_metadata(&fifo)
