@@ -303,11 +303,7 @@ async fn a_transcript_that_never_comes_is_given_up_after_a_week_and_reported() {
 async fn a_fifo_planted_at_a_transcript_name_is_refused_not_waited_on() {
     let server = manager(chats(), false, |_, _| {}).await;
     let dir = setup(&server);
-    let made = std::process::Command::new("mkfifo")
-        .arg(dir.path().join("transcripts/chat-104.json"))
-        .status()
-        .unwrap();
-    assert!(made.success());
+    crate::common::mkfifo(&dir.path().join("transcripts/chat-104.json"));
     let r = run(dir.path(), &args(&["-o", "m.jsonl"])).await;
     assert_eq!(r.code, 65, "{}", r.stderr);
     let rows = jsonl(&std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap());

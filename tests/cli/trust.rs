@@ -147,11 +147,7 @@ fn a_fifo_output_is_written_in_place_and_stays_a_fifo() {
     use std::os::unix::fs::FileTypeExt;
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("pipe.jsonl");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    crate::common::mkfifo(&fifo);
     let reader = {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
@@ -182,11 +178,7 @@ fn a_fifo_at_a_gz_output_gets_the_whole_compressed_export() {
     use std::os::unix::fs::FileTypeExt;
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("pipe.jsonl.gz");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    crate::common::mkfifo(&fifo);
     let reader = {
         let fifo = fifo.clone();
         std::thread::spawn(move || {
@@ -490,11 +482,7 @@ async fn a_fifo_planted_at_the_state_or_the_rejects_is_refused_not_waited_on() {
     let d = dir.path();
     for planted in ["h.state", "h.state.rejects.jsonl"] {
         let fifo = d.join(planted);
-        assert!(std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success());
+        crate::common::mkfifo(&fifo);
         let child = crate::common::command(
             d,
             &[

@@ -100,24 +100,25 @@ async fn serving(answer: impl wiremock::Respond + 'static) -> MockServer {
     server
 }
 
+/// The arguments of `export bogota` for 2024-03-05's messages, then `extra`.
+fn day_messages<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "export",
+        "bogota",
+        "--from",
+        "2024-03-05",
+        "--to",
+        "2024-03-06",
+        "--records",
+        "messages",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// `export bogota` of 2024-03-05's messages to `output`.
 async fn export_day_messages(dir: &std::path::Path, output: &str) -> crate::common::Run {
-    run(
-        dir,
-        &[
-            "export",
-            "bogota",
-            "--from",
-            "2024-03-05",
-            "--to",
-            "2024-03-06",
-            "--records",
-            "messages",
-            "-o",
-            output,
-        ],
-    )
-    .await
+    run(dir, &day_messages(&["-o", output])).await
 }
 
 fn local(s: &str) -> chrono::NaiveDateTime {
@@ -203,21 +204,7 @@ async fn a_capped_window_is_bisected_until_complete_counting_messages() {
         .respond_with(Report { chats, cap: 10 })
         .mount(&server)
         .await;
-    let r = run(
-        dir.path(),
-        &[
-            "export",
-            "bogota",
-            "--from",
-            "2024-03-05",
-            "--to",
-            "2024-03-06",
-            "--records",
-            "messages",
-            "-v",
-        ],
-    )
-    .await;
+    let r = run(dir.path(), &day_messages(&["-v"])).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let rows = jsonl(&r.stdout);
     assert_eq!(rows.len(), 24, "every message exactly once");
@@ -1034,22 +1021,7 @@ async fn a_symlink_planted_at_the_rejects_of_a_redacted_export_is_not_followed()
     let victim = d.join("victim");
     std::fs::write(&victim, "precious").unwrap();
     std::os::unix::fs::symlink(&victim, d.join("m.jsonl.rejects.jsonl")).unwrap();
-    let mut cmd = command(
-        d,
-        &[
-            "export",
-            "bogota",
-            "--from",
-            "2024-03-05",
-            "--to",
-            "2024-03-06",
-            "--records",
-            "messages",
-            "--redact",
-            "-o",
-            "m.jsonl",
-        ],
-    );
+    let mut cmd = command(d, &day_messages(&["--redact", "-o", "m.jsonl"]));
     cmd.env("CHATDUMP_REDACT_KEY", "a key");
     let r = run_command(cmd).await;
     assert_eq!(r.code, 73, "{}", r.stderr);
