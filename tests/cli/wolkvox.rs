@@ -633,6 +633,14 @@ fn two_days() -> Vec<(chrono::NaiveDateTime, Value)> {
         .collect()
 }
 
+/// The two days' report, answering at most 10 messages a request.
+fn two_days_at_cap_10() -> Report {
+    Report {
+        chats: two_days(),
+        cap: 10,
+    }
+}
+
 /// Exports the two days at a cap of 10; returns stderr, the messages and
 /// the (date_ini, date_end) of every request.
 async fn capped_backfill(server: &MockServer) -> (String, Vec<Value>, Vec<(String, String)>) {
@@ -681,11 +689,7 @@ fn assert_every_message_once(rows: &[Value]) {
 
 #[tokio::test]
 async fn answers_found_to_hold_the_earliest_chats_are_fetched_on_from_where_they_stop() {
-    let server = serving(Report {
-        chats: two_days(),
-        cap: 10,
-    })
-    .await;
+    let server = serving(two_days_at_cap_10()).await;
     let (stderr, rows, asked) = capped_backfill(&server).await;
     assert_every_message_once(&rows);
     assert_eq!(
@@ -900,11 +904,7 @@ async fn an_answer_that_is_not_utf8_is_refused_not_exported() {
 /// details scrubbed; and a full disk still ends the run with 73.
 #[tokio::test]
 async fn a_redacted_capped_backfill_is_the_plain_one_scrubbed() {
-    let server = serving(Report {
-        chats: two_days(),
-        cap: 10,
-    })
-    .await;
+    let server = serving(two_days_at_cap_10()).await;
     let dir = config(&server.uri(), "record_cap = 10\n");
     let export = |redact: bool, output: &str| {
         let mut args = vec![
