@@ -83,6 +83,29 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A secret as a variable or a file holds it: one trailing line break (a
+/// secret file's, `$(cat token)` keeps none but `KEY=$(<file)` in some
+/// tools does) is dropped; a secret that is then empty, blank, padded
+/// with spaces or holding a control character is refused with the reason
+/// (it would be sent as `Bearer    `, or make every request fail with a
+/// misleading "platform unavailable").
+pub fn secret_text(raw: &str) -> std::result::Result<String, &'static str> {
+    let text = raw
+        .strip_suffix("\r\n")
+        .or_else(|| raw.strip_suffix('\n'))
+        .unwrap_or(raw);
+    if text.trim().is_empty() {
+        return Err("is empty or only white space");
+    }
+    if text.chars().any(char::is_control) {
+        return Err("holds a line break or another control character");
+    }
+    if text.trim() != text {
+        return Err("begins or ends with white space");
+    }
+    Ok(text.to_string())
+}
+
 /// The loaded configuration file.
 #[derive(Debug, Default)]
 pub struct Config {
@@ -455,7 +478,15 @@ impl<'a> SourceTable<'a> {
         let env_key = format!("{key}_env");
         if let Some(var) = self.string(&env_key)? {
             return match std::env::var(&var) {
-                Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
+                Ok(v) if !v.is_empty() => secret_text(&v).map(Secret::new).map_err(|why| {
+                    self.error(
+                        &env_key,
+                        &format!("names environment variable {var}, which {why}"),
+                    )
+                    .with_hint(format!(
+                        "set {var} to the secret alone, with no spaces or line breaks around it"
+                    ))
+                }),
                 _ => Err(self
                     .error(
                         &env_key,
@@ -465,6 +496,8 @@ impl<'a> SourceTable<'a> {
             };
         }
         if let Some(literal) = self.string(key)? {
+            let literal = secret_text(&literal)
+                .map_err(|why| self.error(key, &format!("is a secret which {why}")))?;
             if self.config.readable_by_others {
                 crate::log::warn(&format!(
                     "source {:?}: a literal `{key}` is stored in {}, which other users can read; prefer `{env_key}`",
@@ -678,6 +711,45 @@ mod tests {
     fn secret_never_prints() {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?} {s}"), "*** ***");
+    }
+
+    #[test]
+    fn secrets_are_taken_whole_or_refused() {
+        assert_eq!(secret_text("tok").as_deref(), Ok("tok"));
+        assert_eq!(
+            secret_text("tok\n").as_deref(),
+            Ok("tok"),
+            "a file's line end"
+        );
+        assert_eq!(secret_text("tok\r\n").as_deref(), Ok("tok"));
+        assert_eq!(secret_text("a b").as_deref(), Ok("a b"));
+        for bad in [
+            "",
+            "   ",
+            "\n",
+            "tok\n\n",
+            " tok",
+            "tok ",
+            "to\tk",
+            "tok\u{1b}",
+            "to\nk",
+        ] {
+            assert!(secret_text(bad).is_err(), "{bad:?} was taken");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a variable holds, a secret taken has no control
+        /// character and no white space around it; one refused says why.
+        #[test]
+        fn any_variable_is_taken_safely_or_refused(raw in "\\PC*|[ \t\r\n]{0,3}\\PC{0,8}[ \t\r\n]{0,3}") {
+            if let Ok(secret) = secret_text(&raw) {
+                proptest::prop_assert!(!secret.is_empty());
+                proptest::prop_assert!(!secret.chars().any(char::is_control));
+                proptest::prop_assert_eq!(secret.trim(), secret.as_str());
+                proptest::prop_assert!(raw.starts_with(&secret));
+            }
+        }
     }
 
     #[test]

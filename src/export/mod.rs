@@ -905,7 +905,14 @@ pub fn redactor(options: &Options, key_env: Option<&str>) -> Result<Option<Redac
         return Ok(None);
     };
     let var = key_env.unwrap_or("CHATDUMP_REDACT_KEY");
-    let key = std::env::var(var).ok().filter(|k| !k.is_empty());
+    let key = match std::env::var(var).ok().filter(|k| !k.is_empty()) {
+        Some(raw) => Some(crate::config::secret_text(&raw).map_err(|why| {
+            Error::config(format!("the redaction key in {var} {why}")).with_hint(format!(
+                "set {var} to the key alone, with no spaces or line breaks around it"
+            ))
+        })?),
+        None => None,
+    };
     if redact.mode == RedactMode::Hash && key.is_none() {
         return Err(Error::config(format!(
             "--redact=hash needs a key: the environment variable {var} is not set"
