@@ -379,7 +379,7 @@ impl ChatSource for Caresoft {
     }
 
     fn parse_item(&self, query: &Query, item: &[u8], want_raw: bool, out: &mut dyn FnMut(Parsed)) {
-        let row = match serde_json::from_slice::<Map<String, Value>>(item) {
+        let row = match fields::object(item) {
             Ok(row) => row,
             Err(e) => return out(Parsed::from_json_error(item, "not a JSON object", &e)),
         };

@@ -1099,3 +1099,37 @@ async fn a_nineteen_digit_id_is_kept_and_an_impossible_date_is_one_reject() {
         rejects[0]
     );
 }
+
+/// Chat ids beyond 64 bits sent as numbers: serde_json reads such a number
+/// as a float, which would make two chats differing in their last digits
+/// one. Each keeps its own id, digit for digit, in the quick reader's
+/// answer and in serde's.
+#[tokio::test]
+async fn ids_beyond_64_bits_keep_every_digit() {
+    let a = chat("A", local("2024-03-05 08:00:00"), 2).to_string();
+    // A nested value sends this chat to serde rather than the quick reader.
+    let mut b = chat("B", local("2024-03-05 09:00:00"), 2);
+    b["extra"] = json!({"nested": [1, 2]});
+    let b = b.to_string();
+    let body = format!(
+        "{{\"code\":200,\"data\":[{},{}]}}",
+        a.replace("\"A\"", "12345678901234567890123"),
+        b.replace("\"B\"", "12345678901234567890124")
+    );
+    assert!(body.contains(":12345678901234567890124"), "{body}");
+    let server = serving(ResponseTemplate::new(200).set_body_string(body)).await;
+    let dir = config(&server.uri(), "max_retries = 0\n");
+    let r = export_day_messages(dir.path(), "m.jsonl").await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rows = jsonl(&std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap());
+    let ids: Vec<&Value> = rows.iter().map(|m| &m["conversation_id"]).collect();
+    assert_eq!(
+        ids,
+        [
+            "12345678901234567890123",
+            "12345678901234567890123",
+            "12345678901234567890124",
+            "12345678901234567890124"
+        ]
+    );
+}

@@ -25,7 +25,7 @@ use crate::source::Parsed;
 
 /// Maps one `data` element of a `chat_1` answer.
 pub fn parse(item: &[u8], zone: Tz, want_raw: bool, out: &mut dyn FnMut(Parsed)) {
-    let row: Map<String, Value> = match serde_json::from_slice(item) {
+    let row: Map<String, Value> = match fields::object(item) {
         Ok(row) => row,
         Err(e) => return out(Parsed::from_json_error(item, "unreadable chat_1 row", &e)),
     };

@@ -250,7 +250,9 @@ impl ChatSource for Live {
     }
 
     fn parse_item(&self, query: &Query, item: &[u8], want_raw: bool, out: &mut dyn FnMut(Parsed)) {
-        let agent: Agent = match std::str::from_utf8(item).map(serde_json::from_str) {
+        // Ids past 64 bits, read as text.
+        let exact = crate::source::fields::exact_integers(item);
+        let agent: Agent = match std::str::from_utf8(&exact).map(serde_json::from_str) {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => return out(Parsed::from_json_error(item, "unreadable agent entry", &e)),
             // JSON is UTF-8: other bytes mean a garbled response.

@@ -272,6 +272,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
                 Ok(Text(Some(Cow::Owned(v.to_string()))))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<Self::Value, E> {
+                // An integer past 2^53 came through f64 and lost its last
+                // digits (two ids would become one): refused, so the
+                // element is read again with its long integers as text
+                // (`fields::exact_integers`), or rejected.
+                if v.fract() == 0.0 && v.abs() >= 9_007_199_254_740_992.0 {
+                    return Err(E::custom("a number too large to be read exactly"));
+                }
                 Ok(Text(Some(Cow::Owned(v.to_string()))))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<Self::Value, E> {

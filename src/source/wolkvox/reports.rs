@@ -459,7 +459,9 @@ impl ChatSource for Reports {
         }
         // One UTF-8 check for the whole element is much cheaper than
         // serde_json's check of every string it meets (`from_slice`).
-        let entry: Entry = match std::str::from_utf8(item).map(serde_json::from_str) {
+        // Ids past 64 bits, read as text (the element itself stays the raw).
+        let exact = super::super::fields::exact_integers(item);
+        let entry: Entry = match std::str::from_utf8(&exact).map(serde_json::from_str) {
             Ok(Ok(e)) => e,
             Ok(Err(e)) => return out(Parsed::from_json_error(item, "unreadable chat", &e)),
             // JSON is UTF-8: other bytes mean a garbled response.
