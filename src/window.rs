@@ -88,21 +88,41 @@ const MAX_DAYS: i64 = 36_600;
 /// would exhaust memory when a window of `1ms` meets a year.
 pub const MAX_SLICES: i64 = 100_000;
 
+/// Whether `t` is an instant chatdump takes from any text: within the years
+/// 0001 to 9999 with a day to spare at both ends, so that its wall-clock
+/// time in every zone is still a four-digit year (RFC 3339 has no other)
+/// and no offset arithmetic leaves chrono's range (where it panics).
+pub fn in_range(t: DateTime<Utc>) -> bool {
+    const FIRST: i64 = -62_135_596_800 + 86_400; // 0001-01-02T00:00:00Z
+    const LAST: i64 = 253_402_214_400; // 9999-12-31T00:00:00Z
+    (FIRST..LAST).contains(&t.timestamp())
+}
+
+/// `t`, if [`in_range`]; else why not, naming `text`.
+pub fn checked(t: DateTime<Utc>, text: &str) -> Result<DateTime<Utc>, String> {
+    if in_range(t) {
+        Ok(t)
+    } else {
+        Err(format!("time {text:?} is outside the years 0001 to 9999"))
+    }
+}
+
 /// Parses a time bound: RFC 3339 with an offset, or `YYYY-MM-DD[ HH:MM[:SS]]`
 /// (also with `T`) read as wall-clock time in `zone`.
 pub fn parse_time(text: &str, zone: Tz) -> Result<DateTime<Utc>, String> {
     let text = text.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
+        return checked(t.with_timezone(&Utc), text);
     }
     let naive = parse_naive(text).ok_or_else(|| {
         format!(
             "time {text:?} is neither RFC 3339 (2024-03-01T00:00:00Z) nor YYYY-MM-DD[ HH:MM[:SS]]"
         )
     })?;
-    local_to_utc(naive, zone).ok_or_else(|| {
+    let t = local_to_utc(naive, zone).ok_or_else(|| {
         format!("time {text:?} does not exist in {zone} (skipped by a clock change)")
-    })
+    })?;
+    checked(t, text)
 }
 
 fn parse_naive(text: &str) -> Option<NaiveDateTime> {
@@ -136,9 +156,9 @@ pub fn parse_platform_time(text: &str, zone: Tz) -> Result<Option<DateTime<Utc>>
     let Some((naive, text)) = naive_platform_time(text)? else {
         return Ok(None);
     };
-    local_to_utc(naive, zone)
-        .map(Some)
-        .ok_or_else(|| format!("timestamp {text:?} does not exist in {zone}"))
+    let t = local_to_utc(naive, zone)
+        .ok_or_else(|| format!("timestamp {text:?} does not exist in {zone}"))?;
+    checked(t, text).map(Some)
 }
 
 /// The wall-clock time a platform timestamp says, with the text trimmed.
@@ -177,9 +197,10 @@ impl ZoneClock {
             return Ok(None);
         };
         let zone = self.zone;
-        self.utc_of(naive)
-            .map(Some)
-            .ok_or_else(|| format!("timestamp {text:?} does not exist in {zone}"))
+        let t = self
+            .utc_of(naive)
+            .ok_or_else(|| format!("timestamp {text:?} does not exist in {zone}"))?;
+        checked(t, text).map(Some)
     }
 
     fn utc_of(&mut self, naive: NaiveDateTime) -> Option<DateTime<Utc>> {
@@ -253,6 +274,37 @@ pub fn humanize(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(crate::jsonstream::proptest_config(2048))]
+
+        /// Any timestamp text a platform or a user writes, in any zone, is
+        /// read as an instant every renderer can show, or refused; never a
+        /// panic.
+        #[test]
+        fn any_time_text_is_read_in_range_or_refused(
+            year in "[+-]?[0-9]{1,7}",
+            rest in "-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?",
+            offset in "(Z|[+-][0-9]{2}:[0-9]{2})",
+            noise in "\\PC{0,12}",
+            zone in 0..chrono_tz::TZ_VARIANTS.len(),
+        ) {
+            let zone = chrono_tz::TZ_VARIANTS[zone];
+            let text = format!("{year}{rest}");
+            let mut clock = ZoneClock::new(zone);
+            for t in [
+                parse_platform_time(&text, zone).ok().flatten(),
+                clock.read(&text).ok().flatten(),
+                parse_platform_time(&noise, zone).ok().flatten(),
+                parse_time(&text, zone).ok(),
+                parse_time(&format!("{text}{offset}"), zone).ok(),
+                parse_time(&noise, zone).ok(),
+            ].into_iter().flatten() {
+                proptest::prop_assert!(in_range(t), "{} read as {}", text, t);
+            }
+        }
+    }
+
 
     /// Whatever order times come in, across every kind of transition (an
     /// hour skipped and repeated, a half-hour one, an offset change at an

@@ -68,21 +68,28 @@ impl Render {
     /// Appends `t` as RFC 3339 to the second: `Z` in UTC, else the zone's
     /// offset. Hand-rolled because it runs for every timestamp written.
     pub fn push_time(&self, t: DateTime<Utc>, out: &mut Vec<u8>) {
-        let (local, offset) = match self.tz {
+        // Readers take no instant outside `in_range`; one made otherwise
+        // is written in UTC rather than moved by an offset past chrono's
+        // range (a panic).
+        let zone = self.tz.filter(|_| crate::window::in_range(t));
+        let (local, offset) = match zone {
             None => (t.naive_utc(), None),
             Some(zone) => {
                 let l = t.with_timezone(&zone);
-                (l.naive_local(), Some(l.offset().fix().local_minus_utc()))
+                match l.offset().fix().local_minus_utc() {
+                    // Local mean time before a zone adopted a standard
+                    // (Bogotá until 1914: -04:56:16) has an offset in
+                    // seconds, which RFC 3339 cannot write: such an
+                    // instant is written in UTC, exactly, rather than
+                    // seconds off.
+                    secs if secs % 60 != 0 => (t.naive_utc(), None),
+                    secs => (l.naive_local(), Some(secs)),
+                }
             }
         };
         let year = local.year();
         if !(0..=9999).contains(&year) {
-            let text = match self.tz {
-                Some(zone) => t
-                    .with_timezone(&zone)
-                    .to_rfc3339_opts(SecondsFormat::Secs, true),
-                None => t.to_rfc3339_opts(SecondsFormat::Secs, true),
-            };
+            let text = t.to_rfc3339_opts(SecondsFormat::Secs, true);
             out.extend_from_slice(text.as_bytes());
             return;
         }
@@ -674,6 +681,39 @@ pub fn sync_parent(target: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(crate::jsonstream::proptest_config(2048))]
+
+        /// Any instant chrono holds, rendered in any zone, never panics; one
+        /// a reader takes (`in_range`) is RFC 3339 that reads back as itself.
+        #[test]
+        fn every_instant_renders_in_every_zone(
+            seconds in chrono::DateTime::<Utc>::MIN_UTC.timestamp()..=chrono::DateTime::<Utc>::MAX_UTC.timestamp(),
+            edge in 0usize..6,
+            zone in 0..chrono_tz::TZ_VARIANTS.len(),
+        ) {
+            let edges = [
+                chrono::DateTime::<Utc>::MIN_UTC.timestamp(),
+                chrono::DateTime::<Utc>::MAX_UTC.timestamp(),
+                -62_135_596_800 + 86_400,
+                253_402_214_399,
+                0,
+                seconds,
+            ];
+            let t = chrono::DateTime::<Utc>::from_timestamp(edges[edge], 0).unwrap();
+            let mut render = Render::for_tests("x");
+            render.tz = Some(chrono_tz::TZ_VARIANTS[zone]);
+            let mut out = Vec::new();
+            render.push_time(t, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            if crate::window::in_range(t) {
+                let back = chrono::DateTime::parse_from_rfc3339(&text);
+                proptest::prop_assert_eq!(back.map(|b| b.to_utc()), Ok(t), "{}", text);
+            }
+        }
+    }
+
     use crate::model::{Conversation, Item};
 
     fn render() -> Render {

@@ -199,8 +199,10 @@ pub fn utc_time(v: Option<&Value>, key: &str) -> Result<Option<DateTime<Utc>>, S
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) => DateTime::parse_from_rfc3339(s.trim())
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|_| format!("{key} {s:?} is not an RFC 3339 time")),
+            .map_err(|_| format!("{key} {s:?} is not an RFC 3339 time"))
+            .and_then(|t| crate::window::checked(t.with_timezone(&Utc), s))
+            .map(Some)
+            .map_err(|e| format!("{key}: {e}")),
         Some(_) => Err(format!("{key} is not a time")),
     }
 }

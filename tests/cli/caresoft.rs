@@ -862,3 +862,44 @@ async fn check_reports_the_platform_status_page() {
         );
     }
 }
+
+/// A date at the edge of what a date library holds, written with `--tz`:
+/// a rejected record naming the date, the rest exported, never a panic of
+/// the writer (which would stall a cron job on every run).
+#[tokio::test]
+async fn a_date_beyond_four_digit_years_is_a_reject_not_a_panic() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(
+        &server.uri(),
+        "conversation_types = [\"livechat\"]\nmax_retries = 0\n",
+    );
+    let rows = [
+        chat("c1", "2024-03-01 10:00:00"),
+        chat("c2", "+262142-12-31 23:59:59"),
+        chat("c3", "9999-12-31 23:00:00"),
+    ];
+    Mock::given(path(CHATS))
+        .and(query_param("page", "1"))
+        .respond_with(page(3, &rows))
+        .mount(&server)
+        .await;
+    empty_fallback(&server).await;
+    for zone in ["Pacific/Kiritimati", "Etc/GMT+12"] {
+        let r = run(
+            dir.path(),
+            &[
+                "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3], "--tz", zone, "-o",
+                "c.jsonl",
+            ],
+        )
+        .await;
+        assert_eq!(r.code, 65, "{}", r.stderr);
+        let out = jsonl(&std::fs::read_to_string(dir.path().join("c.jsonl")).unwrap());
+        let ids: Vec<&Value> = out.iter().map(|c| &c["conversation_id"]).collect();
+        assert_eq!(ids, ["c1"], "{}", r.stderr);
+        let rejects =
+            std::fs::read_to_string(dir.path().join("c.jsonl.rejects.jsonl")).unwrap();
+        assert!(rejects.contains("outside the years 0001 to 9999"), "{rejects}");
+        std::fs::remove_file(dir.path().join("c.jsonl.rejects.jsonl")).unwrap();
+    }
+}

@@ -245,7 +245,7 @@ fn unix_seconds(v: &Value) -> Option<DateTime<Utc>> {
         Value::String(s) => s.trim().parse().ok()?,
         _ => return None,
     };
-    DateTime::from_timestamp(seconds, 0)
+    DateTime::from_timestamp(seconds, 0).filter(|t| crate::window::in_range(*t))
 }
 
 /// An entry's text: what was written for the text types, a short readable
@@ -316,8 +316,9 @@ pub fn read_text(text: &str, zone: Tz) -> Result<Vec<Line>, String> {
                 .ok_or_else(|| format!("segment {}: no time in {first:?}", n + 1))?;
             let date = at.0.or(day);
             day = date;
-            let at =
-                date.and_then(|d| crate::window::local_to_utc(NaiveDateTime::new(d, at.1), zone));
+            let at = date
+                .and_then(|d| crate::window::local_to_utc(NaiveDateTime::new(d, at.1), zone))
+                .filter(|t| crate::window::in_range(*t));
             let mut body: Vec<&str> = Vec::new();
             if !rest.trim().is_empty() {
                 body.push(rest.trim());
