@@ -305,7 +305,6 @@ mod tests {
         }
     }
 
-
     /// Whatever order times come in, across every kind of transition (an
     /// hour skipped and repeated, a half-hour one, an offset change at an
     /// odd minute, a zone with none), the clock gives what a one-off

@@ -64,6 +64,21 @@ pub struct Render {
     pub csv_raw: bool,
 }
 
+/// Test builds only (never a release): a message whose text holds
+/// `CHATDUMP-TEST-PANIC`, when `CHATDUMP_TEST_PANIC` is set, panics the
+/// writer thread with that text in the message, so tests can show what a
+/// panic prints and leaves.
+#[cfg(debug_assertions)]
+fn panic_for_tests(record: &Record) {
+    if let Record::Message(m) = record {
+        let text = m.record.text.as_deref().unwrap_or_default();
+        if text.contains("CHATDUMP-TEST-PANIC") && std::env::var_os("CHATDUMP_TEST_PANIC").is_some()
+        {
+            panic!("writing {text}");
+        }
+    }
+}
+
 impl Render {
     /// Appends `t` as RFC 3339 to the second: `Z` in UTC, else the zone's
     /// offset. Hand-rolled because it runs for every timestamp written.
@@ -473,6 +488,8 @@ impl Output {
                                 if let Some(r) = &redactor {
                                     r.apply(record);
                                 }
+                                #[cfg(debug_assertions)]
+                                panic_for_tests(record);
                                 writer.write(record, &render)?;
                             }
                             let _ = give_back.send(records);

@@ -68,7 +68,9 @@ pub fn exact_integers(json: &[u8]) -> Cow<'_, [u8]> {
             }
             let digits = at - digits_from;
             let mut plain = true;
-            while at < json.len() && matches!(json[at], b'.' | b'e' | b'E' | b'+' | b'-' | b'0'..=b'9') {
+            while at < json.len()
+                && matches!(json[at], b'.' | b'e' | b'E' | b'+' | b'-' | b'0'..=b'9')
+            {
                 plain = false;
                 at += 1;
             }
@@ -256,9 +258,13 @@ mod tests {
     fn ids_beyond_64_bits_stay_apart() {
         let a = object(br#"{"id":12345678901234567890123}"#).unwrap();
         let b = object(br#"{"id":12345678901234567890124}"#).unwrap();
-        assert_eq!(text(a.get("id")).as_deref(), Some("12345678901234567890123"));
+        assert_eq!(
+            text(a.get("id")).as_deref(),
+            Some("12345678901234567890123")
+        );
         assert_ne!(text(a.get("id")), text(b.get("id")));
-        let quoted = object(br#"{"t":"12345678901234567890123 \" 12345678901234567890123"}"#).unwrap();
+        let quoted =
+            object(br#"{"t":"12345678901234567890123 \" 12345678901234567890123"}"#).unwrap();
         assert_eq!(
             quoted["t"],
             json!("12345678901234567890123 \" 12345678901234567890123"),
@@ -279,7 +285,14 @@ mod tests {
         assert_eq!(seconds(Some(&json!("01:02:03")), "d"), Ok(Some(3723)));
         assert_eq!(seconds(Some(&json!(39)), "d"), Ok(Some(39)));
         assert!(seconds(Some(&json!("x:y")), "d").is_err());
-        for bad in ["-00:05:00", "2562047788015216:00:00", "1:2:3:4", ":05", "01: 02", "+1:00"] {
+        for bad in [
+            "-00:05:00",
+            "2562047788015216:00:00",
+            "1:2:3:4",
+            ":05",
+            "01: 02",
+            "+1:00",
+        ] {
             assert!(seconds(Some(&json!(bad)), "d").is_err(), "{bad} was read");
         }
         assert!(seconds(Some(&json!(-5)), "d").is_err());

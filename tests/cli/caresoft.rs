@@ -897,9 +897,48 @@ async fn a_date_beyond_four_digit_years_is_a_reject_not_a_panic() {
         let out = jsonl(&std::fs::read_to_string(dir.path().join("c.jsonl")).unwrap());
         let ids: Vec<&Value> = out.iter().map(|c| &c["conversation_id"]).collect();
         assert_eq!(ids, ["c1"], "{}", r.stderr);
-        let rejects =
-            std::fs::read_to_string(dir.path().join("c.jsonl.rejects.jsonl")).unwrap();
-        assert!(rejects.contains("outside the years 0001 to 9999"), "{rejects}");
+        let rejects = std::fs::read_to_string(dir.path().join("c.jsonl.rejects.jsonl")).unwrap();
+        assert!(
+            rejects.contains("outside the years 0001 to 9999"),
+            "{rejects}"
+        );
         std::fs::remove_file(dir.path().join("c.jsonl.rejects.jsonl")).unwrap();
     }
+}
+
+/// A secret variable holding a stray line break inside, or only spaces, is
+/// a configuration error naming the variable, before any request (not a
+/// "platform unavailable" after retries, nor `Bearer    ` sent); one
+/// trailing line break, as a secret file has, is dropped.
+#[tokio::test]
+async fn secrets_with_spaces_or_line_breaks_are_configuration_errors() {
+    let server = MockServer::start().await;
+    let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
+    for bad in ["tok\nen", "   ", "tok\n\n", " tok"] {
+        let mut cmd = crate::common::command(
+            dir.path(),
+            &[
+                "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3],
+            ],
+        );
+        cmd.env("CS_TOKEN", bad);
+        let r = crate::common::run_command(cmd).await;
+        assert_eq!(r.code, 78, "{bad:?}: {}", r.stderr);
+        assert!(r.stderr.contains("CS_TOKEN"), "{}", r.stderr);
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+    Mock::given(path(CHATS))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .respond_with(empty())
+        .mount(&server)
+        .await;
+    let mut cmd = crate::common::command(
+        dir.path(),
+        &[
+            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3],
+        ],
+    );
+    cmd.env("CS_TOKEN", format!("{TOKEN}\n"));
+    let r = crate::common::run_command(cmd).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
 }

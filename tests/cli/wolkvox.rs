@@ -1133,3 +1133,72 @@ async fn ids_beyond_64_bits_keep_every_digit() {
         ]
     );
 }
+
+/// Defence in depth: should a bug ever panic (here the writer thread, made
+/// to by a test-build switch, on a message whose text carries terminal
+/// escapes), the run ends with 70, prints neither the text nor a raw
+/// control character, leaves no temporary file, and the state keeps its
+/// checkpoint.
+#[tokio::test]
+async fn a_panic_ends_with_70_quoting_nothing_and_committing_nothing() {
+    let first = serving(ok(vec![chat("c1", local("2024-03-05 08:00:00"), 2)])).await;
+    let dir = config(&first.uri(), "max_retries = 0\n");
+    let window = |to: &'static str| {
+        vec![
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            to,
+            "--records",
+            "messages",
+            "--state",
+            "s.state",
+            "-o",
+            "m-{to}.jsonl",
+        ]
+    };
+    let r = run(dir.path(), &window("2024-03-06")).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let state = std::fs::read_to_string(dir.path().join("s.state")).unwrap();
+    let files = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files(dir.path());
+
+    let mut bad = chat("c2", local("2024-03-06 08:00:00"), 2);
+    bad["conversation"][1]["message"] =
+        json!("Ana Pérez \u{1b}]0;owned\u{7}\u{1b}[31m CHATDUMP-TEST-PANIC");
+    let second = serving(ok(vec![bad])).await;
+    let text = std::fs::read_to_string(dir.path().join("chatdump.toml"))
+        .unwrap()
+        .replace(&first.uri(), &second.uri());
+    std::fs::write(dir.path().join("chatdump.toml"), text).unwrap();
+    let mut cmd = crate::common::command(dir.path(), &window("2024-03-07"));
+    cmd.env("CHATDUMP_TEST_PANIC", "1");
+    let r = crate::common::run_command(cmd).await;
+    assert_eq!(r.code, 70, "{}", r.stderr);
+    assert!(r.stderr.contains("internal error"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("Pérez"),
+        "record text printed: {}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.chars().any(|c| c.is_control() && c != '\n'),
+        "a raw control character reached the terminal: {:?}",
+        r.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("s.state")).unwrap(),
+        state,
+        "the state moved"
+    );
+    assert_eq!(files(dir.path()), before, "files made or left by the run");
+}
