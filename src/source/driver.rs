@@ -269,7 +269,7 @@ pub async fn check(source: &dyn ChatSource, http: &Http) -> Result<Url> {
         .await?;
         return Ok(url);
     }
-    fetch_collect(source, http, &query, &url, false).await?;
+    fetch_collect(source, http, &query, &url, false, None).await?;
     Ok(url)
 }
 
@@ -285,6 +285,11 @@ fn show(w: &Window) -> String {
 trait Accept {
     fn accept(&mut self, item: Parsed) -> Result<bool>;
     fn begin_response(&mut self) {}
+    /// Judges a response read whole: an error makes it unreadable (asked
+    /// again, and if it stays so the window is not committed).
+    fn end_response(&mut self) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 struct Feed<'a> {
@@ -368,6 +373,17 @@ async fn fetch_query(
 /// Numbered pages: page 1 tells the total; the announced pages are fetched
 /// concurrently and consumed in order; paging goes on while pages come back
 /// full (the total can grow meanwhile) and stops at a short or empty page.
+///
+/// A repeat never ends a query silently while the platform announces
+/// more: a page within the announced ones that only repeats earlier pages
+/// (a cache glitch, a platform ignoring `page`) is asked again like an
+/// unreadable answer, and where pages overlapped at all, the distinct
+/// records must reach the smallest total any page announced (a stale page
+/// overlapping the last one hides a record; a new record shifting rows
+/// forward grows the total instead). Otherwise the query fails and nothing
+/// is committed. Pages that never overlap are taken as the platform gives
+/// them: a short page is the end, whatever the total said (its documented
+/// way to page).
 async fn fetch_numbered(
     source: &dyn ChatSource,
     http: &Http,
@@ -380,37 +396,50 @@ async fn fetch_numbered(
     let fetch = |page: u32| {
         let url = source.page_url(query, page);
         async move {
-            let (items, info) = fetch_collect(source, http, query, &url, want_raw).await?;
+            let (items, info) = fetch_collect(source, http, query, &url, want_raw, None).await?;
             Ok::<_, Error>((page, url, items, info))
         }
     };
-    // Feeds one page to `accept`; returns how many records were new.
-    let mut consume = |items: Vec<Parsed>| -> Result<usize> {
-        accept.begin_response();
-        let mut new = 0;
-        for item in items {
-            new += usize::from(accept.accept(item)?);
-        }
-        Ok(new)
-    };
-    // A platform repeating one page for every page number would otherwise
-    // be asked for every page its total announces.
-    let only_repeats = |page: u32, url: &Url, new: usize, info: &PageInfo| {
-        let repeated = new == 0 && info.items > 0;
-        if repeated {
-            log::warn(&format!(
-                "GET {}: page {page} only repeated records already seen; stopping this query",
-                display_url(url)
+    let mut ledger = Ledger::default();
+    let mut requests = 0;
+    // Feeds one page to `accept`, asking again for a page that only
+    // repeats earlier ones while more are announced.
+    let mut take = async |page: u32,
+                          url: Url,
+                          mut items: Vec<Parsed>,
+                          mut info: PageInfo,
+                          announced: bool| {
+        requests += 1;
+        if announced && ledger.only_repeats(&items) {
+            log::verbose(&format!(
+                "GET {}: page {page} only repeats earlier pages; asking again",
+                display_url(&url)
             ));
+            (items, info) = fetch_collect(source, http, query, &url, want_raw, Some(&ledger.seen))
+                .await
+                .map_err(|e| {
+                    e.with_hint("the platform's pages repeat each other while it announces more records; nothing of this window was committed: rerun later, or lower `page_size`")
+                })?;
+            requests += 1;
         }
-        repeated
+        // Past the announced pages, a page of nothing new is the end (a
+        // platform ignoring `page` is found out there): not counted.
+        if !announced && page > 1 && ledger.only_repeats(&items) {
+            return Ok((0, info));
+        }
+        ledger.total(info.total);
+        accept.begin_response();
+        let new = ledger.note(&items, info.items);
+        for item in items {
+            accept.accept(item)?;
+        }
+        Ok::<_, Error>((new, info))
     };
 
-    let (_, _, items, first) = fetch(1).await?;
-    consume(items)?;
-    let mut requests = 1;
+    let (_, url, items, first) = fetch(1).await?;
+    let (_, first) = take(1, url, items, first, false).await?;
     if first.items == 0 || first.items < page_size {
-        return Ok(requests);
+        return ledger.balance(requests, query);
     }
     let announced = first.total.map_or(1, |t| {
         t.div_ceil(page_size as u64)
@@ -424,10 +453,7 @@ async fn fetch_numbered(
             .buffered(concurrency.max(1));
         while let Some(result) = pages.next().await {
             let (page, url, items, info) = result?;
-            requests += 1;
-            if only_repeats(page, &url, consume(items)?, &info) {
-                return Ok(requests);
-            }
+            let (_, info) = take(page, url, items, info, true).await?;
             next_page = page + 1;
             if info.items < page_size {
                 // The set shrank while paging: nothing lies beyond.
@@ -443,14 +469,73 @@ async fn fetch_numbered(
             )));
         }
         let (page, url, items, info) = fetch(next_page).await?;
-        requests += 1;
-        if only_repeats(page, &url, consume(items)?, &info) {
+        // Past the announced pages: a page adding nothing new is where a
+        // platform ignoring `page` is found out; the totals decide then.
+        let (new, info) = take(page, url, items, info, false).await?;
+        if new == 0 && info.items > 0 {
+            log::verbose(&format!(
+                "page {page} only repeated records already seen; the query ends there"
+            ));
             break;
         }
         last_full = info.items >= page_size;
         next_page += 1;
     }
-    Ok(requests)
+    ledger.balance(requests, query)
+}
+
+/// What the pages of one numbered query have delivered, against what the
+/// platform announced.
+#[derive(Default)]
+struct Ledger {
+    seen: std::collections::HashSet<u64>,
+    /// Distinct elements delivered (records, rejects, and elements the
+    /// provider passes over, which a total counts too).
+    distinct: u64,
+    /// The smallest total a page announced.
+    least_total: Option<u64>,
+    /// A page held a record an earlier page held.
+    overlapped: bool,
+}
+
+impl Ledger {
+    fn only_repeats(&self, items: &[Parsed]) -> bool {
+        !items.is_empty() && items.iter().all(|item| self.seen.contains(&identity(item)))
+    }
+
+    fn total(&mut self, total: Option<u64>) {
+        if let Some(total) = total {
+            self.least_total = Some(self.least_total.map_or(total, |t| t.min(total)));
+        }
+    }
+
+    /// Notes a page's records; returns how many were new.
+    /// Notes a page's records, of its `elements`; returns how many were new.
+    fn note(&mut self, items: &[Parsed], elements: usize) -> usize {
+        let identities: Vec<u64> = items.iter().map(identity).collect();
+        let repeated = identities.iter().filter(|i| self.seen.contains(i)).count();
+        self.overlapped |= repeated > 0;
+        let new = identities
+            .into_iter()
+            .filter(|i| self.seen.insert(*i))
+            .count();
+        self.distinct += elements.saturating_sub(repeated) as u64;
+        new
+    }
+
+    /// `requests`, if pages that overlapped still delivered every
+    /// announced record.
+    fn balance(&self, requests: usize, query: &Query) -> Result<usize> {
+        match self.least_total {
+            Some(total) if self.overlapped && self.distinct < total => Err(Error::data(format!(
+                "the pages of {} held {} distinct records where the platform announced {total}",
+                show(&query.window),
+                self.distinct
+            ))
+            .with_hint("records moved between pages while they were read (or pages repeat each other); nothing of this window was committed: rerun, and if it persists lower `page_size` or the window")),
+            _ => Ok(requests),
+        }
+    }
 }
 
 /// Tails a query sorted by `updated_at`: each page restarts the query at
@@ -472,6 +557,7 @@ async fn fetch_tail(
     let mut start = query.window.from;
     let mut page: u32 = 1;
     let mut requests = 0;
+    let mut seen = std::collections::HashSet::new();
     loop {
         if requests >= MAX_PAGES_PER_QUERY as usize {
             return Err(Error::unavailable(format!(
@@ -483,8 +569,30 @@ async fn fetch_tail(
             ..query.clone()
         };
         let url = source.page_url(&part, page);
-        let (items, info) = fetch_collect(source, http, &part, &url, want_raw).await?;
+        let (mut items, mut info) =
+            fetch_collect(source, http, &part, &url, want_raw, None).await?;
         requests += 1;
+        // A full page of records all met before is the next page of ties
+        // only as the first page at a new start, every record at that very
+        // instant; anything else is a repeated answer (a cache glitch),
+        // which would skip a page of records: asked again, like an
+        // unreadable answer.
+        let ties = page == 1
+            && items.iter().all(|item| match item {
+                Parsed::Record(Record::Conversation(c)) => c.record.updated_at == Some(start),
+                _ => true,
+            });
+        if info.items >= per && !ties && items.iter().all(|i| seen.contains(&identity(i))) {
+            log::verbose(&format!(
+                "GET {}: the page only repeats records already read; asking again",
+                display_url(&url)
+            ));
+            (items, info) = fetch_collect(source, http, &part, &url, want_raw, Some(&seen))
+                .await
+                .map_err(|e| e.with_hint("the platform answers a page it already gave instead of the next; nothing of this window was committed: rerun later"))?;
+            requests += 1;
+        }
+        seen.extend(items.iter().map(identity));
         accept.begin_response();
         let mut newest = start;
         let mut past_end = false;
@@ -524,31 +632,54 @@ async fn fetch_tail(
 
 /// Fetches one response and parses it into a list: pages are small, and
 /// holding one lets pages be fetched concurrently and consumed in order.
+/// With `earlier`, an answer holding only records among them is taken as
+/// unreadable (and so asked again).
 async fn fetch_collect(
     source: &dyn ChatSource,
     http: &Http,
     query: &Query,
     url: &Url,
     want_raw: bool,
+    earlier: Option<&std::collections::HashSet<u64>>,
 ) -> Result<(Vec<Parsed>, PageInfo)> {
-    let mut collect = Collect::default();
+    let mut collect = Collect {
+        items: Vec::new(),
+        earlier,
+    };
     let limit = Some(http.settings().limits.page);
     let answer = fetch_streamed(source, http, query, url, want_raw, limit, &mut collect).await?;
-    Ok((collect.0, answer.info))
+    Ok((collect.items, answer.info))
 }
 
 /// Gathers one response's items; a retried response starts over.
-#[derive(Default)]
-struct Collect(Vec<Parsed>);
+struct Collect<'a> {
+    items: Vec<Parsed>,
+    earlier: Option<&'a std::collections::HashSet<u64>>,
+}
 
-impl Accept for Collect {
+impl Accept for Collect<'_> {
     fn accept(&mut self, item: Parsed) -> Result<bool> {
-        self.0.push(item);
+        self.items.push(item);
         Ok(true)
     }
 
     fn begin_response(&mut self) {
-        self.0.clear();
+        self.items.clear();
+    }
+
+    fn end_response(&mut self) -> std::result::Result<(), String> {
+        match self.earlier {
+            Some(earlier)
+                if !self.items.is_empty()
+                    && self
+                        .items
+                        .iter()
+                        .all(|item| earlier.contains(&identity(item))) =>
+            {
+                Err("the page only repeats records of earlier pages".into())
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -901,6 +1032,7 @@ async fn fetch_streamed(
             Err(Verdict::Empty) => None,
             Err(v) => return Err(Failure::from_verdict(v, &headers)),
         };
+        accept.end_response().map_err(|why| unreadable(why, true))?;
         Ok(Answer {
             info: PageInfo {
                 items: scanner.items,

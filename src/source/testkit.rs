@@ -239,21 +239,110 @@ async fn numbered_pages_go_on_while_full_when_the_total_grows() {
 }
 
 #[tokio::test]
-async fn a_page_repeating_earlier_rows_stops_the_query() {
+async fn a_page_repeating_earlier_rows_fails_the_query_at_once() {
     let paging = Paging::Numbered {
         page_size: 2,
         concurrency: 2,
     };
     // A platform ignoring `page`: the same two rows for every page number,
-    // with a total announcing a trillion pages.
+    // with a total announcing a trillion pages. Its records cannot all be
+    // had: an error (nothing committed), after a bounded number of asks.
     let (result, calls) = drive_script(
         paging,
         |_| json!({"total": 2_000_000_000_000u64, "items": ids(0..2)}),
     )
     .await;
+    let e = result
+        .err()
+        .expect("a query that cannot be completed fails");
+    assert_eq!(e.exit_code(), 65, "{e}");
+    assert!(calls <= 8, "{calls} requests");
+}
+
+#[tokio::test]
+async fn a_page_repeated_once_is_asked_again_and_every_record_delivered() {
+    let paging = Paging::Numbered {
+        page_size: 2,
+        concurrency: 3,
+    };
+    // Page 2's first answer repeats page 1 (a cache glitch).
+    let asked = Arc::new(AtomicUsize::new(0));
+    let (result, calls) = drive_script(paging, move |q| {
+        let p = page_of(q);
+        let first_time = p == 2 && asked.fetch_add(1, Ordering::SeqCst) == 0;
+        let p = if first_time { 1 } else { p };
+        json!({"total": 9, "items": ids((p - 1) * 2..(p * 2).min(9))})
+    })
+    .await;
     let (sink, _) = result.unwrap();
-    assert_eq!(sink.ids.len(), 4, "page 1, then one repeat");
-    assert!(calls <= 3, "{calls} requests");
+    assert_eq!(
+        sink.ids,
+        ids(0..9)
+            .iter()
+            .map(|v| v["id"].as_str().unwrap())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(calls, 6, "five pages and page 2 again");
+}
+
+#[tokio::test]
+async fn pages_that_overlap_while_the_total_stands_fail_the_query() {
+    let paging = Paging::Numbered {
+        page_size: 2,
+        concurrency: 1,
+    };
+    // Page 2 overlaps page 1 by a record while the total stays 6 (a stale
+    // page): c3 is never delivered. Not a shift from a new record (the
+    // total would have grown): the query fails rather than lose it.
+    let (result, _) = drive_script(paging, |q| {
+        let items = match page_of(q) {
+            1 => ids(0..2),
+            2 => ids(1..3),
+            p => ids((p - 1) * 2..(p * 2).min(6)),
+        };
+        json!({"total": 6, "items": items})
+    })
+    .await;
+    let e = result.err().expect("a record was lost: the query fails");
+    assert!(
+        e.to_string()
+            .contains("5 distinct records where the platform announced 6"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_tail_page_repeated_once_is_asked_again() {
+    // 6 rows a minute apart, `per` 2; the second request's first answer
+    // repeats the first page.
+    let rows: Vec<(String, String)> = (0..6)
+        .map(|i| (format!("c{i}"), format!("2024-03-01T10:{i:02}:00Z")))
+        .collect();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let (result, _) = drive_script(Paging::Tail { per: 2 }, move |q| {
+        let n = asked.fetch_add(1, Ordering::SeqCst);
+        let from = if n == 1 {
+            "2024-03-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        } else {
+            q["from"].parse::<DateTime<Utc>>().unwrap()
+        };
+        let items: Vec<Value> = rows
+            .iter()
+            .filter(|(_, at)| at.parse::<DateTime<Utc>>().unwrap() >= from)
+            .skip((page_of(q) - 1) * 2)
+            .take(2)
+            .map(|(id, at)| json!({"id": id, "at": at}))
+            .collect();
+        json!({"items": items})
+    })
+    .await;
+    let (sink, _) = result.unwrap();
+    let mut unique = sink.ids.clone();
+    unique.sort();
+    unique.dedup();
+    // Taken as ties, the repeat would have sent the tail to page 2 of
+    // 10:01, past c2.
+    assert_eq!(unique, ["c0", "c1", "c2", "c3", "c4", "c5"]);
 }
 
 #[tokio::test]

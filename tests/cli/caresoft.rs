@@ -227,13 +227,10 @@ async fn messages_are_ordered_enriched_and_deduplicated() {
         )
         .mount(&server)
         .await;
-    // The same page twice (page 2 repeats page 1, e.g. a platform that
-    // ignores `page`): every message must still come out once.
-    let body = fixture("caresoft/messages-livechat.json");
-    let mut doubled: Value = serde_json::from_str(&body).unwrap();
-    doubled["numFound"] = json!(14);
     Mock::given(path(MESSAGES))
-        .respond_with(ResponseTemplate::new(200).set_body_json(doubled))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(fixture("caresoft/messages-livechat.json")),
+        )
         .mount(&server)
         .await;
     let dir_path = dir.path();
@@ -941,4 +938,94 @@ async fn secrets_with_spaces_or_line_breaks_are_configuration_errors() {
     cmd.env("CS_TOKEN", format!("{TOKEN}\n"));
     let r = crate::common::run_command(cmd).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// Answers page 2 with page 1's rows the first `glitches` times it is asked
+/// (a cache glitch), every page right otherwise; 10 chats in 5 pages.
+struct Glitching {
+    rows: Vec<Value>,
+    glitches: usize,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl wiremock::Respond for Glitching {
+    fn respond(&self, r: &Request) -> ResponseTemplate {
+        let mut p: usize = param(r, "page").unwrap().parse().unwrap();
+        if p == 2 && self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < self.glitches {
+            p = 1;
+        }
+        let rows = &self.rows[((p - 1) * 2).min(10)..(p * 2).min(10)];
+        page(10, rows).into()
+    }
+}
+
+async fn glitching_server(glitches: usize) -> MockServer {
+    let server = MockServer::start().await;
+    let rows: Vec<Value> = (0..10)
+        .map(|i| chat(&format!("c{i}"), &format!("2024-03-01 10:00:{i:02}")))
+        .collect();
+    Mock::given(path(CHATS))
+        .respond_with(Glitching {
+            rows,
+            glitches,
+            asked: Default::default(),
+        })
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Page 2 repeats page 1 once while the total announces 5 pages: page 2 is
+/// asked again, and every chat is exported once.
+#[tokio::test]
+async fn a_page_repeating_another_once_is_asked_again() {
+    let server = glitching_server(1).await;
+    let dir = caresoft_config(
+        &server.uri(),
+        "conversation_types = [\"livechat\"]\npage_size = 2\n",
+    );
+    let r = run(
+        dir.path(),
+        &[
+            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3], "-o", "c.jsonl",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rows = jsonl(&std::fs::read_to_string(dir.path().join("c.jsonl")).unwrap());
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|c| c["conversation_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"]
+    );
+}
+
+/// Page 2 keeps repeating page 1 while the total announces 5 pages: the
+/// run ends non-zero, no file appears and the checkpoint stays where it
+/// was, so the next run reads those chats (it once exited 0, advancing
+/// past them).
+#[tokio::test]
+async fn a_page_that_keeps_repeating_another_commits_nothing() {
+    let server = glitching_server(usize::MAX).await;
+    let dir = caresoft_config(
+        &server.uri(),
+        "conversation_types = [\"livechat\"]\npage_size = 2\nmax_retries = 2\n",
+    );
+    let r = run(
+        dir.path(),
+        &[
+            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3], "-o", "c.jsonl",
+            "--state", "s.state",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(r.stderr.contains("repeat"), "{}", r.stderr);
+    assert!(!dir.path().join("c.jsonl").exists());
+    assert!(!dir.path().join("s.state").exists());
+    let asked = server.received_requests().await.unwrap().len();
+    assert!(asked <= 10, "{asked} requests");
 }

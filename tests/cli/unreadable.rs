@@ -253,7 +253,7 @@ async fn a_checkpoint_in_the_future_is_an_error_even_when_quiet() {
 }
 
 #[tokio::test]
-async fn pages_that_only_repeat_rows_stop_at_once() {
+async fn pages_that_only_repeat_rows_fail_at_once() {
     let page: Vec<_> = (0..2)
         .map(|i| json!({"conversation_id": format!("c{i}"), "start_time": "2024-03-01 08:00:00"}))
         .collect();
@@ -266,13 +266,19 @@ async fn pages_that_only_repeat_rows_stop_at_once() {
         &format!("{ONE_TYPE}page_size = 2\nconcurrency = 2\n"),
     );
     let r = export_day(dir.path(), "hanoi", &["-o", "o.jsonl"]).await;
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The announced records cannot be had: nothing is committed.
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(!dir.path().join("o.jsonl").exists());
     let asked = server.received_requests().await.unwrap().len();
     assert!(
-        asked <= 4,
+        asked <= 10,
         "stopped early, not after 5e11 pages: {asked} requests"
     );
-    assert!(r.stderr.contains("only repeated"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("repeats records of earlier pages"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// A loopback server whose every connection gets `respond` (bounded: it
