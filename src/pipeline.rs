@@ -717,6 +717,18 @@ impl<'a> Pipeline<'a> {
             let rows = aggregate.take_finished(true);
             self.write_conversations(rows)?;
         }
+        // What the state keeps must be what the next run accepts.
+        for (given_up, why) in crate::state::bound_awaiting(&mut self.awaiting) {
+            let reason = format!(
+                "{} (waited since {}; {why})",
+                given_up.reason,
+                given_up.since.format("%Y-%m-%dT%H:%M:%SZ")
+            );
+            self.rejects.save(&crate::model::Rejected {
+                raw: given_up.raw,
+                reason,
+            })?;
+        }
         let mut stats = self.stats;
         stats.rejected = self.rejects.finish()?;
         let memory = Memory {

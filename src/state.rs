@@ -75,9 +75,41 @@ pub struct Awaiting {
 }
 
 /// Elements a state may keep waiting, and the size of one: bounds on what
-/// a planted state can make a run do.
-const MOST_AWAITING: usize = 100_000;
-const MOST_AWAITING_BYTES: usize = 1 << 20;
+/// a planted state can make a run do. A run keeps its list within them
+/// before saving ([`bound_awaiting`]), so what one run saves the next
+/// accepts.
+pub const MOST_AWAITING: usize = 100_000;
+pub const MOST_AWAITING_BYTES: usize = 1 << 20;
+
+/// Keeps `awaiting` within what a state may hold: an element (or reason)
+/// over [`MOST_AWAITING_BYTES`] is not kept, and past [`MOST_AWAITING`]
+/// the oldest are not. Returns those given up on, each with why, to be
+/// reported.
+pub fn bound_awaiting(awaiting: &mut Vec<Awaiting>) -> Vec<(Awaiting, String)> {
+    let mut given_up = Vec::new();
+    let (kept, too_large): (Vec<Awaiting>, Vec<Awaiting>) = std::mem::take(awaiting)
+        .into_iter()
+        .partition(|a| a.raw.len() <= MOST_AWAITING_BYTES && a.reason.len() <= MOST_AWAITING_BYTES);
+    given_up.extend(too_large.into_iter().map(|a| {
+        (
+            a,
+            format!("given up: over {MOST_AWAITING_BYTES} bytes, too large to keep in the state"),
+        )
+    }));
+    *awaiting = kept;
+    if awaiting.len() > MOST_AWAITING {
+        // Oldest first out; stable, so equal times keep their order.
+        awaiting.sort_by_key(|a| a.since);
+        let excess = awaiting.len() - MOST_AWAITING;
+        given_up.extend(awaiting.drain(..excess).map(|a| {
+            (
+                a,
+                format!("given up: the state keeps at most {MOST_AWAITING} records to read again, the oldest go first"),
+            )
+        }));
+    }
+    given_up
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PendingRename {
@@ -407,6 +439,32 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn awaiting_is_kept_within_what_a_state_accepts() {
+        let at = |n: i64| Awaiting {
+            since: chrono::DateTime::from_timestamp(1_700_000_000 + n, 0).unwrap(),
+            reason: "transcript not there yet".into(),
+            raw: format!("{{\"id\":{n}}}"),
+        };
+        let mut awaiting: Vec<Awaiting> = (0..MOST_AWAITING as i64 + 2).rev().map(at).collect();
+        let mut large = at(-1);
+        large.raw = "x".repeat(MOST_AWAITING_BYTES + 1);
+        awaiting.push(large);
+        let given_up = bound_awaiting(&mut awaiting);
+        let raws: Vec<&str> = given_up.iter().map(|(a, _)| a.raw.as_str()).collect();
+        assert_eq!(raws.len(), 3);
+        assert_eq!(raws[0].len(), MOST_AWAITING_BYTES + 1, "the one too large");
+        assert_eq!(
+            &raws[1..],
+            [r#"{"id":0}"#, r#"{"id":1}"#],
+            "then the oldest"
+        );
+        assert_eq!(awaiting.len(), MOST_AWAITING);
+        let mut state = sample();
+        state.awaiting = awaiting;
+        validate_fields(&state, "s", "hanoi", "caresoft", "messages").expect("accepted as saved");
+    }
 
     fn sample() -> State {
         State::first(

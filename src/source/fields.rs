@@ -15,10 +15,10 @@ use serde_json::{Map, Value};
 
 use crate::window::parse_platform_time;
 
-/// Digits from which an integer literal may not fit 64 bits: serde_json
-/// reads such a number as an `f64`, and two ids that differ in their last
-/// digits would become one.
-const LONG_INTEGER: usize = 20;
+/// Digits from which an integer literal may not fit 64 bits (a negative
+/// one of 19 digits already may not): serde_json reads such a number as an
+/// `f64`, and two ids that differ in their last digits would become one.
+const LONG_INTEGER: usize = 19;
 
 /// `json` with every integer literal of [`LONG_INTEGER`] digits or more
 /// (outside strings) written as a string of the same digits, so it is read

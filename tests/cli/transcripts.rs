@@ -312,3 +312,44 @@ async fn a_fifo_planted_at_a_transcript_name_is_refused_not_waited_on() {
     assert!(rejects.contains("chat 104: transcript"), "{rejects}");
     assert!(rejects.contains("not a regular file"), "{rejects}");
 }
+
+/// A chat awaiting its transcript whose JSON is larger than a state may
+/// keep (1.5 MB, a long custom field): it is given up and reported at once,
+/// and the state the run saves is one the next run accepts (it once saved
+/// it, and every later run stopped with 78 on its own state).
+#[tokio::test]
+async fn an_awaiting_chat_too_large_to_keep_is_reported_and_the_state_stays_usable() {
+    let mut large = chat(json!(104), "finished", 5);
+    large["custom"] = json!("x".repeat(1_500_000));
+    let server = manager(
+        vec![chat(json!(100), "finished", 1), large],
+        false,
+        |_, _| {},
+    )
+    .await;
+    let dir = setup(&server);
+    let file = dir.path().join("chatdump.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{text}max_record_size = \"4MiB\"\nmax_page_size = \"8MiB\"\n"),
+    )
+    .unwrap();
+    let first = run(dir.path(), &args(&["--state", "s.state", "-o", "a.jsonl"])).await;
+    assert_eq!(first.code, 65, "{}", first.stderr);
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("s.state")).unwrap())
+            .unwrap();
+    assert!(state.get("awaiting").is_none(), "not kept");
+    let rejects = std::fs::read_to_string(dir.path().join("s.state.rejects.jsonl")).unwrap();
+    assert!(
+        rejects.contains("too large to keep in the state"),
+        "reported"
+    );
+    let again = next_run(dir.path(), "b.jsonl").await;
+    assert_eq!(
+        again.code, 0,
+        "the next run accepts the state: {}",
+        again.stderr
+    );
+}
