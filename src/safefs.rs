@@ -54,13 +54,45 @@ pub fn read_regular(path: &Path) -> io::Result<Option<String>> {
     }
 }
 
-/// Reads a file from a folder someone else fills (transcripts), None when
-/// it does not exist: a FIFO or device there is refused, not waited on,
-/// and a file over `limit` bytes is an error, not read whole.
-pub fn read_limited(path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>> {
+/// Reads `name` in a folder someone else fills (transcripts, synced by a
+/// tool that may copy symlinks as they are), None when it does not exist.
+/// A symlink is followed only when it resolves beneath `folder` (a link to
+/// `/etc/shadow` or another user's file is refused, whatever the process
+/// may read); a FIFO or device is refused, not waited on; a file over
+/// `limit` bytes is an error, not read whole.
+pub fn read_beneath(folder: &Path, name: &str, limit: usize) -> io::Result<Option<Vec<u8>>> {
+    let path = folder.join(name);
+    let resolved = match std::fs::canonicalize(&path) {
+        Ok(resolved) => resolved,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Nothing there, or a link to nothing: either way no file,
+            // unless the link itself is there (dangling), which is refused.
+            return match std::fs::symlink_metadata(&path) {
+                Ok(_) => Err(io::Error::other(format!(
+                    "{} is a symlink to nothing; chatdump reads no link out of the folder",
+                    path.display()
+                ))),
+                Err(_) => Ok(None),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    let root = std::fs::canonicalize(folder)?;
+    if !resolved.starts_with(&root) {
+        return Err(io::Error::other(format!(
+            "{} is a symlink out of the folder {}; chatdump reads no file outside it",
+            path.display(),
+            folder.display()
+        )));
+    }
+    // The resolved path, never following a link swapped in since.
+    read_limited_at(&resolved, limit, true)
+}
+
+fn read_limited_at(path: &Path, limit: usize, nofollow: bool) -> io::Result<Option<Vec<u8>>> {
     let mut options = OpenOptions::new();
     options.read(true);
-    match open_regular(path, options, false) {
+    match open_regular(path, options, nofollow) {
         Ok(file) => {
             let mut bytes = Vec::new();
             io::Read::read_to_end(&mut io::Read::take(file, limit as u64 + 1), &mut bytes)?;

@@ -353,3 +353,45 @@ async fn an_awaiting_chat_too_large_to_keep_is_reported_and_the_state_stays_usab
         again.stderr
     );
 }
+
+/// A transcript name planted as a symlink (a sync tool copying links, an
+/// SFTP mount): one out of the folder is never read, and its text reaches
+/// neither the messages nor a reject reason; one resolving inside the
+/// folder is read. A transcript that does not parse is reported without
+/// quoting its text.
+#[cfg(unix)]
+#[tokio::test]
+async fn transcript_links_out_of_the_folder_are_refused_and_reasons_quote_no_text() {
+    let server = manager(chats(), false, |_, _| {}).await;
+    let dir = setup(&server);
+    let folder = dir.path().join("transcripts");
+    let outside = dir.path().join("private.txt");
+    std::fs::write(
+        &outside,
+        "[10:00:00] agent: the root password is hunter2-SECRET\n",
+    )
+    .unwrap();
+    // 104's transcript is a link out; 103's a link to 101's, inside.
+    std::os::unix::fs::symlink(&outside, folder.join("chat-104.txt")).unwrap();
+    std::os::unix::fs::symlink(folder.join("chat-101.txt"), folder.join("chat-103.txt")).unwrap();
+    // 102's JSON holds a value of the wrong type, quoted by serde's message.
+    std::fs::write(
+        folder.join("chat-102.json"),
+        r#"{"entries":"QUOTED-SECRET-TEXT"}"#,
+    )
+    .unwrap();
+    let r = run(dir.path(), &args(&["-o", "m.jsonl"])).await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    let out = std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap();
+    let rejects = std::fs::read_to_string(dir.path().join("m.jsonl.rejects.jsonl")).unwrap();
+    for text in [&out, &rejects, &r.stderr] {
+        assert!(!text.contains("hunter2"), "a file out of the folder was read: {text}");
+        assert!(!text.contains("QUOTED-SECRET-TEXT"), "file text quoted: {text}");
+    }
+    assert!(rejects.contains("symlink out of the folder"), "{rejects}");
+    let convs: Vec<String> = jsonl(&out)
+        .iter()
+        .map(|m| m["conversation_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(convs.iter().any(|c| c == "103"), "a link inside the folder is read: {convs:?}");
+}

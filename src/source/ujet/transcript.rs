@@ -63,7 +63,7 @@ impl Folder {
         match self {
             Folder::Local(path) => {
                 let file = path.join(name);
-                let read = match crate::safefs::read_limited(&file, limit) {
+                let read = match crate::safefs::read_beneath(path, name, limit) {
                     Ok(Some(bytes)) => Read::Bytes(bytes),
                     Ok(None) => Read::Missing,
                     Err(e) => Read::Bad(e.to_string()),
@@ -211,20 +211,20 @@ pub fn read_json(bytes: &[u8]) -> Result<Vec<Line>, String> {
         #[serde(borrow, default)]
         entries: Option<Vec<&'a RawValue>>,
     }
-    let root: Root = serde_json::from_slice(bytes).map_err(|e| format!("not a transcript: {e}"))?;
+    let root: Root = serde_json::from_slice(bytes).map_err(|e| format!("not a transcript: {}", quoting_nothing(&e)))?;
     let entries = root.entries.ok_or("no `entries`")?;
     entries
         .into_iter()
         .enumerate()
         .map(|(n, raw)| {
             let entry: Map<String, Value> = serde_json::from_str(raw.get())
-                .map_err(|e| format!("entry {n} is not an object: {e}"))?;
+                .map_err(|e| format!("entry {n} is not an object: {}", quoting_nothing(&e)))?;
             Ok(Line {
                 at: match entry.get("timestamp") {
                     None | Some(Value::Null) => None,
                     Some(v) => {
                         Some(unix_seconds(v).ok_or_else(|| {
-                            format!("entry {n}: timestamp {v} is not Unix seconds")
+                            format!("entry {n}: its timestamp is not Unix seconds")
                         })?)
                     }
                 },
@@ -237,6 +237,19 @@ pub fn read_json(bytes: &[u8]) -> Result<Vec<Line>, String> {
             })
         })
         .collect()
+}
+
+/// What is wrong with a file's JSON, by kind and place only: a reason is
+/// shown and saved, and the file's text is not ours to repeat (serde's own
+/// messages quote the values they met).
+fn quoting_nothing(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "a syntax error",
+        serde_json::error::Category::Data => "a value of the wrong type",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!("{kind} at line {} column {}", e.line(), e.column())
 }
 
 fn unix_seconds(v: &Value) -> Option<DateTime<Utc>> {
@@ -313,7 +326,7 @@ pub fn read_text(text: &str, zone: Tz) -> Result<Vec<Line>, String> {
             let mut lines = block.into_iter().skip_while(|l| l.trim().is_empty());
             let first = lines.next().unwrap_or_default();
             let (at, who, rest) = segment_head(first)
-                .ok_or_else(|| format!("segment {}: no time in {first:?}", n + 1))?;
+                .ok_or_else(|| format!("segment {}: its first line has no time", n + 1))?;
             let date = at.0.or(day);
             day = date;
             let at = date
