@@ -19,6 +19,11 @@ const PRIVATE_MODE: u32 = 0o600;
 /// symlink at `path` itself (a planted link would redirect the write).
 /// `append` keeps what is there; otherwise it is truncated.
 pub fn open_nofollow(path: &Path, append: bool) -> io::Result<File> {
+    // A file to be truncated that is not ours is replaced by a new one of
+    // ours: unlinking it touches nothing else it names.
+    if !append && exists_not_ours(path) {
+        std::fs::remove_file(path)?;
+    }
     let mut options = OpenOptions::new();
     options.create(true).write(true);
     if append {
@@ -124,13 +129,51 @@ fn open_regular(path: &Path, mut options: OpenOptions, nofollow: bool) -> io::Re
     #[cfg(not(unix))]
     let _ = nofollow;
     let file = options.open(path).map_err(|e| explain_symlink(path, e))?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::other(format!(
             "{} is not a regular file; chatdump does not use a FIFO or a device in its place",
             path.display()
         )));
     }
+    if nofollow && !owned_alone(&meta) {
+        return Err(not_ours(path));
+    }
     Ok(file)
+}
+
+/// Whether a file is this process's user's, under one name only: what
+/// chatdump writes into in place (a lock, a rejects log it appends to).
+/// Another user's file (planted 0666 where a rejects log goes) would be
+/// filled with raw records and stay readable by them; a hard link would
+/// carry the write into whatever other file it names.
+#[cfg(unix)]
+fn owned_alone(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    meta.uid() == me && meta.nlink() <= 1
+}
+
+#[cfg(not(unix))]
+fn owned_alone(_meta: &std::fs::Metadata) -> bool {
+    true
+}
+
+fn not_ours(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "{} belongs to another user or has other hard links; chatdump does not write into a file that is not its own (remove it, or choose another path)",
+            path.display()
+        ),
+    )
+}
+
+/// Whether `path` exists and is not [`owned_alone`] (a file to replace
+/// rather than write into, or to refuse).
+pub fn exists_not_ours(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && !owned_alone(&m))
 }
 
 /// Creates a new owner-only directory `base/name` (or `name-1`, `name-2`,
@@ -189,13 +232,18 @@ pub fn create_new(path: &Path, mode: Option<u32>) -> io::Result<File> {
     }
 }
 
-/// The permission bits of an existing file, to give its replacement.
+/// The permission bits of an existing file of ours, to give its
+/// replacement; None for a file planted by another user (its 0666 would
+/// let them read what replaces it), which is replaced owner-only.
 pub fn existing_mode(path: &Path) -> Option<u32> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
         std::fs::metadata(path)
             .ok()
+            .filter(|m| m.uid() == me)
             .map(|m| m.permissions().mode() & 0o7777)
     }
     #[cfg(not(unix))]
@@ -304,6 +352,13 @@ pub fn resolve(path: &Path) -> PathBuf {
     if let Ok(p) = std::fs::canonicalize(path) {
         return p;
     }
+    resolve_dir(path)
+}
+
+/// [`resolve`] of the directory only: the file's own name is kept even
+/// where it is a symlink, so what is made beside it (a lock, temporaries)
+/// stays in the directory the user named.
+pub fn resolve_dir(path: &Path) -> PathBuf {
     let absolute = if path.is_absolute() {
         path.to_path_buf()
     } else {

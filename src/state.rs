@@ -211,7 +211,16 @@ impl StateFile {
         // One lock per file, however it is spelled: a symlinked directory
         // or `./a/../a/x.state` must not let two runs in.
         let given = path.to_path_buf();
-        let path = &crate::safefs::resolve(path);
+        let path = &crate::safefs::resolve_dir(path);
+        // Through a link, the lock and the temporaries would be made
+        // beside its target, in a directory nobody named here.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::output(
+                format!("cannot use state {}", given.display()),
+                std::io::Error::other("it is a symbolic link; chatdump keeps a state, its lock and its temporaries in the directory named, so it takes no link there"),
+            )
+            .with_hint("give --state the path of the file itself"));
+        }
         let lock_path = with_suffix(path, ".lock");
         let mut lock = crate::safefs::open_lock(&lock_path)
             .map_err(|e| Error::output(format!("cannot open lock {}", lock_path.display()), e))?;

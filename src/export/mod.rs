@@ -434,6 +434,9 @@ impl<'a> Exporter<'a> {
                 })
             });
             file.save(next).await?;
+            if let Some(prepared) = prepared.as_mut() {
+                prepared.keep_for_state();
+            }
         }
         if let Some(prepared) = prepared {
             prepared.publish()?;

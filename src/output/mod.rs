@@ -603,6 +603,7 @@ impl Output {
         Ok(Prepared {
             temp: self.temp.take(),
             target: self.target.take(),
+            kept_by_state: false,
         })
     }
 
@@ -645,22 +646,47 @@ impl Output {
 pub struct Prepared {
     pub temp: Option<PathBuf>,
     pub target: Option<PathBuf>,
+    /// A saved state names the temporary as its pending rename: the next
+    /// run finishes the move, so it must outlive any failure of this one.
+    kept_by_state: bool,
 }
 
 impl Prepared {
+    /// The saved state names the temporary (its pending rename): from now
+    /// on it is the next run's to move, never to be removed.
+    pub fn keep_for_state(&mut self) {
+        self.kept_by_state = true;
+    }
+
     /// Moves the file into place (nothing to do for stdout).
-    pub fn publish(self) -> Result<()> {
-        match (self.temp, self.target) {
-            (Some(temp), Some(target)) => publish(&temp, &target),
+    pub fn publish(mut self) -> Result<()> {
+        match (self.temp.clone(), self.target.clone()) {
+            (Some(temp), Some(target)) => {
+                publish(&temp, &target)?;
+                self.temp = None;
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
 }
 
-/// Renames `temp` to `target` and makes the rename durable.
+impl Drop for Prepared {
+    /// Not published (a failed state save, a failed rename): the
+    /// temporary, personal data under a hidden name, goes, unless a saved
+    /// state is waiting to move it.
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take().filter(|_| !self.kept_by_state) {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}
+
+/// Renames `temp` to `target` and makes the rename durable. On failure the
+/// temporary is left where it is: its owner decides (a state's pending
+/// rename keeps it for the next run).
 pub fn publish(temp: &Path, target: &Path) -> Result<()> {
     std::fs::rename(temp, target).map_err(|e| {
-        let _ = std::fs::remove_file(temp);
         Error::output(
             format!("cannot move output into place at {}", target.display()),
             e,
@@ -836,5 +862,39 @@ mod tests {
         .unwrap();
         drop(out);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A prepared file whose state could not be saved (a full disk) leaves
+    /// no temporary behind; one a saved state names is kept for the next
+    /// run to move, even if this run's move fails.
+    #[test]
+    fn a_prepared_file_goes_unless_a_state_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.jsonl");
+        let prepare = || {
+            let mut out = Output::create(
+                Some(&target),
+                Format::Jsonl,
+                RecordKind::Messages,
+                render(),
+                None,
+            )
+            .unwrap();
+            out.write(Record::Message(Item {
+                record: Default::default(),
+                raw: None,
+            }))
+            .unwrap();
+            out.prepare().unwrap()
+        };
+        drop(prepare());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "removed");
+        let mut kept = prepare();
+        let temp = kept.temp.clone().unwrap();
+        kept.keep_for_state();
+        // The move fails (a directory stands at the target).
+        std::fs::create_dir(&target).unwrap();
+        assert!(kept.publish().is_err());
+        assert!(temp.exists(), "the state's pending rename still finds it");
     }
 }

@@ -385,13 +385,22 @@ async fn transcript_links_out_of_the_folder_are_refused_and_reasons_quote_no_tex
     let out = std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap();
     let rejects = std::fs::read_to_string(dir.path().join("m.jsonl.rejects.jsonl")).unwrap();
     for text in [&out, &rejects, &r.stderr] {
-        assert!(!text.contains("hunter2"), "a file out of the folder was read: {text}");
-        assert!(!text.contains("QUOTED-SECRET-TEXT"), "file text quoted: {text}");
+        assert!(
+            !text.contains("hunter2"),
+            "a file out of the folder was read: {text}"
+        );
+        assert!(
+            !text.contains("QUOTED-SECRET-TEXT"),
+            "file text quoted: {text}"
+        );
     }
     assert!(rejects.contains("symlink out of the folder"), "{rejects}");
     let convs: Vec<String> = jsonl(&out)
         .iter()
         .map(|m| m["conversation_id"].as_str().unwrap().to_string())
         .collect();
-    assert!(convs.iter().any(|c| c == "103"), "a link inside the folder is read: {convs:?}");
+    assert!(
+        convs.iter().any(|c| c == "103"),
+        "a link inside the folder is read: {convs:?}"
+    );
 }

@@ -507,3 +507,103 @@ async fn a_fifo_planted_at_the_state_or_the_rejects_is_refused_not_waited_on() {
         std::fs::remove_file(&fifo).unwrap();
     }
 }
+
+/// Whether this process runs as root, which the ownership cases need (to
+/// plant another user's file); CI runs as root.
+#[cfg(unix)]
+fn as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Plants `text` at `path` as `nobody`'s file, readable and writable by
+/// all.
+#[cfg(unix)]
+fn plant_as_nobody(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).unwrap();
+}
+
+/// Files another user planted where chatdump writes: a rejects log and an
+/// output owned by `nobody` (0666) are replaced by files of chatdump's own,
+/// owner-only, never filled in place; a rejects log hard-linked to another
+/// file never writes into that file; a state's rejects history, a lock
+/// not its own, are refused (73) with the state not advanced.
+#[cfg(unix)]
+#[tokio::test]
+async fn files_of_another_user_or_with_other_links_are_never_written_in_place() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !as_root() {
+        eprintln!("SKIPPED: planting another user's files needs root (CI runs as root)");
+        return;
+    }
+    let server = caresoft_with_a_reject().await;
+    let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
+    let d = dir.path();
+    let mine = |path: &Path| {
+        let m = std::fs::metadata(path).unwrap();
+        (m.uid(), m.permissions().mode() & 0o777, m.nlink())
+    };
+
+    plant_as_nobody(&d.join("a.jsonl"), "planted output\n");
+    plant_as_nobody(&d.join("a.jsonl.rejects.jsonl"), "planted rejects\n");
+    let r = export_day(d, "hanoi", &["-o", "a.jsonl"]).await;
+    assert_eq!(r.code, 65, "one rejected record: {}", r.stderr);
+    assert_eq!(mine(&d.join("a.jsonl")), (0, 0o600, 1), "output of its own");
+    assert_eq!(
+        mine(&d.join("a.jsonl.rejects.jsonl")),
+        (0, 0o600, 1),
+        "rejects of its own"
+    );
+    let rejects = std::fs::read_to_string(d.join("a.jsonl.rejects.jsonl")).unwrap();
+    assert!(!rejects.contains("planted"), "replaced, not appended to");
+
+    let victim = d.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::fs::hard_link(&victim, d.join("b.jsonl.rejects.jsonl")).unwrap();
+    let r = export_day(d, "hanoi", &["-o", "b.jsonl"]).await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+
+    plant_as_nobody(&d.join("h.state.rejects.jsonl"), "");
+    let r = export_day(d, "hanoi", &["--state", "h.state", "-o", "c.jsonl"]).await;
+    assert_eq!(r.code, 73, "{}", r.stderr);
+    assert!(r.stderr.contains("another user"), "{}", r.stderr);
+    assert!(!d.join("h.state").exists(), "not committed");
+    assert_eq!(
+        std::fs::read_to_string(d.join("h.state.rejects.jsonl")).unwrap(),
+        ""
+    );
+    std::fs::remove_file(d.join("h.state.rejects.jsonl")).unwrap();
+
+    plant_as_nobody(&d.join("h.state.lock"), "");
+    let r = export_day(d, "hanoi", &["--state", "h.state", "-o", "c.jsonl"]).await;
+    assert_eq!(r.code, 73, "{}", r.stderr);
+    assert!(!d.join("h.state").exists(), "not committed");
+}
+
+/// A state given as a symlink is refused: its lock and temporaries would
+/// be made beside the link's target, in a directory nobody named.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_state_that_is_a_symlink_is_refused_and_nothing_made_beside_its_target() {
+    let server = caresoft_with_a_reject().await;
+    let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
+    let d = dir.path();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("real.state");
+    std::os::unix::fs::symlink(&target, d.join("h.state")).unwrap();
+    let r = export_day(d, "hanoi", &["--state", "h.state", "-o", "a.jsonl"]).await;
+    assert_eq!(r.code, 73, "{}", r.stderr);
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_dir(elsewhere.path()).unwrap().count(),
+        0,
+        "nothing made beside the link's target"
+    );
+    assert!(!d.join("a.jsonl").exists());
+}

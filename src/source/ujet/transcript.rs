@@ -211,7 +211,8 @@ pub fn read_json(bytes: &[u8]) -> Result<Vec<Line>, String> {
         #[serde(borrow, default)]
         entries: Option<Vec<&'a RawValue>>,
     }
-    let root: Root = serde_json::from_slice(bytes).map_err(|e| format!("not a transcript: {}", quoting_nothing(&e)))?;
+    let root: Root = serde_json::from_slice(bytes)
+        .map_err(|e| format!("not a transcript: {}", quoting_nothing(&e)))?;
     let entries = root.entries.ok_or("no `entries`")?;
     entries
         .into_iter()
