@@ -129,6 +129,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "max_error_body",
     "max_record_size",
     "max_page_size",
+    "max_window_memory",
 ];
 
 impl Config {
@@ -320,6 +321,10 @@ pub struct Limits {
     /// One page collected whole (numbered and tailed pages are held so
     /// they can be fetched concurrently and consumed in order).
     pub page: usize,
+    /// The collected pages of one window, together: a platform announcing
+    /// endless pages of new rows must end the run cleanly, not have the
+    /// kernel kill it.
+    pub window: usize,
 }
 
 impl Default for Limits {
@@ -328,6 +333,7 @@ impl Default for Limits {
             error_body: 8 * 1024,
             record: 64 << 20,
             page: 64 << 20,
+            window: 512 << 20,
         }
     }
 }
@@ -601,6 +607,9 @@ impl<'a> SourceTable<'a> {
                 page: self
                     .size("max_page_size", 1024)?
                     .unwrap_or(defaults.limits.page),
+                window: self
+                    .size("max_window_memory", 1024)?
+                    .unwrap_or(defaults.limits.window),
             },
             max_requests: None,
             backup: None,

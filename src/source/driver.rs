@@ -77,6 +77,7 @@ async fn drive_windows(
     let total = slices.len();
     for (n, slice) in slices.into_iter().enumerate() {
         log::verbose(&format!("window {}/{total}: {}", n + 1, show(&slice)));
+        let held = Held::new(http);
         let mut context = ConversationContext::default();
         if stream == RecordKind::Messages && source.messages_need_conversations() {
             let mut collect = CollectContext {
@@ -84,7 +85,8 @@ async fn drive_windows(
                 sink: &mut *sink,
             };
             for query in source.queries(slice, RecordKind::Conversations) {
-                stats.requests += fetch_query(source, http, &query, false, &mut collect).await?;
+                stats.requests +=
+                    fetch_query(source, http, &query, false, &held, &mut collect).await?;
             }
         }
         let mut feed = Feed {
@@ -92,7 +94,7 @@ async fn drive_windows(
             context: &context,
         };
         for query in source.queries(slice, stream) {
-            stats.requests += fetch_query(source, http, &query, want_raw, &mut feed).await?;
+            stats.requests += fetch_query(source, http, &query, want_raw, &held, &mut feed).await?;
         }
         sink.end_window(&slice, &context)?;
         stats.windows += 1;
@@ -127,22 +129,33 @@ async fn drive_overlapped(
     let slices = window.split(source.timing().window);
     let total = slices.len();
     let with_context = stream == RecordKind::Messages && source.messages_need_conversations();
-    let fetch_all = |queries: Vec<Query>, raw: bool| async move {
-        let fetched = futures_util::future::join_all(queries.iter().map(|query| async move {
-            let mut pages = Pages::default();
-            let requests = fetch_query(source, http, query, raw, &mut pages).await?;
-            Ok::<_, Error>((pages, requests))
+    let fetch_all = |queries: Vec<Query>, raw: bool, held: std::rc::Rc<Held>| async move {
+        let fetched = futures_util::future::join_all(queries.iter().map(|query| {
+            let held = held.clone();
+            async move {
+                let mut pages = Pages::default();
+                let requests = fetch_query(source, http, query, raw, &held, &mut pages).await?;
+                Ok::<_, Error>((pages, requests))
+            }
         }))
         .await;
         fetched.into_iter().collect::<Result<Vec<_>>>()
     };
     let fetch_slice = |slice: Window| async move {
+        // Every page of the slice, its context's included, is held until
+        // it is fed: one budget for all of them.
+        let held = std::rc::Rc::new(Held::new(http));
         let context = if with_context {
-            fetch_all(source.queries(slice, RecordKind::Conversations), false).await?
+            fetch_all(
+                source.queries(slice, RecordKind::Conversations),
+                false,
+                held.clone(),
+            )
+            .await?
         } else {
             Vec::new()
         };
-        let records = fetch_all(source.queries(slice, stream), want_raw).await?;
+        let records = fetch_all(source.queries(slice, stream), want_raw, held).await?;
         Ok::<_, Error>((slice, context, records))
     };
     let mut ahead = stream::iter(slices).map(fetch_slice).buffered(ahead.max(1));
@@ -331,6 +344,16 @@ impl Accept for CollectContext<'_> {
     }
 }
 
+/// What walking the pages of one query needs besides its strategy's own.
+#[derive(Clone, Copy)]
+struct Walk<'a> {
+    source: &'a dyn ChatSource,
+    http: &'a Http,
+    query: &'a Query,
+    want_raw: bool,
+    held: &'a Held,
+}
+
 /// Walks every page (or bisected window) of one query. Returns the number
 /// of requests made.
 async fn fetch_query(
@@ -338,6 +361,7 @@ async fn fetch_query(
     http: &Http,
     query: &Query,
     want_raw: bool,
+    held: &Held,
     accept: &mut dyn Accept,
 ) -> Result<usize> {
     match source.paging() {
@@ -345,22 +369,27 @@ async fn fetch_query(
             page_size,
             concurrency,
         } => {
-            fetch_numbered(
+            let walk = Walk {
                 source,
                 http,
                 query,
                 want_raw,
-                page_size as usize,
-                concurrency,
-                accept,
-            )
-            .await
+                held,
+            };
+            fetch_numbered(walk, page_size as usize, concurrency, accept).await
         }
         Paging::Capped { record_cap, floor } => {
             fetch_capped(source, http, query, want_raw, record_cap, floor, accept).await
         }
         Paging::Tail { per } => {
-            fetch_tail(source, http, query, want_raw, per as usize, accept).await
+            let walk = Walk {
+                source,
+                http,
+                query,
+                want_raw,
+                held,
+            };
+            fetch_tail(walk, per as usize, accept).await
         }
         Paging::Snapshot => {
             let url = source.page_url(query, 1);
@@ -385,14 +414,18 @@ async fn fetch_query(
 /// them: a short page is the end, whatever the total said (its documented
 /// way to page).
 async fn fetch_numbered(
-    source: &dyn ChatSource,
-    http: &Http,
-    query: &Query,
-    want_raw: bool,
+    walk: Walk<'_>,
     page_size: usize,
     concurrency: usize,
     accept: &mut dyn Accept,
 ) -> Result<usize> {
+    let Walk {
+        source,
+        http,
+        query,
+        want_raw,
+        held,
+    } = walk;
     let fetch = |page: u32| {
         let url = source.page_url(query, page);
         async move {
@@ -427,6 +460,7 @@ async fn fetch_numbered(
         if !announced && page > 1 && ledger.only_repeats(&items) {
             return Ok((0, info));
         }
+        held.add(info.bytes, &query.window)?;
         ledger.total(info.total);
         accept.begin_response();
         let new = ledger.note(&items, info.items);
@@ -545,14 +579,14 @@ impl Ledger {
 /// does the next request ask for page 2, 3, ... of the same start. No
 /// request repeats, and every request either moves the start forward or
 /// pages further, so the loop ends.
-async fn fetch_tail(
-    source: &dyn ChatSource,
-    http: &Http,
-    query: &Query,
-    want_raw: bool,
-    per: usize,
-    accept: &mut dyn Accept,
-) -> Result<usize> {
+async fn fetch_tail(walk: Walk<'_>, per: usize, accept: &mut dyn Accept) -> Result<usize> {
+    let Walk {
+        source,
+        http,
+        query,
+        want_raw,
+        held,
+    } = walk;
     let end = query.window.to;
     let mut start = query.window.from;
     let mut page: u32 = 1;
@@ -592,6 +626,7 @@ async fn fetch_tail(
                 .map_err(|e| e.with_hint("the platform answers a page it already gave instead of the next; nothing of this window was committed: rerun later"))?;
             requests += 1;
         }
+        held.add(info.bytes, &query.window)?;
         seen.extend(items.iter().map(identity));
         accept.begin_response();
         let mut newest = start;
@@ -627,6 +662,36 @@ async fn fetch_tail(
         } else {
             page += 1;
         }
+    }
+}
+
+/// The bytes of records one window holds (pages collected to be fed in
+/// order, messages waiting to be ordered), against `max_window_memory`.
+struct Held {
+    used: std::cell::Cell<usize>,
+    limit: usize,
+}
+
+impl Held {
+    fn new(http: &Http) -> Held {
+        Held {
+            used: std::cell::Cell::new(0),
+            limit: http.settings().limits.window,
+        }
+    }
+
+    fn add(&self, bytes: usize, window: &Window) -> Result<()> {
+        let used = self.used.get().saturating_add(bytes);
+        self.used.set(used);
+        if used > self.limit {
+            return Err(Error::data(format!(
+                "window {} holds more than {} bytes of records (`max_window_memory`)",
+                show(window),
+                crate::log::thousands(self.limit as u64)
+            ))
+            .with_hint("nothing of this window was committed; a shorter `window` for this source splits the export into smaller pieces, or raise `max_window_memory` if the machine has the memory"));
+        }
+        Ok(())
     }
 }
 
@@ -1037,6 +1102,7 @@ async fn fetch_streamed(
             info: PageInfo {
                 items: scanner.items,
                 total,
+                bytes: page_bytes,
             },
             units: messages.max(scanner.items as u64),
             latest_start,

@@ -69,6 +69,8 @@ pub struct PageInfo {
     pub items: usize,
     /// The platform's total for the whole query, when it reports one.
     pub total: Option<u64>,
+    /// Bytes of the records it held.
+    pub bytes: usize,
 }
 
 /// One item of a page: a record, or a rejection kept with its raw JSON.

@@ -955,7 +955,7 @@ impl wiremock::Respond for Glitching {
             p = 1;
         }
         let rows = &self.rows[((p - 1) * 2).min(10)..(p * 2).min(10)];
-        page(10, rows).into()
+        page(10, rows)
     }
 }
 
@@ -1028,4 +1028,51 @@ async fn a_page_that_keeps_repeating_another_commits_nothing() {
     assert!(!dir.path().join("s.state").exists());
     let asked = server.received_requests().await.unwrap().len();
     assert!(asked <= 10, "{asked} requests");
+}
+
+/// Pages of new rows without end, under a total of 10^18: the window's
+/// collected pages reach `max_window_memory` and the run ends cleanly
+/// (65, with advice, nothing committed) instead of growing until the
+/// kernel kills it.
+#[tokio::test]
+async fn endless_pages_of_new_rows_end_at_the_window_memory_budget() {
+    struct Endless;
+    impl wiremock::Respond for Endless {
+        fn respond(&self, r: &Request) -> ResponseTemplate {
+            let p: usize = param(r, "page").unwrap().parse().unwrap();
+            let rows: Vec<Value> = (0..2)
+                .map(|i| {
+                    chat(
+                        &format!("p{p}-{i}-{}", "x".repeat(200)),
+                        "2024-03-01 10:00:00",
+                    )
+                })
+                .collect();
+            ResponseTemplate::new(200).set_body_json(
+                json!({"code": "OK", "numFound": 1_000_000_000_000_000_000u64, "chats": rows}),
+            )
+        }
+    }
+    let server = MockServer::start().await;
+    Mock::given(path(CHATS))
+        .respond_with(Endless)
+        .mount(&server)
+        .await;
+    let dir = caresoft_config(
+        &server.uri(),
+        "conversation_types = [\"livechat\"]\npage_size = 2\nmax_window_memory = \"256KiB\"\n",
+    );
+    let r = run(
+        dir.path(),
+        &[
+            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3], "-o", "c.jsonl",
+            "--state", "s.state",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(r.stderr.contains("max_window_memory"), "{}", r.stderr);
+    assert!(!dir.path().join("c.jsonl").exists() && !dir.path().join("s.state").exists());
+    let asked = server.received_requests().await.unwrap().len();
+    assert!(asked < 2000, "{asked} requests");
 }
