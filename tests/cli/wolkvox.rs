@@ -1202,3 +1202,79 @@ async fn a_panic_ends_with_70_quoting_nothing_and_committing_nothing() {
     );
     assert_eq!(files(dir.path()), before, "files made or left by the run");
 }
+
+/// Answers with `first` the first time, `then` every time after.
+struct FirstThen {
+    first: String,
+    then: String,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl Respond for FirstThen {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let n = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ResponseTemplate::new(200).set_body_string(if n == 0 { &self.first } else { &self.then })
+    }
+}
+
+async fn first_then(first: String, then: String) -> MockServer {
+    serving(FirstThen {
+        first,
+        then,
+        asked: Default::default(),
+    })
+    .await
+}
+
+/// A broken first answer, then a clean retry: only the retry's records
+/// reach the output, whether the first broke in its JSON after good
+/// records or was an error envelope that also carried records.
+#[tokio::test]
+async fn only_the_attempt_that_succeeds_reaches_the_output() {
+    let failed = chat("failed-attempt", local("2024-03-05 08:00:00"), 2);
+    let good = chat("retried", local("2024-03-05 09:00:00"), 2);
+    let clean = json!({"code": 200, "error": null, "msg": "ok", "data": [good]}).to_string();
+    let broken_json = format!("{{\"code\":200,\"data\":[{failed},{{\"conn_id\":\"x\",,]}}");
+    let error_envelope =
+        json!({"code": 429, "error": "TOO MANY SIMULTANEOUS REQUESTS", "msg": "", "data": [failed]})
+            .to_string();
+    for first in [broken_json, error_envelope] {
+        let server = first_then(first, clean.clone()).await;
+        let dir = config(&server.uri(), "max_retries = 2\n");
+        let r = export_day_messages(dir.path(), "m.jsonl").await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let rows = jsonl(&std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap());
+        let ids: Vec<&Value> = rows.iter().map(|m| &m["conversation_id"]).collect();
+        assert_eq!(ids, ["retried", "retried"], "{}", r.stderr);
+        let seqs: Vec<&Value> = rows.iter().map(|m| &m["seq"]).collect();
+        assert_eq!(seqs, [0, 1]);
+    }
+}
+
+/// An answer too large to hold whole (its records already flowing to the
+/// output) that breaks is not retried in place: the run ends non-zero,
+/// no file appears and the state does not move, so nothing of the broken
+/// answer is kept and the next run fetches the window again.
+#[tokio::test]
+async fn a_large_answer_that_breaks_commits_nothing() {
+    let big = chat("big", local("2024-03-05 08:00:00"), 9000);
+    let first = format!("{{\"code\":200,\"data\":[{big},{{\"conn_id\":\"x\",,]}}");
+    let clean =
+        json!({"code": 200, "data": [chat("other", local("2024-03-05 09:00:00"), 1)]}).to_string();
+    let server = first_then(first, clean).await;
+    let dir = config(&server.uri(), "max_retries = 2\n");
+    let r = run(
+        dir.path(),
+        &day_messages(&["-o", "m.jsonl", "--state", "s.state"]),
+    )
+    .await;
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot take them back"), "{}", r.stderr);
+    assert!(!dir.path().join("m.jsonl").exists());
+    assert!(!dir.path().join("s.state").exists());
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "not retried in place"
+    );
+}
