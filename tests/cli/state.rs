@@ -75,7 +75,11 @@ const ONE_TYPE: &str = "conversation_types = [\"livechat\"]\n";
 /// Every conversation id in every JSONL file under `dir` (not state files).
 fn ids_in(dir: &Path) -> Vec<String> {
     let mut ids = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
+    // A run killed before its first file has not made the folder yet.
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return ids;
+    };
+    for entry in entries {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "jsonl") && !p.to_string_lossy().contains("rejects") {
             for v in jsonl(&std::fs::read_to_string(&p).unwrap()) {
