@@ -60,6 +60,10 @@ pub struct State {
     /// again by the next run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub awaiting: Vec<Awaiting>,
+    /// Conversations still open at the checkpoint: the next run continues
+    /// their `seq` and enriches their messages as this one did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chats: Vec<OpenChat>,
     /// Read from a version-1 file: `recent` holds `DefaultHasher` keys.
     #[serde(skip)]
     pub legacy_keys: bool,
@@ -111,6 +115,82 @@ pub fn bound_awaiting(awaiting: &mut Vec<Awaiting>) -> Vec<(Awaiting, String)> {
     given_up
 }
 
+/// A conversation open at the checkpoint: the `seq` of its next message,
+/// when it was last seen, and what a listing of conversations said of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OpenChat {
+    pub id: String,
+    pub next_seq: u32,
+    /// The key (32 hex digits) of its message numbered last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<String>,
+    pub seen_until: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<ChatDetails>,
+}
+
+/// The values a conversation's listing gives its messages.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChatDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_phone: Option<String>,
+}
+
+/// Open conversations a state keeps, and the size of one id or value: a
+/// run keeps within them when it saves ([`ChatDetails::of`] and
+/// `Chats::to_state`), and a state beyond them is refused.
+pub const MOST_OPEN_CHATS: usize = 100_000;
+pub const MOST_CHAT_VALUE_BYTES: usize = 4096;
+
+impl ChatDetails {
+    /// What `c` gives its messages; a value too large to keep is left out.
+    pub fn of(c: &crate::model::Conversation) -> ChatDetails {
+        let keep = |v: &Option<String>| v.clone().filter(|v| v.len() <= MOST_CHAT_VALUE_BYTES);
+        ChatDetails {
+            channel: keep(&c.channel),
+            agent_id: keep(&c.agent_id),
+            agent_name: keep(&c.agent_name),
+            customer_id: keep(&c.customer_id),
+            customer_name: keep(&c.customer_name),
+            customer_phone: keep(&c.customer_phone),
+        }
+    }
+
+    pub fn to_conversation(&self, id: &str) -> crate::model::Conversation {
+        crate::model::Conversation {
+            conversation_id: id.to_string(),
+            channel: self.channel.clone(),
+            agent_id: self.agent_id.clone(),
+            agent_name: self.agent_name.clone(),
+            customer_id: self.customer_id.clone(),
+            customer_name: self.customer_name.clone(),
+            customer_phone: self.customer_phone.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn values(&self) -> [&Option<String>; 6] {
+        [
+            &self.channel,
+            &self.agent_id,
+            &self.agent_name,
+            &self.customer_id,
+            &self.customer_name,
+            &self.customer_phone,
+        ]
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PendingRename {
     pub temp: PathBuf,
@@ -146,6 +226,7 @@ impl State {
             ledger: Vec::new(),
             pending: None,
             awaiting: Vec::new(),
+            chats: Vec::new(),
             legacy_keys: false,
         }
     }
@@ -381,6 +462,23 @@ pub fn validate_fields(
     {
         return Err(corrupt(format!(
             "it keeps more than {MOST_AWAITING} records to read again, or one over {MOST_AWAITING_BYTES} bytes"
+        )));
+    }
+    if s.chats.len() > MOST_OPEN_CHATS
+        || s.chats.iter().any(|c| {
+            c.id.len() > MOST_CHAT_VALUE_BYTES
+                || c.anchor
+                    .as_ref()
+                    .is_some_and(|k| k.len() != 32 || !k.bytes().all(|b| b.is_ascii_hexdigit()))
+                || c.details.as_ref().is_some_and(|d| {
+                    d.values()
+                        .iter()
+                        .any(|v| v.as_ref().is_some_and(|v| v.len() > MOST_CHAT_VALUE_BYTES))
+                })
+        })
+    {
+        return Err(corrupt(format!(
+            "it keeps more than {MOST_OPEN_CHATS} open conversations, or a value over {MOST_CHAT_VALUE_BYTES} bytes"
         )));
     }
     if s.checkpoint.timestamp() < 0 {

@@ -188,8 +188,10 @@ impl<'a> Exporter<'a> {
         let checkpoint = saved.map(|s| s.checkpoint);
         let memory = match (&state, saved) {
             (None, _) => Memory::default(),
-            (Some(_), Some(s)) => Memory::carrying(s.keys()?, s.legacy_keys, s.awaiting.clone()),
-            (Some(_), None) => Memory::carrying(Vec::new(), false, Vec::new()),
+            (Some(_), Some(s)) => {
+                Memory::carrying(s.keys()?, s.legacy_keys, s.awaiting.clone(), &s.chats)
+            }
+            (Some(_), None) => Memory::carrying(Vec::new(), false, Vec::new(), &[]),
         };
         Ok(Exporter {
             source,
@@ -427,6 +429,7 @@ impl<'a> Exporter<'a> {
                     .recent_since(chunk.to - self.source.memory_span()),
             );
             next.awaiting.clone_from(&self.memory.awaiting);
+            next.chats = self.memory.open_chats(chunk.to);
             next.pending = prepared.as_ref().and_then(|p| {
                 Some(PendingRename {
                     temp: p.temp.clone()?,

@@ -25,6 +25,18 @@ use crate::source::{ConversationContext, Parsed, Sink};
 use crate::state::Awaiting;
 use crate::window::Window;
 
+mod chats;
+use chats::{Chats, Met};
+
+/// How the chat memory is to take a message de-duplication met so.
+fn met(novelty: Novelty) -> Met {
+    match novelty {
+        Novelty::New => Met::New,
+        Novelty::Emitted => Met::Before,
+        Novelty::Repeated => Met::Again,
+    }
+}
+
 /// Keys of the current and the previous window, as 128-bit digests, plus
 /// the keys a previous run left for the overlap it knew would be re-fetched.
 #[derive(Default)]
@@ -142,12 +154,13 @@ impl std::ops::AddAssign for Stats {
     }
 }
 
-/// What outlives one output file: de-duplication keys, `seq` counters, and
-/// the keys of recent windows that a later run will fetch again.
+/// What outlives one output file: de-duplication keys, the open
+/// conversations (their `seq` and details), and the keys of recent windows
+/// that a later run will fetch again.
 #[derive(Default)]
 pub struct Memory {
     seen: Seen,
-    next_seq: HashMap<Shared, u32>,
+    chats: Chats,
     /// Keys by the end of the window that saw them, oldest first.
     recent: VecDeque<(DateTime<Utc>, Vec<u128>)>,
     /// Whether a later run will want `recent` (there is a state file):
@@ -166,10 +179,12 @@ impl Memory {
         recent: Vec<(DateTime<Utc>, Vec<u128>)>,
         legacy: bool,
         awaiting: Vec<Awaiting>,
+        open: &[crate::state::OpenChat],
     ) -> Memory {
         let mut memory = Memory {
             remember: true,
             awaiting,
+            chats: Chats::from_state(open),
             ..Memory::default()
         };
         if legacy {
@@ -179,6 +194,12 @@ impl Memory {
         memory.seen.carried = recent.iter().flat_map(|(_, k)| k.iter().copied()).collect();
         memory.recent = recent.into();
         memory
+    }
+
+    /// The conversations to hand to the next run as open: those seen in a
+    /// window ending within a day of `checkpoint`.
+    pub fn open_chats(&self, checkpoint: DateTime<Utc>) -> Vec<crate::state::OpenChat> {
+        self.chats.to_state(checkpoint - chats::OPEN_FOR)
     }
 
     /// What to hand to the next run: the keys of windows ending after
@@ -390,11 +411,13 @@ pub struct Pipeline<'a> {
     output: &'a mut Output,
     rejects: RejectLog,
     seen: Seen,
-    /// Messages of the current window, when they must be sorted first, and
-    /// whether each is to be written (false: emitted before, kept to count).
-    pending: Vec<(Item<Message>, bool)>,
-    /// Next `seq` per conversation, continuing across windows.
-    next_seq: HashMap<Shared, u32>,
+    /// Messages of the current window, when they must be sorted first,
+    /// with their key and how they were met (only new ones are written;
+    /// the others place the rest).
+    pending: Vec<(Item<Message>, u128, Novelty)>,
+    /// The open conversations: `seq` continuing across windows, slices
+    /// and runs, and details for messages of later windows.
+    chats: Chats,
     /// Keys per recent window, kept while within `keep_for` of the newest.
     recent: VecDeque<(DateTime<Utc>, Vec<u128>)>,
     remember: bool,
@@ -425,7 +448,7 @@ impl<'a> Pipeline<'a> {
             rejects,
             seen: memory.seen,
             pending: Vec::new(),
-            next_seq: memory.next_seq,
+            chats: memory.chats,
             recent: memory.recent,
             remember: memory.remember,
             keep_for: shape.keep_for,
@@ -447,26 +470,14 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
-    /// The message's `seq`: its position when the platform gives one
-    /// (in-order sources), else the next number of its conversation.
-    fn next_seq_of(&mut self, m: &Message) -> u32 {
-        // An in-order platform's own position needs no counting (and no
-        // memory per conversation).
-        if self.messages_in_order {
-            if let Some(position) = m.order_key.and_then(|p| u32::try_from(p).ok()) {
-                return position;
-            }
-        }
-        match self.next_seq.get_mut(&m.conversation_id) {
-            Some(next) => {
-                *next += 1;
-                *next - 1
-            }
-            None => {
-                self.next_seq.insert(m.conversation_id.clone(), 1);
-                0
-            }
-        }
+    /// The details of conversation `id`: this window's listing, else what
+    /// an earlier window's (or run's) said.
+    fn details_of<'c>(
+        &'c self,
+        context: &'c ConversationContext,
+        id: &str,
+    ) -> Option<&'c Conversation> {
+        context.by_id.get(id).or_else(|| self.chats.details(id))
     }
 
     fn write_conversations(&mut self, rows: Vec<Conversation>) -> Result<()> {
@@ -566,36 +577,43 @@ impl<'a> Pipeline<'a> {
     fn place(
         &mut self,
         mut m: Item<Message>,
+        key: u128,
         novelty: Novelty,
         context: &ConversationContext,
     ) -> Result<bool> {
         let emit = self.counted(novelty);
+        let enrich_from = |pipeline: &Self, m: &mut Message| {
+            if let Some(c) = pipeline.details_of(context, &m.conversation_id) {
+                enrich(m, c);
+            }
+        };
         match novelty {
-            Novelty::Repeated => {}
+            // A repeat takes no place, but in a platform's order its
+            // position tells where the next message stands.
+            Novelty::Repeated => {
+                if self.messages_in_order && self.aggregate.is_none() {
+                    self.chats.seq_in_order(&m.record, key, Met::Again);
+                }
+            }
             _ if self.aggregate.is_some() => {
                 if emit {
-                    if let Some(c) = context.by_id.get(&*m.record.conversation_id) {
-                        enrich(&mut m.record, c);
-                    }
+                    enrich_from(self, &mut m.record);
                     if let Some(aggregate) = self.aggregate.as_mut() {
                         aggregate.add(&m.record);
                     }
                 }
             }
             _ if self.messages_in_order => {
-                m.record.seq = self.next_seq_of(&m.record);
+                let seq = self.chats.seq_in_order(&m.record, key, met(novelty));
                 if emit {
-                    if let Some(c) = context.by_id.get(&*m.record.conversation_id) {
-                        enrich(&mut m.record, c);
-                    }
+                    m.record.seq = seq.unwrap_or_default();
+                    enrich_from(self, &mut m.record);
                     self.write(Record::Message(m))?;
                 }
             }
             _ => {
-                if let Some(c) = context.by_id.get(&*m.record.conversation_id) {
-                    enrich(&mut m.record, c);
-                }
-                self.pending.push((m, emit));
+                enrich_from(self, &mut m.record);
+                self.pending.push((m, key, novelty));
             }
         }
         Ok(emit)
@@ -618,9 +636,9 @@ impl<'a> Pipeline<'a> {
                 _ => None,
             });
         }
-        let novelties: Vec<Option<Novelty>> = keys
+        let novelties: Vec<Option<(u128, Novelty)>> = keys
             .into_iter()
-            .map(|key| key.map(|k| self.seen.check(k)))
+            .map(|key| key.map(|k| (k, self.seen.check(k))))
             .collect();
         let only_messages = novelties.iter().all(Option::is_some);
         if only_messages
@@ -633,8 +651,8 @@ impl<'a> Pipeline<'a> {
         let none = ConversationContext::default();
         for (item, novelty) in items.into_iter().zip(novelties) {
             match (item, novelty) {
-                (Parsed::Record(Record::Message(m)), Some(novelty)) => {
-                    self.place(m, novelty, &none)?;
+                (Parsed::Record(Record::Message(m)), Some((key, novelty))) => {
+                    self.place(m, key, novelty, &none)?;
                 }
                 (item, _) => {
                     self.accept(item, &none)?;
@@ -649,7 +667,11 @@ impl<'a> Pipeline<'a> {
     /// one (no context to enrich them with on this path). Each record moves
     /// once, into a list the output takes whole, rather than through every
     /// step of `place`: a message is a few hundred bytes.
-    fn write_in_order(&mut self, items: Vec<Parsed>, novelties: &[Option<Novelty>]) -> Result<()> {
+    fn write_in_order(
+        &mut self,
+        items: Vec<Parsed>,
+        novelties: &[Option<(u128, Novelty)>],
+    ) -> Result<()> {
         // Made in place: a parsed message and a record have one layout.
         let mut records: Vec<Record> = items
             .into_iter()
@@ -660,15 +682,15 @@ impl<'a> Pipeline<'a> {
             .collect();
         let mut emit = Vec::with_capacity(records.len());
         for (record, novelty) in records.iter_mut().zip(novelties) {
-            let (Record::Message(m), Some(novelty)) = (record, *novelty) else {
+            let (Record::Message(m), Some((key, novelty))) = (record, *novelty) else {
                 emit.push(false);
                 continue;
             };
             emit.push(self.counted(novelty));
             // As in `place`: a repeat within the window takes no place in
-            // its chat.
-            if novelty != Novelty::Repeated {
-                m.record.seq = self.next_seq_of(&m.record);
+            // its chat (but marks where the next one stands).
+            if let Some(seq) = self.chats.seq_in_order(&m.record, key, met(novelty)) {
+                m.record.seq = seq;
             }
         }
         let mut emit = emit.into_iter();
@@ -733,7 +755,7 @@ impl<'a> Pipeline<'a> {
         stats.rejected = self.rejects.finish()?;
         let memory = Memory {
             seen: self.seen,
-            next_seq: self.next_seq,
+            chats: self.chats,
             recent: self.recent,
             remember: self.remember,
             awaiting: self.awaiting,
@@ -798,12 +820,13 @@ impl Sink for Pipeline<'_> {
                 }
                 let key = self.identify(&mut m.record);
                 let novelty = self.seen.check(key);
-                self.place(m, novelty, context)
+                self.place(m, key, novelty, context)
             }
         }
     }
 
     fn begin_response(&mut self) {
+        self.chats.begin_response();
         self.occurrences.clear();
         self.occurrence_scope = Shared::default();
     }
@@ -811,17 +834,20 @@ impl Sink for Pipeline<'_> {
     fn end_window(&mut self, window: &Window, context: &ConversationContext) -> Result<()> {
         let mut pending = std::mem::take(&mut self.pending);
         // Stable: rows without an order key keep the platform's order.
-        pending.sort_by(|(a, _), (b, _)| {
+        pending.sort_by(|(a, ..), (b, ..)| {
             let key = |m: &Item<Message>| (m.record.order_key, m.record.sent_at);
             a.record
                 .conversation_id
                 .cmp(&b.record.conversation_id)
                 .then(key(a).cmp(&key(b)))
         });
-        for (mut m, emit) in pending {
-            let seq = self.next_seq_of(&m.record);
-            if emit {
-                m.record.seq = seq;
+        // Sorted, the window's messages are numbered as an in-order
+        // platform's are, one response of their own.
+        self.chats.begin_response();
+        for (mut m, key, novelty) in pending {
+            let seq = self.chats.seq_sorted(&m.record, key, met(novelty));
+            if novelty == Novelty::New {
+                m.record.seq = seq.unwrap_or_default();
                 self.write(Record::Message(m))?;
             }
         }
@@ -843,11 +869,11 @@ impl Sink for Pipeline<'_> {
             self.recent.pop_front();
         }
         self.seen.rotate();
-        // `seq` continues across windows for chats that span them; the map
-        // is bounded like the de-duplication memory.
-        if self.next_seq.len() > 200_000 {
-            self.next_seq.clear();
+        // A chat's details reach its messages in later windows too.
+        for c in context.by_id.values() {
+            self.chats.remember_details(c);
         }
+        self.chats.end_window(window.to);
         Ok(())
     }
 }
@@ -1045,7 +1071,7 @@ mod tests {
                     hi(),
                     unordered("c4", "2024-03-01T12:31:00Z", "y"),
                     message("c3", "2024-03-01T12:00:05Z", "b", 1),
-                    // Written in the window before, it still takes its place.
+                    // Written in the window before, it places the next one.
                     unordered("c5", "2024-03-01T11:30:00Z", "p"),
                     unordered("c5", "2024-03-01T11:31:00Z", "q"),
                 ],
@@ -1065,7 +1091,12 @@ mod tests {
         };
         assert_eq!((seq_of("x"), seq_of("y")), (Some(0.into()), Some(1.into())));
         assert_eq!(seq_of("b"), Some(1.into()));
-        assert_eq!(seq_of("q"), Some(2.into()));
+        assert_eq!(seq_of("p"), Some(0.into()));
+        assert_eq!(
+            seq_of("q"),
+            Some(1.into()),
+            "p, then q: not p counted twice"
+        );
         assert_eq!(one_by_one.1.lines().count(), 2, "{one_by_one:?}");
         assert_eq!(pipeline_output(batches(), true), one_by_one);
     }
