@@ -1,0 +1,303 @@
+//! Fields that describe a message's place in its chat, right across every
+//! cut of a chat: a window boundary (chats crossing midnight), a capped
+//! answer fetched on in pieces, the checkpoint between two `--state` runs.
+//! The binary runs against a Wolkvox fake that answers each report by the
+//! dates asked, as the platform does.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use chrono::{Duration, NaiveDateTime};
+use serde_json::{json, Value};
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::common::{jsonl, run};
+
+const REPORT: &str = "/api/v2/reports_manager.php";
+
+/// A chat of the fake: its id, agent and messages' local times.
+struct Chat {
+    id: String,
+    agent: String,
+    times: Vec<NaiveDateTime>,
+}
+
+/// Wolkvox by the dates asked: `chat_2` holds each chat's messages dated
+/// in the window (numbered from 0 in the answer), chats by their first
+/// message there, cut after `cap` messages; `chat_1` a row per chat that
+/// started in the window, with its agent.
+struct Fake {
+    chats: Vec<Chat>,
+    cap: usize,
+    requests: Arc<AtomicUsize>,
+}
+
+fn local(text: &str) -> NaiveDateTime {
+    NaiveDateTime::parse_from_str(text, "%Y%m%d%H%M%S").unwrap()
+}
+
+impl Respond for Fake {
+    fn respond(&self, r: &Request) -> ResponseTemplate {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        let q: HashMap<String, String> = r.url.query_pairs().into_owned().collect();
+        let (from, to) = (local(&q["date_ini"]), local(&q["date_end"]));
+        let within = |t: &NaiveDateTime| *t >= from && *t <= to;
+        let data: Vec<Value> = if q["api"] == "chat_1" {
+            self.chats
+                .iter()
+                .filter(|c| within(&c.times[0]))
+                .map(|c| {
+                    json!({"conn_id": c.id, "agent_id": c.agent, "agent_name": format!("Agente {}", c.agent),
+                           "date": c.times[0].format("%Y-%m-%d %H:%M:%S").to_string()})
+                })
+                .collect()
+        } else {
+            let mut parts: Vec<(NaiveDateTime, &Chat, Vec<&NaiveDateTime>)> = self
+                .chats
+                .iter()
+                .filter_map(|c| {
+                    let times: Vec<&NaiveDateTime> = c.times.iter().filter(|t| within(t)).collect();
+                    times.first().map(|first| (**first, c, times.clone()))
+                })
+                .collect();
+            parts.sort_by_key(|(first, c, _)| (*first, c.id.clone()));
+            let mut left = self.cap;
+            let mut data = Vec::new();
+            for (_, chat, times) in parts {
+                if left == 0 {
+                    break;
+                }
+                let taken: Vec<Value> = times
+                    .iter()
+                    .take(left)
+                    .map(|t| {
+                        json!({"channel": "WhatsApp", "from": "CUSTOMER", "from_name": "x", "to_name": "y",
+                               "date": t.format("%Y-%m-%d %H:%M:%S").to_string(),
+                               "message": format!("{} at {t}", chat.id), "customer_id": "1"})
+                    })
+                    .collect();
+                left -= taken.len();
+                data.push(
+                    json!({"conn_id": chat.id, "customer_name": "Luis", "conversation": taken}),
+                );
+            }
+            data
+        };
+        ResponseTemplate::new(200).set_body_json(json!({"code": 200, "msg": "ok", "data": data}))
+    }
+}
+
+/// Chats over three days from 2024-03-05: many crossing midnight, some
+/// long enough that a capped answer cuts them.
+fn chats() -> Vec<Chat> {
+    let start = NaiveDateTime::parse_from_str("2024-03-05 20:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
+    (0..40)
+        .map(|i| {
+            let first = start + Duration::minutes(i * 71);
+            let n = 3 + (i as usize * 7) % 40;
+            Chat {
+                id: format!("chat-{i:02}"),
+                agent: format!("{}", 100 + i),
+                times: (0..n as i64)
+                    .map(|k| first + Duration::minutes(k * 4))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+async fn serve(cap: usize) -> (MockServer, Arc<AtomicUsize>) {
+    let server = MockServer::start().await;
+    let requests = Arc::new(AtomicUsize::new(0));
+    Mock::given(path(REPORT))
+        .respond_with(Fake {
+            chats: chats(),
+            cap,
+            requests: requests.clone(),
+        })
+        .mount(&server)
+        .await;
+    (server, requests)
+}
+
+/// Every message row in the JSONL files of `dir`, by chat, in `sent_at`
+/// order.
+fn messages_by_chat(dir: &Path) -> HashMap<String, Vec<Value>> {
+    let mut by_chat: HashMap<String, Vec<Value>> = HashMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".jsonl") && !name.contains("rejects") {
+            for row in jsonl(&std::fs::read_to_string(&p).unwrap()) {
+                let id = row["conversation_id"].as_str().unwrap().to_string();
+                by_chat.entry(id).or_default().push(row);
+            }
+        }
+    }
+    for rows in by_chat.values_mut() {
+        rows.sort_by(|a, b| a["sent_at"].as_str().cmp(&b["sent_at"].as_str()));
+    }
+    by_chat
+}
+
+/// Every chat whole, once, numbered 0..n-1 in time order, each message
+/// with its chat's agent.
+fn assert_every_chat_numbered_and_enriched(dir: &Path) {
+    let by_chat = messages_by_chat(dir);
+    let expected = chats();
+    assert_eq!(by_chat.len(), expected.len());
+    for chat in &expected {
+        let rows = &by_chat[&chat.id];
+        assert_eq!(
+            rows.len(),
+            chat.times.len(),
+            "{}: every message once",
+            chat.id
+        );
+        let seqs: Vec<u64> = rows.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+        let want: Vec<u64> = (0..chat.times.len() as u64).collect();
+        assert_eq!(seqs, want, "{}: seq in time order", chat.id);
+        for row in rows {
+            assert_eq!(row["agent_id"], chat.agent.as_str(), "{}: {row}", chat.id);
+        }
+    }
+}
+
+fn config(base: &str, extra: &str) -> tempfile::TempDir {
+    crate::wolkvox::config(
+        base,
+        &format!("enrich = [\"chat_1\"]\nmax_retries = 0\n{extra}"),
+    )
+}
+
+/// One run over three days, a file per day: chats crossing midnight go
+/// on numbering in the next day's file, and carry their agent there.
+#[tokio::test]
+async fn seq_and_agent_follow_a_chat_across_midnight_in_one_run() {
+    let (server, _) = serve(usize::MAX).await;
+    let dir = config(&server.uri(), "");
+    let r = run(
+        dir.path(),
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-09",
+            "--records",
+            "messages",
+            "-o",
+            "out/{from}.jsonl",
+            "--chunk",
+            "1d",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_every_chat_numbered_and_enriched(&dir.path().join("out"));
+}
+
+/// Answers capped at 60 messages, so answers end in the middle of a chat
+/// and are fetched on in pieces: numbering goes on across the pieces.
+#[tokio::test]
+async fn seq_follows_a_chat_across_capped_pieces() {
+    let (server, _) = serve(60).await;
+    let dir = config(&server.uri(), "record_cap = 60\n");
+    let r = run(
+        dir.path(),
+        &[
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            "2024-03-09",
+            "--records",
+            "messages",
+            "-o",
+            "out/all.jsonl",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_every_chat_numbered_and_enriched(&dir.path().join("out"));
+}
+
+/// A cron job every few hours: each `--state` run ends while chats are
+/// still going on; the next run continues their numbering and their
+/// agent from what the state kept.
+#[tokio::test]
+async fn seq_and_agent_follow_a_chat_across_state_runs() {
+    let (server, _) = serve(usize::MAX).await;
+    let dir = config(&server.uri(), "lookback = \"1h\"\n");
+    let mut to = chrono::DateTime::parse_from_rfc3339("2024-03-05T22:00:00-05:00").unwrap();
+    let end = chrono::DateTime::parse_from_rfc3339("2024-03-09T00:00:00-05:00").unwrap();
+    let mut runs = 0;
+    while to < end {
+        let to_text = to.to_rfc3339();
+        let r = run(
+            dir.path(),
+            &[
+                "export",
+                "bogota",
+                "--from",
+                "2024-03-05",
+                "--to",
+                &to_text,
+                "--records",
+                "messages",
+                "--state",
+                "s.state",
+                "-o",
+                "out/{to}.jsonl",
+            ],
+        )
+        .await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        to += Duration::hours(5);
+        runs += 1;
+    }
+    assert!(runs > 10);
+    assert_every_chat_numbered_and_enriched(&dir.path().join("out"));
+}
+
+/// A state written before it kept open conversations still loads, and the
+/// run goes on from its checkpoint.
+#[tokio::test]
+async fn a_state_without_open_conversations_still_loads() {
+    let (server, _) = serve(usize::MAX).await;
+    let dir = config(&server.uri(), "");
+    let state = json!({
+        "version": 2, "source": "bogota", "kind": "wolkvox", "records": "messages",
+        "checkpoint": "2024-03-06T05:00:00Z", "recent": [], "ledger": []
+    });
+    std::fs::write(dir.path().join("s.state"), state.to_string()).unwrap();
+    let r = run(
+        dir.path(),
+        &[
+            "export",
+            "bogota",
+            "--to",
+            "2024-03-06T12:00:00Z",
+            "--records",
+            "messages",
+            "--state",
+            "s.state",
+            "-o",
+            "m.jsonl",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("s.state")).unwrap())
+            .unwrap();
+    assert!(
+        saved["chats"].as_array().is_some_and(|c| !c.is_empty()),
+        "open conversations kept from now on: {saved}"
+    );
+}
