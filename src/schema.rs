@@ -46,7 +46,7 @@ const COLUMNS: &[Column] = &[
     ("disposition", Type::Text, true, None, "That code's description."),
     ("comments", Type::Text, true, Some("customer"), "The agent's free-text notes on the conversation (can hold anything about the customer)."),
     ("message_id", Type::Text, false, None, "The platform's message id, or `d:` and a stable digest when it has none."),
-    ("seq", Type::Integer, false, None, "0-based order of the message in its conversation, as far as the run has seen it."),
+    ("seq", Type::Integer, false, None, "0-based place of the message in its conversation, across windows, capped pieces and (with --state) runs; a rejected message keeps its place. Starts over only for a conversation not seen for a day or forgotten past 200,000 open ones."),
     ("sent_at", Type::Time, true, None, "When the message was sent."),
     ("sender", Type::Text, false, None, "Who wrote it."),
     ("sender_name", Type::Text, true, Some("customer"), "The name of who wrote it (a customer's when the customer wrote)."),
