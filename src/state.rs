@@ -125,6 +125,9 @@ pub struct OpenChat {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anchor: Option<String>,
     pub seen_until: DateTime<Utc>,
+    /// Its earliest message seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<ChatDetails>,
 }

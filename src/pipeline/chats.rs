@@ -41,6 +41,8 @@ struct Note {
     details: Option<Box<Conversation>>,
     /// The end of the last window it was met in (None: this window).
     seen_until: Option<DateTime<Utc>>,
+    /// Its earliest message met.
+    started_at: Option<DateTime<Utc>>,
 }
 
 /// How a message was met before, as the pipeline's de-duplication says.
@@ -80,6 +82,7 @@ impl Chats {
                 .as_deref()
                 .and_then(|k| u128::from_str_radix(k, 16).ok());
             note.seen_until = Some(chat.seen_until);
+            note.started_at = chat.started_at;
             note.details = chat
                 .details
                 .as_ref()
@@ -102,6 +105,7 @@ impl Chats {
                     next_seq: n.next,
                     anchor: n.anchor.map(|k| format!("{k:032x}")),
                     seen_until,
+                    started_at: n.started_at,
                     details: n.details.as_deref().map(crate::state::ChatDetails::of),
                 })
             })
@@ -133,6 +137,7 @@ impl Chats {
                     position: None,
                     details: None,
                     seen_until: None,
+                    started_at: None,
                 });
                 self.index.insert(id.clone(), self.notes.len() - 1);
                 self.notes.len() - 1
@@ -167,6 +172,9 @@ impl Chats {
         let at = self.note(&m.conversation_id);
         let note = &mut self.notes[at];
         note.seen_until = None;
+        if let Some(t) = m.sent_at {
+            note.started_at = Some(note.started_at.map_or(t, |s| s.min(t)));
+        }
         let in_response = note.position.filter(|(r, ..)| *r == response);
         // Without positions from the platform, the order met is the order.
         let position =
@@ -211,6 +219,12 @@ impl Chats {
         note.details = Some(Box::new(
             crate::state::ChatDetails::of(c).to_conversation(&c.conversation_id),
         ));
+    }
+
+    /// The earliest message met of conversation `id`, in any window or run.
+    pub fn started_at(&self, id: &str) -> Option<DateTime<Utc>> {
+        let at = *self.index.get(id)?;
+        self.notes[at].started_at
     }
 
     /// The details remembered for conversation `id`.

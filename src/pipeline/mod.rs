@@ -274,10 +274,17 @@ impl Aggregator {
         row
     }
 
-    fn add(&mut self, m: &Message) {
+    /// Adds a message to its chat's row. `chat`: what is known of the
+    /// chat beyond this run's rows (the message's `seq`, the chat's first
+    /// message), so a chat going on after an earlier run's checkpoint
+    /// gets a row counting from its start.
+    fn add(&mut self, m: &Message, chat: (Option<u32>, Option<DateTime<Utc>>)) {
         let row = self.row(&m.conversation_id);
         let detailed = row.detailed;
         let c = &mut row.conversation;
+        if let Some(first) = chat.1 {
+            c.started_at = Some(c.started_at.map_or(first, |s| s.min(first)));
+        }
         fill(&mut c.channel, &m.channel);
         fill(&mut c.agent_id, &m.agent_id);
         fill(&mut c.agent_name, &m.agent_name);
@@ -299,7 +306,11 @@ impl Aggregator {
             // Built from messages: the newest one is its last change.
             c.updated_at = c.ended_at;
         }
-        c.message_count = Some(c.message_count.unwrap_or(0) + 1);
+        let counted = c.message_count.unwrap_or(0) + 1;
+        c.message_count = Some(
+            chat.0
+                .map_or(counted, |seq| counted.max(i64::from(seq) + 1)),
+        );
     }
 
     /// Whether `id` has a row being built.
@@ -591,15 +602,21 @@ impl<'a> Pipeline<'a> {
             // A repeat takes no place, but in a platform's order its
             // position tells where the next message stands.
             Novelty::Repeated => {
-                if self.messages_in_order && self.aggregate.is_none() {
+                if self.messages_in_order {
                     self.chats.seq_in_order(&m.record, key, Met::Again);
                 }
             }
             _ if self.aggregate.is_some() => {
+                let seq = if self.messages_in_order {
+                    self.chats.seq_in_order(&m.record, key, met(novelty))
+                } else {
+                    None
+                };
                 if emit {
                     enrich_from(self, &mut m.record);
+                    let first = self.chats.started_at(&m.record.conversation_id);
                     if let Some(aggregate) = self.aggregate.as_mut() {
-                        aggregate.add(&m.record);
+                        aggregate.add(&m.record, (seq, first));
                     }
                 }
             }
@@ -1104,13 +1121,13 @@ mod tests {
     #[test]
     fn aggregates_span_windows_and_flush_when_quiet() {
         let mut a = Aggregator::default();
-        a.add(&msg("c1", "2024-03-01T10:00:00Z"));
-        a.add(&msg("c2", "2024-03-01T11:00:00Z"));
+        a.add(&msg("c1", "2024-03-01T10:00:00Z"), (None, None));
+        a.add(&msg("c2", "2024-03-01T11:00:00Z"), (None, None));
         assert!(
             a.take_finished(false).is_empty(),
             "touched in the window that just ended"
         );
-        a.add(&msg("c1", "2024-03-02T00:00:30Z"));
+        a.add(&msg("c1", "2024-03-02T00:00:30Z"), (None, None));
         let done = a.take_finished(false);
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].conversation_id, "c2");
@@ -1124,7 +1141,7 @@ mod tests {
         assert_eq!(c.updated_at, c.ended_at, "its newest message");
         // c2 comes back after a quiet window: its new row counts every
         // message and starts at its first.
-        a.add(&msg("c2", "2024-03-03T09:00:00Z"));
+        a.add(&msg("c2", "2024-03-03T09:00:00Z"), (None, None));
         let back = a.take_finished(true);
         assert_eq!(back[0].message_count, Some(2));
         assert_eq!(back[0].started_at, "2024-03-01T11:00:00Z".parse().ok());

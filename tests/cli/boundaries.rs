@@ -301,3 +301,60 @@ async fn a_state_without_open_conversations_still_loads() {
         "open conversations kept from now on: {saved}"
     );
 }
+
+/// Conversation rows built from messages, over `--state` runs that each end
+/// while chats go on: a chat's newest row counts all its messages and
+/// starts at its first, not at the last checkpoint.
+#[tokio::test]
+async fn a_conversation_row_counts_its_whole_chat_across_state_runs() {
+    let (server, _) = serve(usize::MAX).await;
+    let dir = config(&server.uri(), "lookback = \"1h\"\n");
+    let mut to = chrono::DateTime::parse_from_rfc3339("2024-03-05T22:00:00-05:00").unwrap();
+    let end = chrono::DateTime::parse_from_rfc3339("2024-03-09T00:00:00-05:00").unwrap();
+    while to < end {
+        let to_text = to.to_rfc3339();
+        let r = run(
+            dir.path(),
+            &[
+                "export",
+                "bogota",
+                "--from",
+                "2024-03-05",
+                "--to",
+                &to_text,
+                "--state",
+                "s.state",
+                "-o",
+                "out/{to}.jsonl",
+            ],
+        )
+        .await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        to += Duration::hours(5);
+    }
+    let mut newest: HashMap<String, Value> = HashMap::new();
+    for rows in messages_by_chat(&dir.path().join("out")).into_values() {
+        for row in rows {
+            let id = row["conversation_id"].as_str().unwrap().to_string();
+            let newer = newest
+                .get(&id)
+                .is_none_or(|n| n["updated_at"].as_str() <= row["updated_at"].as_str());
+            if newer {
+                newest.insert(id, row);
+            }
+        }
+    }
+    let bogota = chrono_tz::America::Bogota;
+    for chat in chats() {
+        let row = &newest[&chat.id];
+        assert_eq!(row["message_count"], chat.times.len(), "{}: {row}", chat.id);
+        let first = chat.times[0]
+            .and_local_timezone(bogota)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        assert_eq!(row["started_at"], first.as_str(), "{}", chat.id);
+        assert_eq!(row["agent_id"], chat.agent.as_str(), "{}", chat.id);
+    }
+}
