@@ -162,8 +162,11 @@ pub struct Http {
     pacer: Pacer,
     consecutive_throttles: AtomicU32,
     jitter: AtomicU64,
-    /// Requests sent so far (attempts included), against `max_requests`.
+    /// Requests sent so far (retries included): the summary's count, and
+    /// what `max_requests` bounds.
     sent: AtomicU64,
+    /// Of them, the ones that tried a failed request again.
+    retried: AtomicU64,
     /// Requests that went to the backup host.
     backup_sent: AtomicU64,
     /// Whether this platform's answers cut at a record cap were seen to hold
@@ -222,6 +225,7 @@ impl Http {
             consecutive_throttles: AtomicU32::new(0),
             jitter: AtomicU64::new(seed | 1),
             sent: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
             backup_sent: AtomicU64::new(0),
             capped_in_time_order: std::sync::OnceLock::new(),
             secrets,
@@ -230,6 +234,14 @@ impl Http {
 
     pub fn settings(&self) -> &HttpSettings {
         &self.settings
+    }
+
+    /// Requests sent so far, and how many of them were retries.
+    pub fn requests_sent(&self) -> (u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.retried.load(Ordering::Relaxed),
+        )
     }
 
     /// How many requests went to the backup host, for the summary.
@@ -286,8 +298,14 @@ impl Http {
                 .acquire()
                 .await
                 .expect("semaphore never closes");
+            let sent_before = self.sent.fetch_add(1, Ordering::Relaxed);
+            if attempt > 0 || on_backup {
+                self.retried.fetch_add(1, Ordering::Relaxed);
+            }
             if let Some(max) = self.settings.max_requests {
-                if self.sent.fetch_add(1, Ordering::Relaxed) >= max {
+                if sent_before >= max {
+                    // Not sent after all.
+                    self.sent.fetch_sub(1, Ordering::Relaxed);
                     return Err(Error::new(
                         Kind::Auth,
                         format!(

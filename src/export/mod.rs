@@ -347,7 +347,7 @@ impl<'a> Exporter<'a> {
             None => self.stream.take().expect("created above"),
         };
         let memory = std::mem::take(&mut self.memory);
-        let (stats, memory, output) = run(
+        let (mut stats, memory, output) = run(
             self.source,
             &self.http,
             chunk,
@@ -374,7 +374,10 @@ impl<'a> Exporter<'a> {
                     Some(place) => place.url.clone(),
                     None => out.describe(),
                 });
-                Some(out.prepare()?)
+                let prepared = out.prepare()?;
+                // What the file holds, not every version written to it.
+                stats.records = stats.records.saturating_sub(prepared.superseded);
+                Some(prepared)
             }
             None => {
                 self.stream.as_mut().expect("created above").flush()?;
@@ -466,14 +469,25 @@ impl<'a> Exporter<'a> {
             0 => String::new(),
             n => format!(", {n} to the backup host"),
         };
+        // Every request sent, retries too: what the platform (and a daily
+        // token quota) saw.
+        let (requests, retried) = self.http.requests_sent();
+        let retries = match retried {
+            0 => String::new(),
+            n => format!(
+                ", {} of them {}",
+                log::thousands(n),
+                if n == 1 { "a retry" } else { "retries" }
+            ),
+        };
         log::info(&format!(
-            "exported {} {} from {} window{} ({} request{}{backup}) in {:.1} s -> {target}",
+            "exported {} {} from {} window{} ({} request{}{retries}{backup}) in {:.1} s -> {target}",
             log::thousands(total.records),
             self.options.records.as_str(),
             total.windows,
             plural(total.windows),
-            total.requests,
-            plural(total.requests),
+            log::thousands(requests),
+            plural(requests as usize),
             started.elapsed().as_secs_f64()
         ));
         // What is left to read again is what the run's memory carries on.

@@ -52,6 +52,12 @@ impl Latest {
     }
 
     /// Whether some conversation has more than one row.
+    /// Rows an older version of a conversation that a newer one replaces
+    /// in the file.
+    pub fn superseded(&self) -> u64 {
+        u64::from(self.rows).saturating_sub(self.newest.len() as u64)
+    }
+
     pub fn repeated(&self) -> bool {
         self.repeated
     }

@@ -593,17 +593,20 @@ impl Output {
         self.hand_over()?;
         let (stream, newest) = self.join()?;
         stream.finish().map_err(|e| self.io_error(e))?;
+        let mut superseded = 0;
         if let (Some(newest), Some(temp)) = (newest, &self.temp) {
             if newest.repeated() {
                 newest
                     .keep_newest(temp, self.csv, self.compression)
                     .map_err(|e| self.io_error(e))?;
+                superseded = newest.superseded();
             }
         }
         Ok(Prepared {
             temp: self.temp.take(),
             target: self.target.take(),
             kept_by_state: false,
+            superseded,
         })
     }
 
@@ -649,6 +652,9 @@ pub struct Prepared {
     /// A saved state names the temporary as its pending rename: the next
     /// run finishes the move, so it must outlive any failure of this one.
     kept_by_state: bool,
+    /// Rows written but left out of the file: older versions of a
+    /// conversation whose newest row it keeps.
+    pub superseded: u64,
 }
 
 impl Prepared {

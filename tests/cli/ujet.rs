@@ -455,3 +455,50 @@ async fn the_tails_of_several_windows_overlap_and_the_output_is_the_same() {
     }
     assert!(outputs.windows(2).all(|w| w[0] == w[1]), "byte for byte");
 }
+
+/// The summary tells what the committed file holds: chats that changed
+/// while the export paged are written twice, and the file keeps one row
+/// each, so the summary counts the file's rows, not the versions met. And
+/// every request sent is counted, retries too.
+#[tokio::test]
+async fn the_summary_counts_the_files_rows_and_every_request_sent() {
+    let server = manager(chats(200, 0), true, reopen_two).await;
+    let dir = config(&server.uri(), "");
+    let r = run(dir.path(), &args(&["-o", "c.jsonl"])).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rows = jsonl(&std::fs::read_to_string(dir.path().join("c.jsonl")).unwrap());
+    assert_eq!(rows.len(), 200);
+    assert!(
+        r.stderr.contains("exported 200 conversations"),
+        "{}",
+        r.stderr
+    );
+    let sent = server.received_requests().await.unwrap().len();
+    assert!(
+        r.stderr.contains(&format!("({sent} requests")),
+        "{sent} sent: {}",
+        r.stderr
+    );
+
+    // Two failures before each answer of a one-page export: 3 requests.
+    let flaky = wiremock::MockServer::start().await;
+    Mock::given(path(CHATS))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&flaky)
+        .await;
+    Mock::given(path(CHATS))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .with_priority(2)
+        .mount(&flaky)
+        .await;
+    let dir = config(&flaky.uri(), "");
+    let r = run(dir.path(), &args(&["-o", "d.jsonl"])).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("(3 requests, 2 of them retries)"),
+        "{}",
+        r.stderr
+    );
+}
