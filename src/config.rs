@@ -130,6 +130,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "max_record_size",
     "max_page_size",
     "max_window_memory",
+    "phone_regions",
 ];
 
 impl Config {
@@ -475,6 +476,36 @@ impl<'a> SourceTable<'a> {
                     &format!("names unknown time zone {name:?} (use an IANA name such as Asia/Ho_Chi_Minh)"),
                 )
             }),
+        }
+    }
+
+    /// The regions whose national phone numbers redaction looks for:
+    /// `phone_regions` (ISO codes), else `home` (the platform's country)
+    /// and the country of the source's `timezone`.
+    pub fn phone_regions(&self, home: &str) -> Result<crate::redact::PhoneRegions> {
+        use crate::redact::PhoneRegions;
+        match self.table.get("phone_regions") {
+            None => Ok(PhoneRegions::for_platform(
+                home,
+                self.string("timezone")?.as_deref(),
+            )),
+            Some(toml::Value::Array(items)) => {
+                let codes: Option<Vec<String>> = items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                let codes = codes.ok_or_else(|| {
+                    self.error(
+                        "phone_regions",
+                        "must be a list of region codes, e.g. [\"US\", \"MX\"]",
+                    )
+                })?;
+                PhoneRegions::from_codes(&codes).map_err(|why| self.error("phone_regions", &why))
+            }
+            Some(_) => Err(self.error(
+                "phone_regions",
+                "must be a list of region codes, e.g. [\"US\", \"MX\"]",
+            )),
         }
     }
 

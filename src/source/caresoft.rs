@@ -55,6 +55,7 @@ const STATUS_URL: &str = "https://status.caresoft.vn/api/v1/heartbeat";
 
 pub static PLATFORM: Platform = Platform {
     name: "caresoft",
+    home: "VN",
     keys: &[KEYS],
     secrets: &["token"],
     build,

@@ -17,6 +17,9 @@ use crate::source::{caresoft, ujet, wolkvox, ChatSource};
 pub struct Platform {
     /// The `kind` of its `[sources.NAME]` tables, and its `platform` column.
     pub name: &'static str,
+    /// The platform's home country (ISO 3166): whose national phone
+    /// numbers its texts hold unless `phone_regions` says otherwise.
+    pub home: &'static str,
     /// Its own configuration keys, besides the ones every source accepts.
     pub keys: &'static [&'static [&'static str]],
     /// The secrets it needs, each given as `KEY` or `KEY_env`.

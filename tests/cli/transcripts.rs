@@ -404,3 +404,46 @@ async fn transcript_links_out_of_the_folder_are_refused_and_reasons_quote_no_tex
         "a link inside the folder is read: {convs:?}"
     );
 }
+
+/// A US number in a UJET transcript is redacted (UJET's home region is the
+/// United States); a source serving Mexico names its regions; a region
+/// code that does not exist is a configuration error.
+#[tokio::test]
+async fn phone_numbers_are_found_by_the_sources_regions() {
+    let server = manager(chats(), false, |_, _| {}).await;
+    let dir = setup(&server);
+    std::fs::write(
+        dir.path().join("transcripts/chat-104.json"),
+        r#"{"entries":[
+            {"timestamp":1709636700,"type":"text","role":"end_user","body":{"type":"text","content":"you can call me at 415-555-8196"}},
+            {"timestamp":1709636760,"type":"text","role":"end_user","body":{"type":"text","content":"o al celular 81 1234 5678, pedido #4155550123"}}]}"#,
+    )
+    .unwrap();
+    let r = run(dir.path(), &args(&["--redact=mask"])).await;
+    let texts: Vec<String> = jsonl(&r.stdout)
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        texts.contains(&"you can call me at [PHONE]".to_string()),
+        "{texts:?}"
+    );
+    assert!(
+        texts.contains(&"o al celular 81 1234 5678, pedido #4155550123".to_string()),
+        "a Mexican national number is not a US one: {texts:?}"
+    );
+    let file = dir.path().join("chatdump.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{text}phone_regions = [\"US\", \"MX\"]\n")).unwrap();
+    let r = run(dir.path(), &args(&["--redact=mask"])).await;
+    assert!(
+        r.stdout
+            .contains("o al celular [PHONE], pedido #4155550123"),
+        "{}",
+        r.stdout
+    );
+    std::fs::write(&file, format!("{text}phone_regions = [\"US\", \"XX\"]\n")).unwrap();
+    let r = run(dir.path(), &args(&["--redact=mask"])).await;
+    assert_eq!(r.code, 78, "{}", r.stderr);
+    assert!(r.stderr.contains("phone_regions"), "{}", r.stderr);
+}

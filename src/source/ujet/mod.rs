@@ -58,6 +58,7 @@ pub const KEYS: &[&str] = &[
 
 pub static PLATFORM: Platform = Platform {
     name: "ujet",
+    home: "US",
     keys: &[KEYS],
     secrets: &["username", "password"],
     build,

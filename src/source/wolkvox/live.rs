@@ -36,6 +36,7 @@ pub const KEYS: &[&str] = &["forget_after"];
 
 pub static PLATFORM: Platform = Platform {
     name: "wolkvox-live",
+    home: "CO",
     keys: &[SHARED_KEYS, KEYS],
     secrets: &["token"],
     build,

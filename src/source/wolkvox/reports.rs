@@ -45,6 +45,7 @@ use quick::Quick;
 pub const KEYS: &[&str] = &["window", "record_cap", "settle", "lookback", "enrich"];
 pub static PLATFORM: Platform = Platform {
     name: "wolkvox",
+    home: "CO",
     keys: &[SHARED_KEYS, KEYS],
     secrets: &["token"],
     build,

@@ -26,6 +26,9 @@ use sha2::Sha256;
 
 use crate::model::{Conversation, Message, Record, Sender, Shared};
 
+mod phones;
+pub use phones::PhoneRegions;
+
 /// What replaces a customer field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -93,6 +96,8 @@ pub struct Redactor {
     name_searches: RefCell<Vec<NameSearch>>,
     /// `[NAME]`, `[PHONE]`, `[EMAIL]`, `[ID]`, shared likewise.
     placeholders: [Shared; 4],
+    /// Whose national phone numbers the texts may hold.
+    phones: PhoneRegions,
 }
 
 /// A field redaction writes: a message's shared text or a conversation's
@@ -132,7 +137,15 @@ impl Redactor {
             name_searches: RefCell::new(Vec::new()),
             placeholders: [Class::Name, Class::Phone, Class::Email, Class::Id]
                 .map(|c| Shared::from(c.placeholder())),
+            phones: PhoneRegions::default(),
         }
+    }
+
+    /// The regions whose national phone numbers are looked for in texts
+    /// (every platform's home country by default).
+    pub fn with_phone_regions(mut self, phones: PhoneRegions) -> Redactor {
+        self.phones = phones;
+        self
     }
 
     pub fn apply(&self, record: &mut Record) {
@@ -151,7 +164,7 @@ impl Redactor {
                 names.extend(c.agent_name.as_deref());
             }
             let named = self.scrub_names(&notes, &names);
-            let cleaned = scrub(named.as_deref().unwrap_or(&notes)).or(named);
+            let cleaned = scrub(named.as_deref().unwrap_or(&notes), &self.phones).or(named);
             c.comments = Some(cleaned.unwrap_or(notes));
         }
         self.field(&mut c.customer_name, Class::Name);
@@ -206,7 +219,7 @@ impl Redactor {
             let (prose, payload) = split_payload(&text);
             let cleaned = self.scrub_names(prose, &names);
             let prose_now = cleaned.as_deref().unwrap_or(prose);
-            let cleaned = scrub(prose_now).or(cleaned);
+            let cleaned = scrub(prose_now, &self.phones).or(cleaned);
             m.text = Some(match cleaned {
                 Some(mut c) => {
                     c.push_str(payload);
@@ -510,7 +523,7 @@ fn fold(c: char) -> char {
 
 /// Replaces e-mail addresses, phone numbers and card numbers in `text`.
 /// Returns None when there is nothing to replace (the common case, cheap).
-pub fn scrub(text: &str) -> Option<String> {
+pub fn scrub(text: &str, phones: &PhoneRegions) -> Option<String> {
     let bytes = text.as_bytes();
     let has_at = memchr::memchr(b'@', bytes).is_some();
     let digits = bytes.iter().filter(|b| b.is_ascii_digit()).count();
@@ -522,7 +535,7 @@ pub fn scrub(text: &str) -> Option<String> {
         emails(bytes, &mut spans);
     }
     if digits >= 7 {
-        numbers(bytes, &mut spans);
+        numbers(bytes, phones, &mut spans);
     }
     if spans.is_empty() {
         return None;
@@ -569,7 +582,7 @@ fn emails(b: &[u8], spans: &mut Vec<(usize, usize, &'static str)>) {
 }
 
 /// Finds runs of digits and phone punctuation, and judges each.
-fn numbers(b: &[u8], spans: &mut Vec<(usize, usize, &'static str)>) {
+fn numbers(b: &[u8], phones: &PhoneRegions, spans: &mut Vec<(usize, usize, &'static str)>) {
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -602,7 +615,7 @@ fn numbers(b: &[u8], spans: &mut Vec<(usize, usize, &'static str)>) {
             .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b'%' | b'/' | b':'));
         let run = &b[i..end];
         if !glued_after {
-            if let Some(label) = judge(run) {
+            if let Some(label) = judge(run, phones) {
                 spans.push((i, end, label));
             }
         }
@@ -610,7 +623,11 @@ fn numbers(b: &[u8], spans: &mut Vec<(usize, usize, &'static str)>) {
     }
 }
 
-fn judge(run: &[u8]) -> Option<&'static str> {
+/// A run of digits and separators: a card number (Luhn-checked, card
+/// shaped), a phone number (valid by the telephony metadata, see
+/// [`PhoneRegions::is_phone`]), or neither. Amounts grouped by thousands
+/// are neither, whatever the metadata would say.
+fn judge(run: &[u8], phones: &PhoneRegions) -> Option<&'static str> {
     let digits: Vec<u8> = run
         .iter()
         .filter(|c| c.is_ascii_digit())
@@ -623,18 +640,7 @@ fn judge(run: &[u8]) -> Option<&'static str> {
     if !(7..=15).contains(&n) || thousands_grouped(run) {
         return None;
     }
-    let lead = |prefix: &[u8]| digits.starts_with(prefix);
-    let phone = if run[0] == b'+' {
-        n >= 8
-    } else {
-        // Colombia: mobile 3xx xxx xxxx, landline 60x xxx xxxx, +57 without '+'.
-        (n == 10 && (lead(&[3]) || lead(&[6, 0])))
-            || (n == 12 && (lead(&[5, 7, 3]) || lead(&[5, 7, 6, 0])))
-            // Vietnam: 0 + 9 digits (mobile), 02x landlines with 11, 84 + 9.
-            || (n == 10 && lead(&[0]) && !lead(&[0, 0]))
-            || (n == 11 && (lead(&[0, 2]) || lead(&[8, 4])))
-    };
-    phone.then_some("[PHONE]")
+    phones.is_phone(run).then_some("[PHONE]")
 }
 
 /// `1.250.000` or `1,250,000`: an amount, not a phone.
@@ -681,7 +687,7 @@ mod tests {
     use crate::model::Item;
 
     fn clean(text: &str) -> String {
-        scrub(text).unwrap_or_else(|| text.to_string())
+        scrub(text, &PhoneRegions::default()).unwrap_or_else(|| text.to_string())
     }
 
     #[test]
