@@ -757,7 +757,9 @@ impl Accept for Collect<'_> {
 /// whether the platform fills a capped answer with the earliest records in
 /// time order: the first capped answer that came in start order is checked
 /// by fetching the part of its window before its latest start, which must
-/// answer exactly the chats the capped answer held there. If it does, every
+/// answer the chats the capped answer held there (see [`holds_the_chats`]:
+/// a platform that reads the window by message dates answers each with
+/// only its messages before that start). If it does, every
 /// later capped answer is taken as complete up to its latest start and only
 /// the rest of its window is fetched; if not, windows are split as if
 /// nothing were known. The check never loses data either way: its two
@@ -785,7 +787,11 @@ async fn fetch_capped(
         let units = answer.units;
         requests += 1;
         if let Some(expected) = expected {
-            let ordered = units < record_cap && answer.in_order.as_ref() == Some(&expected);
+            let ordered = units < record_cap
+                && answer
+                    .in_order
+                    .as_ref()
+                    .is_some_and(|got| holds_the_chats(got, &expected));
             http.learn_capped_in_time_order(ordered);
             log::verbose(&format!(
                 "capped answers {} the earliest records in time order: {}",
@@ -856,6 +862,24 @@ async fn fetch_capped(
         todo.extend(pieces.into_iter().rev().map(|p| (p, None)));
     }
     Ok(requests)
+}
+
+/// Whether the answer to the check (the part of a capped window before
+/// its latest start) holds the chats the capped answer held there: the
+/// same chats, starting at the same times, each with no more than the
+/// capped answer had of it. A platform that filters chats by their start
+/// answers each whole (the same records); one that filters messages by
+/// their dates answers each with its messages before that start (fewer).
+/// Either way no chat that starts before it is missing from the capped
+/// answer, and what any chat has after it is fetched again with the rest
+/// of the window, so nothing is lost taking it as complete.
+fn holds_the_chats(got: &[ElementPrint], expected: &[ElementPrint]) -> bool {
+    got.len() == expected.len()
+        && got.iter().zip(expected).all(
+            |((start, records, bytes), (was_start, was_records, was_bytes))| {
+                start == was_start && records <= was_records && bytes <= was_bytes
+            },
+        )
 }
 
 /// The pieces a window whose answer reached the cap is fetched again in,

@@ -32,6 +32,9 @@ struct Chat {
 struct Fake {
     chats: Vec<Chat>,
     cap: usize,
+    /// Chats filtered by their first message, answered whole (else each
+    /// chat's messages filtered by their dates).
+    by_start: bool,
     requests: Arc<AtomicUsize>,
 }
 
@@ -59,7 +62,14 @@ impl Respond for Fake {
                 .chats
                 .iter()
                 .filter_map(|c| {
-                    let times: Vec<&NaiveDateTime> = c.times.iter().filter(|t| within(t)).collect();
+                    let times: Vec<&NaiveDateTime> = if self.by_start {
+                        if !within(&c.times[0]) {
+                            return None;
+                        }
+                        c.times.iter().collect()
+                    } else {
+                        c.times.iter().filter(|t| within(t)).collect()
+                    };
                     times.first().map(|first| (**first, c, times.clone()))
                 })
                 .collect();
@@ -110,12 +120,17 @@ fn chats() -> Vec<Chat> {
 }
 
 async fn serve(cap: usize) -> (MockServer, Arc<AtomicUsize>) {
+    serve_as(cap, false).await
+}
+
+async fn serve_as(cap: usize, by_start: bool) -> (MockServer, Arc<AtomicUsize>) {
     let server = MockServer::start().await;
     let requests = Arc::new(AtomicUsize::new(0));
     Mock::given(path(REPORT))
         .respond_with(Fake {
             chats: chats(),
             cap,
+            by_start,
             requests: requests.clone(),
         })
         .mount(&server)
@@ -356,5 +371,67 @@ async fn a_conversation_row_counts_its_whole_chat_across_state_runs() {
             .to_string();
         assert_eq!(row["started_at"], first.as_str(), "{}", chat.id);
         assert_eq!(row["agent_id"], chat.agent.as_str(), "{}", chat.id);
+    }
+}
+
+/// The fewest requests that can export the local days from 2024-03-05 to
+/// 2024-03-08 at `cap` messages an answer: each day's messages (by their
+/// dates, or by their chat's start) in full answers.
+fn fewest_requests(cap: usize, by_start: bool) -> usize {
+    let mut per_day: HashMap<chrono::NaiveDate, usize> = HashMap::new();
+    for chat in chats() {
+        for t in &chat.times {
+            let day = if by_start { chat.times[0] } else { *t }.date();
+            *per_day.entry(day).or_default() += 1;
+        }
+    }
+    let days = 4;
+    let empty = days - per_day.len();
+    per_day.values().map(|n| n.div_ceil(cap)).sum::<usize>() + empty
+}
+
+/// Capped answers that end in the middle of a chat: fetched on from the
+/// cut chat's start, every chat whole and once, in about the fewest
+/// requests (within 1.3 times, the one request that learns the platform's
+/// order included), whether the platform reads the window by message dates
+/// or by chat starts.
+#[tokio::test]
+async fn capped_answers_cut_in_a_chat_cost_about_the_fewest_requests() {
+    for by_start in [false, true] {
+        for cap in [100, 150] {
+            let (server, requests) = serve_as(cap, by_start).await;
+            let dir = crate::wolkvox::config(
+                &server.uri(),
+                &format!("max_retries = 0\nrecord_cap = {cap}\n"),
+            );
+            let r = run(
+                dir.path(),
+                &[
+                    "export",
+                    "bogota",
+                    "--from",
+                    "2024-03-05",
+                    "--to",
+                    "2024-03-09",
+                    "--records",
+                    "messages",
+                    "-o",
+                    "out/all.jsonl",
+                ],
+            )
+            .await;
+            assert_eq!(r.code, 0, "{}", r.stderr);
+            let by_chat = messages_by_chat(&dir.path().join("out"));
+            for chat in chats() {
+                assert_eq!(by_chat[&chat.id].len(), chat.times.len(), "{}", chat.id);
+            }
+            let sent = requests.load(Ordering::SeqCst);
+            let fewest = fewest_requests(cap, by_start);
+            eprintln!("cap {cap}, by start {by_start}: {sent} requests, the fewest {fewest}");
+            assert!(
+                sent as f64 <= fewest as f64 * 1.3,
+                "cap {cap}, by start {by_start}: {sent} requests, the fewest {fewest}"
+            );
+        }
     }
 }
