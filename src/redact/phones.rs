@@ -6,21 +6,45 @@
 //! platform's home country and the country of the source's time zone).
 //! What the metadata does not know as a number of those regions stays.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use phonenumber::country::Id;
 
 /// The regions whose national numbers a source's texts may hold.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PhoneRegions(Vec<Id>);
+#[derive(Debug, Clone)]
+pub struct PhoneRegions {
+    regions: Vec<Id>,
+    /// Verdicts on runs met lately: a chat repeats its customer's number,
+    /// and asking the metadata costs tens of microseconds a run.
+    verdicts: RefCell<HashMap<Box<[u8]>, bool>>,
+}
+
+/// Verdicts remembered; the memo starts over beyond this.
+const VERDICTS: usize = 4096;
+
+impl PartialEq for PhoneRegions {
+    fn eq(&self, other: &PhoneRegions) -> bool {
+        self.regions == other.regions
+    }
+}
 
 impl Default for PhoneRegions {
     /// Every platform's home country: Colombia (Wolkvox), Vietnam
     /// (CareSoft), the United States (UJET).
     fn default() -> PhoneRegions {
-        PhoneRegions(vec![Id::CO, Id::VN, Id::US])
+        PhoneRegions::of(vec![Id::CO, Id::VN, Id::US])
     }
 }
 
 impl PhoneRegions {
+    fn of(regions: Vec<Id>) -> PhoneRegions {
+        PhoneRegions {
+            regions,
+            verdicts: RefCell::new(HashMap::new()),
+        }
+    }
+
     /// Regions given as ISO 3166 codes (`US`, `co`); an unknown one is
     /// named in the error.
     pub fn from_codes(codes: &[String]) -> Result<PhoneRegions, String> {
@@ -36,7 +60,7 @@ impl PhoneRegions {
         if ids.is_empty() {
             return Err("names no region".into());
         }
-        Ok(PhoneRegions(ids))
+        Ok(PhoneRegions::of(ids))
     }
 
     /// A platform's home country, and the country of `zone` if it is
@@ -52,7 +76,7 @@ impl PhoneRegions {
         if ids.is_empty() {
             return PhoneRegions::default();
         }
-        PhoneRegions(ids)
+        PhoneRegions::of(ids)
     }
 
     /// Whether `run` (digits, perhaps a leading `+`, and the spaces,
@@ -60,6 +84,20 @@ impl PhoneRegions {
     /// phone number: international, or national in one of the regions
     /// (also written with the region's country code but no `+`).
     pub fn is_phone(&self, run: &[u8]) -> bool {
+        if let Some(&verdict) = self.verdicts.borrow().get(run) {
+            return verdict;
+        }
+        let verdict = self.ask(run);
+        let mut verdicts = self.verdicts.borrow_mut();
+        if verdicts.len() >= VERDICTS {
+            verdicts.clear();
+        }
+        verdicts.insert(run.into(), verdict);
+        verdict
+    }
+
+    /// [`PhoneRegions::is_phone`], asking the metadata.
+    fn ask(&self, run: &[u8]) -> bool {
         let Ok(text) = std::str::from_utf8(run) else {
             return false;
         };
@@ -67,13 +105,21 @@ impl PhoneRegions {
             return phonenumber::parse(None, text).is_ok_and(|n| n.is_valid());
         }
         let digits: String = text.chars().filter(char::is_ascii_digit).collect();
-        if self.0.iter().any(|region| national(*region, text, &digits)) {
+        if self
+            .regions
+            .iter()
+            .any(|region| national(*region, text, &digits))
+        {
             return true;
         }
         // `573001234567`: a country code written without its `+`.
         match phonenumber::parse(None, format!("+{digits}")) {
             Ok(number) => {
-                number.is_valid() && number.country().id().is_some_and(|id| self.0.contains(&id))
+                number.is_valid()
+                    && number
+                        .country()
+                        .id()
+                        .is_some_and(|id| self.regions.contains(&id))
             }
             Err(_) => false,
         }
@@ -266,15 +312,15 @@ mod tests {
         assert!(PhoneRegions::from_codes(&[]).is_err());
         assert_eq!(
             PhoneRegions::from_codes(&["us".into(), "MX".into(), "US".into()]),
-            Ok(PhoneRegions(vec![Id::US, Id::MX]))
+            Ok(PhoneRegions::of(vec![Id::US, Id::MX]))
         );
         assert_eq!(
             PhoneRegions::for_platform("US", Some("America/Mexico_City")),
-            PhoneRegions(vec![Id::US, Id::MX])
+            PhoneRegions::of(vec![Id::US, Id::MX])
         );
         assert_eq!(
             PhoneRegions::for_platform("CO", Some("America/Bogota")),
-            PhoneRegions(vec![Id::CO])
+            PhoneRegions::of(vec![Id::CO])
         );
     }
 
