@@ -8,7 +8,7 @@ use std::time::Instant;
 use chrono_tz::Tz;
 
 use crate::cli::{Cli, Command, ExportArgs, FormatArg, OutputArgs, RecordsArg, RedactArg};
-use crate::config::{Config, SourceKind, SourceTable};
+use crate::config::{Config, SourceTable};
 use crate::error::{Error, Kind, Result};
 use crate::export::{self, Options, RedactOptions, WindowArgs};
 use crate::http::{display_url, Http};
@@ -17,6 +17,7 @@ use crate::model::RecordKind;
 use crate::output::Format;
 use crate::redact::Mode as RedactMode;
 use crate::source::ChatSource;
+use crate::source::{registry, SourceKind};
 
 /// Runs the command; the error carries the exit code.
 pub fn run(cli: Cli) -> Result<()> {
@@ -97,8 +98,7 @@ pub fn run(cli: Cli) -> Result<()> {
             writeln!(std::io::stdout(), "{text}").map_err(|e| Error::output("stdout", e))
         }
         Command::Init { kinds } => {
-            let kinds: Vec<SourceKind> =
-                kinds.iter().filter_map(|k| SourceKind::parse(k)).collect();
+            let kinds: Vec<SourceKind> = kinds.iter().filter_map(|k| registry::kind(k)).collect();
             let path = cli
                 .config
                 .unwrap_or_else(|| std::path::PathBuf::from("chatdump.toml"));
@@ -189,12 +189,13 @@ fn sources(config: &Config) -> Result<()> {
     .map_err(io)?;
     for name in config.sources.keys() {
         let table = config.source(name)?;
-        let (endpoint, secret) = describe(&table);
+        let platform = registry::platform_of(&table)?;
+        let (endpoint, secret) = describe(&table, platform);
         writeln!(
             out,
             "{:<20} {:<13} {:<48} {}",
             name,
-            table.kind.as_str(),
+            platform.name,
             endpoint,
             if secret { "yes" } else { "no" }
         )
@@ -205,8 +206,8 @@ fn sources(config: &Config) -> Result<()> {
 
 /// The endpoint as `sources` shows it: a URL without its user-info (a
 /// `base_url` may hold `user:password@`), never a raw configured string.
-fn describe(table: &SourceTable<'_>) -> (String, bool) {
-    let (endpoint, secret) = describe_raw(table);
+fn describe(table: &SourceTable<'_>, platform: &crate::source::Platform) -> (String, bool) {
+    let (endpoint, secret) = describe_raw(table, platform);
     let shown = match reqwest::Url::parse(&endpoint) {
         Ok(url) => display_url(&url),
         Err(_) if endpoint.starts_with('(') => endpoint,
@@ -215,8 +216,7 @@ fn describe(table: &SourceTable<'_>) -> (String, bool) {
     (log::escape_controls(&shown, false).into_owned(), secret)
 }
 
-fn describe_raw(table: &SourceTable<'_>) -> (String, bool) {
-    let platform = table.kind.platform();
+fn describe_raw(table: &SourceTable<'_>, platform: &crate::source::Platform) -> (String, bool) {
     (
         (platform.endpoint)(table),
         platform.secrets.iter().all(|s| table.secret_present(s)),
@@ -245,7 +245,7 @@ async fn check(config: &Config, names: &[String], locations: &[String]) -> Resul
         let mut status = None;
         let result = async {
             let table = config.source(name)?;
-            let source = (table.kind.platform().build)(&table)?;
+            let source = (registry::platform_of(&table)?.build)(&table)?;
             if let Some(url) = source.status_url() {
                 status = Some(platform_status(&url).await);
             }

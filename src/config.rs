@@ -16,45 +16,7 @@ use chrono_tz::Tz;
 use reqwest::Url;
 
 use crate::error::{Error, Result};
-use crate::source::registry::{self, Platform};
 use crate::window::parse_duration;
-
-/// A platform, as a `kind` names it: an entry of the registry
-/// (`source::registry`), which is where the platforms are listed.
-#[derive(Clone, Copy)]
-pub struct SourceKind(&'static Platform);
-
-impl SourceKind {
-    pub const fn of(platform: &'static Platform) -> Self {
-        SourceKind(platform)
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        registry::find(text).map(SourceKind)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        self.0.name
-    }
-
-    pub fn platform(self) -> &'static Platform {
-        self.0
-    }
-}
-
-impl PartialEq for SourceKind {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.name == other.0.name
-    }
-}
-
-impl Eq for SourceKind {}
-
-impl fmt::Debug for SourceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.name)
-    }
-}
 
 /// A secret value. Its `Debug` and `Display` print `***`, so it cannot leak
 /// through a log line or an error by accident.
@@ -359,31 +321,24 @@ impl Default for HttpSettings {
 pub struct SourceTable<'a> {
     config: &'a Config,
     pub name: &'a str,
-    pub kind: SourceKind,
     table: &'a toml::Table,
 }
 
 impl<'a> SourceTable<'a> {
     fn new(config: &'a Config, name: &'a str, table: &'a toml::Table) -> Result<Self> {
-        let mut me = SourceTable {
+        let me = SourceTable {
             config,
             name,
-            kind: SourceKind(registry::PLATFORMS[0]),
             table,
         };
-        let kind = me.string("kind")?.ok_or_else(|| {
-            me.error(
-                "kind",
-                &format!("is missing ({})", registry::names_listed()),
-            )
-        })?;
-        me.kind = SourceKind::parse(&kind).ok_or_else(|| {
-            me.error(
-                "kind",
-                &format!("unknown kind {kind:?}: use {}", registry::names_listed()),
-            )
-        })?;
+        // Its text: which platform it names is the registry's to say.
+        me.string("kind")?;
         Ok(me)
+    }
+
+    /// The `kind` as written, if it is there.
+    pub fn kind(&self) -> Option<&'a str> {
+        self.table.get("kind").and_then(toml::Value::as_str)
     }
 
     /// A configuration error about `key` of this source.
@@ -402,7 +357,10 @@ impl<'a> SourceTable<'a> {
                 let mut known: Vec<&str> = COMMON_KEYS.iter().chain(allowed).copied().collect();
                 known.sort_unstable();
                 return Err(self
-                    .error(key, &format!("is not a {} setting", self.kind.as_str()))
+                    .error(
+                        key,
+                        &format!("is not a {} setting", self.kind().unwrap_or("source")),
+                    )
                     .with_hint(format!("known keys: {}", known.join(", "))));
             }
         }
@@ -806,10 +764,11 @@ mod tests {
     }
 
     #[test]
-    fn bad_kind_and_unknown_source() {
-        let c = parse("[sources.a]\nkind = \"zendesk\"\n");
-        assert_eq!(c.source("a").err().unwrap().exit_code(), 78);
+    fn a_kind_is_text_and_an_unknown_source_an_error() {
+        let c = parse("[sources.a]\nkind = \"zendesk\"\n[sources.c]\nkind = 7\n");
+        assert_eq!(c.source("a").unwrap().kind(), Some("zendesk"));
         assert_eq!(c.source("b").err().unwrap().exit_code(), 78);
+        assert_eq!(c.source("c").err().unwrap().exit_code(), 78);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::output::Output;
 use crate::pipeline::Stats;
 use crate::redact::Redactor;
 use crate::rejects::RejectLog;
-use crate::source::{registry, ChatSource};
+use crate::source::{registry, ChatSource, DemoContext};
 
 /// The credential every demo source presents.
 pub const TOKEN: &str = "demo-token";
@@ -45,8 +45,12 @@ pub async fn demo(options: &Options) -> Result<()> {
         ));
     }
     let redactor = export::redactor(options, None)?;
-    // Whatever ends the demo, its scratch folder goes with it.
-    let _scratch = Scratch;
+    // Files a sample needs on disk go in a new owner-only folder of an
+    // unpredictable name, removed whatever ends the demo.
+    let scratch = tempfile::Builder::new()
+        .prefix("chatdump-demo-")
+        .tempdir()
+        .map_err(|e| Error::output("cannot create the demo's scratch folder", e))?;
     let addr = serve().await?;
     let started = std::time::Instant::now();
     // The samples' dates, in UTC, name the output for `{from}` / `{to}`.
@@ -64,7 +68,19 @@ pub async fn demo(options: &Options) -> Result<()> {
     )?;
     let mut total = 0;
     for platform in registry::PLATFORMS {
-        let config = Config::parse(&(platform.demo.config)(addr), Path::new("(demo)"))?;
+        let folder = scratch.path().join(platform.name);
+        platform.demo.write_files(&folder).map_err(|e| {
+            Error::output(
+                format!("cannot write the demo's files in {}", folder.display()),
+                e,
+            )
+        })?;
+        let context = DemoContext {
+            addr,
+            token: TOKEN,
+            folder: &folder,
+        };
+        let config = Config::parse(&(platform.demo.config)(&context), Path::new("(demo)"))?;
         let name = format!("demo-{}", platform.name);
         let table = config.source(&name)?;
         let source = (platform.build)(&table)?;
@@ -93,45 +109,6 @@ pub async fn demo(options: &Options) -> Result<()> {
         started.elapsed().as_secs_f64()
     ));
     Ok(())
-}
-
-/// Removes the demo's scratch folder when dropped.
-pub struct Scratch;
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Some(Some(dir)) = SCRATCH.get() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-/// A folder of this demo's own for files a sample needs on disk (UJET's
-/// transcripts), made on first use and removed when the demo ends; None
-/// when it cannot be made (the sample then finds no files).
-static SCRATCH: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-
-/// Writes `files` into a new folder `name` of the demo's scratch folder;
-/// returns the folder. The scratch folder is new and owner-only
-/// ([`crate::safefs::private_dir`]): nothing planted beforehand under its
-/// name is written into or removed.
-pub fn scratch_folder(name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
-    let scratch = SCRATCH.get_or_init(|| {
-        let name = format!("chatdump-demo-{}", std::process::id());
-        crate::safefs::private_dir(&std::env::temp_dir(), &name).ok()
-    });
-    let Some(scratch) = scratch else {
-        return std::env::temp_dir().join("chatdump-demo-unavailable");
-    };
-    let folder = scratch.join(name);
-    if std::fs::create_dir(&folder).is_ok() {
-        for (file, text) in files {
-            if let Ok(mut f) = crate::safefs::create_new(&folder.join(file), None) {
-                let _ = std::io::Write::write_all(&mut f, text.as_bytes());
-            }
-        }
-    }
-    folder
 }
 
 fn sample_window() -> WindowArgs {

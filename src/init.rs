@@ -7,8 +7,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::config::SourceKind;
 use crate::error::{Error, Kind, Result};
+use crate::source::{registry, SourceKind};
 
 pub const TEMPLATE: &str = include_str!("../examples/chatdump.toml");
 
@@ -50,7 +50,7 @@ fn section_kind(section: &str) -> Option<SourceKind> {
             .trim()
             .strip_prefix('=')?
             .trim();
-        SourceKind::parse(value.trim_matches('"'))
+        registry::kind(value.trim_matches('"'))
     })
 }
 
@@ -89,7 +89,7 @@ mod tests {
     use crate::config::{Config, COMMON_KEYS};
 
     fn kind(name: &str) -> SourceKind {
-        SourceKind::parse(name).unwrap()
+        registry::kind(name).unwrap()
     }
 
     #[test]
@@ -129,7 +129,8 @@ mod tests {
             assert!(TEMPLATE.contains(&format!("{key} =")), "{key}");
         }
         for (name, platform) in [("hanoi", "caresoft"), ("support", "ujet")] {
-            assert_eq!(config.source(name).unwrap().kind, kind(platform));
+            let table = config.source(name).unwrap();
+            assert_eq!(registry::kind(table.kind().unwrap()), Some(kind(platform)));
         }
     }
 }

@@ -49,10 +49,11 @@ pub async fn export(
     options.validate()?;
     let redactor = redactor(options, config.redact_key_env.as_deref())?;
     let table = config.source(name)?;
-    let phones = table.phone_regions(table.kind.platform().home)?;
+    let platform = crate::source::registry::platform_of(&table)?;
+    let phones = table.phone_regions(platform.home)?;
     let redactor = redactor.map(|r| r.with_phone_regions(phones));
     let redactor = redactor.as_ref();
-    let source = (table.kind.platform().build)(&table)?;
+    let source = (platform.build)(&table)?;
     export_one(&*source, name, window, options, redactor, dry_run).await
 }
 

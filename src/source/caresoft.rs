@@ -26,13 +26,13 @@ use chrono_tz::Tz;
 use reqwest::Url;
 use serde_json::{Map, Value};
 
-use crate::config::{SourceKind, SourceTable};
+use crate::config::SourceTable;
 use crate::error::{Kind, Result};
 use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Conversation, Item, Message, MessageId, Record, RecordKind, Sender};
-use crate::source::registry::{Demo, Platform};
 use crate::source::{fields, ChatSource, Connection, Paging, Parsed, Query, Timing};
+use crate::source::{Demo, Platform, SourceKind};
 use crate::window::{format_in_zone, Window};
 
 pub const KEYS: &[&str] = &[
@@ -63,6 +63,7 @@ pub static PLATFORM: Platform = Platform {
     demo: Demo {
         config: demo::config,
         answer: demo::answer,
+        files: demo::FILES,
     },
 };
 
@@ -740,15 +741,20 @@ mod tests {
 /// the way the platform's listing answers.
 pub mod demo {
     use std::collections::HashMap;
-    use std::net::SocketAddr;
+
+    use crate::source::DemoContext;
 
     use serde_json::Value;
 
-    pub fn config(addr: SocketAddr) -> String {
+    /// No files on disk.
+    pub const FILES: &[(&str, &str)] = &[];
+
+    pub fn config(context: &DemoContext<'_>) -> String {
+        let addr = context.addr;
         format!(
             "[sources.demo-caresoft]\nkind = \"caresoft\"\nbase_url = \"http://{addr}/caresoft/demo\"\n\
              token = \"{}\"\nconcurrency = 2\npage_size = 2\nrate_limit = 200\n",
-            crate::demo::TOKEN
+            context.token
         )
     }
 

@@ -27,7 +27,7 @@ use reqwest::Url;
 use std::collections::HashMap;
 
 pub use self::driver::{check, drive};
-use crate::config::{HttpSettings, SourceKind};
+use crate::config::{HttpSettings, SourceTable};
 use crate::error::Result;
 use crate::http::{Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt, Lead};
@@ -187,6 +187,97 @@ pub struct Connection {
 
 /// A platform, as the driver sees it. Every method is synchronous and free
 /// of I/O: the driver does the fetching.
+/// One platform, as the rest of chatdump sees it: a provider module's
+/// `PLATFORM`, listed in [`registry::PLATFORMS`].
+pub struct Platform {
+    /// The `kind` of its `[sources.NAME]` tables, and its `platform` column.
+    pub name: &'static str,
+    /// The platform's home country (ISO 3166): whose national phone
+    /// numbers its texts hold unless `phone_regions` says otherwise.
+    pub home: &'static str,
+    /// Its own configuration keys, besides the ones every source accepts.
+    pub keys: &'static [&'static [&'static str]],
+    /// The secrets it needs, each given as `KEY` or `KEY_env`.
+    pub secrets: &'static [&'static str],
+    /// Builds the provider from a validated table.
+    pub build: fn(&SourceTable<'_>) -> Result<Box<dyn ChatSource>>,
+    /// The endpoint `sources` shows, without reading a secret.
+    pub endpoint: fn(&SourceTable<'_>) -> String,
+    /// The demo: a `[sources.*]` table pointed at the demo server, and the
+    /// fake platform answering there (path below the server, query).
+    pub demo: Demo,
+}
+
+impl Platform {
+    /// Every key its tables may hold besides the common ones.
+    pub fn all_keys(&self) -> Vec<&'static str> {
+        self.keys.iter().flat_map(|k| k.iter().copied()).collect()
+    }
+}
+
+/// A platform's part of `chatdump demo`.
+pub struct Demo {
+    /// Its `[sources.demo-NAME]` table, for the demo's context.
+    pub config: fn(&DemoContext<'_>) -> String,
+    /// Its fake platform.
+    pub answer: DemoAnswer,
+    /// Files its sample needs on disk (name, text), written by the demo
+    /// into a folder of its own, [`DemoContext::folder`].
+    pub files: &'static [(&'static str, &'static str)],
+}
+
+impl Demo {
+    /// Writes [`Demo::files`] into `folder`, a new folder of the caller's.
+    pub fn write_files(&self, folder: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir(folder)?;
+        for (file, text) in self.files {
+            let mut f = crate::safefs::create_new(&folder.join(file), None)?;
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// What the demo hands a platform's demo: where its fake answers, the
+/// credential to present, and the folder holding its files.
+pub struct DemoContext<'a> {
+    pub addr: std::net::SocketAddr,
+    pub token: &'a str,
+    pub folder: &'a std::path::Path,
+}
+
+/// A fake platform's answer (status, body) to a path and its query; None
+/// for a path it does not serve.
+pub type DemoAnswer = fn(&str, &HashMap<String, String>) -> Option<(u16, String)>;
+
+/// A platform, as a `kind` names it (see [`registry::kind`]).
+#[derive(Clone, Copy)]
+pub struct SourceKind(&'static Platform);
+
+impl SourceKind {
+    pub const fn of(platform: &'static Platform) -> Self {
+        SourceKind(platform)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0.name
+    }
+}
+
+impl PartialEq for SourceKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for SourceKind {}
+
+impl std::fmt::Debug for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+
 pub trait ChatSource {
     fn kind(&self) -> SourceKind;
     /// The zone of the platform's naive timestamps (and of naive `--from`).

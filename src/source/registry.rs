@@ -6,41 +6,9 @@
 //! Adding a platform is its module (with its `PLATFORM` entry), its
 //! fixtures, its tests, and one line in [`PLATFORMS`].
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-
 use crate::config::SourceTable;
 use crate::error::Result;
-use crate::source::{caresoft, ujet, wolkvox, ChatSource};
-
-/// One platform, as the rest of chatdump sees it.
-pub struct Platform {
-    /// The `kind` of its `[sources.NAME]` tables, and its `platform` column.
-    pub name: &'static str,
-    /// The platform's home country (ISO 3166): whose national phone
-    /// numbers its texts hold unless `phone_regions` says otherwise.
-    pub home: &'static str,
-    /// Its own configuration keys, besides the ones every source accepts.
-    pub keys: &'static [&'static [&'static str]],
-    /// The secrets it needs, each given as `KEY` or `KEY_env`.
-    pub secrets: &'static [&'static str],
-    /// Builds the provider from a validated table.
-    pub build: fn(&SourceTable<'_>) -> Result<Box<dyn ChatSource>>,
-    /// The endpoint `sources` shows, without reading a secret.
-    pub endpoint: fn(&SourceTable<'_>) -> String,
-    /// The demo: a `[sources.*]` table pointed at the demo server, and the
-    /// fake platform answering there (path below the server, query).
-    pub demo: Demo,
-}
-
-pub struct Demo {
-    pub config: fn(SocketAddr) -> String,
-    pub answer: DemoAnswer,
-}
-
-/// A fake platform's answer (status, body) to a path and its query; None
-/// for a path it does not serve.
-pub type DemoAnswer = fn(&str, &HashMap<String, String>) -> Option<(u16, String)>;
+use crate::source::{caresoft, ujet, wolkvox, Platform, SourceKind};
 
 /// Every platform, in the order lists show them and the demo runs them.
 pub static PLATFORMS: &[&Platform] = &[
@@ -65,11 +33,24 @@ pub fn names_listed() -> String {
     }
 }
 
-impl Platform {
-    /// Every key its tables may hold besides the common ones.
-    pub fn all_keys(&self) -> Vec<&'static str> {
-        self.keys.iter().flat_map(|k| k.iter().copied()).collect()
-    }
+/// The kind `text` names, if it names one.
+pub fn kind(text: &str) -> Option<SourceKind> {
+    find(text).map(SourceKind::of)
+}
+
+/// The platform of a `[sources.NAME]` table: its `kind`, which must name
+/// one (a configuration error naming the file, the source and the kinds
+/// there are, otherwise).
+pub fn platform_of(table: &SourceTable<'_>) -> Result<&'static Platform> {
+    let Some(text) = table.kind() else {
+        return Err(table.error("kind", &format!("is missing ({})", names_listed())));
+    };
+    find(text).ok_or_else(|| {
+        table.error(
+            "kind",
+            &format!("unknown kind {text:?}: use {}", names_listed()),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -97,5 +78,26 @@ mod tests {
             }
         }
         assert!(find("zendesk").is_none());
+    }
+
+    #[test]
+    fn a_table_names_a_known_kind_or_is_a_configuration_error() {
+        let config = crate::config::Config::parse(
+            "[sources.a]\nkind = \"zendesk\"\n[sources.b]\ndomain = \"x\"\n[sources.c]\nkind = \"ujet\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let e = platform_of(&config.source("a").unwrap()).err().unwrap();
+        assert_eq!(e.exit_code(), 78);
+        assert!(
+            e.to_string().contains("zendesk") && e.to_string().contains("caresoft"),
+            "{e}"
+        );
+        let e = platform_of(&config.source("b").unwrap()).err().unwrap();
+        assert!(e.to_string().contains("missing"), "{e}");
+        assert_eq!(
+            platform_of(&config.source("c").unwrap()).unwrap().name,
+            "ujet"
+        );
     }
 }

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use super::*;
-use crate::config::{Config, HttpSettings, Secret, SourceKind};
+use crate::config::{Config, HttpSettings, Secret};
 use crate::http::{default_verdict, Http};
 use crate::model::Item;
 
@@ -29,7 +29,7 @@ struct Scripted {
 
 impl ChatSource for Scripted {
     fn kind(&self) -> SourceKind {
-        SourceKind::parse("caresoft").expect("registered")
+        registry::kind("caresoft").expect("registered")
     }
     fn timezone(&self) -> Tz {
         chrono_tz::UTC
@@ -495,7 +495,7 @@ fn a_capped_window_is_split_by_the_density_it_showed() {
 struct FaultsThenDemo {
     faults: Vec<(u16, Option<&'static str>)>,
     calls: AtomicUsize,
-    answer: crate::source::registry::DemoAnswer,
+    answer: crate::source::DemoAnswer,
 }
 
 impl Respond for FaultsThenDemo {
@@ -521,9 +521,12 @@ impl Respond for FaultsThenDemo {
 /// credentials end the run with 77 at once.
 #[tokio::test]
 async fn every_provider_conforms_to_the_driver_contract() {
-    // The demo configurations write sample files (UJET's transcripts).
-    let _scratch = crate::demo::Scratch;
+    // The demos' sample files (UJET's transcripts), in a folder of the
+    // test's own.
+    let scratch = tempfile::tempdir().unwrap();
     for platform in crate::source::registry::PLATFORMS {
+        let folder = scratch.path().join(platform.name);
+        platform.demo.write_files(&folder).unwrap();
         for (faults, expect) in [
             (vec![(500, None), (429, Some("0")), (503, None)], Ok(())),
             (vec![(401, None)], Err(77)),
@@ -538,8 +541,12 @@ async fn every_provider_conforms_to_the_driver_contract() {
                 })
                 .mount(&server)
                 .await;
-            let text =
-                (platform.demo.config)(*server.address()) + "backoff = \"1ms\"\nmax_retries = 3\n";
+            let context = crate::source::DemoContext {
+                addr: *server.address(),
+                token: "demo-token",
+                folder: &folder,
+            };
+            let text = (platform.demo.config)(&context) + "backoff = \"1ms\"\nmax_retries = 3\n";
             let config = Config::parse(&text, std::path::Path::new("conformance")).unwrap();
             let name = format!("demo-{}", platform.name);
             let table = config.source(&name).unwrap();

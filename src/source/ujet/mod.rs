@@ -32,13 +32,13 @@ use chrono_tz::Tz;
 use reqwest::Url;
 use serde_json::{Map, Value};
 
-use crate::config::{SourceKind, SourceTable};
+use crate::config::SourceTable;
 use crate::error::Result;
 use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Conversation, Item, Message, Record, RecordKind, Rejected};
-use crate::source::registry::{Demo, Platform};
 use crate::source::{fields, ChatSource, Connection, Paging, Parsed, Query, Timing};
+use crate::source::{Demo, Platform, SourceKind};
 use crate::window::Window;
 
 pub const KEYS: &[&str] = &[
@@ -66,6 +66,7 @@ pub static PLATFORM: Platform = Platform {
     demo: Demo {
         config: demo::config,
         answer: demo::answer,
+        files: demo::FILES,
     },
 };
 
@@ -611,13 +612,14 @@ mod tests {
 /// The demo's Manager API: the sample under `fixtures/ujet`.
 pub mod demo {
     use std::collections::HashMap;
-    use std::net::SocketAddr;
+
+    use crate::source::DemoContext;
 
     use serde_json::Value;
 
     /// The sample transcripts, as the platform's external storage would
-    /// hold them.
-    const TRANSCRIPTS: &[(&str, &str)] = &[
+    /// hold them: the demo writes them into the folder it hands `config`.
+    pub const FILES: &[(&str, &str)] = &[
         (
             "chat-31354.json",
             include_str!("../../../fixtures/ujet/transcripts/chat-31354.json"),
@@ -632,9 +634,10 @@ pub mod demo {
         ),
     ];
 
-    pub fn config(addr: SocketAddr) -> String {
-        let folder = crate::demo::scratch_folder("ujet-transcripts", TRANSCRIPTS);
-        let folder = folder
+    pub fn config(context: &DemoContext<'_>) -> String {
+        let addr = context.addr;
+        let folder = context
+            .folder
             .display()
             .to_string()
             .replace('\\', "\\\\")
@@ -643,7 +646,7 @@ pub mod demo {
             "[sources.demo-ujet]\nkind = \"ujet\"\nbase_url = \"http://{addr}/ujet\"\n\
              username = \"demo\"\npassword = \"{}\"\npage_size = 2\nrate_limit = 200\n\
              transcripts = \"{folder}\"\n",
-            crate::demo::TOKEN
+            context.token
         )
     }
 

@@ -23,13 +23,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{Client, Text, SHARED_KEYS};
-use crate::config::{SourceKind, SourceTable};
+use crate::config::SourceTable;
 use crate::error::Result;
 use crate::http::Verdict;
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Conversation, Item, Message, Record, RecordKind, Shared};
-use crate::source::registry::{Demo, Platform};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
+use crate::source::{Demo, Platform, SourceKind};
 use crate::window::{parse_platform_time, Window};
 
 pub const KEYS: &[&str] = &["forget_after"];
@@ -44,6 +44,7 @@ pub static PLATFORM: Platform = Platform {
     demo: Demo {
         config: demo::config,
         answer: demo::answer,
+        files: demo::FILES,
     },
 };
 
@@ -364,13 +365,18 @@ mod tests {
 /// The demo's real-time chats: the sample under `fixtures/wolkvox`.
 pub mod demo {
     use std::collections::HashMap;
-    use std::net::SocketAddr;
 
-    pub fn config(addr: SocketAddr) -> String {
+    use crate::source::DemoContext;
+
+    /// No files on disk.
+    pub const FILES: &[(&str, &str)] = &[];
+
+    pub fn config(context: &DemoContext<'_>) -> String {
+        let addr = context.addr;
         format!(
             "[sources.demo-wolkvox-live]\nkind = \"wolkvox-live\"\nbase_url = \"http://{addr}/wolkvox-live\"\n\
              token = \"{}\"\nrate_limit = 200\n",
-            crate::demo::TOKEN
+            context.token
         )
     }
 

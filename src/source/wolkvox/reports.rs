@@ -30,13 +30,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{Client, Text, QUERY_TIME_FORMAT, SHARED_KEYS};
-use crate::config::{SourceKind, SourceTable};
+use crate::config::SourceTable;
 use crate::error::Result;
 use crate::http::Verdict;
 use crate::jsonstream::{Envelope, ItemsAt, Lead};
 use crate::model::{Interner, Item, Message, Record, RecordKind, Shared};
-use crate::source::registry::{Demo, Platform};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
+use crate::source::{Demo, Platform, SourceKind};
 use crate::window::{format_in_zone, Window, ZoneClock};
 
 mod quick;
@@ -53,6 +53,7 @@ pub static PLATFORM: Platform = Platform {
     demo: Demo {
         config: demo::config,
         answer: demo::answer,
+        files: demo::FILES,
     },
 };
 
@@ -681,15 +682,20 @@ mod tests {
 /// The demo's `chat_2` report: the sample under `fixtures/wolkvox`.
 pub mod demo {
     use std::collections::HashMap;
-    use std::net::SocketAddr;
+
+    use crate::source::DemoContext;
 
     use serde_json::Value;
 
-    pub fn config(addr: SocketAddr) -> String {
+    /// No files on disk.
+    pub const FILES: &[(&str, &str)] = &[];
+
+    pub fn config(context: &DemoContext<'_>) -> String {
+        let addr = context.addr;
         format!(
             "[sources.demo-wolkvox]\nkind = \"wolkvox\"\nbase_url = \"http://{addr}/wolkvox\"\n\
              token = \"{}\"\nrate_limit = 200\nenrich = [\"chat_1\"]\n",
-            crate::demo::TOKEN
+            context.token
         )
     }
 
