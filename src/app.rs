@@ -268,7 +268,7 @@ async fn check(config: &Config, names: &[String], locations: &[String]) -> Resul
             Ok(message) => println!("{name}: ok ({message})"),
             Err(e) => {
                 println!("{name}: FAILED");
-                crate::report(&e);
+                crate::log::report(&e);
                 failed += 1;
                 if worst.is_none_or(|w| e.exit_code() > w.exit_code()) {
                     worst = Some(e.kind);
@@ -281,7 +281,7 @@ async fn check(config: &Config, names: &[String], locations: &[String]) -> Resul
             Ok(found) => println!("{location}: ok ({found})"),
             Err(e) => {
                 println!("{location}: FAILED");
-                crate::report(&e);
+                crate::log::report(&e);
                 failed += 1;
                 if worst.is_none_or(|w| e.exit_code() > w.exit_code()) {
                     worst = Some(e.kind);

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::error::Error;
+
 static LEVEL: AtomicU8 = AtomicU8::new(1);
 
 /// 0 = quiet (errors only), 1 = normal, 2 = verbose, 3 = every request.
@@ -176,5 +178,15 @@ mod tests {
             "a\\u{1b}[31mred\\u{7}\\u{d}\\u{a}b\\u{9b}c\\u{202e}d"
         );
         assert_eq!(escape_controls("one\ntwo\x1b", true), "one\ntwo\\u{1b}");
+    }
+}
+
+/// Prints an error and its hint to stderr, one style for every command.
+/// Reads like clap's own errors: `error:` then a `tip:` line.
+pub fn report(e: &Error) {
+    let text = |t: &str| escape_controls(t, true).into_owned();
+    eprintln!("error: {}", text(&e.to_string()));
+    if let Some(hint) = e.hint() {
+        eprintln!("\n  tip: {}", text(hint));
     }
 }

@@ -59,7 +59,7 @@ fn main() {
             if e.is_broken_pipe() {
                 std::process::exit(0);
             }
-            report(&e);
+            log::report(&e);
             std::process::exit(e.exit_code());
         }
         Err(_) => std::process::exit(EXIT_INTERNAL),
@@ -82,14 +82,4 @@ fn install_panic_hook() {
             "error: internal error at {at}: this is a bug in chatdump; nothing of this run was committed\n\n  tip: report it with the command line and this location (the panic's message is withheld: it may quote personal data); a rerun starts from the last checkpoint"
         );
     }));
-}
-
-/// Prints an error and its hint to stderr, one style for every command.
-/// Reads like clap's own errors: `error:` then a `tip:` line.
-pub(crate) fn report(e: &error::Error) {
-    let text = |t: &str| log::escape_controls(t, true).into_owned();
-    eprintln!("error: {}", text(&e.to_string()));
-    if let Some(hint) = e.hint() {
-        eprintln!("\n  tip: {}", text(hint));
-    }
 }
