@@ -159,6 +159,16 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// Prints an error and its hint to stderr, one style for every command.
+/// Reads like clap's own errors: `error:` then a `tip:` line.
+pub fn report(e: &Error) {
+    let text = |t: &str| escape_controls(t, true).into_owned();
+    eprintln!("error: {}", text(&e.to_string()));
+    if let Some(hint) = e.hint() {
+        eprintln!("\n  tip: {}", text(hint));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -178,15 +188,5 @@ mod tests {
             "a\\u{1b}[31mred\\u{7}\\u{d}\\u{a}b\\u{9b}c\\u{202e}d"
         );
         assert_eq!(escape_controls("one\ntwo\x1b", true), "one\ntwo\\u{1b}");
-    }
-}
-
-/// Prints an error and its hint to stderr, one style for every command.
-/// Reads like clap's own errors: `error:` then a `tip:` line.
-pub fn report(e: &Error) {
-    let text = |t: &str| escape_controls(t, true).into_owned();
-    eprintln!("error: {}", text(&e.to_string()));
-    if let Some(hint) = e.hint() {
-        eprintln!("\n  tip: {}", text(hint));
     }
 }
