@@ -176,35 +176,6 @@ pub fn exists_not_ours(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && !owned_alone(&m))
 }
 
-/// Creates a new owner-only directory `base/name` (or `name-1`, `name-2`,
-/// ... when that is taken) for files of this process's own (a spool, the
-/// demo's samples). A name that exists, whatever it is (a planted symlink
-/// to someone else's directory), is never used: `mkdir` does not follow
-/// it, and the next name is tried.
-pub fn private_dir(base: &Path, name: &str) -> io::Result<PathBuf> {
-    let mut builder = std::fs::DirBuilder::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    for n in 0..100 {
-        let dir = match n {
-            0 => base.join(name),
-            n => base.join(format!("{name}-{n}")),
-        };
-        match builder.create(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        format!("{}: every name for {name} is taken", base.display()),
-    ))
-}
-
 /// Creates `path`, which must not exist: `O_CREAT|O_EXCL` never follows a
 /// symlink. `mode` is the permission bits (owner-only by default). A name
 /// already taken is removed once and created again: it can only be this
@@ -387,28 +358,6 @@ pub fn resolve_dir(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A directory planted at a private directory's name (or a link to
-    /// someone else's) is passed over, never written into or removed.
-    #[cfg(unix)]
-    #[test]
-    fn private_directories_pass_over_what_is_planted_at_their_name() {
-        let base = tempfile::tempdir().unwrap();
-        let victim = base.path().join("victim");
-        std::fs::create_dir_all(victim.join("ujet-transcripts")).unwrap();
-        std::os::unix::fs::symlink(&victim, base.path().join("chatdump-demo-7")).unwrap();
-        std::fs::create_dir(base.path().join("chatdump-demo-7-1")).unwrap();
-        let dir = private_dir(base.path(), "chatdump-demo-7").unwrap();
-        assert_eq!(dir, base.path().join("chatdump-demo-7-2"));
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
-        assert!(victim.join("ujet-transcripts").is_dir(), "untouched");
-        let e = private_dir(&base.path().join("missing"), "x").unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
-    }
 
     #[cfg(unix)]
     #[test]

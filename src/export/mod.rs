@@ -302,8 +302,13 @@ impl<'a> Exporter<'a> {
             Some(url) if crate::store::is_object_url(url) => Some(Place::new(url)?),
             _ => None,
         };
-        let path: Option<PathBuf> = match (&object, expanded) {
-            (Some(place), _) => Some(spool_for(place)?),
+        // The spool's folder goes when the chunk ends, however it ends.
+        let spool = match &object {
+            Some(place) => Some(spool_for(place)?),
+            None => None,
+        };
+        let path: Option<PathBuf> = match (&spool, expanded) {
+            (Some((_, spooled)), _) => Some(spooled.clone()),
             (None, Some(text)) => Some(PathBuf::from(
                 text.strip_prefix("file://").unwrap_or(&text).to_string(),
             )),
@@ -527,17 +532,24 @@ impl<'a> Exporter<'a> {
 /// in a new owner-only directory (nothing planted in `TMPDIR` under a name
 /// chatdump would use is written through); it keeps the object's name, so
 /// its format and compression are the same.
-fn spool_for(place: &Place) -> Result<PathBuf> {
-    let base = std::env::temp_dir();
-    let dir = crate::safefs::private_dir(&base, &format!("chatdump-spool-{}", std::process::id()))
+fn spool_for(place: &Place) -> Result<(tempfile::TempDir, PathBuf)> {
+    // A new owner-only folder of an unpredictable name: another user
+    // cannot have taken it, or planted anything in it, beforehand.
+    let dir = tempfile::Builder::new()
+        .prefix("chatdump-spool-")
+        .tempdir()
         .map_err(|e| {
             Error::output(
-                format!("cannot create a spool directory in {}", base.display()),
+                format!(
+                    "cannot create a spool directory in {}",
+                    std::env::temp_dir().display()
+                ),
                 e,
             )
         })?;
     let name = place.url.rsplit('/').next().unwrap_or("output");
-    Ok(dir.join(name))
+    let path = dir.path().join(name);
+    Ok((dir, path))
 }
 
 /// Refuses an output object that is one of the state's own objects.
