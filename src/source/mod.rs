@@ -603,7 +603,7 @@ pub mod testing {
 
     /// Valid JSON is never an unreadable response: the mapper makes
     /// records or rejections of it, and never panics.
-    fn map_any<S: ChatSource>(source: &S, item: &[u8]) -> std::result::Result<(), String> {
+    fn map_any(source: &dyn ChatSource, item: &[u8]) -> std::result::Result<(), String> {
         let window = Window::new(
             chrono::DateTime::<chrono::Utc>::MIN_UTC,
             chrono::DateTime::<chrono::Utc>::MAX_UTC,
@@ -632,21 +632,47 @@ pub mod testing {
     proptest::proptest! {
         #![proptest_config(crate::jsonstream::proptest_config(384))]
 
+        /// Every provider the registry lists (as its demo configures it,
+        /// UJET with its transcripts folder), and UJET without transcripts.
         #[test]
         fn every_providers_mapper_takes_any_json_value(value in record_like()) {
-            let config = every_provider();
             let item = serde_json::to_vec(&value).unwrap();
-            let caresoft = caresoft::Caresoft::from_config(&config.source("c").unwrap()).unwrap();
-            let reports = wolkvox::reports::Reports::from_config(&config.source("w").unwrap()).unwrap();
-            let live = wolkvox::live::Live::from_config(&config.source("l").unwrap()).unwrap();
+            let (_scratch, providers) = every_registered_provider();
+            for (name, source) in &providers {
+                proptest::prop_assert_eq!(map_any(&**source, &item), Ok(()), "{}", name);
+            }
+            let config = every_provider();
             let ujet = ujet::Ujet::from_config(&config.source("u").unwrap()).unwrap();
-            let with_transcripts = ujet::Ujet::from_config(&config.source("t").unwrap()).unwrap();
-            proptest::prop_assert_eq!(map_any(&caresoft, &item), Ok(()));
-            proptest::prop_assert_eq!(map_any(&reports, &item), Ok(()));
-            proptest::prop_assert_eq!(map_any(&live, &item), Ok(()));
             proptest::prop_assert_eq!(map_any(&ujet, &item), Ok(()));
-            proptest::prop_assert_eq!(map_any(&with_transcripts, &item), Ok(()));
         }
+    }
+
+    /// Every platform of the registry, built from its demo's configuration
+    /// (a new platform is covered by being listed), with the folder its
+    /// demo files are in.
+    fn every_registered_provider() -> (tempfile::TempDir, Vec<(&'static str, Box<dyn ChatSource>)>)
+    {
+        let scratch = tempfile::tempdir().unwrap();
+        let providers: Vec<(&'static str, Box<dyn ChatSource>)> = registry::PLATFORMS
+            .iter()
+            .map(|platform| {
+                let folder = scratch.path().join(platform.name);
+                platform.demo.write_files(&folder).unwrap();
+                let context = DemoContext {
+                    addr: "127.0.0.1:9".parse().unwrap(),
+                    token: "t",
+                    folder: &folder,
+                };
+                let text = (platform.demo.config)(&context);
+                let config =
+                    crate::config::Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+                let name = format!("demo-{}", platform.name);
+                let table = config.source(&name).unwrap();
+                (platform.name, (platform.build)(&table).unwrap())
+            })
+            .collect();
+        assert_eq!(providers.len(), registry::PLATFORMS.len());
+        (scratch, providers)
     }
 
     #[test]
