@@ -647,13 +647,15 @@ pub mod testing {
         }
     }
 
+    /// A provider and its platform's name.
+    type Named = (&'static str, Box<dyn ChatSource>);
+
     /// Every platform of the registry, built from its demo's configuration
     /// (a new platform is covered by being listed), with the folder its
     /// demo files are in.
-    fn every_registered_provider() -> (tempfile::TempDir, Vec<(&'static str, Box<dyn ChatSource>)>)
-    {
+    fn every_registered_provider() -> (tempfile::TempDir, Vec<Named>) {
         let scratch = tempfile::tempdir().unwrap();
-        let providers: Vec<(&'static str, Box<dyn ChatSource>)> = registry::PLATFORMS
+        let providers: Vec<Named> = registry::PLATFORMS
             .iter()
             .map(|platform| {
                 let folder = scratch.path().join(platform.name);
