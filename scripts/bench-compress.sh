@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compressed outputs (issue 15, BENCHMARKS.md): the same Wolkvox chat_2
+# Compressed outputs (BENCHMARKS.md): the same Wolkvox chat_2
 # export to .jsonl, .jsonl.gz and .jsonl.zst, in MB/s of uncompressed
 # output, beside `gzip -6` and `zstd -3` on the plain file in the same run.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cost of "one row per conversation in a file" (issue 13, BENCHMARKS.md).
+# Cost of "one row per conversation in a file" (BENCHMARKS.md).
 #
 # A fake UJET Manager API on 127.0.0.1 pages through N chats, or the same N
 # chats twice (an old version, then a newer one: what a tail sees

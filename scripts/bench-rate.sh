@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # How much of the configured rate limit a CareSoft or UJET export uses when
-# every answer takes a round trip of 200 ms (issue 15, BENCHMARKS.md).
+# every answer takes a round trip of 200 ms (BENCHMARKS.md).
 #
 # A fake CareSoft on 127.0.0.1 (Python) answers each request after DELAY
 # seconds, filtering on start_time and paging like the platform: 7 days,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Requests (daily tokens) a capped Wolkvox backfill spends against the fewest
-# that could cover it (issue 15, BENCHMARKS.md). See examples/bench_split.rs.
+# that could cover it (BENCHMARKS.md). See examples/bench_split.rs.
 #
 # Usage: scripts/bench-split.sh [CAP ...]   (default: 300 1000)
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Wolkvox over several daily windows (issue 15, BENCHMARKS.md): the same
+# Wolkvox over several daily windows (BENCHMARKS.md): the same
 # generated chat_2 answer served for each of 7 days, exported with the old
 # 1 request/s spacing and with the default (no spacing, one request in
 # flight, a token ceiling instead).

@@ -12,9 +12,10 @@
 # limit-chat2, neither of which syncs. The ratios to jq and limit-chat2 are
 # given for both; like for like is `streamed`.
 #
-# Also measures limit-chat2 (../shared/bench, when present) on the same file,
-# and the same export with --redact (issue 7: redaction must keep
-# at least 70% of the unredacted throughput).
+# Also measures limit-chat2 (a C reader kept outside this repository, run
+# when it is there) on the same file,
+# and the same export with --redact (redaction must keep at least 70% of
+# the unredacted throughput).
 #
 # chatdump and limit-chat2 are run RUNS times each (default 5), taking
 # turns, and jq JQ_RUNS times (default 3; it takes a dozen seconds a run),
@@ -46,7 +47,7 @@ measure() {
   echo "$label $secs $rss" >> "$work/runs.txt"
 }
 
-# summary: the median of each label's runs, and the ratios the issue asks
+# summary: the median of each label's runs, and the ratios the targets name
 # for, from the medians.
 summary() {
   python3 - "$work/runs.txt" "$size" <<'PY'
@@ -75,7 +76,7 @@ PY
 }
 
 echo "response: $((size / 1048576)) MB ($mix mix), $(nproc) cores, $runs runs each"
-# The measuring stick of issue 15, on the same response file, when the
+# The measuring stick (limit-chat2), on the same response file, when the
 # shared folder beside the project has it: a single-purpose program doing the
 # same per-message work as fast as this machine allows.
 limit=../shared/bench/limit-chat2
