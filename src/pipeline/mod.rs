@@ -9,15 +9,14 @@
 //! platform does not deliver them in order; conversations built from
 //! messages are held until a window passes without them.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
 
 use crate::error::Result;
 use crate::log;
 use crate::model::{
-    sip_digest128, Conversation, DigestMap, DigestSet, Item, Message, MessageId, Record,
-    RecordKind, Sender, Shared,
+    Conversation, DigestMap, Item, Message, MessageId, Record, RecordKind, Sender, Shared,
 };
 use crate::output::Output;
 use crate::rejects::RejectLog;
@@ -25,106 +24,17 @@ use crate::source::{ConversationContext, Parsed, Sink};
 use crate::state::Awaiting;
 use crate::window::Window;
 
+mod aggregate;
 mod chats;
+mod seen;
+
+use aggregate::{fill, Aggregator};
 use chats::{Chats, Met};
-
-/// How the chat memory is to take a message de-duplication met so.
-fn met(novelty: Novelty) -> Met {
-    match novelty {
-        Novelty::New => Met::New,
-        Novelty::Emitted => Met::Before,
-        Novelty::Repeated => Met::Again,
-    }
-}
-
-/// Keys of the current and the previous window, as 128-bit digests, plus
-/// the keys a previous run left for the overlap it knew would be re-fetched.
-#[derive(Default)]
-struct Seen {
-    current: DigestSet,
-    previous: DigestSet,
-    carried: DigestSet,
-    /// Keys a version-1 state carried, in that version's digest: matched
-    /// by recomputing it, for the one run that migrates the state.
-    legacy: DigestSet,
-}
-
-impl Seen {
-    /// True when the key made of `parts` is new; remembers it.
-    fn insert(&mut self, parts: &[&str]) -> bool {
-        let key = self.key(parts);
-        self.insert_key(key)
-    }
-
-    /// The key of `parts`; one a version-1 state carried counts as carried.
-    fn key(&mut self, parts: &[&str]) -> u128 {
-        self.key_was(parts, parts)
-    }
-
-    /// The key of `parts`, where version 1 made the same record's key of
-    /// `legacy_parts`.
-    fn key_was(&mut self, parts: &[&str], legacy_parts: &[&str]) -> u128 {
-        let key = digest128(parts);
-        if !self.legacy.is_empty() && self.legacy.contains(&sip_digest128(legacy_parts)) {
-            self.carried.insert(key);
-        }
-        key
-    }
-
-    fn insert_key(&mut self, key: u128) -> bool {
-        self.check(key) == Novelty::New
-    }
-
-    /// Where `key` was met before, remembering it for this window.
-    fn check(&mut self, key: u128) -> Novelty {
-        // Seen again here: this window now vouches for it too, so the
-        // memory handed to the next run keeps it.
-        if !self.current.insert(key) {
-            return Novelty::Repeated;
-        }
-        if self.previous.contains(&key) || self.carried.contains(&key) {
-            Novelty::Emitted
-        } else {
-            Novelty::New
-        }
-    }
-
-    fn rotate(&mut self) {
-        self.previous = std::mem::take(&mut self.current);
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Novelty {
-    /// Never met: emit it.
-    New,
-    /// Emitted by an earlier window or run: not again, but it still counts
-    /// for the `seq` of the messages after it.
-    Emitted,
-    /// Already met in this window (a page or response repeating itself).
-    Repeated,
-}
+use seen::{met, Novelty, Seen};
 
 fn millis(t: Option<DateTime<Utc>>) -> String {
     t.map(|t| t.timestamp_millis().to_string())
         .unwrap_or_default()
-}
-
-/// The first 128 bits of SHA-256 over the length-prefixed parts:
-/// collisions are out of reach, the keys cost 16 bytes each instead of a
-/// string, and, unlike the standard library's hasher, the same on every
-/// toolchain, so keys saved in a state keep their meaning.
-fn digest128(parts: &[&str]) -> u128 {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in parts {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    let digest = h.finalize();
-    let mut first = [0u8; 16];
-    first.copy_from_slice(&digest[..16]);
-    u128::from_be_bytes(first)
 }
 
 /// Counts for the summary line and the exit code.
@@ -221,182 +131,6 @@ impl Memory {
 /// How long an element whose data is not there yet is read again by later
 /// runs before it is given up on (and reported again).
 pub const AWAIT_AT_MOST: Duration = Duration::days(7);
-
-/// Conversation rows built from messages, for platforms without a
-/// conversation listing. A row is written once a window passes in which
-/// none of its messages arrived, so a chat spanning two windows is one row.
-/// A platform's separate report of conversation details (Wolkvox `chat_1`)
-/// is merged into the rows of the same id.
-#[derive(Default)]
-struct Aggregator {
-    rows: Vec<Option<Row>>,
-    index: HashMap<String, usize>,
-    window: usize,
-    /// First message time and count of rows already written: a chat that
-    /// comes back after a quiet window gets a row counting all its
-    /// messages, which then replaces the earlier one in a file.
-    written: HashMap<String, (Option<DateTime<Utc>>, i64)>,
-}
-
-struct Row {
-    conversation: Conversation,
-    /// The window that last added to it.
-    touched: usize,
-    /// Details were merged: their duration is the platform's own figure,
-    /// which message times no longer overwrite.
-    detailed: bool,
-}
-
-impl Aggregator {
-    /// The row of `id`, created (continuing a row already written, if
-    /// any) when there is none.
-    fn row(&mut self, id: &str) -> &mut Row {
-        let slot = match self.index.get(id) {
-            Some(&slot) => slot,
-            None => {
-                let (started_at, count) = self.written.get(id).copied().unwrap_or((None, 0));
-                self.rows.push(Some(Row {
-                    conversation: Conversation {
-                        conversation_id: id.to_string(),
-                        message_count: Some(count),
-                        started_at,
-                        ..Default::default()
-                    },
-                    touched: self.window,
-                    detailed: false,
-                }));
-                self.index.insert(id.to_string(), self.rows.len() - 1);
-                self.rows.len() - 1
-            }
-        };
-        let row = self.rows[slot].as_mut().expect("indexed rows are present");
-        row.touched = self.window;
-        row
-    }
-
-    /// Adds a message to its chat's row. `chat`: what is known of the
-    /// chat beyond this run's rows (the message's `seq`, the chat's first
-    /// message), so a chat going on after an earlier run's checkpoint
-    /// gets a row counting from its start.
-    fn add(&mut self, m: &Message, chat: (Option<u32>, Option<DateTime<Utc>>)) {
-        let row = self.row(&m.conversation_id);
-        let detailed = row.detailed;
-        let c = &mut row.conversation;
-        if let Some(first) = chat.1 {
-            c.started_at = Some(c.started_at.map_or(first, |s| s.min(first)));
-        }
-        fill(&mut c.channel, &m.channel);
-        fill(&mut c.agent_id, &m.agent_id);
-        fill(&mut c.agent_name, &m.agent_name);
-        fill(&mut c.customer_id, &m.customer_id);
-        fill(&mut c.customer_name, &m.customer_name);
-        fill(&mut c.customer_phone, &m.customer_phone);
-        if let Some(sentiment) = m.sentiment.as_deref().filter(|_| !detailed) {
-            c.sentiment = Some(sentiment.to_string());
-        }
-        if let Some(t) = m.sent_at {
-            c.started_at = Some(c.started_at.map_or(t, |s| s.min(t)));
-            c.ended_at = Some(c.ended_at.map_or(t, |e| e.max(t)));
-            if !detailed {
-                c.duration_s = c
-                    .started_at
-                    .zip(c.ended_at)
-                    .map(|(s, e)| (e - s).num_seconds());
-            }
-            // Built from messages: the newest one is its last change.
-            c.updated_at = c.ended_at;
-        }
-        let counted = c.message_count.unwrap_or(0) + 1;
-        c.message_count = Some(
-            chat.0
-                .map_or(counted, |seq| counted.max(i64::from(seq) + 1)),
-        );
-    }
-
-    /// Whether `id` has a row being built.
-    fn is_building(&self, id: &str) -> bool {
-        self.index.contains_key(id)
-    }
-
-    /// Merges a conversation's details into its row (made if there is
-    /// none): the platform's figures (duration, wait, sentiment, the
-    /// agent's coding and notes) win; for the rest they fill what the
-    /// messages left empty.
-    fn merge(&mut self, details: &Conversation) {
-        let row = self.row(&details.conversation_id);
-        let fresh = row.conversation.message_count == Some(0);
-        row.detailed = true;
-        let c = &mut row.conversation;
-        if fresh {
-            // No messages: no count either, rather than a count of 0.
-            c.message_count = None;
-        }
-        fill(&mut c.channel, &details.channel);
-        fill(&mut c.agent_id, &details.agent_id);
-        fill(&mut c.agent_name, &details.agent_name);
-        fill(&mut c.customer_id, &details.customer_id);
-        fill(&mut c.customer_name, &details.customer_name);
-        fill(&mut c.customer_phone, &details.customer_phone);
-        fill(&mut c.customer_email, &details.customer_email);
-        fill(&mut c.queue, &details.queue);
-        if c.started_at.is_none() {
-            c.started_at = details.started_at;
-        }
-        // A row of details alone: its date is all that says how new it is.
-        if c.updated_at.is_none() {
-            c.updated_at = c.ended_at.or(c.started_at);
-        }
-        let take = |slot: &mut Option<String>, from: &Option<String>| {
-            if from.is_some() {
-                slot.clone_from(from);
-            }
-        };
-        take(&mut c.sentiment, &details.sentiment);
-        take(&mut c.disposition_code, &details.disposition_code);
-        take(&mut c.disposition, &details.disposition);
-        take(&mut c.comments, &details.comments);
-        c.duration_s = details.duration_s.or(c.duration_s);
-        c.wait_s = details.wait_s.or(c.wait_s);
-    }
-
-    /// Rows not touched in the window that just ended (all rows if `all`),
-    /// in the order they were first seen.
-    fn take_finished(&mut self, all: bool) -> Vec<Conversation> {
-        let mut done = Vec::new();
-        let mut kept = Vec::new();
-        for row in self.rows.drain(..).flatten() {
-            if all || row.touched < self.window {
-                let c = row.conversation;
-                self.written.insert(
-                    c.conversation_id.clone(),
-                    (c.started_at, c.message_count.unwrap_or(0)),
-                );
-                done.push(c);
-            } else {
-                kept.push(Some(row));
-            }
-        }
-        self.index = kept
-            .iter()
-            .enumerate()
-            .map(|(n, r)| {
-                let row = r.as_ref().expect("kept rows are present");
-                (row.conversation.conversation_id.clone(), n)
-            })
-            .collect();
-        self.rows = kept;
-        self.window += 1;
-        done
-    }
-}
-
-/// Sets an empty field from `from` (a message's shared text or a
-/// conversation's own).
-fn fill<T: for<'a> From<&'a str>>(slot: &mut Option<T>, from: &Option<impl AsRef<str>>) {
-    if slot.is_none() {
-        *slot = from.as_ref().map(|f| T::from(f.as_ref()));
-    }
-}
 
 /// What the pipeline needs to know about the export's shape.
 pub struct Shape {
@@ -918,7 +652,9 @@ fn enrich(m: &mut Message, c: &Conversation) {
 
 #[cfg(test)]
 mod tests {
+    use super::seen::digest128;
     use super::*;
+    use crate::model::sip_digest128;
 
     #[test]
     fn seen_covers_two_windows() {
