@@ -1,0 +1,193 @@
+//! The chunk's commit protocol: export one chunk into its output, make the
+//! output durable, save the checkpoint together with the rename that
+//! publishes it, then publish.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+
+use super::targets::{check_objects, check_paths, spool_for};
+use super::{expand_placeholders, render, run, Exporter};
+use crate::error::Result;
+use crate::log;
+use crate::output::Output;
+use crate::rejects::RejectLog;
+use crate::state::{with_suffix, LedgerEntry, PendingRename, State};
+use crate::state_store::StateStore;
+use crate::store::Place;
+use crate::window::Window;
+
+impl Exporter<'_> {
+    /// Exports `chunk`, makes it durable, then moves the checkpoint.
+    pub(super) async fn chunk(&mut self, chunk: Window) -> Result<()> {
+        let (name, options, records) = (self.name, self.options, self.options.records);
+        let kind = self.source.kind().as_str();
+        let expanded = options.output.as_deref().map(|t| {
+            expand_placeholders(t, name, &chunk, records)
+                .to_string_lossy()
+                .into_owned()
+        });
+        // An object is written to a file of this run's own first, and
+        // uploaded once complete: the key holds the whole file or nothing.
+        let object = match expanded.as_deref() {
+            Some(url) if crate::store::is_object_url(url) => Some(Place::new(url)?),
+            _ => None,
+        };
+        // The spool's folder goes when the chunk ends, however it ends.
+        let spool = match &object {
+            Some(place) => Some(spool_for(place)?),
+            None => None,
+        };
+        let path: Option<PathBuf> = match (&spool, expanded) {
+            (Some((_, spooled)), _) => Some(spooled.clone()),
+            (None, Some(text)) => Some(PathBuf::from(
+                text.strip_prefix("file://").unwrap_or(&text).to_string(),
+            )),
+            (None, None) => None,
+        };
+        // Each path as expanded (`{source}`, `{records}`, `{from}`, `{to}`),
+        // before anything is created there.
+        match (&object, &path, self.state.as_ref()) {
+            (Some(place), _, Some(StateStore::Object(state))) => {
+                check_objects(place, state.place())?
+            }
+            (None, Some(p), Some(StateStore::Local(f))) => check_paths(p, Some(f.path()))?,
+            (None, Some(p), _) => check_paths(p, None)?,
+            _ => {}
+        }
+        let rejects = match (self.state.as_ref().and_then(StateStore::local), &object) {
+            // Beside the state, kept across runs: cron mail points there.
+            (Some(f), _) => RejectLog::appending(name, with_suffix(f.path(), ".rejects.jsonl")),
+            (None, Some(place)) => RejectLog::new(name, path.as_deref())
+                .shown_as(place.with_suffix(".rejects.jsonl").url),
+            (None, None) => RejectLog::new(name, path.as_deref()),
+        }
+        .redacting(self.redactor.is_some());
+        let create = |path: Option<&Path>| {
+            Output::create(
+                path,
+                options.format(),
+                records,
+                render(name, kind, options),
+                self.redactor.cloned(),
+            )
+        };
+        let streaming = options.follow.is_some() && path.is_none();
+        let mut own = if streaming {
+            None
+        } else {
+            Some(create(path.as_deref())?)
+        };
+        if streaming && self.stream.is_none() {
+            self.stream = Some(create(None)?);
+        }
+        let output = match own.take() {
+            Some(out) => out,
+            None => self.stream.take().expect("created above"),
+        };
+        let memory = std::mem::take(&mut self.memory);
+        let (mut stats, memory, output) = run(
+            self.source,
+            &self.http,
+            chunk,
+            options,
+            output,
+            rejects,
+            memory,
+        )
+        .await?;
+        if streaming {
+            self.stream = Some(output);
+        } else {
+            own = Some(output);
+        }
+        self.memory = memory;
+        // The records are durable (or handed to the reader) before the
+        // state may say so. A file's checkpoint is saved together with the
+        // rename that publishes it (`pending`), so the two cannot part: a
+        // run killed between them is finished by the next. Nothing below
+        // awaits, so a signal cannot stop the run between the two.
+        let mut prepared = match own.take() {
+            Some(out) => {
+                self.targets.push(match &object {
+                    Some(place) => place.url.clone(),
+                    None => out.describe(),
+                });
+                let prepared = out.prepare()?;
+                // What the file holds, not every version written to it.
+                stats.records = stats.records.saturating_sub(prepared.superseded);
+                Some(prepared)
+            }
+            None => {
+                self.stream.as_mut().expect("created above").flush()?;
+                None
+            }
+        };
+        let upload = match (&object, &path) {
+            (Some(place), Some(spool)) => prepared.take().map(|local| (place, spool, local)),
+            _ => None,
+        };
+        if let Some((place, spool, local)) = upload {
+            // The object first, then the state: a run stopped between the
+            // two exports the window again, to the same key.
+            local.publish()?;
+            let rejected = with_suffix(spool, ".rejects.jsonl");
+            let mut uploaded = place.upload(spool).await;
+            if uploaded.is_ok() && rejected.exists() {
+                uploaded = place.with_suffix(".rejects.jsonl").upload(&rejected).await;
+            }
+            for file in [spool.as_path(), rejected.as_path()] {
+                let _ = std::fs::remove_file(file);
+            }
+            if let Some(dir) = spool.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+            uploaded?;
+        }
+        if options.follow.is_some() {
+            log::verbose(&format!(
+                "{name}: {} new {}",
+                stats.records,
+                records.as_str()
+            ));
+        }
+        if let Some(file) = self.state.as_mut() {
+            let mut next = file
+                .state()
+                .cloned()
+                .unwrap_or_else(|| State::first(name, kind, records.as_str(), chunk.to));
+            next.record(LedgerEntry {
+                from: chunk.from,
+                to: chunk.to,
+                records: stats.records,
+                output: match &object {
+                    Some(place) => Some(place.url.clone()),
+                    None => path.as_ref().map(|p| p.display().to_string()),
+                },
+                finished_at: Utc::now(),
+            });
+            next.set_keys(
+                self.memory
+                    .recent_since(chunk.to - self.source.memory_span()),
+            );
+            next.awaiting.clone_from(&self.memory.awaiting);
+            next.chats = self.memory.open_chats(chunk.to);
+            next.pending = prepared.as_ref().and_then(|p| {
+                Some(PendingRename {
+                    temp: p.temp.clone()?,
+                    target: p.target.clone()?,
+                })
+            });
+            file.save(next).await?;
+            if let Some(prepared) = prepared.as_mut() {
+                prepared.keep_for_state();
+            }
+        }
+        if let Some(prepared) = prepared {
+            prepared.publish()?;
+        }
+        self.checkpoint = Some(chunk.to);
+        self.total += stats;
+        Ok(())
+    }
+}
