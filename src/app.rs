@@ -47,11 +47,6 @@ pub fn run(cli: Cli) -> Result<()> {
                 if interval < chrono::Duration::seconds(1) {
                     return Err(Error::usage("--interval must be at least 1s"));
                 }
-                if interval < chrono::Duration::minutes(5) {
-                    log::warn(
-                        "polling more often than every 5 minutes spends the daily API token quota faster (Wolkvox: licences x 1000 requests a day)",
-                    );
-                }
                 options.follow = Some(interval);
             }
             let config = Config::load(cli.config.as_deref())?;

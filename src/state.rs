@@ -281,10 +281,19 @@ pub struct StateFile {
     given: PathBuf,
     /// Held for the whole run; closing it releases the lock.
     _lock: File,
+    /// A validated pending rename the previous run left unfinished.
+    unfinished: Option<PendingRename>,
     pub state: Option<State>,
 }
 
 impl StateFile {
+    /// The output move the previous run saved in this state and did not
+    /// make (validated: a `.NAME.tmp-PID` file beside its own target); the
+    /// caller makes it before the run writes anything.
+    pub fn unfinished_move(&mut self) -> Option<PendingRename> {
+        self.unfinished.take()
+    }
+
     /// Locks `path` (through `PATH.lock`) and reads it if it exists.
     pub fn open(path: &Path, source: &str, kind: &str, records: &str) -> Result<StateFile> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -335,18 +344,12 @@ impl StateFile {
         if let Some(s) = &state {
             validate(s, path, source, kind, records)?;
         }
-        if let Some(p) = state.as_mut().and_then(|s| s.pending.take()) {
-            // The previous run saved this checkpoint and died before moving
-            // its file into place: finish the move.
-            if std::fs::symlink_metadata(&p.temp).is_ok_and(|m| m.is_file()) {
-                crate::output::publish(&p.temp, &p.target)?;
-                crate::log::info(&format!(
-                    "finished moving {} into place (the previous run stopped before it)",
-                    p.target.display()
-                ));
-            }
-        }
+        // The previous run saved this checkpoint and died before moving its
+        // file into place: the move is the opener's to finish (see
+        // `StateFile::unfinished_move`), before anything else is written.
+        let unfinished = state.as_mut().and_then(|s| s.pending.take());
         Ok(StateFile {
+            unfinished,
             path: path.to_path_buf(),
             given,
             _lock: lock,
@@ -618,7 +621,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pending_rename_is_finished_by_the_next_open() {
+    fn a_pending_rename_is_handed_to_the_next_opener() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.state");
         let (temp, target) = (
@@ -632,16 +635,17 @@ mod tests {
             target: target.clone(),
         });
         std::fs::write(&path, serde_json::to_string(&s).unwrap()).unwrap();
-        let f = StateFile::open(&path, "hanoi", "caresoft", "messages").unwrap();
-        assert!(target.exists() && !temp.exists(), "rolled forward");
-        assert!(f.state.as_ref().unwrap().pending.is_none());
-        drop(f);
-        drop(StateFile::open(&path, "hanoi", "caresoft", "messages").unwrap());
+        let mut f = StateFile::open(&path, "hanoi", "caresoft", "messages").unwrap();
         assert_eq!(
-            std::fs::read_to_string(&target).unwrap(),
-            "{}\n",
-            "a second open has nothing to do"
+            f.unfinished_move(),
+            Some(PendingRename {
+                temp: temp.clone(),
+                target: target.clone()
+            }),
+            "handed to the opener, which makes the move"
         );
+        assert!(f.state.as_ref().unwrap().pending.is_none());
+        assert_eq!(f.unfinished_move(), None, "once");
     }
 
     #[test]

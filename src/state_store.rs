@@ -61,6 +61,21 @@ pub enum StateStore {
     },
 }
 
+/// Makes the output move a local state's previous run saved and did not
+/// make, so its file and its checkpoint never part.
+fn finish_move(mut file: StateFile) -> Result<StateFile> {
+    if let Some(p) = file.unfinished_move() {
+        if std::fs::symlink_metadata(&p.temp).is_ok_and(|m| m.is_file()) {
+            crate::output::publish(&p.temp, &p.target)?;
+            crate::log::info(&format!(
+                "finished moving {} into place (the previous run stopped before it)",
+                p.target.display()
+            ));
+        }
+    }
+    Ok(file)
+}
+
 impl StateStore {
     /// Opens and locks the state at `location` (a path, `file://PATH`, or
     /// an object URL).
@@ -83,13 +98,13 @@ impl StateStore {
             Some(crate::store::Location::Object(place)) => Ok(StateStore::Object(
                 ObjectState::open(place, source, kind, records).await?,
             )),
-            Some(crate::store::Location::Local(path)) => Ok(StateStore::Local(StateFile::open(
-                &path, source, kind, records,
+            Some(crate::store::Location::Local(path)) => Ok(StateStore::Local(finish_move(
+                StateFile::open(&path, source, kind, records)?,
             )?)),
             // Not UTF-8: a local path, as it is.
-            None => Ok(StateStore::Local(StateFile::open(
+            None => Ok(StateStore::Local(finish_move(StateFile::open(
                 location, source, kind, records,
-            )?)),
+            )?)?)),
         }
     }
 
@@ -401,5 +416,45 @@ async fn renew_while_running(lock: Place, held: Arc<Mutex<Held>>) {
             // A failed renewal is tried again; the lease has time left.
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::PendingRename;
+
+    #[test]
+    fn a_pending_rename_is_finished_by_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.state");
+        let (temp, target) = (
+            dir.path().join(".out.jsonl.tmp-1"),
+            dir.path().join("out.jsonl"),
+        );
+        std::fs::write(&temp, "{}\n").unwrap();
+        let mut s = State::first(
+            "hanoi",
+            "caresoft",
+            "messages",
+            "2024-03-08T00:00:00Z".parse().unwrap(),
+        );
+        s.pending = Some(PendingRename {
+            temp: temp.clone(),
+            target: target.clone(),
+        });
+        std::fs::write(&path, serde_json::to_string(&s).unwrap()).unwrap();
+        let f =
+            finish_move(StateFile::open(&path, "hanoi", "caresoft", "messages").unwrap()).unwrap();
+        assert!(target.exists() && !temp.exists(), "rolled forward");
+        drop(f);
+        drop(
+            finish_move(StateFile::open(&path, "hanoi", "caresoft", "messages").unwrap()).unwrap(),
+        );
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "{}\n",
+            "a second open has nothing to do"
+        );
     }
 }

@@ -57,6 +57,15 @@ pub async fn export(
     let redactor = redactor.map(|r| r.with_phone_regions(phones));
     let redactor = redactor.as_ref();
     let source = (platform.build)(&table)?;
+    if options
+        .follow
+        .is_some_and(|every| every < Duration::minutes(5))
+        && source.spends_daily_tokens()
+    {
+        log::warn(&format!(
+            "source {name:?}: polling more often than every 5 minutes spends the account's daily API tokens faster (each poll is a request)"
+        ));
+    }
     export_one(&*source, name, window, options, redactor, dry_run).await
 }
 

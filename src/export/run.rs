@@ -46,7 +46,7 @@ pub async fn run(
     // ids, de-duplication and `seq` run on a thread of their own, fed in
     // order. Not when redacting: then the writer thread is busy too, and a
     // third thread only takes the two cores' time from it (BENCHMARKS.md).
-    let batched = matches!(source.paging(), crate::source::Paging::Capped { .. })
+    let batched = source.answers_are_large()
         && !source.messages_need_conversations()
         && memory.awaiting.is_empty();
     let beside = batched && options.redact.is_none();

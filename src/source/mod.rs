@@ -296,6 +296,12 @@ pub trait ChatSource {
         self.paging() == Paging::Snapshot
     }
     fn paging(&self) -> Paging;
+    /// Whether each window is one large streamed answer (a capped report)
+    /// rather than pages: the pipeline then takes its records in batches,
+    /// on a thread of its own.
+    fn answers_are_large(&self) -> bool {
+        matches!(self.paging(), Paging::Capped { .. })
+    }
     /// The queries that together cover `window` for `stream`: one, unless
     /// the platform must be asked several times (CareSoft: per type).
     fn queries(&self, window: Window, stream: RecordKind) -> Vec<Query> {
