@@ -1,5 +1,8 @@
-//! Where records go: format choice, the output file's atomic life cycle, and
-//! the renderers for CSV and JSON Lines.
+//! Where records go: format choice, the output's writer thread and its
+//! life cycle (this file), what a path names and how a file is moved into
+//! place (`target.rs`), compression (`compression.rs`), how cells are
+//! rendered (`render.rs`), the CSV and JSON Lines writers, and one row per
+//! conversation in a file (`latest.rs`).
 //!
 //! A file target is written under a temporary name beside it, then flushed,
 //! fsynced and renamed on commit, so a reader (or the next cron run) never
@@ -12,23 +15,27 @@
 //! root, `-o /dev/null` would replace the system's `/dev/null`): it is
 //! written in place, like stdout.
 
+mod compression;
 mod csv;
 mod jsonl;
 mod latest;
+mod render;
+mod target;
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
-use chrono::{DateTime, Datelike, Offset, SecondsFormat, Timelike, Utc};
-use chrono_tz::Tz;
-use flate2::write::GzEncoder;
-
 use crate::error::{Error, Result};
 use crate::model::{Record, RecordKind};
 use crate::redact::Redactor;
+pub use compression::Compression;
+use compression::{Durability, Stream};
+pub use render::Render;
+use target::Target;
+pub use target::{publish, sync_parent, Prepared};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -53,17 +60,6 @@ impl Format {
     }
 }
 
-/// How cells are rendered, the same for every record of a run.
-#[derive(Debug, Clone)]
-pub struct Render {
-    pub source: String,
-    pub platform: &'static str,
-    pub tz: Option<Tz>,
-    pub include_raw: bool,
-    /// Leave CSV cells that look like formulas alone.
-    pub csv_raw: bool,
-}
-
 /// Test builds only (never a release): a message whose text holds
 /// `CHATDUMP-TEST-PANIC`, when `CHATDUMP_TEST_PANIC` is set, panics the
 /// writer thread with that text in the message, so tests can show what a
@@ -75,198 +71,6 @@ fn panic_for_tests(record: &Record) {
         if text.contains("CHATDUMP-TEST-PANIC") && std::env::var_os("CHATDUMP_TEST_PANIC").is_some()
         {
             panic!("writing {text}");
-        }
-    }
-}
-
-impl Render {
-    /// Appends `t` as RFC 3339 to the second: `Z` in UTC, else the zone's
-    /// offset. Hand-rolled because it runs for every timestamp written.
-    pub fn push_time(&self, t: DateTime<Utc>, out: &mut Vec<u8>) {
-        // Readers take no instant outside `in_range`; one made otherwise
-        // is written in UTC rather than moved by an offset past chrono's
-        // range (a panic).
-        let zone = self.tz.filter(|_| crate::window::in_range(t));
-        let (local, offset) = match zone {
-            None => (t.naive_utc(), None),
-            Some(zone) => {
-                let l = t.with_timezone(&zone);
-                match l.offset().fix().local_minus_utc() {
-                    // Local mean time before a zone adopted a standard
-                    // (Bogotá until 1914: -04:56:16) has an offset in
-                    // seconds, which RFC 3339 cannot write: such an
-                    // instant is written in UTC, exactly, rather than
-                    // seconds off.
-                    secs if secs % 60 != 0 => (t.naive_utc(), None),
-                    secs => (l.naive_local(), Some(secs)),
-                }
-            }
-        };
-        let year = local.year();
-        if !(0..=9999).contains(&year) {
-            let text = t.to_rfc3339_opts(SecondsFormat::Secs, true);
-            out.extend_from_slice(text.as_bytes());
-            return;
-        }
-        let two = |out: &mut Vec<u8>, n: u32| {
-            out.push(b'0' + (n / 10) as u8);
-            out.push(b'0' + (n % 10) as u8);
-        };
-        two(out, year as u32 / 100);
-        two(out, year as u32 % 100);
-        out.push(b'-');
-        two(out, local.month());
-        out.push(b'-');
-        two(out, local.day());
-        out.push(b'T');
-        two(out, local.hour());
-        out.push(b':');
-        two(out, local.minute());
-        out.push(b':');
-        two(out, local.second());
-        match offset {
-            None => out.push(b'Z'),
-            Some(secs) => {
-                out.push(if secs < 0 { b'-' } else { b'+' });
-                let minutes = secs.unsigned_abs() / 60;
-                two(out, minutes / 60);
-                out.push(b':');
-                two(out, minutes % 60);
-            }
-        }
-    }
-
-    /// Plain rendering for tests: source `s`, times in UTC, no raw JSON.
-    #[cfg(test)]
-    pub fn for_tests(platform: &'static str) -> Render {
-        Render {
-            source: "s".into(),
-            platform,
-            tz: None,
-            include_raw: false,
-            csv_raw: false,
-        }
-    }
-
-    #[cfg(test)]
-    pub fn time(&self, t: DateTime<Utc>) -> String {
-        let mut s = Vec::new();
-        self.push_time(t, &mut s);
-        String::from_utf8(s).expect("ASCII")
-    }
-}
-
-/// How an output file is compressed, by its extension: `.gz` (gzip on the
-/// zlib-rs backend, at level 2) or `.zst` (zstd at level 3). Compression
-/// runs on the writer thread beside the parsing: at gzip's usual level 6 it
-/// took three times as long as the export itself (a quarter more bytes at
-/// level 2: about 12% of chat JSONL, against 10%; `.zst` is smaller
-/// still, and faster).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    const STRIPPED: [&'static str; 2] = [".gz", ".zst"];
-    const ZSTD_LEVEL: i32 = 3;
-    // Levels 1 to 3 keep a `.gz` export at least half as fast as a plain
-    // one; 2 is nearly as fast as 1 and nearly as small as 3 (BENCHMARKS.md).
-    const GZIP_LEVEL: u32 = 2;
-
-    pub fn from_path(path: &Path) -> Compression {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some(e) if e.eq_ignore_ascii_case("gz") => Compression::Gzip,
-            Some(e) if e.eq_ignore_ascii_case("zst") => Compression::Zstd,
-            _ => Compression::None,
-        }
-    }
-
-    fn stream(self, file: File, durability: Durability) -> io::Result<Stream> {
-        Ok(match self {
-            Compression::None => Stream::File(file, durability),
-            Compression::Gzip => Stream::Gzip(
-                Box::new(GzEncoder::new(
-                    file,
-                    flate2::Compression::new(Self::GZIP_LEVEL),
-                )),
-                durability,
-            ),
-            Compression::Zstd => Stream::Zstd(
-                Box::new(zstd::Encoder::new(file, Self::ZSTD_LEVEL)?),
-                durability,
-            ),
-        })
-    }
-
-    /// Reads back a file written this way (`latest` rewrites one).
-    pub fn reader(self, file: File) -> io::Result<Box<dyn io::Read>> {
-        Ok(match self {
-            Compression::None => Box::new(file),
-            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(file)),
-            Compression::Zstd => Box::new(zstd::Decoder::new(file)?),
-        })
-    }
-}
-
-/// The byte stream under a writer: stdout, a plain file, or a compressed one.
-/// A file written in place (a FIFO, a device) is not fsynced: it has no
-/// storage of its own, and `fsync` on a pipe is an error.
-enum Stream {
-    Stdout(io::Stdout),
-    File(File, Durability),
-    Gzip(Box<GzEncoder<File>>, Durability),
-    Zstd(Box<zstd::Encoder<'static, File>>, Durability),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Durability {
-    Sync,
-    InPlace,
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Stdout(s) => s.write(buf),
-            Stream::File(f, _) => f.write(buf),
-            Stream::Gzip(g, _) => g.write(buf),
-            Stream::Zstd(z, _) => z.write(buf),
-        }
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Stream::Stdout(s) => s.write_all(buf),
-            Stream::File(f, _) => f.write_all(buf),
-            Stream::Gzip(g, _) => g.write_all(buf),
-            Stream::Zstd(z, _) => z.write_all(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Stdout(s) => s.flush(),
-            Stream::File(f, _) => f.flush(),
-            Stream::Gzip(g, _) => g.flush(),
-            Stream::Zstd(z, _) => z.flush(),
-        }
-    }
-}
-
-impl Stream {
-    /// Ends the stream and makes it durable.
-    fn finish(self) -> io::Result<()> {
-        match self {
-            Stream::Stdout(mut s) => s.flush(),
-            Stream::File(f, Durability::Sync) => f.sync_all(),
-            Stream::File(mut f, Durability::InPlace) => f.flush(),
-            Stream::Gzip(g, Durability::Sync) => g.finish()?.sync_all(),
-            Stream::Gzip(g, Durability::InPlace) => g.finish().map(drop),
-            Stream::Zstd(z, Durability::Sync) => z.finish()?.sync_all(),
-            Stream::Zstd(z, Durability::InPlace) => z.finish().map(drop),
         }
     }
 }
@@ -340,59 +144,6 @@ pub struct Output {
     /// temporary beside it; None when written in place.
     target: Option<PathBuf>,
     temp: Option<PathBuf>,
-}
-
-/// What an output path names, and so how it is written.
-#[derive(Debug, PartialEq, Eq)]
-enum Target {
-    /// `-`, `/dev/stdout` and its aliases: this process's stdout.
-    Stdout,
-    /// Not a regular file (or one reached through `/dev` or `/proc`):
-    /// written where it is, never replaced.
-    InPlace(PathBuf),
-    /// A regular file or a new name: written beside, renamed over it.
-    Atomic(PathBuf),
-}
-
-impl Target {
-    fn of(path: &Path) -> io::Result<Target> {
-        if path == Path::new("-")
-            || ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"]
-                .iter()
-                .any(|alias| path == Path::new(alias))
-        {
-            return Ok(Target::Stdout);
-        }
-        // Names of this process's descriptors: replacing what they point
-        // to would cut the file away from whoever opened it.
-        let system = path.starts_with("/proc")
-            || path.starts_with("/dev/fd")
-            || path == Path::new("/dev/stderr");
-        match std::fs::metadata(path) {
-            Ok(m) if m.is_dir() => Err(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                "is a directory; give a file name",
-            )),
-            Ok(m) if !m.is_file() || system => Ok(Target::InPlace(path.to_path_buf())),
-            // A symlink (to a regular file) is followed: its target is
-            // replaced, the link stays.
-            Ok(_) => Ok(Target::Atomic(std::fs::canonicalize(path)?)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink()) {
-                    // A dangling link: create what it names, where it names.
-                    let link = std::fs::read_link(path)?;
-                    let dir = path.parent().unwrap_or(Path::new("."));
-                    let pointed = dir.join(link);
-                    if pointed == path {
-                        return Err(io::Error::other("is a symbolic link to itself"));
-                    }
-                    return Ok(Target::Atomic(crate::safefs::resolve(&pointed)));
-                }
-                Ok(Target::Atomic(path.to_path_buf()))
-            }
-            Err(e) => Err(e),
-        }
-    }
 }
 
 impl Output {
@@ -644,64 +395,6 @@ impl Output {
     }
 }
 
-/// A complete, synced output under its temporary name.
-#[derive(Debug)]
-pub struct Prepared {
-    pub temp: Option<PathBuf>,
-    pub target: Option<PathBuf>,
-    /// A saved state names the temporary as its pending rename: the next
-    /// run finishes the move, so it must outlive any failure of this one.
-    kept_by_state: bool,
-    /// Rows written but left out of the file: older versions of a
-    /// conversation whose newest row it keeps.
-    pub superseded: u64,
-}
-
-impl Prepared {
-    /// The saved state names the temporary (its pending rename): from now
-    /// on it is the next run's to move, never to be removed.
-    pub fn keep_for_state(&mut self) {
-        self.kept_by_state = true;
-    }
-
-    /// Moves the file into place (nothing to do for stdout).
-    pub fn publish(mut self) -> Result<()> {
-        match (self.temp.clone(), self.target.clone()) {
-            (Some(temp), Some(target)) => {
-                publish(&temp, &target)?;
-                self.temp = None;
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-impl Drop for Prepared {
-    /// Not published (a failed state save, a failed rename): the
-    /// temporary, personal data under a hidden name, goes, unless a saved
-    /// state is waiting to move it.
-    fn drop(&mut self) {
-        if let Some(temp) = self.temp.take().filter(|_| !self.kept_by_state) {
-            let _ = std::fs::remove_file(temp);
-        }
-    }
-}
-
-/// Renames `temp` to `target` and makes the rename durable. On failure the
-/// temporary is left where it is: its owner decides (a state's pending
-/// rename keeps it for the next run).
-pub fn publish(temp: &Path, target: &Path) -> Result<()> {
-    std::fs::rename(temp, target).map_err(|e| {
-        Error::output(
-            format!("cannot move output into place at {}", target.display()),
-            e,
-        )
-    })?;
-    sync_parent(target);
-    Ok(())
-}
-
 impl Drop for Output {
     fn drop(&mut self) {
         // Uncommitted: stop the writer, then remove what it wrote.
@@ -715,21 +408,10 @@ impl Drop for Output {
     }
 }
 
-/// Makes the rename itself durable; best effort where directories cannot be
-/// opened (non-Unix).
-pub fn sync_parent(target: &Path) {
-    let dir = target
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, SecondsFormat, Utc};
 
     proptest::proptest! {
         #![proptest_config(crate::jsonstream::proptest_config(2048))]
