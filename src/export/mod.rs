@@ -60,7 +60,7 @@ pub async fn export(
     if options
         .follow
         .is_some_and(|every| every < Duration::minutes(5))
-        && source.spends_daily_tokens()
+        && source.traits().spends_daily_tokens
     {
         log::warn(&format!(
             "source {name:?}: polling more often than every 5 minutes spends the account's daily API tokens faster (each poll is a request)"

@@ -21,18 +21,19 @@ pub(super) fn print_plan(
     state: Option<&str>,
 ) {
     let records = options.records;
-    let fetch = if records == RecordKind::Conversations && source.conversations_from_messages() {
-        RecordKind::Messages
-    } else {
-        records
-    };
+    let fetch =
+        if records == RecordKind::Conversations && source.traits().conversations_from_messages {
+            RecordKind::Messages
+        } else {
+            records
+        };
     let slices: Vec<Window> = chunks
         .iter()
         .flat_map(|c| c.split(source.timing().window))
         .collect();
     let mut queries: usize = slices.iter().map(|s| source.queries(*s, fetch).len()).sum();
     queries += source.lookups().len();
-    if fetch == RecordKind::Messages && source.messages_need_conversations() {
+    if fetch == RecordKind::Messages && source.traits().messages_need_conversations {
         queries += slices
             .iter()
             .map(|s| source.queries(*s, RecordKind::Conversations).len())
@@ -57,7 +58,7 @@ pub(super) fn print_plan(
             "requests: at least {queries} (one per query; more when a query has several pages)"
         ),
     ];
-    if source.spends_daily_tokens() {
+    if source.traits().spends_daily_tokens {
         lines.push(format!(
             "cost:     at least {queries} of the account's daily {} tokens (one per request); a window over the record cap is split and costs more",
             source.kind().as_str()

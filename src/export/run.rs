@@ -26,13 +26,14 @@ pub async fn run(
     memory: Memory,
 ) -> Result<(Stats, Memory, Output)> {
     let records = options.records;
-    let aggregate = records == RecordKind::Conversations && source.conversations_from_messages();
+    let aggregate =
+        records == RecordKind::Conversations && source.traits().conversations_from_messages;
     let shape = Shape {
         records,
-        messages_in_order: source.messages_in_order(),
+        messages_in_order: source.traits().messages_in_order,
         aggregate,
         keep_for: source.memory_span(),
-        joined: source.messages_need_conversations(),
+        joined: source.traits().messages_need_conversations,
     };
     let fetch = if aggregate {
         RecordKind::Messages
@@ -47,7 +48,7 @@ pub async fn run(
     // order. Not when redacting: then the writer thread is busy too, and a
     // third thread only takes the two cores' time from it (BENCHMARKS.md).
     let batched = source.answers_are_large()
-        && !source.messages_need_conversations()
+        && !source.traits().messages_need_conversations
         && memory.awaiting.is_empty();
     let beside = batched && options.redact.is_none();
     let (mut stats, memory, output, driven) = if beside {

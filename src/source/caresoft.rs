@@ -32,7 +32,7 @@ use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Conversation, Item, Message, MessageId, Record, RecordKind, Sender};
 use crate::source::{fields, ChatSource, Connection, Paging, Parsed, Query, Timing};
-use crate::source::{Demo, Platform, SourceKind};
+use crate::source::{Demo, Platform, SourceKind, Traits};
 use crate::window::{format_in_zone, Window};
 
 pub const KEYS: &[&str] = &[
@@ -401,8 +401,11 @@ impl ChatSource for Caresoft {
         }
     }
 
-    fn messages_need_conversations(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits {
+            messages_need_conversations: true,
+            ..Traits::default()
+        }
     }
 
     /// The last hour's live chats, one row: cheap and authenticated.

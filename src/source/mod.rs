@@ -278,6 +278,44 @@ impl std::fmt::Debug for SourceKind {
     }
 }
 
+/// Yes-or-no facts about a platform's answers, which the driver, the
+/// pipeline and the export read; a provider states the ones that differ
+/// from the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traits {
+    /// Message rows need the window's conversations to fill their customer
+    /// and agent fields (the platform's message rows lack them).
+    pub messages_need_conversations: bool,
+    /// Conversation rows are built from the messages (the platform has no
+    /// conversation listing): the driver fetches messages and the pipeline
+    /// aggregates them.
+    pub conversations_from_messages: bool,
+    /// A response delivers each conversation's messages together and in
+    /// order, so `seq` is assigned as they arrive, with nothing held
+    /// (otherwise the pipeline holds a window's messages and sorts them).
+    /// A message's `order_key`, when set, is its position in what the
+    /// response holds of its chat.
+    pub messages_in_order: bool,
+    /// Every request spends one of the account's daily API tokens (shown
+    /// by `--dry-run`).
+    pub spends_daily_tokens: bool,
+    /// `check`'s URL answers records like a page (read as one), rather
+    /// than anything else JSON (only the credentials are checked).
+    pub check_answers_records: bool,
+}
+
+impl Default for Traits {
+    fn default() -> Traits {
+        Traits {
+            messages_need_conversations: false,
+            conversations_from_messages: false,
+            messages_in_order: false,
+            spends_daily_tokens: false,
+            check_answers_records: true,
+        }
+    }
+}
+
 pub trait ChatSource {
     fn kind(&self) -> SourceKind;
     /// The zone of the platform's naive timestamps (and of naive `--from`).
@@ -353,42 +391,17 @@ pub trait ChatSource {
     ) -> Lead {
         Lead::Declined
     }
-    /// Whether message rows need the window's conversations to fill their
-    /// customer and agent fields (the platform's message rows lack them).
-    fn messages_need_conversations(&self) -> bool {
-        false
-    }
-    /// Whether conversation rows are built from the messages (the platform
-    /// has no conversation listing): the driver fetches messages and the
-    /// pipeline aggregates them.
-    fn conversations_from_messages(&self) -> bool {
-        false
-    }
-    /// Whether a response delivers each conversation's messages together and
-    /// in order, so `seq` can be assigned as they arrive, with nothing held.
-    /// Otherwise the pipeline holds a window's messages and sorts them.
-    /// For in-order sources a message's `order_key`, when set, is its 0-based
-    /// position in the conversation and becomes its `seq`.
-    fn messages_in_order(&self) -> bool {
-        false
+    /// What the platform's answers are like (see [`Traits`]).
+    fn traits(&self) -> Traits {
+        Traits::default()
     }
     /// Whether the platform can deliver `records` at all; the text says why
     /// not (a usage error).
     fn records_supported(&self, _records: RecordKind) -> std::result::Result<(), String> {
         Ok(())
     }
-    /// Whether every request spends one of the account's daily API tokens
-    /// (shown by `--dry-run`).
-    fn spends_daily_tokens(&self) -> bool {
-        false
-    }
     /// The query and URL of one cheap authenticated request for `check`.
     fn check(&self) -> (Query, Url);
-    /// Whether `check`'s URL answers records like a page (read as one), or
-    /// anything else JSON (only the credentials are checked).
-    fn check_answers_records(&self) -> bool {
-        true
-    }
     /// What else the source reads that `check` should try (a folder of
     /// transcripts): Ok with what was found, or why it cannot be read.
     fn check_local(&self) -> Option<std::result::Result<String, String>> {

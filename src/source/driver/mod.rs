@@ -88,7 +88,7 @@ async fn drive_windows(
         log::verbose(&format!("window {}/{total}: {}", n + 1, show(&slice)));
         let held = Held::new(http);
         let mut context = ConversationContext::default();
-        if stream == RecordKind::Messages && source.messages_need_conversations() {
+        if stream == RecordKind::Messages && source.traits().messages_need_conversations {
             let mut collect = CollectContext {
                 context: &mut context,
                 sink: &mut *sink,
@@ -137,7 +137,8 @@ async fn drive_overlapped(
     let mut stats = DriveStats::default();
     let slices = window.split(source.timing().window);
     let total = slices.len();
-    let with_context = stream == RecordKind::Messages && source.messages_need_conversations();
+    let with_context =
+        stream == RecordKind::Messages && source.traits().messages_need_conversations;
     let fetch_all = |queries: Vec<Query>, raw: bool, held: std::rc::Rc<Held>| async move {
         let fetched = futures_util::future::join_all(queries.iter().map(|query| {
             let held = held.clone();
@@ -264,7 +265,7 @@ fn identity(item: &Parsed) -> u64 {
 /// Sends the check request and reads the response like any page.
 pub async fn check(source: &dyn ChatSource, http: &Http) -> Result<Url> {
     let (query, url) = source.check();
-    if !source.check_answers_records() {
+    if !source.traits().check_answers_records {
         // An endpoint of its own (UJET: the organization's settings, an
         // object): any JSON answer the credentials get is a pass.
         let limit = http.settings().limits.page;

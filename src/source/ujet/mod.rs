@@ -38,7 +38,7 @@ use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Conversation, Item, Message, Record, RecordKind, Rejected};
 use crate::source::{fields, ChatSource, Connection, Paging, Parsed, Query, Timing};
-use crate::source::{Demo, Platform, SourceKind};
+use crate::source::{Demo, Platform, SourceKind, Traits};
 use crate::window::Window;
 
 pub const KEYS: &[&str] = &[
@@ -295,9 +295,14 @@ impl ChatSource for Ujet {
         }
     }
 
-    fn messages_in_order(&self) -> bool {
-        // A transcript is one chat's messages, in order.
-        true
+    fn traits(&self) -> Traits {
+        Traits {
+            // A transcript is one chat's messages, in order.
+            messages_in_order: true,
+            // The organization's settings: an object, not a chat listing.
+            check_answers_records: false,
+            ..Traits::default()
+        }
     }
 
     fn page_url(&self, query: &Query, page: u32) -> Url {
@@ -364,11 +369,6 @@ impl ChatSource for Ujet {
             }
             (Err(reason), _) => out(Parsed::rejected(item, reason)),
         }
-    }
-
-    /// The organization's settings: an object, not a chat listing.
-    fn check_answers_records(&self) -> bool {
-        false
     }
 
     fn check_local(&self) -> Option<std::result::Result<String, String>> {

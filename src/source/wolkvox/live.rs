@@ -29,7 +29,7 @@ use crate::http::Verdict;
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Conversation, Item, Message, Record, RecordKind, Shared};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
-use crate::source::{Demo, Platform, SourceKind};
+use crate::source::{Demo, Platform, SourceKind, Traits};
 use crate::window::{parse_platform_time, Window};
 
 pub const KEYS: &[&str] = &["forget_after"];
@@ -265,12 +265,12 @@ impl ChatSource for Live {
         }
     }
 
-    fn messages_in_order(&self) -> bool {
-        true
-    }
-
-    fn spends_daily_tokens(&self) -> bool {
-        true
+    fn traits(&self) -> Traits {
+        Traits {
+            messages_in_order: true,
+            spends_daily_tokens: true,
+            ..Traits::default()
+        }
     }
 
     fn check(&self) -> (Query, Url) {

@@ -36,7 +36,7 @@ use crate::http::Verdict;
 use crate::jsonstream::{Envelope, ItemsAt, Lead};
 use crate::model::{Interner, Item, Message, Record, RecordKind, Shared};
 use crate::source::{ChatSource, Connection, Paging, Parsed, Query, Timing};
-use crate::source::{Demo, Platform, SourceKind};
+use crate::source::{Demo, Platform, SourceKind, Traits};
 use crate::window::{format_in_zone, Window, ZoneClock};
 
 mod quick;
@@ -508,20 +508,14 @@ impl ChatSource for Reports {
         }
     }
 
-    fn messages_in_order(&self) -> bool {
-        true
-    }
-
-    fn spends_daily_tokens(&self) -> bool {
-        true
-    }
-
-    fn conversations_from_messages(&self) -> bool {
-        true
-    }
-
-    fn messages_need_conversations(&self) -> bool {
-        self.with_chat_1
+    fn traits(&self) -> Traits {
+        Traits {
+            messages_in_order: true,
+            spends_daily_tokens: true,
+            conversations_from_messages: true,
+            messages_need_conversations: self.with_chat_1,
+            ..Traits::default()
+        }
     }
 
     /// The last minute's report: the cheapest request the API has (and it
