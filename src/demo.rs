@@ -142,8 +142,13 @@ async fn run_sample(
         connection.settings,
         connection.max_in_flight,
     )?;
-    let (stats, _, output) =
-        export::run(source, &http, window, options, output, rejects, memory).await?;
+    let learned = crate::source::Learned::default();
+    let driving = crate::source::Driving {
+        source,
+        http: &http,
+        learned: &learned,
+    };
+    let (stats, _, output) = export::run(driving, window, options, output, rejects, memory).await?;
     Ok((stats, output))
 }
 

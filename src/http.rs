@@ -169,10 +169,6 @@ pub struct Http {
     retried: AtomicU64,
     /// Requests that went to the backup host.
     backup_sent: AtomicU64,
-    /// Whether this platform's answers cut at a record cap were seen to hold
-    /// the earliest records in time order: what the driver learns once per
-    /// run to spend fewer requests on capped windows.
-    capped_in_time_order: std::sync::OnceLock<bool>,
     /// Every form in which this source's credentials could come back in a
     /// server's text (the values, and Basic auth's base64), to mask them.
     secrets: Vec<String>,
@@ -227,7 +223,6 @@ impl Http {
             sent: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             backup_sent: AtomicU64::new(0),
-            capped_in_time_order: std::sync::OnceLock::new(),
             secrets,
         })
     }
@@ -247,16 +242,6 @@ impl Http {
     /// How many requests went to the backup host, for the summary.
     pub fn backup_requests(&self) -> u64 {
         self.backup_sent.load(Ordering::Relaxed)
-    }
-
-    /// What the run learned of capped answers: `None` until tested.
-    pub fn capped_in_time_order(&self) -> Option<bool> {
-        self.capped_in_time_order.get().copied()
-    }
-
-    /// Learnt once: the first check's answer stands for the run.
-    pub fn learn_capped_in_time_order(&self, ordered: bool) {
-        let _ = self.capped_in_time_order.set(ordered);
     }
 
     /// `url` moved from the primary base to the backup base, if this

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::log;
 use crate::output::Output;
 use crate::rejects::RejectLog;
+use crate::source::Driving;
 use crate::state::{with_suffix, LedgerEntry, PendingRename, State};
 use crate::state_store::StateStore;
 use crate::store::Place;
@@ -86,16 +87,13 @@ impl Exporter<'_> {
             None => self.stream.take().expect("created above"),
         };
         let memory = std::mem::take(&mut self.memory);
-        let (mut stats, memory, output) = run(
-            self.source,
-            &self.http,
-            chunk,
-            options,
-            output,
-            rejects,
-            memory,
-        )
-        .await?;
+        let driving = Driving {
+            source: self.source,
+            http: &self.http,
+            learned: &self.learned,
+        };
+        let (mut stats, memory, output) =
+            run(driving, chunk, options, output, rejects, memory).await?;
         if streaming {
             self.stream = Some(output);
         } else {

@@ -149,6 +149,8 @@ struct Exporter<'a> {
     /// One client for the whole run: pacing, the shared pause after a 429
     /// and the throttle count carry across chunks and polls.
     http: Http,
+    /// What the driver learns of the source, kept across the chunks.
+    learned: crate::source::Learned,
     state: Option<StateStore>,
     /// The end of the last chunk written (from the state at first).
     checkpoint: Option<DateTime<Utc>>,
@@ -215,6 +217,7 @@ impl<'a> Exporter<'a> {
             options,
             redactor,
             http,
+            learned: crate::source::Learned::default(),
             state,
             checkpoint,
             memory,

@@ -5,26 +5,25 @@
 use super::handover;
 use super::Options;
 use crate::error::{Error, Result};
-use crate::http::Http;
 use crate::log;
 use crate::model::RecordKind;
 use crate::output::Output;
 use crate::pipeline::{Memory, Pipeline, Shape, Stats};
 use crate::rejects::RejectLog;
-use crate::source::{drive, ChatSource};
+use crate::source::{drive, Driving};
 use crate::window::Window;
 
 /// Drives `source` over `window` into `output`; the caller commits. The
 /// memory of earlier chunks (or runs) comes in and goes out.
 pub async fn run(
-    source: &dyn ChatSource,
-    http: &Http,
+    driving: Driving<'_>,
     window: Window,
     options: &Options,
     mut output: Output,
     rejects: RejectLog,
     memory: Memory,
 ) -> Result<(Stats, Memory, Output)> {
+    let source = driving.source;
     let records = options.records;
     let aggregate =
         records == RecordKind::Conversations && source.traits().conversations_from_messages;
@@ -58,7 +57,7 @@ pub async fn run(
             .spawn(move || handover::work(shape, output, rejects, memory, receiver))
             .map_err(|e| Error::output("cannot start the pipeline thread", e))?;
         let mut sink = handover::Batching::new(sender);
-        let driven = drive(source, http, window, fetch, options.include_raw, &mut sink).await;
+        let driven = drive(driving, window, fetch, options.include_raw, &mut sink).await;
         let closed = sink.close();
         let worked = worker.join().map_err(|_| {
             Error::output("the pipeline", std::io::Error::other("its thread panicked"))
@@ -72,7 +71,7 @@ pub async fn run(
     } else if batched {
         let mut pipeline = Pipeline::new(shape, &mut output, rejects, memory);
         let mut sink = handover::Batching::new(&mut pipeline);
-        let driven = drive(source, http, window, fetch, options.include_raw, &mut sink).await;
+        let driven = drive(driving, window, fetch, options.include_raw, &mut sink).await;
         // A failed write explains why the drive stopped: it comes first.
         sink.close()?;
         let driven = driven?;
@@ -98,15 +97,7 @@ pub async fn run(
                 pipeline.retried(item, &entry)?;
             }
         }
-        let driven = drive(
-            source,
-            http,
-            window,
-            fetch,
-            options.include_raw,
-            &mut pipeline,
-        )
-        .await?;
+        let driven = drive(driving, window, fetch, options.include_raw, &mut pipeline).await?;
         let (stats, memory) = pipeline.finish()?;
         (stats, memory, output, driven)
     };

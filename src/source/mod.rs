@@ -26,7 +26,7 @@ use chrono_tz::Tz;
 use reqwest::Url;
 use std::collections::HashMap;
 
-pub use self::driver::{check, drive};
+pub use self::driver::{check, drive, Driving, Learned};
 use crate::config::{HttpSettings, SourceTable};
 use crate::error::Result;
 use crate::http::{Auth, Verdict};

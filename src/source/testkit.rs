@@ -182,15 +182,13 @@ async fn drive_script(
     let c = source.connection();
     let http = Http::new("scripted", c.auth, c.settings, c.max_in_flight).unwrap();
     let mut sink = Collected::default();
-    let result = drive(
-        &source,
-        &http,
-        day(),
-        RecordKind::Conversations,
-        false,
-        &mut sink,
-    )
-    .await;
+    let learned = Learned::default();
+    let driving = Driving {
+        source: &source,
+        http: &http,
+        learned: &learned,
+    };
+    let result = drive(driving, day(), RecordKind::Conversations, false, &mut sink).await;
     (
         result.map(|stats| (sink, stats)),
         calls.load(Ordering::SeqCst),
@@ -559,15 +557,13 @@ async fn every_provider_conforms_to_the_driver_contract() {
                 "2020-01-01T00:00:00Z".parse().unwrap(),
                 "2020-01-02T00:00:00Z".parse().unwrap(),
             );
-            let result = drive(
-                &*source,
-                &http,
-                empty,
-                RecordKind::Conversations,
-                false,
-                &mut sink,
-            )
-            .await;
+            let learned = Learned::default();
+            let driving = Driving {
+                source: &*source,
+                http: &http,
+                learned: &learned,
+            };
+            let result = drive(driving, empty, RecordKind::Conversations, false, &mut sink).await;
             let asked = server.received_requests().await.unwrap().len();
             match expect {
                 Ok(()) => {

@@ -4,11 +4,10 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::answer::{fetch_streamed, ElementPrint};
-use super::{show, Accept};
+use super::{show, Accept, Walk};
 use crate::error::{Error, Result};
-use crate::http::Http;
 use crate::log;
-use crate::source::{ChatSource, Query};
+use crate::source::Query;
 use crate::window::Window;
 
 /// One streamed response per window; a window whose response reaches the
@@ -28,14 +27,19 @@ use crate::window::Window;
 /// nothing were known. The check never loses data either way: its two
 /// requests together cover the window.
 pub(super) async fn fetch_capped(
-    source: &dyn ChatSource,
-    http: &Http,
-    query: &Query,
-    want_raw: bool,
+    walk: Walk<'_>,
     record_cap: u64,
     floor: Duration,
     accept: &mut dyn Accept,
 ) -> Result<usize> {
+    let Walk {
+        source,
+        http,
+        query,
+        want_raw,
+        learned,
+        ..
+    } = walk;
     let mut requests = 0;
     // Depth-first, earliest piece first, so output stays in time order.
     // A piece may carry what its answer must hold to confirm the order.
@@ -55,7 +59,7 @@ pub(super) async fn fetch_capped(
                     .in_order
                     .as_ref()
                     .is_some_and(|got| holds_the_chats(got, &expected));
-            http.learn_capped_in_time_order(ordered);
+            learned.learn_capped_in_time_order(ordered);
             log::verbose(&format!(
                 "capped answers {} the earliest records in time order: {}",
                 if ordered { "hold" } else { "do not hold" },
@@ -86,7 +90,7 @@ pub(super) async fn fetch_capped(
             }
             _ => None,
         };
-        match (reached, http.capped_in_time_order()) {
+        match (reached, learned.capped_in_time_order()) {
             (Some((_, latest)), Some(true)) => {
                 log::verbose(&format!(
                     "{units} records in {} reach the cap of {record_cap}: fetching on from {}",

@@ -30,15 +30,44 @@ use tail::fetch_tail;
 /// Hard stop for a query that never ends (a platform ignoring `page`).
 const MAX_PAGES_PER_QUERY: u32 = 100_000;
 
+/// What the driver learns of a platform during a run, kept across the
+/// run's chunks: it belongs to the run, not to its requests.
+#[derive(Default)]
+pub struct Learned {
+    /// Whether answers cut at a record cap were seen to hold the earliest
+    /// records in chat-start order (see `capped.rs`): learned once a run,
+    /// to spend fewer requests (daily tokens) on capped windows.
+    capped_in_time_order: std::sync::OnceLock<bool>,
+}
+
+impl Learned {
+    fn capped_in_time_order(&self) -> Option<bool> {
+        self.capped_in_time_order.get().copied()
+    }
+
+    fn learn_capped_in_time_order(&self, ordered: bool) {
+        let _ = self.capped_in_time_order.set(ordered);
+    }
+}
+
+/// A source to drive: the platform, the requests it goes through, and
+/// what the driver has learned of it this run.
+#[derive(Clone, Copy)]
+pub struct Driving<'a> {
+    pub source: &'a dyn ChatSource,
+    pub http: &'a Http,
+    pub learned: &'a Learned,
+}
+
 /// Fetches every query of every slice of `window`, feeding `sink`.
 pub async fn drive(
-    source: &dyn ChatSource,
-    http: &Http,
+    driving: Driving<'_>,
     window: Window,
     stream: RecordKind,
     want_raw: bool,
     sink: &mut dyn Sink,
 ) -> Result<DriveStats> {
+    let Driving { source, http, .. } = driving;
     // One response each, whatever the source's paging: a lookup is a list
     // of names, not a window of records.
     let mut lookups = DriveStats::default();
@@ -63,10 +92,8 @@ pub async fn drive(
         Paging::Capped { .. } | Paging::Snapshot => None,
     };
     let mut stats = match ahead {
-        Some(ahead) => {
-            drive_overlapped(source, http, window, stream, want_raw, ahead, sink).await?
-        }
-        None => drive_windows(source, http, window, stream, want_raw, sink).await?,
+        Some(ahead) => drive_overlapped(driving, window, stream, want_raw, ahead, sink).await?,
+        None => drive_windows(driving, window, stream, want_raw, sink).await?,
     };
     stats.requests += lookups.requests;
     Ok(stats)
@@ -74,13 +101,13 @@ pub async fn drive(
 
 /// [`drive`] one slice after another.
 async fn drive_windows(
-    source: &dyn ChatSource,
-    http: &Http,
+    driving: Driving<'_>,
     window: Window,
     stream: RecordKind,
     want_raw: bool,
     sink: &mut dyn Sink,
 ) -> Result<DriveStats> {
+    let Driving { source, http, .. } = driving;
     let mut stats = DriveStats::default();
     let slices = window.split(source.timing().window);
     let total = slices.len();
@@ -94,8 +121,7 @@ async fn drive_windows(
                 sink: &mut *sink,
             };
             for query in source.queries(slice, RecordKind::Conversations) {
-                stats.requests +=
-                    fetch_query(source, http, &query, false, &held, &mut collect).await?;
+                stats.requests += fetch_query(driving, &query, false, &held, &mut collect).await?;
             }
         }
         let mut feed = Feed {
@@ -103,7 +129,7 @@ async fn drive_windows(
             context: &context,
         };
         for query in source.queries(slice, stream) {
-            stats.requests += fetch_query(source, http, &query, want_raw, &held, &mut feed).await?;
+            stats.requests += fetch_query(driving, &query, want_raw, &held, &mut feed).await?;
         }
         sink.end_window(&slice, &context)?;
         stats.windows += 1;
@@ -126,14 +152,14 @@ const SLICES_AHEAD: usize = 2;
 /// are then fed in the same order a sequential run feeds them, so the
 /// output is byte for byte the same.
 async fn drive_overlapped(
-    source: &dyn ChatSource,
-    http: &Http,
+    driving: Driving<'_>,
     window: Window,
     stream: RecordKind,
     want_raw: bool,
     ahead: usize,
     sink: &mut dyn Sink,
 ) -> Result<DriveStats> {
+    let Driving { source, http, .. } = driving;
     let mut stats = DriveStats::default();
     let slices = window.split(source.timing().window);
     let total = slices.len();
@@ -144,7 +170,7 @@ async fn drive_overlapped(
             let held = held.clone();
             async move {
                 let mut pages = Pages::default();
-                let requests = fetch_query(source, http, query, raw, &held, &mut pages).await?;
+                let requests = fetch_query(driving, query, raw, &held, &mut pages).await?;
                 Ok::<_, Error>((pages, requests))
             }
         }))
@@ -362,45 +388,38 @@ struct Walk<'a> {
     query: &'a Query,
     want_raw: bool,
     held: &'a Held,
+    learned: &'a Learned,
 }
 
 /// Walks every page (or bisected window) of one query. Returns the number
 /// of requests made.
 async fn fetch_query(
-    source: &dyn ChatSource,
-    http: &Http,
+    driving: Driving<'_>,
     query: &Query,
     want_raw: bool,
     held: &Held,
     accept: &mut dyn Accept,
 ) -> Result<usize> {
+    let Driving {
+        source,
+        http,
+        learned,
+    } = driving;
+    let walk = Walk {
+        source,
+        http,
+        query,
+        want_raw,
+        held,
+        learned,
+    };
     match source.paging() {
         Paging::Numbered {
             page_size,
             concurrency,
-        } => {
-            let walk = Walk {
-                source,
-                http,
-                query,
-                want_raw,
-                held,
-            };
-            fetch_numbered(walk, page_size as usize, concurrency, accept).await
-        }
-        Paging::Capped { record_cap, floor } => {
-            fetch_capped(source, http, query, want_raw, record_cap, floor, accept).await
-        }
-        Paging::Tail { per } => {
-            let walk = Walk {
-                source,
-                http,
-                query,
-                want_raw,
-                held,
-            };
-            fetch_tail(walk, per as usize, accept).await
-        }
+        } => fetch_numbered(walk, page_size as usize, concurrency, accept).await,
+        Paging::Capped { record_cap, floor } => fetch_capped(walk, record_cap, floor, accept).await,
+        Paging::Tail { per } => fetch_tail(walk, per as usize, accept).await,
         Paging::Snapshot => {
             let url = source.page_url(query, 1);
             fetch_streamed(source, http, query, &url, want_raw, None, accept).await?;

@@ -37,6 +37,7 @@ pub(super) async fn fetch_numbered(
         query,
         want_raw,
         held,
+        ..
     } = walk;
     let fetch = |page: u32| {
         let url = source.page_url(query, page);

@@ -28,6 +28,7 @@ pub(super) async fn fetch_tail(
         query,
         want_raw,
         held,
+        ..
     } = walk;
     let end = query.window.to;
     let mut start = query.window.from;
