@@ -188,21 +188,59 @@ fn config(base: &str, extra: &str) -> tempfile::TempDir {
     )
 }
 
+/// `export bogota` over the four local days from 2024-03-05, then `extra`.
+async fn export_days(dir: &Path, extra: &[&str]) -> crate::common::Run {
+    let mut args = vec![
+        "export",
+        "bogota",
+        "--from",
+        "2024-03-05",
+        "--to",
+        "2024-03-09",
+    ];
+    args.extend_from_slice(extra);
+    run(dir, &args).await
+}
+
+/// A cron job over those days: a `--state` run every 5 hours, each ending
+/// while chats go on, writing `out/{to}.jsonl`, then `extra`. Returns the
+/// number of runs; each must succeed.
+async fn state_runs(dir: &Path, extra: &[&str]) -> usize {
+    let mut to = chrono::DateTime::parse_from_rfc3339("2024-03-05T22:00:00-05:00").unwrap();
+    let end = chrono::DateTime::parse_from_rfc3339("2024-03-09T00:00:00-05:00").unwrap();
+    let mut runs = 0;
+    while to < end {
+        let to_text = to.to_rfc3339();
+        let mut args = vec![
+            "export",
+            "bogota",
+            "--from",
+            "2024-03-05",
+            "--to",
+            &to_text,
+            "--state",
+            "s.state",
+            "-o",
+            "out/{to}.jsonl",
+        ];
+        args.extend_from_slice(extra);
+        let r = run(dir, &args).await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        to += Duration::hours(5);
+        runs += 1;
+    }
+    runs
+}
+
 /// One run over three days, a file per day: chats crossing midnight go
 /// on numbering in the next day's file, and carry their agent there.
 #[tokio::test]
 async fn seq_and_agent_follow_a_chat_across_midnight_in_one_run() {
     let (server, _) = serve(usize::MAX).await;
     let dir = config(&server.uri(), "");
-    let r = run(
+    let r = export_days(
         dir.path(),
         &[
-            "export",
-            "bogota",
-            "--from",
-            "2024-03-05",
-            "--to",
-            "2024-03-09",
             "--records",
             "messages",
             "-o",
@@ -222,20 +260,9 @@ async fn seq_and_agent_follow_a_chat_across_midnight_in_one_run() {
 async fn seq_follows_a_chat_across_capped_pieces() {
     let (server, _) = serve(60).await;
     let dir = config(&server.uri(), "record_cap = 60\n");
-    let r = run(
+    let r = export_days(
         dir.path(),
-        &[
-            "export",
-            "bogota",
-            "--from",
-            "2024-03-05",
-            "--to",
-            "2024-03-09",
-            "--records",
-            "messages",
-            "-o",
-            "out/all.jsonl",
-        ],
+        &["--records", "messages", "-o", "out/all.jsonl"],
     )
     .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -249,34 +276,7 @@ async fn seq_follows_a_chat_across_capped_pieces() {
 async fn seq_and_agent_follow_a_chat_across_state_runs() {
     let (server, _) = serve(usize::MAX).await;
     let dir = config(&server.uri(), "lookback = \"1h\"\n");
-    let mut to = chrono::DateTime::parse_from_rfc3339("2024-03-05T22:00:00-05:00").unwrap();
-    let end = chrono::DateTime::parse_from_rfc3339("2024-03-09T00:00:00-05:00").unwrap();
-    let mut runs = 0;
-    while to < end {
-        let to_text = to.to_rfc3339();
-        let r = run(
-            dir.path(),
-            &[
-                "export",
-                "bogota",
-                "--from",
-                "2024-03-05",
-                "--to",
-                &to_text,
-                "--records",
-                "messages",
-                "--state",
-                "s.state",
-                "-o",
-                "out/{to}.jsonl",
-            ],
-        )
-        .await;
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        to += Duration::hours(5);
-        runs += 1;
-    }
-    assert!(runs > 10);
+    assert!(state_runs(dir.path(), &["--records", "messages"]).await > 10);
     assert_every_chat_numbered_and_enriched(&dir.path().join("out"));
 }
 
@@ -324,29 +324,7 @@ async fn a_state_without_open_conversations_still_loads() {
 async fn a_conversation_row_counts_its_whole_chat_across_state_runs() {
     let (server, _) = serve(usize::MAX).await;
     let dir = config(&server.uri(), "lookback = \"1h\"\n");
-    let mut to = chrono::DateTime::parse_from_rfc3339("2024-03-05T22:00:00-05:00").unwrap();
-    let end = chrono::DateTime::parse_from_rfc3339("2024-03-09T00:00:00-05:00").unwrap();
-    while to < end {
-        let to_text = to.to_rfc3339();
-        let r = run(
-            dir.path(),
-            &[
-                "export",
-                "bogota",
-                "--from",
-                "2024-03-05",
-                "--to",
-                &to_text,
-                "--state",
-                "s.state",
-                "-o",
-                "out/{to}.jsonl",
-            ],
-        )
-        .await;
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        to += Duration::hours(5);
-    }
+    state_runs(dir.path(), &[]).await;
     let mut newest: HashMap<String, Value> = HashMap::new();
     for rows in messages_by_chat(&dir.path().join("out")).into_values() {
         for row in rows {
@@ -404,20 +382,9 @@ async fn capped_answers_cut_in_a_chat_cost_about_the_fewest_requests() {
                 &server.uri(),
                 &format!("max_retries = 0\nrecord_cap = {cap}\n"),
             );
-            let r = run(
+            let r = export_days(
                 dir.path(),
-                &[
-                    "export",
-                    "bogota",
-                    "--from",
-                    "2024-03-05",
-                    "--to",
-                    "2024-03-09",
-                    "--records",
-                    "messages",
-                    "-o",
-                    "out/all.jsonl",
-                ],
+                &["--records", "messages", "-o", "out/all.jsonl"],
             )
             .await;
             assert_eq!(r.code, 0, "{}", r.stderr);
