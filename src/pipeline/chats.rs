@@ -7,8 +7,9 @@
 //! a separate listing gave it (Wolkvox `chat_1`: the agent, the customer),
 //! which later messages of the chat are enriched with. Memory is bounded:
 //! past [`MOST_CHATS`] the chats least recently seen are forgotten (a
-//! later message of one then starts over at `seq` 0), and a state keeps
-//! those seen within [`OPEN_FOR`] of its checkpoint.
+//! later message of one then takes the platform's position in the answer
+//! as its `seq`, as in a first window), and a state keeps those seen
+//! within [`OPEN_FOR`] of its checkpoint.
 
 use std::collections::HashMap;
 
