@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::common::{caresoft_config, fixture, jsonl, run, TOKEN};
+use crate::common::{caresoft_config, fixture, jsonl, param, run, TOKEN};
 
 const CHATS: &str = "/acme/api/v1/chats";
 const MESSAGES: &str = "/acme/api/v1/chats/messages";
@@ -37,13 +37,6 @@ fn requests_to(requests: &[Request], p: &str) -> Vec<Request> {
         .filter(|r| r.url.path() == p)
         .cloned()
         .collect()
-}
-
-fn param(r: &Request, key: &str) -> Option<String> {
-    r.url
-        .query_pairs()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
 }
 
 const WINDOW: [&str; 4] = ["--from", "2024-03-01", "--to", "2024-03-02"];

@@ -49,16 +49,36 @@ pub async fn run_command(mut cmd: Command) -> Run {
     Run::from(output)
 }
 
-/// A temporary directory with a `chatdump.toml` holding one CareSoft source
-/// named `hanoi` pointed at `base`.
-pub fn caresoft_config(base: &str, extra: &str) -> tempfile::TempDir {
+/// A temporary directory with a `chatdump.toml` holding one source `name`
+/// of `kind` at `base_url`, its credentials in the variables [`command`]
+/// sets, quick retries and no pacing to speak of, then `extra`: the one
+/// configuration writer of every end-to-end test.
+pub fn source_config(name: &str, kind: &str, base_url: &str, extra: &str) -> tempfile::TempDir {
+    let credentials = match kind {
+        "caresoft" => "token_env = \"CS_TOKEN\"",
+        "ujet" => "username_env = \"UJET_USER\"\npassword_env = \"UJET_PASSWORD\"",
+        _ => "token_env = \"WV_TOKEN\"",
+    };
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "[sources.hanoi]\nkind = \"caresoft\"\nbase_url = \"{base}/acme\"\ntoken_env = \"CS_TOKEN\"\n\
+        "[sources.{name}]\nkind = \"{kind}\"\nbase_url = \"{base_url}\"\n{credentials}\n\
          backoff = \"10ms\"\nrate_limit = 1000\n{extra}"
     );
     std::fs::write(dir.path().join("chatdump.toml"), text).unwrap();
     dir
+}
+
+/// One CareSoft source named `hanoi`, its tenant `acme` at `base`.
+pub fn caresoft_config(base: &str, extra: &str) -> tempfile::TempDir {
+    source_config("hanoi", "caresoft", &format!("{base}/acme"), extra)
+}
+
+/// The value of query parameter `key` of a request a fake received.
+pub fn param(r: &wiremock::Request, key: &str) -> Option<String> {
+    r.url
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
 }
 
 pub fn fixture(name: &str) -> String {

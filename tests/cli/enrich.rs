@@ -186,11 +186,7 @@ async fn an_unknown_report_to_join_is_a_config_error() {
 }
 
 fn param(r: &Request, key: &str) -> String {
-    r.url
-        .query_pairs()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    crate::common::param(r, key).unwrap_or_default()
 }
 
 /// Both reports of a day of chats, one an hour: `chat_2` with two messages

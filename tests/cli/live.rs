@@ -14,13 +14,7 @@ use crate::common::jsonl;
 const LIVE: &str = "/api/v2/real_time.php";
 
 fn config(base: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[sources.live]\nkind = \"wolkvox-live\"\nbase_url = \"{base}\"\ntoken_env = \"WV_TOKEN\"\n\
-         backoff = \"10ms\"\nrate_limit = 1000\n"
-    );
-    std::fs::write(dir.path().join("chatdump.toml"), text).unwrap();
-    dir
+    crate::common::source_config("live", "wolkvox-live", base, "")
 }
 
 async fn run(dir: &tempfile::TempDir, args: &[&str]) -> (i32, String, String) {

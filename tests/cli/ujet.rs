@@ -13,13 +13,7 @@ use crate::common::{jsonl, run};
 const CHATS: &str = "/manager/api/v1/chats";
 
 pub(crate) fn config(base: &str, extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[sources.support]\nkind = \"ujet\"\nbase_url = \"{base}\"\nusername_env = \"UJET_USER\"\npassword_env = \"UJET_PASSWORD\"\n\
-         backoff = \"10ms\"\nrate_limit = 1000\n{extra}"
-    );
-    std::fs::write(dir.path().join("chatdump.toml"), text).unwrap();
-    dir
+    crate::common::source_config("support", "ujet", base, extra)
 }
 
 /// `n` chats updated one second apart from 2024-03-05T10:00:00Z, except

@@ -12,21 +12,11 @@ use crate::common::{command, fixture, jsonl, run, run_command, TOKEN};
 const REPORT: &str = "/api/v2/reports_manager.php";
 
 pub(crate) fn config(base: &str, extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[sources.bogota]\nkind = \"wolkvox\"\nbase_url = \"{base}\"\ntoken_env = \"WV_TOKEN\"\n\
-         backoff = \"10ms\"\nrate_limit = 1000\n{extra}"
-    );
-    std::fs::write(dir.path().join("chatdump.toml"), text).unwrap();
-    dir
+    crate::common::source_config("bogota", "wolkvox", base, extra)
 }
 
 fn param(r: &Request, key: &str) -> String {
-    r.url
-        .query_pairs()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    crate::common::param(r, key).unwrap_or_default()
 }
 
 /// A chat with `n` messages, one per second from `start` (local time).
