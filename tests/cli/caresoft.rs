@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::common::{caresoft_config, fixture, jsonl, param, run, TOKEN};
+use crate::common::{caresoft_config, export_day, fixture, jsonl, param, run, TOKEN};
 
 const CHATS: &str = "/acme/api/v1/chats";
 const MESSAGES: &str = "/acme/api/v1/chats/messages";
@@ -66,13 +66,7 @@ async fn pages_with_a_shifting_total_exactly_once() {
             .mount(&server)
             .await;
     }
-    let r = run(
-        dir.path(),
-        &[
-            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3],
-        ],
-    )
-    .await;
+    let r = export_day(dir.path(), "hanoi", &[]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let ids: Vec<String> = jsonl(&r.stdout)
         .iter()
@@ -96,13 +90,7 @@ async fn short_page_ends_the_query_and_count_is_500_by_default() {
         .respond_with(page(9999, &[chat("only", "2024-03-01 08:00:00")]))
         .mount(&server)
         .await;
-    let r = run(
-        dir.path(),
-        &[
-            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3],
-        ],
-    )
-    .await;
+    let r = export_day(dir.path(), "hanoi", &[]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(jsonl(&r.stdout).len(), 1);
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
@@ -290,13 +278,7 @@ async fn rate_limit_then_success_is_retried() {
         .respond_with(page(1, &[chat("after-429", "2024-03-01 12:00:00")]))
         .mount(&server)
         .await;
-    let r = run(
-        dir.path(),
-        &[
-            "export", "hanoi", "-vv", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3],
-        ],
-    )
-    .await;
+    let r = export_day(dir.path(), "hanoi", &["-vv"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(jsonl(&r.stdout)[0]["conversation_id"], "after-429");
     assert!(
@@ -320,13 +302,7 @@ async fn server_error_then_success_is_retried() {
         .respond_with(page(1, &[chat("after-500", "2024-03-01 12:00:00")]))
         .mount(&server)
         .await;
-    let r = run(
-        dir.path(),
-        &[
-            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3],
-        ],
-    )
-    .await;
+    let r = export_day(dir.path(), "hanoi", &[]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(jsonl(&r.stdout)[0]["conversation_id"], "after-500");
 }
@@ -342,13 +318,7 @@ async fn persistent_server_errors_exit_69_after_retries() {
         .respond_with(ResponseTemplate::new(503))
         .mount(&server)
         .await;
-    let r = run(
-        dir.path(),
-        &[
-            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3], "-o", "x.jsonl",
-        ],
-    )
-    .await;
+    let r = export_day(dir.path(), "hanoi", &["-o", "x.jsonl"]).await;
     assert_eq!(r.code, 69, "{}", r.stderr);
     assert!(
         r.stderr.contains("gave up after 3 attempts"),
@@ -374,13 +344,7 @@ async fn lockout_body_stops_with_69_and_says_when_to_retry() {
         ))
         .mount(&server)
         .await;
-    let r = run(
-        dir.path(),
-        &[
-            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3],
-        ],
-    )
-    .await;
+    let r = export_day(dir.path(), "hanoi", &[]).await;
     assert_eq!(r.code, 69, "{}", r.stderr);
     assert!(r.stderr.contains("15 minutes"), "{}", r.stderr);
     assert_eq!(
@@ -402,13 +366,7 @@ async fn bad_token_exits_77() {
         )
         .mount(&server)
         .await;
-    let r = run(
-        dir.path(),
-        &[
-            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3],
-        ],
-    )
-    .await;
+    let r = export_day(dir.path(), "hanoi", &[]).await;
     assert_eq!(r.code, 77, "{}", r.stderr);
     assert!(
         r.stderr.contains("tip:"),
@@ -431,13 +389,7 @@ async fn malformed_json_exits_65_and_writes_nothing() {
         )
         .mount(&server)
         .await;
-    let r = run(
-        dir.path(),
-        &[
-            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3], "-o", "out.csv",
-        ],
-    )
-    .await;
+    let r = export_day(dir.path(), "hanoi", &["-o", "out.csv"]).await;
     assert_eq!(r.code, 65, "{}", r.stderr);
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -875,14 +827,7 @@ async fn a_date_beyond_four_digit_years_is_a_reject_not_a_panic() {
         .await;
     empty_fallback(&server).await;
     for zone in ["Pacific/Kiritimati", "Etc/GMT+12"] {
-        let r = run(
-            dir.path(),
-            &[
-                "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3], "--tz", zone, "-o",
-                "c.jsonl",
-            ],
-        )
-        .await;
+        let r = export_day(dir.path(), "hanoi", &["--tz", zone, "-o", "c.jsonl"]).await;
         assert_eq!(r.code, 65, "{}", r.stderr);
         let out = jsonl(&std::fs::read_to_string(dir.path().join("c.jsonl")).unwrap());
         let ids: Vec<&Value> = out.iter().map(|c| &c["conversation_id"]).collect();
@@ -977,13 +922,7 @@ async fn a_page_repeating_another_once_is_asked_again() {
         &server.uri(),
         "conversation_types = [\"livechat\"]\npage_size = 2\n",
     );
-    let r = run(
-        dir.path(),
-        &[
-            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3], "-o", "c.jsonl",
-        ],
-    )
-    .await;
+    let r = export_day(dir.path(), "hanoi", &["-o", "c.jsonl"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let rows = jsonl(&std::fs::read_to_string(dir.path().join("c.jsonl")).unwrap());
     let ids: Vec<&str> = rows
@@ -1007,12 +946,10 @@ async fn a_page_that_keeps_repeating_another_commits_nothing() {
         &server.uri(),
         "conversation_types = [\"livechat\"]\npage_size = 2\nmax_retries = 2\n",
     );
-    let r = run(
+    let r = export_day(
         dir.path(),
-        &[
-            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3], "-o", "c.jsonl",
-            "--state", "s.state",
-        ],
+        "hanoi",
+        &["-o", "c.jsonl", "--state", "s.state"],
     )
     .await;
     assert_eq!(r.code, 65, "{}", r.stderr);
@@ -1055,12 +992,10 @@ async fn endless_pages_of_new_rows_end_at_the_window_memory_budget() {
         &server.uri(),
         "conversation_types = [\"livechat\"]\npage_size = 2\nmax_window_memory = \"256KiB\"\n",
     );
-    let r = run(
+    let r = export_day(
         dir.path(),
-        &[
-            "export", "hanoi", WINDOW[0], WINDOW[1], WINDOW[2], WINDOW[3], "-o", "c.jsonl",
-            "--state", "s.state",
-        ],
+        "hanoi",
+        &["-o", "c.jsonl", "--state", "s.state"],
     )
     .await;
     assert_eq!(r.code, 65, "{}", r.stderr);
