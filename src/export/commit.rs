@@ -18,13 +18,22 @@ use crate::state_store::StateStore;
 use crate::store::Place;
 use crate::window::Window;
 
+/// Where one chunk's records go: an object (written to a spool first), a
+/// file, or stdout (no path).
+struct Placement {
+    object: Option<Place>,
+    /// The spool's folder, removed when the chunk ends, however it ends.
+    spool: Option<(tempfile::TempDir, PathBuf)>,
+    path: Option<PathBuf>,
+}
+
 impl Exporter<'_> {
-    /// Exports `chunk`, makes it durable, then moves the checkpoint.
-    pub(super) async fn chunk(&mut self, chunk: Window) -> Result<()> {
+    /// The chunk's output, its placeholders expanded, checked against the
+    /// state's own files before anything is created there.
+    fn placement(&self, chunk: &Window) -> Result<Placement> {
         let (name, options, records) = (self.name, self.options, self.options.records);
-        let kind = self.source.kind().as_str();
         let expanded = options.output.as_deref().map(|t| {
-            expand_placeholders(t, name, &chunk, records)
+            expand_placeholders(t, name, chunk, records)
                 .to_string_lossy()
                 .into_owned()
         });
@@ -34,7 +43,6 @@ impl Exporter<'_> {
             Some(url) if crate::store::is_object_url(url) => Some(Place::new(url)?),
             _ => None,
         };
-        // The spool's folder goes when the chunk ends, however it ends.
         let spool = match &object {
             Some(place) => Some(spool_for(place)?),
             None => None,
@@ -46,8 +54,6 @@ impl Exporter<'_> {
             )),
             (None, None) => None,
         };
-        // Each path as expanded (`{source}`, `{records}`, `{from}`, `{to}`),
-        // before anything is created there.
         match (&object, &path, self.state.as_ref()) {
             (Some(place), _, Some(StateStore::Object(state))) => {
                 check_objects(place, state.place())?
@@ -56,14 +62,37 @@ impl Exporter<'_> {
             (None, Some(p), _) => check_paths(p, None)?,
             _ => {}
         }
-        let rejects = match (self.state.as_ref().and_then(StateStore::local), &object) {
-            // Beside the state, kept across runs: cron mail points there.
+        Ok(Placement {
+            object,
+            spool,
+            path,
+        })
+    }
+
+    /// Where the chunk's rejected records go: beside the state, kept
+    /// across runs (cron mail points there), else beside the output.
+    fn rejects_for(&self, object: Option<&Place>, path: Option<&Path>) -> RejectLog {
+        let name = self.name;
+        match (self.state.as_ref().and_then(StateStore::local), object) {
             (Some(f), _) => RejectLog::appending(name, with_suffix(f.path(), ".rejects.jsonl")),
-            (None, Some(place)) => RejectLog::new(name, path.as_deref())
-                .shown_as(place.with_suffix(".rejects.jsonl").url),
-            (None, None) => RejectLog::new(name, path.as_deref()),
+            (None, Some(place)) => {
+                RejectLog::new(name, path).shown_as(place.with_suffix(".rejects.jsonl").url)
+            }
+            (None, None) => RejectLog::new(name, path),
         }
-        .redacting(self.redactor.is_some());
+        .redacting(self.redactor.is_some())
+    }
+
+    /// Exports `chunk`, makes it durable, then moves the checkpoint.
+    pub(super) async fn chunk(&mut self, chunk: Window) -> Result<()> {
+        let (name, options, records) = (self.name, self.options, self.options.records);
+        let kind = self.source.kind().as_str();
+        let Placement {
+            object,
+            spool: _spool,
+            path,
+        } = self.placement(&chunk)?;
+        let rejects = self.rejects_for(object.as_ref(), path.as_deref());
         let create = |path: Option<&Path>| {
             Output::create(
                 path,
