@@ -14,7 +14,6 @@
 //! lockout is a 404, Wolkvox puts its error code in the body.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::Datelike;
@@ -23,6 +22,12 @@ use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::Url;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+
+mod pacer;
+mod verdict;
+
+use pacer::Pacer;
+pub use verdict::{default_verdict, Failure, Verdict};
 
 use crate::config::{HttpSettings, Secret};
 use crate::error::{Error, Kind, Result};
@@ -44,102 +49,12 @@ pub enum Auth {
     },
 }
 
-/// A provider's reading of one HTTP response.
-#[derive(Debug)]
-pub enum Verdict {
-    /// Use the body.
-    Ok,
-    /// The platform's way of saying "nothing here" (a 404 for an empty
-    /// window): no records, not an error.
-    Empty,
-    /// Transient: try again after backoff. The text says why, for `-v`.
-    Retry(String),
-    /// Transient, but the platform asked for a specific pause, and every
-    /// request of this source must wait it out (rate limiting).
-    Throttled(String),
-    /// Definite failure; no retry helps.
-    Fail(Kind, String, Option<String>),
-}
-
-/// The verdict every platform shares for plain HTTP statuses.
-pub fn default_verdict(status: u16) -> Verdict {
-    match status {
-        200..=299 => Verdict::Ok,
-        429 => Verdict::Throttled("HTTP 429 (rate limited)".into()),
-        408 | 500..=599 => Verdict::Retry(format!("HTTP {status}")),
-        401 | 403 => Verdict::Fail(
-            Kind::Auth,
-            format!("HTTP {status}: credentials rejected"),
-            Some("check the token in the configured environment variable".into()),
-        ),
-        _ => Verdict::Fail(
-            Kind::Unavailable,
-            format!("HTTP {status}: the platform refused the request"),
-            None,
-        ),
-    }
-}
-
-/// Why one exchange failed, as the retry loop needs to know it.
-#[derive(Debug)]
-pub enum Failure {
-    /// Transient; an optional pause the platform asked for.
-    Retry(String, Option<Duration>),
-    /// Rate limited: every request of the source waits.
-    Throttled(String, Option<Duration>),
-    /// The answer could not be read (the README's "Unreadable answers and
-    /// rejected records"): retried like a transient failure; if it stays
-    /// so, the run ends with 65, or 69 when it was not JSON at all (a
-    /// proxy's page: the platform is not really answering).
-    Unreadable { why: String, json: bool },
-    /// Definite; the error says what to do.
-    Fail(Error),
-}
-
-impl Failure {
-    /// The connection broke while a body was being read: transient.
-    pub fn broken_body(e: reqwest::Error) -> Failure {
-        Failure::Retry(
-            format!(
-                "connection broke while reading the response: {}",
-                e.without_url()
-            ),
-            None,
-        )
-    }
-}
-
 /// How an exchange failed, once it is to be tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Transient {
     Unavailable,
     Throttled,
     Unreadable { json: bool },
-}
-
-impl Failure {
-    /// Turns a provider's verdict on a response into a failure. `Ok` and
-    /// `Empty` are not failures; callers handle them first. The verdict's
-    /// text often quotes the server, so its control characters are escaped
-    /// here, once for every platform.
-    pub fn from_verdict(verdict: Verdict, headers: &HeaderMap) -> Failure {
-        let escape = |text: String| crate::log::escape_controls(&text, false).into_owned();
-        match verdict {
-            Verdict::Retry(why) => Failure::Retry(escape(why), retry_after(headers)),
-            Verdict::Throttled(why) => Failure::Throttled(escape(why), retry_after(headers)),
-            Verdict::Fail(kind, what, hint) => {
-                let e = Error::new(kind, escape(what));
-                Failure::Fail(match hint {
-                    Some(h) => e.with_hint(h),
-                    None => e,
-                })
-            }
-            Verdict::Ok | Verdict::Empty => Failure::Fail(Error::new(
-                Kind::Data,
-                "internal: success passed as failure",
-            )),
-        }
-    }
 }
 
 /// More consecutive 429s than this and we stop: CareSoft locks a domain out
@@ -550,39 +465,6 @@ impl Http {
         x ^= x << 17;
         self.jitter.store(x, Ordering::Relaxed);
         x
-    }
-}
-
-/// Spaces request starts at least `interval` apart, and lets a rate-limit
-/// answer hold every request of the source.
-struct Pacer {
-    interval: Duration,
-    next_slot: Mutex<Option<Instant>>,
-}
-
-impl Pacer {
-    fn new(interval: Duration) -> Self {
-        Pacer {
-            interval,
-            next_slot: Mutex::new(None),
-        }
-    }
-
-    async fn wait(&self) {
-        let slot = {
-            let mut next = self.next_slot.lock().expect("pacer lock");
-            let now = Instant::now();
-            let slot = next.map_or(now, |n| n.max(now));
-            *next = Some(slot + self.interval);
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
-    }
-
-    fn block_for(&self, pause: Duration) {
-        let mut next = self.next_slot.lock().expect("pacer lock");
-        let until = Instant::now() + pause;
-        *next = Some(next.map_or(until, |n| n.max(until)));
     }
 }
 

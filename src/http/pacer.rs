@@ -1,0 +1,40 @@
+//! Pacing: request starts spaced by the source's rate limit, and every
+//! request held when the platform answers with a rate limit.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Spaces request starts at least `interval` apart, and lets a rate-limit
+/// answer hold every request of the source.
+pub(super) struct Pacer {
+    interval: Duration,
+    next_slot: Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    pub(super) fn new(interval: Duration) -> Self {
+        Pacer {
+            interval,
+            next_slot: Mutex::new(None),
+        }
+    }
+
+    pub(super) async fn wait(&self) {
+        let slot = {
+            let mut next = self.next_slot.lock().expect("pacer lock");
+            let now = Instant::now();
+            let slot = next.map_or(now, |n| n.max(now));
+            *next = Some(slot + self.interval);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
+    pub(super) fn block_for(&self, pause: Duration) {
+        let mut next = self.next_slot.lock().expect("pacer lock");
+        let until = Instant::now() + pause;
+        *next = Some(next.map_or(until, |n| n.max(until)));
+    }
+}
