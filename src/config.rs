@@ -751,6 +751,18 @@ mod tests {
     }
 
     #[test]
+    fn phone_regions_are_a_list_of_known_codes() {
+        for bad in ["[]", "[\"US\", \"XX\"]", "\"US\"", "[1]"] {
+            let c = parse(&format!(
+                "[sources.a]\nkind = \"ujet\"\nphone_regions = {bad}\n"
+            ));
+            let e = c.source("a").unwrap().phone_regions("US").unwrap_err();
+            assert_eq!(e.exit_code(), 78, "{bad}");
+            assert!(e.to_string().contains("phone_regions"), "{e}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_name_file_source_and_key() {
         let c = parse("[sources.a]\nkind = \"caresoft\"\ndomian = \"x\"\n");
         let t = c.source("a").unwrap();

@@ -67,6 +67,17 @@ pub fn read_regular(path: &Path) -> io::Result<Option<String>> {
 /// `limit` bytes is an error, not read whole.
 pub fn read_beneath(folder: &Path, name: &str, limit: usize) -> io::Result<Option<Vec<u8>>> {
     let path = folder.join(name);
+    // The usual case, a plain name that is no link: opened as it is,
+    // without resolving the folder for every file (`O_NOFOLLOW` refuses a
+    // link swapped in meanwhile).
+    let plain_name = Path::new(name).components().count() == 1;
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Ok(meta) if plain_name && !meta.file_type().is_symlink() => {
+            return read_limited_at(&path, limit, true);
+        }
+        _ => {}
+    }
     let resolved = match std::fs::canonicalize(&path) {
         Ok(resolved) => resolved,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -358,6 +369,31 @@ pub fn resolve_dir(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a sync tool can leave in a transcripts folder: a plain file is
+    /// read, a link within the folder followed, a link out refused, a
+    /// directory or a dangling link refused, a missing name absent.
+    #[cfg(unix)]
+    #[test]
+    fn read_beneath_takes_only_files_of_the_folder() {
+        let base = tempfile::tempdir().unwrap();
+        let folder = base.path().join("t");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("a.json"), "inside").unwrap();
+        std::fs::write(base.path().join("secret"), "SECRET-TEXT").unwrap();
+        std::os::unix::fs::symlink(folder.join("a.json"), folder.join("b.json")).unwrap();
+        std::os::unix::fs::symlink(base.path().join("secret"), folder.join("c.json")).unwrap();
+        std::os::unix::fs::symlink(base.path().join("gone"), folder.join("d.json")).unwrap();
+        std::fs::create_dir(folder.join("e.json")).unwrap();
+        let read = |name: &str| read_beneath(&folder, name, 1024);
+        assert_eq!(read("a.json").unwrap(), Some(b"inside".to_vec()));
+        assert_eq!(read("b.json").unwrap(), Some(b"inside".to_vec()));
+        for refused in ["c.json", "d.json", "e.json", "../secret"] {
+            let e = read(refused).unwrap_err().to_string();
+            assert!(!e.contains("SECRET-TEXT"), "{refused}: {e}");
+        }
+        assert_eq!(read("missing.json").unwrap(), None);
+    }
 
     #[cfg(unix)]
     #[test]

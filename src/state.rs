@@ -553,6 +553,43 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// A planted state's open conversations are checked before anything
+    /// in them is used: an anchor that is not 32 hex digits, a value over
+    /// its bound or too many of them is a corrupt state (78).
+    #[test]
+    fn open_conversations_of_a_planted_state_are_checked() {
+        let chat = |id: &str, anchor: Option<&str>| OpenChat {
+            id: id.into(),
+            next_seq: 3,
+            anchor: anchor.map(str::to_string),
+            seen_until: "2024-03-07T00:00:00Z".parse().unwrap(),
+            started_at: None,
+            details: None,
+        };
+        let check = |chats: Vec<OpenChat>| {
+            let mut s = sample();
+            s.chats = chats;
+            validate_fields(&s, "s", "hanoi", "caresoft", "messages")
+        };
+        assert!(check(vec![chat("a", Some(&"0f".repeat(16)))]).is_ok());
+        for bad in [
+            vec![chat("a", Some("zz"))],
+            vec![chat("a", Some(&"g".repeat(32)))],
+            vec![chat(&"x".repeat(MOST_CHAT_VALUE_BYTES + 1), None)],
+            (0..=MOST_OPEN_CHATS)
+                .map(|n| chat(&n.to_string(), None))
+                .collect(),
+        ] {
+            assert_eq!(check(bad).unwrap_err().exit_code(), 78);
+        }
+        let mut long = chat("a", None);
+        long.details = Some(ChatDetails {
+            customer_name: Some("n".repeat(MOST_CHAT_VALUE_BYTES + 1)),
+            ..Default::default()
+        });
+        assert_eq!(check(vec![long]).unwrap_err().exit_code(), 78);
+    }
+
     #[test]
     fn awaiting_is_kept_within_what_a_state_accepts() {
         let at = |n: i64| Awaiting {

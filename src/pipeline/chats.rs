@@ -331,6 +331,28 @@ mod tests {
     }
 
     #[test]
+    fn absurd_positions_never_panic_nor_wrap() {
+        let mut chats = Chats::default();
+        let seqs = response(
+            &mut chats,
+            &[
+                ("a", i64::MAX, 1, Met::New),
+                ("a", i64::MIN, 2, Met::New),
+                ("a", -5, 3, Met::New),
+                ("a", i64::MAX, 4, Met::New),
+            ],
+        );
+        assert_eq!(
+            seqs[0],
+            Some(u32::MAX),
+            "a position past u32 is held at its top"
+        );
+        assert!(seqs.iter().all(Option::is_some));
+        let next_day = response(&mut chats, &[("a", 0, 5, Met::New)]);
+        assert_eq!(next_day, [Some(u32::MAX)], "saturated, not wrapped to 0");
+    }
+
+    #[test]
     fn a_state_carries_open_chats_and_forgets_old_ones() {
         let mut chats = Chats::default();
         response(&mut chats, &[("old", 0, 1, Met::New)]);

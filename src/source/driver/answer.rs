@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use chrono::{DateTime, Utc};
 use reqwest::Url;
 
-use super::{identity, Accept};
+use super::{only_repeats, Accept};
 use crate::error::{Error, Result};
 use crate::http::{read_limited, Failure, Http, Verdict};
 use crate::jsonstream::{Element, ItemsAt, Lead, Scanner};
@@ -52,13 +52,7 @@ impl Accept for Collect<'_> {
 
     fn end_response(&mut self) -> std::result::Result<(), String> {
         match self.earlier {
-            Some(earlier)
-                if !self.items.is_empty()
-                    && self
-                        .items
-                        .iter()
-                        .all(|item| earlier.contains(&identity(item))) =>
-            {
+            Some(earlier) if only_repeats(&self.items, earlier) => {
                 Err("the page only repeats records of earlier pages".into())
             }
             _ => Ok(()),

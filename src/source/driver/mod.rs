@@ -260,6 +260,12 @@ impl Accept for Pages {
     }
 }
 
+/// Whether `items` hold something and every item is one `seen` already
+/// holds: a page or an answer that only repeats what came before.
+fn only_repeats(items: &[Parsed], seen: &std::collections::HashSet<u64>) -> bool {
+    !items.is_empty() && items.iter().all(|item| seen.contains(&identity(item)))
+}
+
 /// What makes a delivered record the same record again, within one query.
 fn identity(item: &Parsed) -> u64 {
     use std::hash::{Hash, Hasher};

@@ -5,7 +5,7 @@ use futures_util::stream::{self, StreamExt};
 use reqwest::Url;
 
 use super::answer::fetch_collect;
-use super::{identity, show, Accept, Walk, MAX_PAGES_PER_QUERY};
+use super::{identity, only_repeats, show, Accept, Walk, MAX_PAGES_PER_QUERY};
 use crate::error::{Error, Result};
 use crate::http::display_url;
 use crate::log;
@@ -147,7 +147,7 @@ struct Ledger {
 
 impl Ledger {
     fn only_repeats(&self, items: &[Parsed]) -> bool {
-        !items.is_empty() && items.iter().all(|item| self.seen.contains(&identity(item)))
+        only_repeats(items, &self.seen)
     }
 
     fn total(&mut self, total: Option<u64>) {

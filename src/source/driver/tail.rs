@@ -2,7 +2,7 @@
 //! time it held, and pages on only through ties.
 
 use super::answer::fetch_collect;
-use super::{identity, Accept, Walk, MAX_PAGES_PER_QUERY};
+use super::{identity, only_repeats, Accept, Walk, MAX_PAGES_PER_QUERY};
 use crate::error::{Error, Result};
 use crate::http::display_url;
 use crate::log;
@@ -59,7 +59,7 @@ pub(super) async fn fetch_tail(
                 Parsed::Record(Record::Conversation(c)) => c.record.updated_at == Some(start),
                 _ => true,
             });
-        if info.items >= per && !ties && items.iter().all(|i| seen.contains(&identity(i))) {
+        if info.items >= per && !ties && only_repeats(&items, &seen) {
             log::verbose(&format!(
                 "GET {}: the page only repeats records already read; asking again",
                 display_url(&url)
