@@ -244,15 +244,21 @@ async fn check(config: &Config, names: &[String], locations: &[String]) -> Resul
             if let Some(url) = source.status_url() {
                 status = Some(platform_status(&url).await);
             }
-            let local = match source.check_local() {
-                Some(Err(why)) => {
-                    return Err(Error::config(why).with_hint(
-                        "the folder must exist and be readable by the user chatdump runs as",
-                    ))
-                }
-                Some(Ok(found)) => format!("; {found}"),
-                None => String::new(),
-            };
+            let local =
+                match source.files() {
+                    Some(files) => match files.folder.count().await {
+                        Ok(n) => format!("; {}: {n} files in {}", files.what, files.folder.shown()),
+                        Err(why) => return Err(Error::config(format!(
+                            "{} folder {}: {why}",
+                            files.what,
+                            files.folder.shown()
+                        ))
+                        .with_hint(
+                            "the folder must exist and be readable by the user chatdump runs as",
+                        )),
+                    },
+                    None => String::new(),
+                };
             check_one(&*source, name).await.map(|m| m + &local)
         }
         .await;

@@ -297,77 +297,99 @@ impl Place {
     }
 }
 
-/// Reads objects for synchronous code (a provider mapping one record
-/// reads that chat's transcript): on a thread with a runtime of its own,
-/// since the export's runtime cannot be waited on from inside it.
-pub struct BlockingReader {
-    requests: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+/// A folder that something else fills (the platform's external storage,
+/// synced locally or read in its bucket): files are read from it by name,
+/// each at most a limit, never outside it.
+#[derive(Clone)]
+pub enum Folder {
+    Local(PathBuf),
+    Object(Place),
 }
 
-/// What the reader thread is asked, and answers.
-enum Job {
-    Get(
-        Place,
-        usize,
-        std::sync::mpsc::Sender<Result<Option<Vec<u8>>>>,
-    ),
-    Count(Place, std::sync::mpsc::Sender<Result<usize>>),
+/// What reading one file of a [`Folder`] gave.
+pub enum FolderRead {
+    Bytes(Vec<u8>),
+    Missing,
+    /// It cannot be read as a file (not a regular file, a link out of the
+    /// folder, over the limit): the file's fault, said in its record.
+    Bad(String),
+    /// The store could not be asked (network, credentials): nothing can be
+    /// said of the file yet.
+    Failed(Error),
 }
 
-impl BlockingReader {
-    pub fn new() -> Result<BlockingReader> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::config(format!("cannot start a reader for object storage: {e}")))?;
-        let (requests, incoming) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("chatdump-reader".into())
-            .spawn(move || {
-                // Ends when the reader is dropped (the channel closes).
-                for job in incoming {
-                    match job {
-                        Job::Get(place, limit, reply) => {
-                            let got = runtime.block_on(place.get(limit));
-                            let _ = reply.send(got.map(|o| o.map(|(bytes, _)| bytes)));
-                        }
-                        Job::Count(place, reply) => {
-                            let _ = reply.send(runtime.block_on(place.count()));
-                        }
-                    }
-                }
-            })
-            .map_err(|e| Error::config(format!("cannot start a reader for object storage: {e}")))?;
-        Ok(BlockingReader {
-            requests: std::sync::Mutex::new(requests),
-        })
+impl Folder {
+    /// A local path, `file://PATH`, or a folder in a bucket.
+    pub fn new(location: &str) -> Result<Folder> {
+        if let Some((scheme, _)) = location.split_once("://") {
+            if scheme != "file" && !is_object_url(location) {
+                return Err(Error::config(format!(
+                    "{scheme}:// is not a location chatdump reads: give a folder, or a gs://, s3:// or az:// URL"
+                )));
+            }
+        }
+        if is_object_url(location) {
+            return Place::folder(location).map(Folder::Object);
+        }
+        let path = location.strip_prefix("file://").unwrap_or(location);
+        Ok(Folder::Local(PathBuf::from(path)))
     }
 
-    /// The object's bytes (at most `limit`), or None when there is none.
-    pub fn get(&self, place: &Place, limit: usize) -> Result<Option<Vec<u8>>> {
-        let (reply, answer) = std::sync::mpsc::channel();
-        self.send(Job::Get(place.clone(), limit, reply))?;
-        answer.recv().map_err(|_| stopped())?
+    /// The folder, for messages.
+    pub fn shown(&self) -> String {
+        match self {
+            Folder::Local(path) => path.display().to_string(),
+            Folder::Object(place) => place.url.clone(),
+        }
     }
 
-    /// How many objects are directly in the folder `place`.
-    pub fn count(&self, place: &Place) -> Result<usize> {
-        let (reply, answer) = std::sync::mpsc::channel();
-        self.send(Job::Count(place.clone(), reply))?;
-        answer.recv().map_err(|_| stopped())?
+    /// The file `name` in the folder (its place, for messages), and what
+    /// reading it gave. A local file is read on the runtime's blocking
+    /// threads, so that many reads overlap as object reads do.
+    pub async fn read(&self, name: &str, limit: usize) -> (String, FolderRead) {
+        match self {
+            Folder::Local(path) => {
+                let (folder, file_name) = (path.clone(), name.to_string());
+                let shown = path.join(name).display().to_string();
+                let read = tokio::task::spawn_blocking(move || {
+                    crate::safefs::read_beneath(&folder, &file_name, limit)
+                })
+                .await;
+                let read = match read {
+                    Ok(Ok(Some(bytes))) => FolderRead::Bytes(bytes),
+                    Ok(Ok(None)) => FolderRead::Missing,
+                    Ok(Err(e)) => FolderRead::Bad(e.to_string()),
+                    Err(e) => FolderRead::Failed(Error::output(
+                        shown.as_str(),
+                        std::io::Error::other(format!("the read was lost: {e}")),
+                    )),
+                };
+                (shown, read)
+            }
+            Folder::Object(place) => {
+                let object = place.child(name);
+                let read = match object.get(limit).await {
+                    Ok(Some((bytes, _))) => FolderRead::Bytes(bytes),
+                    Ok(None) => FolderRead::Missing,
+                    // Too big: the file itself, not the store.
+                    Err(e) if e.kind == Kind::Data => FolderRead::Bad(e.to_string()),
+                    Err(e) => FolderRead::Failed(e),
+                };
+                (object.url, read)
+            }
+        }
     }
 
-    fn send(&self, job: Job) -> Result<()> {
-        self.requests
-            .lock()
-            .map_err(|_| stopped())?
-            .send(job)
-            .map_err(|_| stopped())
+    /// How many files are directly in the folder: a listing, which fails
+    /// on a folder or bucket that is not there or may not be read.
+    pub async fn count(&self) -> std::result::Result<usize, String> {
+        match self {
+            Folder::Local(path) => std::fs::read_dir(path)
+                .map(|entries| entries.count())
+                .map_err(|e| e.to_string()),
+            Folder::Object(place) => place.count().await.map_err(|e| e.to_string()),
+        }
     }
-}
-
-fn stopped() -> Error {
-    Error::config("the object-storage reader stopped")
 }
 
 /// Writes a small probe where outputs or a state will go (a location, or

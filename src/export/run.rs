@@ -86,13 +86,13 @@ pub async fn run(
             variant: 0,
         };
         for entry in pipeline.take_retries() {
-            let mut read = Vec::new();
-            source.parse_item(
+            let read = crate::source::read_again(
+                source,
                 &again,
                 entry.raw.as_bytes(),
                 options.include_raw,
-                &mut |p| read.push(p),
-            );
+            )
+            .await?;
             for item in read {
                 pipeline.retried(item, &entry)?;
             }

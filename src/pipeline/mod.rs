@@ -458,6 +458,11 @@ impl Sink for Pipeline<'_> {
         match item {
             // The driver retries a broken response; one never gets here.
             Parsed::Unreadable(why) => Err(crate::error::Error::data(why)),
+            // The driver maps these with their files; one never gets here.
+            Parsed::Wants(w) => Err(crate::error::Error::data(format!(
+                "conversation {} reached the output without the file it needs",
+                w.conversation.conversation_id
+            ))),
             Parsed::Rejected(r) => {
                 if !self.seen.insert(&["rejected", &r.raw]) {
                     return Ok(false);

@@ -26,7 +26,7 @@ use chrono_tz::Tz;
 use reqwest::Url;
 use std::collections::HashMap;
 
-pub use self::driver::{check, drive, Driving, Learned};
+pub use self::driver::{check, drive, read_again, Driving, Learned};
 use crate::config::{HttpSettings, SourceTable};
 use crate::error::Result;
 use crate::http::{Auth, Verdict};
@@ -87,6 +87,64 @@ pub enum Parsed {
     /// whose transcript the platform has not written): reported like a
     /// rejection, and with `--state` read again by the next run.
     NotYet(Rejected),
+    /// The element is a conversation whose records need a file the
+    /// platform keeps elsewhere (a UJET chat's transcript): the driver
+    /// reads it and hands it to [`ChatSource::parse_with_file`]. It never
+    /// reaches a [`Sink`].
+    Wants(Box<Wanted>),
+}
+
+/// A conversation waiting for its file: what the element itself says (all
+/// that paging and de-duplication look at), the names the file may have in
+/// the source's [`ChatSource::files`] folder, and the element, mapped
+/// again with the file.
+#[derive(Debug)]
+pub struct Wanted {
+    pub conversation: Conversation,
+    /// File names in the folder, tried in order: the first found is read.
+    /// Empty when the element cannot name a file (the provider says why
+    /// when mapped with [`FileFound::Missing`]).
+    pub names: Vec<String>,
+    pub item: Vec<u8>,
+}
+
+/// The folder (local or in a bucket) a source's [`Wanted`] files are read
+/// from.
+pub struct FilesAt<'a> {
+    /// What the files are, for messages ("transcripts").
+    pub what: &'static str,
+    pub folder: &'a crate::store::Folder,
+    /// The largest file read.
+    pub limit: usize,
+}
+
+/// What the driver found for a [`Wanted`] file.
+#[derive(Debug)]
+pub enum FileFound {
+    /// `name` (one of [`Wanted::names`]) was read: `file` is its place,
+    /// for messages.
+    Read {
+        name: String,
+        file: String,
+        bytes: Vec<u8>,
+    },
+    /// None of the names is in the folder (yet): the places looked at.
+    Missing { looked_for: Vec<String> },
+    /// A file is there but cannot be read as one (not a regular file, a
+    /// link out of the folder, over the size limit).
+    Bad { file: String, why: String },
+}
+
+impl Parsed {
+    /// The conversation this item is, if it is one: a record, or one
+    /// waiting for its file.
+    pub fn conversation(&self) -> Option<&Conversation> {
+        match self {
+            Parsed::Record(Record::Conversation(c)) => Some(&c.record),
+            Parsed::Wants(w) => Some(&w.conversation),
+            _ => None,
+        }
+    }
 }
 
 impl Parsed {
@@ -391,6 +449,26 @@ pub trait ChatSource {
     ) -> Lead {
         Lead::Declined
     }
+    /// Where the files its elements ask for ([`Parsed::Wants`]) are read
+    /// from.
+    fn files(&self) -> Option<FilesAt<'_>> {
+        None
+    }
+    /// Maps an element that asked for a file ([`Parsed::Wants`]) again,
+    /// with what was found. Like `parse_item`, free of I/O.
+    fn parse_with_file(
+        &self,
+        _query: &Query,
+        wanted: Wanted,
+        _found: FileFound,
+        _want_raw: bool,
+        out: &mut dyn FnMut(Parsed),
+    ) {
+        out(Parsed::rejected(
+            &wanted.item,
+            "the platform's mapper asked for a file it cannot read",
+        ))
+    }
     /// What the platform's answers are like (see [`Traits`]).
     fn traits(&self) -> Traits {
         Traits::default()
@@ -402,11 +480,6 @@ pub trait ChatSource {
     }
     /// The query and URL of one cheap authenticated request for `check`.
     fn check(&self) -> (Query, Url);
-    /// What else the source reads that `check` should try (a folder of
-    /// transcripts): Ok with what was found, or why it cannot be read.
-    fn check_local(&self) -> Option<std::result::Result<String, String>> {
-        None
-    }
     /// A public status page `check` also reads (no credentials are sent
     /// there), where the platform has one.
     fn status_url(&self) -> Option<Url> {

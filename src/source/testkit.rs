@@ -25,6 +25,8 @@ use crate::model::Item;
 struct Scripted {
     base: Url,
     paging: Paging,
+    /// Where the files records ask for (`"file": NAME`) are.
+    files: Option<crate::store::Folder>,
 }
 
 impl ChatSource for Scripted {
@@ -85,15 +87,55 @@ impl ChatSource for Scripted {
         let Some(id) = value["id"].as_str() else {
             return out(Parsed::rejected(item, "no id"));
         };
+        let conversation = Conversation {
+            conversation_id: id.to_string(),
+            updated_at: value["at"].as_str().and_then(|t| t.parse().ok()),
+            message_count: value["messages"].as_i64(),
+            ..Default::default()
+        };
+        if let Some(file) = value["file"].as_str() {
+            return out(Parsed::Wants(Box::new(Wanted {
+                conversation,
+                names: vec![format!("{file}.none"), file.to_string()],
+                item: item.to_vec(),
+            })));
+        }
         out(Parsed::Record(Record::Conversation(Box::new(Item {
-            record: Conversation {
-                conversation_id: id.to_string(),
-                updated_at: value["at"].as_str().and_then(|t| t.parse().ok()),
-                message_count: value["messages"].as_i64(),
-                ..Default::default()
-            },
+            record: conversation,
             raw: None,
         }))))
+    }
+    fn files(&self) -> Option<FilesAt<'_>> {
+        self.files.as_ref().map(|folder| FilesAt {
+            what: "files",
+            folder,
+            limit: 64,
+        })
+    }
+    /// A conversation whose message count is its file's length.
+    fn parse_with_file(
+        &self,
+        _query: &Query,
+        wanted: Wanted,
+        found: FileFound,
+        _want_raw: bool,
+        out: &mut dyn FnMut(Parsed),
+    ) {
+        match found {
+            FileFound::Read { bytes, .. } => {
+                out(Parsed::Record(Record::Conversation(Box::new(Item {
+                    record: Conversation {
+                        message_count: Some(bytes.len() as i64),
+                        ..wanted.conversation
+                    },
+                    raw: None,
+                }))))
+            }
+            FileFound::Missing { looked_for } => {
+                out(Parsed::rejected(&wanted.item, looked_for.join(" ")))
+            }
+            FileFound::Bad { why, .. } => out(Parsed::rejected(&wanted.item, why)),
+        }
     }
     fn check(&self) -> (Query, Url) {
         let query = Query {
@@ -117,6 +159,7 @@ fn day() -> Window {
 #[derive(Default)]
 struct Collected {
     ids: Vec<String>,
+    counts: Vec<Option<i64>>,
     rejected: usize,
     windows: usize,
 }
@@ -127,6 +170,7 @@ impl Sink for Collected {
             Parsed::Record(Record::Conversation(c)) => {
                 let new = !self.ids.contains(&c.record.conversation_id);
                 self.ids.push(c.record.conversation_id);
+                self.counts.push(c.record.message_count);
                 Ok(new)
             }
             Parsed::Rejected(_) => {
@@ -166,6 +210,15 @@ async fn drive_script(
     paging: Paging,
     answer: impl Fn(&HashMap<String, String>) -> Value + Send + Sync + 'static,
 ) -> (Result<(Collected, DriveStats)>, usize) {
+    drive_script_with(paging, None, answer).await
+}
+
+/// [`drive_script`] for records that ask for files in `files`.
+async fn drive_script_with(
+    paging: Paging,
+    files: Option<crate::store::Folder>,
+    answer: impl Fn(&HashMap<String, String>) -> Value + Send + Sync + 'static,
+) -> (Result<(Collected, DriveStats)>, usize) {
     let server = MockServer::start().await;
     let calls = Arc::new(AtomicUsize::new(0));
     Mock::given(wiremock::matchers::any())
@@ -178,6 +231,7 @@ async fn drive_script(
     let source = Scripted {
         base: Url::parse(&server.uri()).unwrap(),
         paging,
+        files,
     };
     let c = source.connection();
     let http = Http::new("scripted", c.auth, c.settings, c.max_in_flight).unwrap();
@@ -217,6 +271,48 @@ async fn numbered_pages_follow_the_total_and_stop_at_a_short_page() {
     let (sink, stats) = result.unwrap();
     assert_eq!(sink.ids, ["c0", "c1", "c2", "c3", "c4"], "in page order");
     assert_eq!((calls, stats.requests, sink.windows), (3, 3, 1));
+}
+
+/// Records that ask for files are mapped with them in page order, though
+/// the files are read many at once: a missing file and one over the size
+/// limit reach the provider as such, and a link out of the folder is
+/// refused like an oversized file.
+#[tokio::test]
+async fn files_asked_for_are_read_and_mapped_in_page_order() {
+    let folder = tempfile::tempdir().unwrap();
+    for i in 0..40 {
+        if i % 7 != 3 {
+            std::fs::write(folder.path().join(format!("f{i}")), "x".repeat(i + 1)).unwrap();
+        }
+    }
+    std::fs::write(folder.path().join("f5"), "x".repeat(65)).unwrap();
+    std::fs::remove_file(folder.path().join("f6")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", folder.path().join("f6")).unwrap();
+    let paging = Paging::Numbered {
+        page_size: 20,
+        concurrency: 2,
+    };
+    let local = crate::store::Folder::Local(folder.path().to_path_buf());
+    let (result, _) = drive_script_with(paging, Some(local), |q| {
+        let p = page_of(q);
+        let items: Vec<Value> = ((p - 1) * 20..(p * 20).min(40))
+            .map(|i| json!({"id": format!("c{i}"), "file": format!("f{i}")}))
+            .collect();
+        json!({"total": 40, "items": items})
+    })
+    .await;
+    let (sink, _) = result.unwrap();
+    let read: Vec<usize> = (0..40)
+        .filter(|i| i % 7 != 3 && *i != 5 && *i != 6)
+        .collect();
+    let want: Vec<String> = read.iter().map(|i| format!("c{i}")).collect();
+    assert_eq!(
+        sink.ids, want,
+        "in page order, the unreadable ones rejected"
+    );
+    let counts: Vec<Option<i64>> = read.iter().map(|i| Some(*i as i64 + 1)).collect();
+    assert_eq!(sink.counts, counts, "each with its own file");
+    assert_eq!(sink.rejected, 40 - read.len());
 }
 
 #[tokio::test]

@@ -447,3 +447,48 @@ async fn phone_numbers_are_found_by_the_sources_regions() {
     assert_eq!(r.code, 78, "{}", r.stderr);
     assert!(r.stderr.contains("phone_regions"), "{}", r.stderr);
 }
+
+/// A bucket of transcripts whose store refuses the credentials: the run
+/// stops with 77 and commits nothing (no output, no state), rather than
+/// taking every chat as one whose transcript is missing. The store here is
+/// a fake S3 endpoint that answers every request with AccessDenied.
+#[tokio::test]
+async fn a_transcript_store_that_refuses_us_stops_the_run_and_commits_nothing() {
+    let server = manager(chats(), false, |_, _| {}).await;
+    let store = wiremock::MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(403).set_body_string(
+            "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+        ))
+        .mount(&store)
+        .await;
+    let dir = config(
+        &server.uri(),
+        "transcripts = \"s3://acme-storage/ccaip/\"\n",
+    );
+    let mut cmd =
+        crate::common::command(dir.path(), &args(&["-o", "m.jsonl", "--state", "s.state"]));
+    cmd.env("AWS_ENDPOINT", store.uri())
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN");
+    let r = crate::common::run_command(cmd).await;
+    assert_eq!(r.code, 77, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("cannot read s3://acme-storage/ccaip/chat-100"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("nothing of this window was committed"),
+        "{}",
+        r.stderr
+    );
+    assert!(!dir.path().join("m.jsonl").exists());
+    assert!(!dir.path().join("s.state").exists());
+    assert!(!store.received_requests().await.unwrap().is_empty());
+}

@@ -15,6 +15,7 @@ use crate::source::{ChatSource, PageInfo, Paging, Parsed, Query};
 
 /// Fetches one response and parses it into a list: pages are small, and
 /// holding one lets pages be fetched concurrently and consumed in order.
+/// The files its elements ask for are read and mapped in place.
 /// With `earlier`, an answer holding only records among them is taken as
 /// unreadable (and so asked again).
 pub(super) async fn fetch_collect(
@@ -31,7 +32,12 @@ pub(super) async fn fetch_collect(
     };
     let limit = Some(http.settings().limits.page);
     let answer = fetch_streamed(source, http, query, url, want_raw, limit, &mut collect).await?;
-    Ok((collect.items, answer.info))
+    let (items, file_bytes) = super::files::resolve(source, query, want_raw, collect.items).await?;
+    let info = PageInfo {
+        bytes: answer.info.bytes + file_bytes,
+        ..answer.info
+    };
+    Ok((items, info))
 }
 
 /// Gathers one response's items; a retried response starts over.
@@ -163,6 +169,7 @@ impl Accept for Attempt<'_> {
         self.held_bytes += match &item {
             Parsed::Record(record) => record.text_len(),
             Parsed::Rejected(r) | Parsed::NotYet(r) => r.raw.len(),
+            Parsed::Wants(w) => w.item.len(),
             Parsed::Unreadable(_) => 0,
         };
         self.held.push(item);
@@ -308,8 +315,7 @@ async fn read_answer(
         let mut handle = |parsed: Parsed| {
             let start = match &parsed {
                 Parsed::Record(Record::Message(m)) => m.record.sent_at,
-                Parsed::Record(Record::Conversation(c)) => c.record.started_at,
-                _ => None,
+                other => other.conversation().and_then(|c| c.started_at),
             };
             element_start = match (element_start, start) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -317,9 +323,12 @@ async fn read_answer(
             };
             messages += match &parsed {
                 Parsed::Record(Record::Message(_)) => 1,
-                Parsed::Record(Record::Conversation(c)) => {
-                    c.record.message_count.unwrap_or(0).max(0) as u64
-                }
+                Parsed::Record(Record::Conversation(_)) | Parsed::Wants(_) => parsed
+                    .conversation()
+                    .and_then(|c| c.message_count)
+                    .unwrap_or(0)
+                    .max(0)
+                    as u64,
                 Parsed::Rejected(_) | Parsed::NotYet(_) => 0,
                 Parsed::Unreadable(why) => {
                     broken.borrow_mut().get_or_insert_with(|| why.clone());

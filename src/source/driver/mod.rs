@@ -17,6 +17,7 @@ use crate::window::Window;
 
 mod answer;
 mod capped;
+mod files;
 mod numbered;
 mod tail;
 
@@ -68,6 +69,16 @@ pub async fn drive(
     sink: &mut dyn Sink,
 ) -> Result<DriveStats> {
     let Driving { source, http, .. } = driving;
+    // Files are read for pages collected whole; a streamed answer goes to
+    // the output as it comes.
+    if source.files().is_some()
+        && matches!(source.paging(), Paging::Capped { .. } | Paging::Snapshot)
+    {
+        return Err(Error::config(format!(
+            "{}: records that ask for files are read from pages only",
+            source.kind().as_str()
+        )));
+    }
     // One response each, whatever the source's paging: a lookup is a list
     // of names, not a window of records.
     let mut lookups = DriveStats::default();
@@ -270,14 +281,13 @@ fn only_repeats(items: &[Parsed], seen: &std::collections::HashSet<u64>) -> bool
 fn identity(item: &Parsed) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    // A conversation waiting for its file is that conversation.
+    if let Some(c) = item.conversation() {
+        (0u8, &c.conversation_id, c.updated_at, c.started_at).hash(&mut h);
+        return h.finish();
+    }
     match item {
-        Parsed::Record(Record::Conversation(c)) => (
-            0u8,
-            &c.record.conversation_id,
-            c.record.updated_at,
-            c.record.started_at,
-        )
-            .hash(&mut h),
+        Parsed::Record(Record::Conversation(_)) | Parsed::Wants(_) => {}
         Parsed::Record(Record::Message(m)) => (
             1u8,
             &m.record.conversation_id,
@@ -292,6 +302,19 @@ fn identity(item: &Parsed) -> u64 {
         Parsed::NotYet(r) => (4u8, &r.raw).hash(&mut h),
     }
     h.finish()
+}
+
+/// Maps one element again (one an earlier run could not read yet, kept
+/// in the state), reading the files it asks for.
+pub async fn read_again(
+    source: &dyn ChatSource,
+    query: &Query,
+    item: &[u8],
+    want_raw: bool,
+) -> Result<Vec<Parsed>> {
+    let mut read = Vec::new();
+    source.parse_item(query, item, want_raw, &mut |p| read.push(p));
+    Ok(files::resolve(source, query, want_raw, read).await?.0)
 }
 
 /// Sends the check request and reads the response like any page.

@@ -37,7 +37,9 @@ use crate::error::Result;
 use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
 use crate::model::{Conversation, Item, Message, Record, RecordKind, Rejected};
-use crate::source::{fields, ChatSource, Connection, Paging, Parsed, Query, Timing};
+use crate::source::{
+    fields, ChatSource, Connection, FileFound, FilesAt, Paging, Parsed, Query, Timing, Wanted,
+};
 use crate::source::{Demo, Platform, SourceKind, Traits};
 use crate::window::Window;
 
@@ -141,16 +143,20 @@ impl Ujet {
         })
     }
 
-    /// The messages of `chat` from its transcript (after the chat itself,
+    /// The messages of a chat from its transcript (after the chat itself,
     /// which the tail pages by), or why there are none yet.
     fn messages(
         &self,
-        store: &transcript::Transcripts,
-        item: &[u8],
-        chat: Conversation,
+        wanted: Wanted,
+        found: FileFound,
         want_raw: bool,
         out: &mut dyn FnMut(Parsed),
     ) {
+        let Wanted {
+            conversation: chat,
+            item,
+            ..
+        } = wanted;
         let id = chat.conversation_id.clone();
         let under_way = chat
             .status
@@ -164,13 +170,12 @@ impl Ujet {
             customer_id: chat.customer_id.as_deref().map(Into::into),
             ..Default::default()
         };
-        let found = store.read(&id, chrono_tz::UTC);
         out(Parsed::Record(Record::Conversation(Box::new(Item {
             record: chat,
             raw: None,
         }))));
-        match found {
-            transcript::Found::Transcript { lines } => {
+        match transcript_lines(found) {
+            Ok(lines) => {
                 for (n, line) in lines.into_iter().enumerate() {
                     let record = Message {
                         sent_at: line.at,
@@ -185,52 +190,18 @@ impl Ujet {
                 }
             }
             // Under way: no transcript yet, and the chat comes back.
-            transcript::Found::Missing { .. } if under_way => {}
-            transcript::Found::Missing { looked_for } => out(Parsed::NotYet(Rejected {
-                raw: String::from_utf8_lossy(item).into_owned(),
+            Err(Unread::Missing(_)) if under_way => {}
+            Err(Unread::Missing(looked_for)) => out(Parsed::NotYet(Rejected {
+                raw: String::from_utf8_lossy(&item).into_owned(),
                 reason: format!(
                     "chat {id} has ended but its transcript is not there yet (looked for {})",
                     looked_for.join(", ")
                 ),
             })),
-            // The page is read again (and the run stops if this persists),
-            // so no chat is passed over for a store's hiccup.
-            transcript::Found::Failed { file, why } => out(Parsed::Unreadable(format!(
-                "chat {id}: cannot read transcript {file}: {why}"
-            ))),
-            transcript::Found::Unreadable { file, why } => out(Parsed::rejected(
-                item,
+            Err(Unread::Bad { file, why }) => out(Parsed::rejected(
+                &item,
                 format!("chat {id}: transcript {file}: {why}"),
             )),
-        }
-    }
-
-    /// What a transcript adds to a conversation row where the chat lacks
-    /// it: the message count (system notices aside) and the agent's name.
-    fn complete(&self, chat: &mut Conversation) {
-        let Some(store) = &self.transcripts else {
-            return;
-        };
-        if chat.message_count.is_some() && chat.agent_name.is_some() {
-            return;
-        }
-        if let transcript::Found::Transcript { lines } =
-            store.read(&chat.conversation_id, chrono_tz::UTC)
-        {
-            if chat.message_count.is_none() {
-                chat.message_count = Some(
-                    lines
-                        .iter()
-                        .filter(|l| l.sender != crate::model::Sender::System)
-                        .count() as i64,
-                );
-            }
-            if chat.agent_name.is_none() {
-                chat.agent_name = lines
-                    .iter()
-                    .find(|l| l.sender == crate::model::Sender::Agent)
-                    .and_then(|l| l.name.clone());
-            }
         }
     }
 
@@ -355,26 +326,76 @@ impl ChatSource for Ujet {
             Ok(row) => row,
             Err(e) => return out(Parsed::from_json_error(item, "not a JSON object", &e)),
         };
-        match (chat(&row), &self.transcripts) {
-            (Ok(record), Some(store)) if query.stream == RecordKind::Messages => {
-                self.messages(store, item, record, want_raw, out)
+        let (record, store) = match (chat(&row), &self.transcripts) {
+            (Ok(record), Some(store)) => (record, store),
+            (Ok(record), None) => {
+                let raw = Parsed::raw_of(item, want_raw);
+                return out(Parsed::Record(Record::Conversation(Box::new(Item {
+                    record,
+                    raw,
+                }))));
             }
-            (Ok(mut record), _) => {
-                self.complete(&mut record);
+            (Err(reason), _) => return out(Parsed::rejected(item, reason)),
+        };
+        let messages = query.stream == RecordKind::Messages;
+        // A conversation row asks for its transcript only for what the
+        // chat lacks: the message count and the agent's name.
+        let lacking = record.message_count.is_none() || record.agent_name.is_none();
+        match store.names_for(&record.conversation_id) {
+            Ok(names) if messages || lacking => out(Parsed::Wants(Box::new(Wanted {
+                conversation: record,
+                names,
+                item: item.to_vec(),
+            }))),
+            Err(why) if messages => {
+                out(Parsed::Record(Record::Conversation(Box::new(Item {
+                    record,
+                    raw: None,
+                }))));
+                out(Parsed::rejected(item, why));
+            }
+            _ => {
                 let raw = Parsed::raw_of(item, want_raw);
                 out(Parsed::Record(Record::Conversation(Box::new(Item {
                     record,
                     raw,
                 }))))
             }
-            (Err(reason), _) => out(Parsed::rejected(item, reason)),
         }
     }
 
-    fn check_local(&self) -> Option<std::result::Result<String, String>> {
-        self.transcripts
-            .as_ref()
-            .map(transcript::Transcripts::check)
+    fn files(&self) -> Option<FilesAt<'_>> {
+        self.transcripts.as_ref().map(|t| FilesAt {
+            what: "transcripts",
+            folder: &t.folder,
+            limit: t.limit,
+        })
+    }
+
+    fn parse_with_file(
+        &self,
+        query: &Query,
+        wanted: Wanted,
+        found: FileFound,
+        want_raw: bool,
+        out: &mut dyn FnMut(Parsed),
+    ) {
+        if query.stream == RecordKind::Messages {
+            return self.messages(wanted, found, want_raw, out);
+        }
+        let Wanted {
+            conversation: mut record,
+            item,
+            ..
+        } = wanted;
+        if let Ok(lines) = transcript_lines(found) {
+            complete(&mut record, &lines);
+        }
+        let raw = Parsed::raw_of(&item, want_raw);
+        out(Parsed::Record(Record::Conversation(Box::new(Item {
+            record,
+            raw,
+        }))))
     }
 
     fn check(&self) -> (Query, Url) {
@@ -399,24 +420,18 @@ fn transcripts(table: &SourceTable<'_>, limit: usize) -> Result<Option<transcrip
         }
         return Ok(None);
     };
-    let folder = match location.split_once("://") {
-        None => transcript::Folder::Local(location.clone().into()),
-        Some(("file", path)) => transcript::Folder::Local(path.into()),
-        Some(_) if crate::store::is_object_url(&location) => transcript::Folder::Object {
-            place: crate::store::Place::folder(&location)
-                .map_err(|e| table.error("transcripts", &e.to_string()))?,
-            reader: crate::store::BlockingReader::new()?,
-        },
-        Some((scheme, _)) => {
-            return Err(table.error(
-                "transcripts",
-                &format!(
-                    "{scheme}:// is not a location chatdump reads: give a folder, or a gs://, s3:// or az:// URL \
-                     (or copy the transcripts into a folder: `gcloud storage rsync`, `rclone sync`, an SFTP mount)"
-                ),
-            ))
-        }
-    };
+    let folder = crate::store::Folder::new(&location).map_err(|e| {
+        // Not a local folder, and not a bucket chatdump reads.
+        let other_scheme = location.contains("://") && !crate::store::is_object_url(&location);
+        table.error(
+            "transcripts",
+            &if other_scheme {
+                format!("{e} (or copy the transcripts into a folder: `gcloud storage rsync`, `rclone sync`, an SFTP mount)")
+            } else {
+                e.to_string()
+            },
+        )
+    })?;
     let names = names.unwrap_or_else(|| {
         transcript::DEFAULT_NAMES
             .iter()
@@ -434,6 +449,43 @@ fn transcripts(table: &SourceTable<'_>, limit: usize) -> Result<Option<transcrip
         names,
         limit,
     }))
+}
+
+/// Why a chat has no transcript lines.
+enum Unread {
+    /// None of its names is in the folder: the places looked at.
+    Missing(Vec<String>),
+    /// A file is there but is no transcript.
+    Bad { file: String, why: String },
+}
+
+/// A chat's transcript lines from what the driver found in the folder.
+fn transcript_lines(found: FileFound) -> Result<Vec<transcript::Line>, Unread> {
+    match found {
+        FileFound::Read { name, file, bytes } => transcript::lines(&name, &bytes, chrono_tz::UTC)
+            .map_err(|why| Unread::Bad { file, why }),
+        FileFound::Missing { looked_for } => Err(Unread::Missing(looked_for)),
+        FileFound::Bad { file, why } => Err(Unread::Bad { file, why }),
+    }
+}
+
+/// What a transcript adds to a conversation row where the chat lacks it:
+/// the message count (system notices aside) and the agent's name.
+fn complete(chat: &mut Conversation, lines: &[transcript::Line]) {
+    if chat.message_count.is_none() {
+        chat.message_count = Some(
+            lines
+                .iter()
+                .filter(|l| l.sender != crate::model::Sender::System)
+                .count() as i64,
+        );
+    }
+    if chat.agent_name.is_none() {
+        chat.agent_name = lines
+            .iter()
+            .find(|l| l.sender == crate::model::Sender::Agent)
+            .and_then(|l| l.name.clone());
+    }
 }
 
 fn chat(row: &Map<String, Value>) -> Result<Conversation, String> {

@@ -20,8 +20,6 @@
 //!   a timestamp and who wrote it. Its exact lines are not documented: the
 //!   reader below is lenient and says what it could not read.
 
-use std::path::PathBuf;
-
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use chrono_tz::Tz;
 use serde_json::value::RawValue;
@@ -30,69 +28,16 @@ use serde_json::{Map, Value};
 use crate::model::Sender;
 use crate::source::fields;
 
-/// Where transcripts are and what they are called.
+/// Where transcripts are and what they are called. Reading them is the
+/// driver's business (the folder is the provider's `files`); this module
+/// only names them and reads their bytes.
 pub struct Transcripts {
-    pub folder: Folder,
+    pub folder: crate::store::Folder,
     /// File names with `{id}`; a name ending in `.json` is read as the
     /// JSON record, any other as the text layout.
     pub names: Vec<String>,
     /// The largest transcript read (`max_record_size`).
     pub limit: usize,
-}
-
-/// A local folder, or a folder in a bucket (`gs://BUCKET/FOLDER`, ...).
-pub enum Folder {
-    Local(PathBuf),
-    Object {
-        place: crate::store::Place,
-        reader: crate::store::BlockingReader,
-    },
-}
-
-impl Folder {
-    fn shown(&self) -> String {
-        match self {
-            Folder::Local(path) => path.display().to_string(),
-            Folder::Object { place, .. } => place.url.clone(),
-        }
-    }
-
-    /// The file `name` in the folder (its place, for messages), and what
-    /// reading it gave.
-    fn read(&self, name: &str, limit: usize) -> (String, Read) {
-        match self {
-            Folder::Local(path) => {
-                let file = path.join(name);
-                let read = match crate::safefs::read_beneath(path, name, limit) {
-                    Ok(Some(bytes)) => Read::Bytes(bytes),
-                    Ok(None) => Read::Missing,
-                    Err(e) => Read::Bad(e.to_string()),
-                };
-                (file.display().to_string(), read)
-            }
-            Folder::Object { place, reader } => {
-                let object = place.child(name);
-                let read = match reader.get(&object, limit) {
-                    Ok(Some(bytes)) => Read::Bytes(bytes),
-                    Ok(None) => Read::Missing,
-                    // Too big: the file itself, not the store.
-                    Err(e) if e.kind == crate::error::Kind::Data => Read::Bad(e.to_string()),
-                    Err(e) => Read::Failed(e.to_string()),
-                };
-                (object.url, read)
-            }
-        }
-    }
-}
-
-/// What reading one file of the folder gave.
-enum Read {
-    Bytes(Vec<u8>),
-    Missing,
-    /// It cannot be read as a file (not a regular file, too large).
-    Bad(String),
-    /// The store could not be asked (network, credentials).
-    Failed(String),
 }
 
 /// The documented text name, after the (assumed) JSON one.
@@ -109,87 +54,31 @@ pub struct Line {
     pub raw: Option<Box<RawValue>>,
 }
 
-/// What looking for a chat's transcript found.
-#[derive(Debug)]
-pub enum Found {
-    Transcript {
-        lines: Vec<Line>,
-    },
-    /// None of the names exists (yet).
-    Missing {
-        looked_for: Vec<String>,
-    },
-    /// A file is there but could not be read as a transcript.
-    Unreadable {
-        file: String,
-        why: String,
-    },
-    /// The store could not be asked (network, credentials): nothing can
-    /// be said of this chat yet.
-    Failed {
-        file: String,
-        why: String,
-    },
-}
-
 impl Transcripts {
-    /// Reads the transcript of chat `id`. Ids come from the platform: only
-    /// plain ones (letters, digits, `-`, `_`) ever become a file name, so
-    /// no answer can make chatdump read outside the folder.
-    pub fn read(&self, id: &str, zone: Tz) -> Found {
+    /// The names chat `id`'s transcript may have. Ids come from the
+    /// platform: only plain ones (letters, digits, `-`, `_`) ever become a
+    /// file name, so no answer can make chatdump read outside the folder.
+    pub fn names_for(&self, id: &str) -> Result<Vec<String>, String> {
         if id.is_empty()
             || !id
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Found::Unreadable {
-                file: self.folder.shown(),
-                why: format!("chat id {id:?} cannot name a transcript file"),
-            };
+            return Err(format!("chat id {id:?} cannot name a transcript file"));
         }
-        let mut looked_for = Vec::new();
-        for name in &self.names {
-            let (file, read) = self.folder.read(&name.replace("{id}", id), self.limit);
-            match read {
-                Read::Missing => looked_for.push(file),
-                Read::Bytes(bytes) => {
-                    let read = if name.ends_with(".json") {
-                        read_json(&bytes)
-                    } else {
-                        std::str::from_utf8(&bytes)
-                            .map_err(|e| format!("not UTF-8: {e}"))
-                            .and_then(|text| read_text(text, zone))
-                    };
-                    return match read {
-                        Ok(lines) => Found::Transcript { lines },
-                        Err(why) => Found::Unreadable { file, why },
-                    };
-                }
-                Read::Bad(why) => return Found::Unreadable { file, why },
-                Read::Failed(why) => return Found::Failed { file, why },
-            }
-        }
-        Found::Missing { looked_for }
+        Ok(self.names.iter().map(|n| n.replace("{id}", id)).collect())
     }
+}
 
-    /// Whether the folder can be read (for `check`): it is listed, and
-    /// what it holds counted.
-    pub fn check(&self) -> Result<String, String> {
-        match &self.folder {
-            Folder::Local(path) => std::fs::read_dir(path)
-                .map(|entries| {
-                    format!(
-                        "transcripts: {} files in {}",
-                        entries.count(),
-                        path.display()
-                    )
-                })
-                .map_err(|e| format!("transcripts folder {}: {e}", path.display())),
-            Folder::Object { place, reader } => reader
-                .count(place)
-                .map(|n| format!("transcripts: {n} files in {}", place.url))
-                .map_err(|e| format!("transcripts folder {}: {e}", place.url)),
-        }
+/// The lines of a transcript read from a file called `name`: the JSON
+/// record when the name ends in `.json`, else the text layout.
+pub fn lines(name: &str, bytes: &[u8], zone: Tz) -> Result<Vec<Line>, String> {
+    if name.ends_with(".json") {
+        read_json(bytes)
+    } else {
+        std::str::from_utf8(bytes)
+            .map_err(|e| format!("not UTF-8: {e}"))
+            .and_then(|text| read_text(text, zone))
     }
 }
 
@@ -569,19 +458,16 @@ mod tests {
     #[test]
     fn ids_that_are_not_plain_never_name_a_file() {
         let store = Transcripts {
-            folder: Folder::Local(PathBuf::from("/nonexistent")),
-            names: vec!["chat-{id}.json".into()],
+            folder: crate::store::Folder::Local("/nonexistent".into()),
+            names: vec!["chat-{id}.json".into(), "x/{id}/chat-{id}.txt".into()],
             limit: 1024,
         };
-        for id in ["../../etc/passwd", "a/b", "", "1 2", "x\0"] {
-            assert!(
-                matches!(store.read(id, chrono_tz::UTC), Found::Unreadable { .. }),
-                "{id:?}"
-            );
+        for id in ["../../etc/passwd", "a/b", "", "1 2", "x\0", "..", "é"] {
+            assert!(store.names_for(id).is_err(), "{id:?}");
         }
-        assert!(matches!(
-            store.read("31354", chrono_tz::UTC),
-            Found::Missing { .. }
-        ));
+        assert_eq!(
+            store.names_for("31354-a_b").unwrap(),
+            ["chat-31354-a_b.json", "x/31354-a_b/chat-31354-a_b.txt"]
+        );
     }
 }
