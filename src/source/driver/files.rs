@@ -39,7 +39,7 @@ pub(super) async fn resolve(
             match item {
                 Parsed::Wants(wanted) => {
                     let found = find(folder, limit, &wanted).await?;
-                    Ok(Step::Found(*wanted, found))
+                    Ok(Step::Found(Box::new((*wanted, found))))
                 }
                 other => Ok(Step::Ready(other)),
             }
@@ -50,7 +50,8 @@ pub(super) async fn resolve(
     while let Some(step) = steps.next().await {
         match step? {
             Step::Ready(item) => out.push(item),
-            Step::Found(wanted, found) => {
+            Step::Found(pair) => {
+                let (wanted, found) = *pair;
                 if let FileFound::Read { bytes: read, .. } = &found {
                     bytes += read.len();
                 }
@@ -64,7 +65,7 @@ pub(super) async fn resolve(
 /// An item of the page, ready or with its file.
 enum Step {
     Ready(Parsed),
-    Found(Wanted, FileFound),
+    Found(Box<(Wanted, FileFound)>),
 }
 
 /// The first of `wanted`'s names found in the folder.
