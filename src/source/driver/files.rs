@@ -39,7 +39,7 @@ pub(super) async fn resolve(
             match item {
                 Parsed::Wants(wanted) => {
                     let found = find(folder, limit, &wanted).await?;
-                    Ok(Step::Found(Box::new((*wanted, found))))
+                    Ok(Step::Found(*wanted, found))
                 }
                 other => Ok(Step::Ready(other)),
             }
@@ -50,8 +50,7 @@ pub(super) async fn resolve(
     while let Some(step) = steps.next().await {
         match step? {
             Step::Ready(item) => out.push(item),
-            Step::Found(pair) => {
-                let (wanted, found) = *pair;
+            Step::Found(wanted, found) => {
                 if let FileFound::Read { bytes: read, .. } = &found {
                     bytes += read.len();
                 }
@@ -63,9 +62,11 @@ pub(super) async fn resolve(
 }
 
 /// An item of the page, ready or with its file.
+// At most FILES_IN_FLIGHT of them exist at once: their size is no matter.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Ready(Parsed),
-    Found(Box<(Wanted, FileFound)>),
+    Found(Wanted, FileFound),
 }
 
 /// The first of `wanted`'s names found in the folder.
