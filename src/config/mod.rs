@@ -15,14 +15,10 @@ pub use secret::{secret_text, Secret};
 pub use settings::{HttpSettings, Limits};
 pub use table::SourceTable;
 
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-
 use crate::error::{Error, Result};
-
-
 
 /// The loaded configuration file.
 #[derive(Debug, Default)]

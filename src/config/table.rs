@@ -1,13 +1,11 @@
 //! One `[sources.NAME]` table, read key by key into validated values.
 
-
 use chrono::Duration;
 use chrono_tz::Tz;
 use reqwest::Url;
 
 use crate::error::{Error, Result};
 use crate::window::parse_duration;
-
 
 use super::*;
 

@@ -86,35 +86,14 @@ impl Exporter<'_> {
     /// Exports `chunk`, makes it durable, then moves the checkpoint.
     pub(super) async fn chunk(&mut self, chunk: Window) -> Result<()> {
         let (name, options, records) = (self.name, self.options, self.options.records);
-        let kind = self.source.kind().as_str();
         let Placement {
             object,
             spool: _spool,
             path,
         } = self.placement(&chunk)?;
         let rejects = self.rejects_for(object.as_ref(), path.as_deref());
-        let create = |path: Option<&Path>| {
-            Output::create(
-                path,
-                options.format(),
-                records,
-                render(name, kind, options),
-                self.redactor.cloned(),
-            )
-        };
         let streaming = options.follow.is_some() && path.is_none();
-        let mut own = if streaming {
-            None
-        } else {
-            Some(create(path.as_deref())?)
-        };
-        if streaming && self.stream.is_none() {
-            self.stream = Some(create(None)?);
-        }
-        let output = match own.take() {
-            Some(out) => out,
-            None => self.stream.take().expect("created above"),
-        };
+        let output = self.output_for(path.as_deref(), streaming)?;
         let memory = std::mem::take(&mut self.memory);
         let driving = Driving {
             source: self.source,
@@ -123,18 +102,19 @@ impl Exporter<'_> {
         };
         let (mut stats, memory, output) =
             run(driving, chunk, options, output, rejects, memory).await?;
-        if streaming {
+        let own = if streaming {
             self.stream = Some(output);
+            None
         } else {
-            own = Some(output);
-        }
+            Some(output)
+        };
         self.memory = memory;
         // The records are durable (or handed to the reader) before the
         // state may say so. A file's checkpoint is saved together with the
         // rename that publishes it (`pending`), so the two cannot part: a
         // run killed between them is finished by the next. Nothing below
         // awaits, so a signal cannot stop the run between the two.
-        let mut prepared = match own.take() {
+        let mut prepared = match own {
             Some(out) => {
                 self.targets.push(match &object {
                     Some(place) => place.url.clone(),
@@ -158,18 +138,7 @@ impl Exporter<'_> {
             // The object first, then the state: a run stopped between the
             // two exports the window again, to the same key.
             local.publish()?;
-            let rejected = with_suffix(spool, ".rejects.jsonl");
-            let mut uploaded = place.upload(spool).await;
-            if uploaded.is_ok() && rejected.exists() {
-                uploaded = place.with_suffix(".rejects.jsonl").upload(&rejected).await;
-            }
-            for file in [spool.as_path(), rejected.as_path()] {
-                let _ = std::fs::remove_file(file);
-            }
-            if let Some(dir) = spool.parent() {
-                let _ = std::fs::remove_dir(dir);
-            }
-            uploaded?;
+            upload_spool(place, spool).await?;
         }
         if options.follow.is_some() {
             log::verbose(&format!(
@@ -178,27 +147,13 @@ impl Exporter<'_> {
                 records.as_str()
             ));
         }
-        if let Some(file) = self.state.as_mut() {
-            let mut next = file
-                .state()
-                .cloned()
-                .unwrap_or_else(|| State::first(name, kind, records.as_str(), chunk.to));
-            next.record(LedgerEntry {
-                from: chunk.from,
-                to: chunk.to,
-                records: stats.records,
-                output: match &object {
-                    Some(place) => Some(place.url.clone()),
-                    None => path.as_ref().map(|p| p.display().to_string()),
-                },
-                finished_at: Utc::now(),
-            });
-            next.set_keys(
-                self.memory
-                    .recent_since(chunk.to - self.source.memory_span()),
-            );
-            next.awaiting.clone_from(&self.memory.awaiting);
-            next.chats = self.memory.open_chats(chunk.to);
+        let output = match &object {
+            Some(place) => Some(place.url.clone()),
+            None => path.as_ref().map(|p| p.display().to_string()),
+        };
+        let next = (self.state.as_ref())
+            .map(|file| self.next_state(file.state(), &chunk, stats.records, output));
+        if let (Some(file), Some(mut next)) = (self.state.as_mut(), next) {
             next.pending = prepared.as_ref().and_then(|p| {
                 Some(PendingRename {
                     temp: p.temp.clone()?,
@@ -217,4 +172,72 @@ impl Exporter<'_> {
         self.total += stats;
         Ok(())
     }
+
+    /// The output a chunk is written to: a file of its own, or (following
+    /// to standard output) the one stream every chunk shares.
+    fn output_for(&mut self, path: Option<&Path>, streaming: bool) -> Result<Output> {
+        let options = self.options;
+        let create = |path: Option<&Path>| {
+            Output::create(
+                path,
+                options.format(),
+                options.records,
+                render(self.name, self.source.kind().as_str(), options),
+                self.redactor.cloned(),
+            )
+        };
+        if !streaming {
+            return create(path);
+        }
+        match self.stream.take() {
+            Some(stream) => Ok(stream),
+            None => create(None),
+        }
+    }
+
+    /// The state once `chunk` is committed: its ledger entry, and what the
+    /// pipeline must remember for the next chunk or run.
+    fn next_state(
+        &self,
+        current: Option<&State>,
+        chunk: &Window,
+        records: u64,
+        output: Option<String>,
+    ) -> State {
+        let kind = self.source.kind().as_str();
+        let mut next = current.cloned().unwrap_or_else(|| {
+            State::first(self.name, kind, self.options.records.as_str(), chunk.to)
+        });
+        next.record(LedgerEntry {
+            from: chunk.from,
+            to: chunk.to,
+            records,
+            output,
+            finished_at: Utc::now(),
+        });
+        next.set_keys(
+            self.memory
+                .recent_since(chunk.to - self.source.memory_span()),
+        );
+        next.awaiting.clone_from(&self.memory.awaiting);
+        next.chats = self.memory.open_chats(chunk.to);
+        next
+    }
+}
+
+/// Uploads a published spool file (and its rejects beside it) to its
+/// object, and removes the spool whatever the upload did.
+async fn upload_spool(place: &Place, spool: &Path) -> Result<()> {
+    let rejected = with_suffix(spool, ".rejects.jsonl");
+    let mut uploaded = place.upload(spool).await;
+    if uploaded.is_ok() && rejected.exists() {
+        uploaded = place.with_suffix(".rejects.jsonl").upload(&rejected).await;
+    }
+    for file in [spool, rejected.as_path()] {
+        let _ = std::fs::remove_file(file);
+    }
+    if let Some(dir) = spool.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
+    uploaded
 }

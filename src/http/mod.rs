@@ -202,20 +202,7 @@ impl Http {
             if attempt > 0 || on_backup {
                 self.retried.fetch_add(1, Ordering::Relaxed);
             }
-            if let Some(max) = self.settings.max_requests {
-                if sent_before >= max {
-                    // Not sent after all.
-                    self.sent.fetch_sub(1, Ordering::Relaxed);
-                    return Err(Error::new(
-                        Kind::Auth,
-                        format!(
-                            "source {:?}: this run has sent the {max} requests it may (`max_tokens`); each spends one of the account's daily tokens",
-                            self.source
-                        ),
-                    )
-                    .with_hint("nothing of the window under way was committed; export a shorter window (see --dry-run), or raise `max_tokens` if the account's daily tokens allow it"));
-                }
-            }
+            self.spend_request(sent_before)?;
             self.pacer.wait().await;
             let started = Instant::now();
             log::progress::request();
@@ -296,23 +283,7 @@ impl Http {
                 }
             }
             if attempt >= self.settings.max_retries {
-                let e = Error::unavailable(format!(
-                    "source {:?}: GET {shown}: {reason} (gave up after {} attempts)",
-                    self.source,
-                    attempt + 1
-                ));
-                return Err(match transient {
-                    Transient::Unreadable { json } => {
-                        let mut e = e.with_hint("nothing of this window was committed and the state was not advanced; if this persists, report it with the -vvv trace");
-                        if json {
-                            e.kind = Kind::Data;
-                        }
-                        e
-                    }
-                    _ => e.with_hint(
-                        "the platform is unavailable; try again later, or raise `max_retries`",
-                    ),
-                });
+                return Err(self.gave_up(&shown, &reason, attempt + 1, transient));
             }
             let delay = match self.backoff(attempt, pause) {
                 Ok(delay) => delay,
@@ -332,6 +303,48 @@ impl Http {
             ));
             tokio::time::sleep(delay).await;
             attempt += 1;
+        }
+    }
+
+    /// Counts a request about to be sent against `max_tokens`; past it,
+    /// the run stops (each request spends one of the account's daily
+    /// tokens).
+    fn spend_request(&self, sent_before: u64) -> Result<()> {
+        let Some(max) = self.settings.max_requests else {
+            return Ok(());
+        };
+        if sent_before < max {
+            return Ok(());
+        }
+        // Not sent after all.
+        self.sent.fetch_sub(1, Ordering::Relaxed);
+        Err(Error::new(
+            Kind::Auth,
+            format!(
+                "source {:?}: this run has sent the {max} requests it may (`max_tokens`); each spends one of the account's daily tokens",
+                self.source
+            ),
+        )
+        .with_hint("nothing of the window under way was committed; export a shorter window (see --dry-run), or raise `max_tokens` if the account's daily tokens allow it"))
+    }
+
+    /// The error of a request that failed through every retry.
+    fn gave_up(&self, shown: &str, reason: &str, attempts: u32, transient: Transient) -> Error {
+        let e = Error::unavailable(format!(
+            "source {:?}: GET {shown}: {reason} (gave up after {attempts} attempts)",
+            self.source,
+        ));
+        match transient {
+            Transient::Unreadable { json } => {
+                let mut e = e.with_hint("nothing of this window was committed and the state was not advanced; if this persists, report it with the -vvv trace");
+                if json {
+                    e.kind = Kind::Data;
+                }
+                e
+            }
+            _ => {
+                e.with_hint("the platform is unavailable; try again later, or raise `max_retries`")
+            }
         }
     }
 

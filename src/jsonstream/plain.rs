@@ -2,7 +2,6 @@
 //! JSON string read or written goes through, with an SSE2 version on
 //! x86_64 (16 bytes a step) and a portable one elsewhere.
 
-
 /// The offset of the first byte from `from` on that cannot stand for itself
 /// inside a JSON string: `"`, `\\`, or a control character below 0x20. The
 /// writer must escape these, and a reader's run of plain text ends at one.

@@ -54,18 +54,34 @@ pub async fn run_command(mut cmd: Command) -> Run {
 /// sets, quick retries and no pacing to speak of, then `extra`: the one
 /// configuration writer of every end-to-end test.
 pub fn source_config(name: &str, kind: &str, base_url: &str, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("chatdump.toml"),
+        source_table(name, kind, base_url, extra),
+    )
+    .unwrap();
+    dir
+}
+
+/// The `[sources.NAME]` table [`source_config`] writes, for a file with
+/// several sources.
+pub fn source_table(name: &str, kind: &str, base_url: &str, extra: &str) -> String {
     let credentials = match kind {
         "caresoft" => "token_env = \"CS_TOKEN\"",
         "ujet" => "username_env = \"UJET_USER\"\npassword_env = \"UJET_PASSWORD\"",
         _ => "token_env = \"WV_TOKEN\"",
     };
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
+    format!(
         "[sources.{name}]\nkind = \"{kind}\"\nbase_url = \"{base_url}\"\n{credentials}\n\
          backoff = \"10ms\"\nrate_limit = 1000\n{extra}"
-    );
-    std::fs::write(dir.path().join("chatdump.toml"), text).unwrap();
-    dir
+    )
+}
+
+/// Rewrites the `chatdump.toml` in `dir` through `edit`.
+pub fn edit_config(dir: &Path, edit: impl FnOnce(String) -> String) {
+    let file = dir.join("chatdump.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, edit(text)).unwrap();
 }
 
 /// One CareSoft source named `hanoi`, its tenant `acme` at `base`.

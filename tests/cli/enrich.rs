@@ -150,9 +150,9 @@ async fn dry_run_counts_two_tokens_a_window_with_chat_1() {
     for (enrich, tokens) in [(true, "at least 14 of"), (false, "at least 7 of")] {
         let dir = config(&server.uri(), "");
         if !enrich {
-            let file = dir.path().join("chatdump.toml");
-            let text = std::fs::read_to_string(&file).unwrap();
-            std::fs::write(&file, text.replace("enrich = [\"chat_1\"]", "enrich = []")).unwrap();
+            crate::common::edit_config(dir.path(), |text| {
+                text.replace("enrich = [\"chat_1\"]", "enrich = []")
+            });
         }
         let r = run(
             dir.path(),
@@ -176,10 +176,9 @@ async fn dry_run_counts_two_tokens_a_window_with_chat_1() {
 #[tokio::test]
 async fn an_unknown_report_to_join_is_a_config_error() {
     let dir = config("http://127.0.0.1:9", "");
-    let text = std::fs::read_to_string(dir.path().join("chatdump.toml"))
-        .unwrap()
-        .replace("[\"chat_1\"]", "[\"chat_9\"]");
-    std::fs::write(dir.path().join("chatdump.toml"), text).unwrap();
+    crate::common::edit_config(dir.path(), |text| {
+        text.replace("[\"chat_1\"]", "[\"chat_9\"]")
+    });
     let r = run(dir.path(), &args(&[])).await;
     assert_eq!(r.code, 78, "{}", r.stderr);
     assert!(r.stderr.contains("chat_9"), "{}", r.stderr);
@@ -340,13 +339,9 @@ async fn skill_names_are_looked_up_once_a_run() {
         .await;
     serve_fixtures(&server).await;
     let dir = config(&server.uri(), "");
-    let file = dir.path().join("chatdump.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace("[\"chat_1\"]", "[\"chat_1\", \"skills\"]"),
-    )
-    .unwrap();
+    crate::common::edit_config(dir.path(), |text| {
+        text.replace("[\"chat_1\"]", "[\"chat_1\", \"skills\"]")
+    });
     // Two days, a file each: still one lookup.
     let two_days = [
         "export",

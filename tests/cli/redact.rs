@@ -220,12 +220,9 @@ async fn the_key_variable_can_be_named_in_the_config_and_rejects_keep_only_shape
         .mount(&server)
         .await;
     let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
-    let config = std::fs::read_to_string(dir.path().join("chatdump.toml")).unwrap();
-    std::fs::write(
-        dir.path().join("chatdump.toml"),
-        format!("redact_key_env = \"MY_KEY\"\n{config}"),
-    )
-    .unwrap();
+    crate::common::edit_config(dir.path(), |config| {
+        format!("redact_key_env = \"MY_KEY\"\n{config}")
+    });
     let mut cmd = command(
         dir.path(),
         &[

@@ -300,10 +300,7 @@ async fn a_run_killed_mid_backfill_resumes_and_the_files_hold_everything_once() 
         assert!(ids_in(&out).len() < 48);
         // Again, the same command, against a fast server.
         let fast = fake(all.clone(), Duration::ZERO).await;
-        let config = std::fs::read_to_string(d.join("chatdump.toml"))
-            .unwrap()
-            .replace(&slow.uri(), &fast.uri());
-        std::fs::write(d.join("chatdump.toml"), config).unwrap();
+        crate::common::edit_config(&d, |config| config.replace(&slow.uri(), &fast.uri()));
         let r = run(&d, &args).await;
         assert_eq!(r.code, 0, "{}", r.stderr);
         assert_eq!(

@@ -96,13 +96,9 @@ async fn next_run(dir: &Path, output: &str) -> crate::common::Run {
 fn setup(server: &wiremock::MockServer) -> tempfile::TempDir {
     let dir = config(&server.uri(), "");
     let folder = folder(dir.path());
-    let file = dir.path().join("chatdump.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        format!("{text}transcripts = \"{}\"\n", folder.display()),
-    )
-    .unwrap();
+    crate::common::edit_config(dir.path(), |text| {
+        format!("{text}transcripts = \"{}\"\n", folder.display())
+    });
     dir
 }
 
@@ -248,20 +244,18 @@ async fn check_reads_the_folder_and_bad_locations_are_config_errors() {
     let r = run(dir.path(), &["check", "support"]).await;
     assert_eq!(r.code, 78, "{}{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("transcripts folder"), "{}", r.stderr);
-    let file = dir.path().join("chatdump.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    let bucket = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("transcripts") {
-                "transcripts = \"ftp://acme.example/chats\"".to_string()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(&file, bucket).unwrap();
+    crate::common::edit_config(dir.path(), |text| {
+        text.lines()
+            .map(|l| {
+                if l.starts_with("transcripts") {
+                    "transcripts = \"ftp://acme.example/chats\""
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
     let r = run(dir.path(), &args(&[])).await;
     assert_eq!(r.code, 78, "{}", r.stderr);
     assert!(r.stderr.contains("gcloud storage rsync"), "{}", r.stderr);
@@ -328,13 +322,9 @@ async fn an_awaiting_chat_too_large_to_keep_is_reported_and_the_state_stays_usab
     )
     .await;
     let dir = setup(&server);
-    let file = dir.path().join("chatdump.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        format!("{text}max_record_size = \"4MiB\"\nmax_page_size = \"8MiB\"\n"),
-    )
-    .unwrap();
+    crate::common::edit_config(dir.path(), |text| {
+        format!("{text}max_record_size = \"4MiB\"\nmax_page_size = \"8MiB\"\n")
+    });
     let first = run(dir.path(), &args(&["--state", "s.state", "-o", "a.jsonl"])).await;
     assert_eq!(first.code, 65, "{}", first.stderr);
     let state: Value =
@@ -432,9 +422,9 @@ async fn phone_numbers_are_found_by_the_sources_regions() {
         texts.contains(&"o al celular 81 1234 5678, pedido #4155550123".to_string()),
         "a Mexican national number is not a US one: {texts:?}"
     );
-    let file = dir.path().join("chatdump.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(&file, format!("{text}phone_regions = [\"US\", \"MX\"]\n")).unwrap();
+    crate::common::edit_config(dir.path(), |text| {
+        format!("{text}phone_regions = [\"US\", \"MX\"]\n")
+    });
     let r = run(dir.path(), &args(&["--redact=mask"])).await;
     assert!(
         r.stdout
@@ -442,7 +432,9 @@ async fn phone_numbers_are_found_by_the_sources_regions() {
         "{}",
         r.stdout
     );
-    std::fs::write(&file, format!("{text}phone_regions = [\"US\", \"XX\"]\n")).unwrap();
+    crate::common::edit_config(dir.path(), |text| {
+        text.replace("[\"US\", \"MX\"]", "[\"US\", \"XX\"]")
+    });
     let r = run(dir.path(), &args(&["--redact=mask"])).await;
     assert_eq!(r.code, 78, "{}", r.stderr);
     assert!(r.stderr.contains("phone_regions"), "{}", r.stderr);

@@ -26,14 +26,16 @@ impl Respond for RedirectTo {
 
 /// A configuration with one source of every kind, all at `base`.
 fn every_kind(base: &str) -> tempfile::TempDir {
+    use crate::common::source_table;
     let dir = tempfile::tempdir().unwrap();
-    let common = "backoff = \"10ms\"\nrate_limit = 1000\nmax_retries = 1\n";
-    let text = format!(
-        "[sources.hanoi]\nkind = \"caresoft\"\nbase_url = \"{base}/acme\"\ntoken_env = \"CS_TOKEN\"\n{common}\n\
-         [sources.bogota]\nkind = \"wolkvox\"\nbase_url = \"{base}\"\ntoken_env = \"WV_TOKEN\"\n{common}\n\
-         [sources.live]\nkind = \"wolkvox-live\"\nbase_url = \"{base}\"\ntoken_env = \"WV_TOKEN\"\n{common}\n\
-         [sources.support]\nkind = \"ujet\"\nbase_url = \"{base}\"\nusername_env = \"UJET_USER\"\npassword_env = \"UJET_PASSWORD\"\n{common}"
-    );
+    let retries = "max_retries = 1\n";
+    let text = [
+        source_table("hanoi", "caresoft", &format!("{base}/acme"), retries),
+        source_table("bogota", "wolkvox", base, retries),
+        source_table("live", "wolkvox-live", base, retries),
+        source_table("support", "ujet", base, retries),
+    ]
+    .join("\n");
     std::fs::write(dir.path().join("chatdump.toml"), text).unwrap();
     dir
 }

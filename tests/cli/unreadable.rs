@@ -91,15 +91,7 @@ async fn an_answer_without_the_records_envelope_is_never_an_empty_window() {
     let server =
         answering(ResponseTemplate::new(200).set_body_json(json!({"message": "token expired"})))
             .await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("chatdump.toml"),
-        format!(
-            "[sources.support]\nkind = \"ujet\"\nbase_url = \"{}\"\nusername_env = \"UJET_USER\"\npassword_env = \"UJET_PASSWORD\"\nbackoff = \"10ms\"\nrate_limit = 1000\n",
-            server.uri()
-        ),
-    )
-    .unwrap();
+    let dir = crate::ujet::config(&server.uri(), "");
     fails_uncommitted(dir.path(), "support", "ujet", 65).await;
 }
 
@@ -432,12 +424,7 @@ async fn sigterm_ends_a_stalled_run_at_once_leaving_the_previous_state() {
 #[tokio::test]
 async fn sigterm_during_a_stalled_follow_poll_is_honoured() {
     let (base, asked) = raw_server_counting(trickle);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("chatdump.toml"),
-        format!("[sources.live]\nkind = \"wolkvox-live\"\nbase_url = \"{base}\"\ntoken_env = \"WV_TOKEN\"\n"),
-    )
-    .unwrap();
+    let dir = crate::common::source_config("live", "wolkvox-live", &base, "");
     let child = crate::common::command(
         dir.path(),
         &["export", "live", "--follow", "--interval", "5s"],

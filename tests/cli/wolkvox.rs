@@ -1166,10 +1166,7 @@ async fn a_panic_ends_with_70_quoting_nothing_and_committing_nothing() {
     bad["conversation"][1]["message"] =
         json!("Ana Pérez \u{1b}]0;owned\u{7}\u{1b}[31m CHATDUMP-TEST-PANIC");
     let second = serving(ok(vec![bad])).await;
-    let text = std::fs::read_to_string(dir.path().join("chatdump.toml"))
-        .unwrap()
-        .replace(&first.uri(), &second.uri());
-    std::fs::write(dir.path().join("chatdump.toml"), text).unwrap();
+    crate::common::edit_config(dir.path(), |text| text.replace(&first.uri(), &second.uri()));
     let mut cmd = crate::common::command(dir.path(), &window("2024-03-07"));
     cmd.env("CHATDUMP_TEST_PANIC", "1");
     let r = crate::common::run_command(cmd).await;

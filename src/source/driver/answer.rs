@@ -1,8 +1,6 @@
 //! Reading one answer: streamed through the JSON scanner into the
 //! provider's mapper, held until it is whole, or collected as a page.
 
-use std::cell::RefCell;
-
 use chrono::{DateTime, Utc};
 use reqwest::Url;
 
@@ -294,88 +292,21 @@ async fn read_answer(
     if source.reads_in_place(query) {
         scanner = scanner.reading_in_place();
     }
-    let mut messages: u64 = 0;
-    let mut latest_start: Option<DateTime<Utc>> = None;
     // Only a capped platform's whole answers (not collected pages) are
     // compared by their elements' prints: no list kept for the rest.
     let compared = page_limit.is_none() && matches!(source.paging(), Paging::Capped { .. });
-    let mut in_order: Option<Vec<ElementPrint>> = compared.then(Vec::new);
-    let mut page_bytes: usize = 0;
-    // Set when the sink fails (a full disk, a closed pipe): stop reading.
-    let failed: RefCell<Option<Error>> = RefCell::new(None);
-    // Set when an element or the page breaks the response.
-    let broken: RefCell<Option<String>> = RefCell::new(None);
-    let mut on_element = |element: Element<'_>| -> Lead {
-        if broken.borrow().is_some() || failed.borrow().is_some() {
-            // Walked and passed over.
-            return Lead::Declined;
-        }
-        let mut element_start: Option<DateTime<Utc>> = None;
-        let records_before = messages;
-        let mut handle = |parsed: Parsed| {
-            let start = match &parsed {
-                Parsed::Record(Record::Message(m)) => m.record.sent_at,
-                other => other.conversation().and_then(|c| c.started_at),
-            };
-            element_start = match (element_start, start) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            messages += match &parsed {
-                Parsed::Record(Record::Message(_)) => 1,
-                Parsed::Record(Record::Conversation(_)) | Parsed::Wants(_) => parsed
-                    .conversation()
-                    .and_then(|c| c.message_count)
-                    .unwrap_or(0)
-                    .max(0)
-                    as u64,
-                Parsed::Rejected(_) | Parsed::NotYet(_) => 0,
-                Parsed::Unreadable(why) => {
-                    broken.borrow_mut().get_or_insert_with(|| why.clone());
-                    return;
-                }
-            };
-            if failed.borrow().is_none() && broken.borrow().is_none() {
-                if let Err(e) = accept.accept(parsed) {
-                    *failed.borrow_mut() = Some(e);
-                }
-            }
-        };
-        let length = match element {
-            Element::Whole(bytes) => {
-                // Over the page's limit: not even parsed.
-                if page_limit.is_none_or(|limit| page_bytes + bytes.len() <= limit) {
-                    source.parse_item(query, bytes, want_raw, &mut handle);
-                }
-                bytes.len()
-            }
-            Element::Leading(text) => {
-                match source.parse_leading_item(query, text, want_raw, &mut handle) {
-                    Lead::Read(length) => length,
-                    other => return other,
-                }
-            }
-        };
-        if page_limit.is_some_and(|limit| page_bytes + length > limit) {
-            broken.borrow_mut().get_or_insert_with(|| {
-                format!(
-                    "a page holds more than {} bytes of records (`max_page_size`)",
-                    page_limit.unwrap_or_default()
-                )
-            });
-            return Lead::Read(length);
-        }
-        page_bytes += length;
-        latest_start = latest_start.max(element_start);
-        if let Some(prints) = in_order.as_mut() {
-            let ordered = prints.len() < MOST_PRINTS
-                && element_start.is_some_and(|t| prints.last().is_none_or(|(last, ..)| *last <= t));
-            match element_start {
-                Some(start) if ordered => prints.push((start, messages - records_before, length)),
-                _ => in_order = None,
-            }
-        }
-        Lead::Read(length)
+    let mut tally = Tally {
+        source,
+        query,
+        want_raw,
+        page_limit,
+        accept,
+        messages: 0,
+        latest_start: None,
+        in_order: compared.then(Vec::new),
+        page_bytes: 0,
+        failed: None,
+        broken: None,
     };
     let mut outcome = Ok(());
     // Reading stops once the root value is complete: whatever a server
@@ -389,55 +320,178 @@ async fn read_answer(
                 break;
             }
         };
-        if let Err(e) = scanner.feed_elements(&chunk, &mut on_element) {
+        if let Err(e) = scanner.feed_elements(&chunk, &mut |element| tally.element(element)) {
             outcome = Err(unreadable(e, !scanner.refused_as_not_json()));
             break;
         }
-        if failed.borrow().is_some() || broken.borrow().is_some() {
+        if tally.stopped() {
             break;
         }
     }
     // The end of the input: a record still held is read now.
     let mut finished = Ok(());
-    if outcome.is_ok() && failed.borrow().is_none() && broken.borrow().is_none() {
-        finished = scanner.finish_elements(&mut on_element);
+    if outcome.is_ok() && !tally.stopped() {
+        finished = scanner.finish_elements(&mut |element| tally.element(element));
     }
     // A failed write outranks whatever the response did.
-    if let Some(e) = failed.into_inner() {
+    if let Some(e) = tally.failed.take() {
         return Err(Failure::Fail(e));
     }
-    if let Some(why) = broken.into_inner() {
+    if let Some(why) = tally.broken.take() {
         return Err(unreadable(why, true));
     }
     outcome?;
     finished.map_err(|e| unreadable(e, true))?;
-    let total = match source.read_envelope(&scanner.envelope) {
-        Ok(total) if scanner.envelope.has_items => total,
-        Ok(_) => {
-            return Err(unreadable(
-                format!(
-                    "the answer has no records ({})",
-                    match source.items_at() {
-                        ItemsAt::Key(key) => format!("no `{key}` member"),
-                        ItemsAt::Root => "not an array".to_string(),
-                    }
-                ),
-                true,
-            ))
-        }
-        // The platform's own way of saying "nothing here".
-        Err(Verdict::Empty) => None,
-        Err(v) => return Err(Failure::from_verdict(v, &headers)),
-    };
-    accept.end_response().map_err(|why| unreadable(why, true))?;
+    let total = records_total(source, &scanner, &headers).map_err(|failure| match failure {
+        Failure::Unreadable { why, json } => unreadable(why, json),
+        other => other,
+    })?;
+    tally
+        .accept
+        .end_response()
+        .map_err(|why| unreadable(why, true))?;
     Ok(Answer {
         info: PageInfo {
             items: scanner.items,
             total,
-            bytes: page_bytes,
+            bytes: tally.page_bytes,
         },
-        units: messages.max(scanner.items as u64),
-        latest_start,
-        in_order,
+        units: tally.messages.max(scanner.items as u64),
+        latest_start: tally.latest_start,
+        in_order: tally.in_order,
     })
+}
+
+/// The platform's total for the query, from an answer's envelope read
+/// whole: an answer without its records member is unreadable.
+fn records_total(
+    source: &dyn ChatSource,
+    scanner: &Scanner,
+    headers: &reqwest::header::HeaderMap,
+) -> std::result::Result<Option<u64>, Failure> {
+    match source.read_envelope(&scanner.envelope) {
+        Ok(total) if scanner.envelope.has_items => Ok(total),
+        Ok(_) => Err(Failure::Unreadable {
+            why: format!(
+                "the answer has no records ({})",
+                match source.items_at() {
+                    ItemsAt::Key(key) => format!("no `{key}` member"),
+                    ItemsAt::Root => "not an array".to_string(),
+                }
+            ),
+            json: true,
+        }),
+        // The platform's own way of saying "nothing here".
+        Err(Verdict::Empty) => Ok(None),
+        Err(v) => Err(Failure::from_verdict(v, headers)),
+    }
+}
+
+/// What reading one answer's elements has gathered: each element is
+/// mapped and handed on, and counted for the driver's stop conditions.
+struct Tally<'a> {
+    source: &'a dyn ChatSource,
+    query: &'a Query,
+    want_raw: bool,
+    /// The bytes of records a collected page may hold.
+    page_limit: Option<usize>,
+    accept: &'a mut dyn Accept,
+    /// Records so far: messages, or a conversation's message count.
+    messages: u64,
+    latest_start: Option<DateTime<Utc>>,
+    in_order: Option<Vec<ElementPrint>>,
+    page_bytes: usize,
+    /// The sink failed (a full disk, a closed pipe): stop reading.
+    failed: Option<Error>,
+    /// An element or the page broke the response.
+    broken: Option<String>,
+}
+
+impl Tally<'_> {
+    fn stopped(&self) -> bool {
+        self.failed.is_some() || self.broken.is_some()
+    }
+
+    /// Maps one element and hands on what it gave.
+    fn element(&mut self, element: Element<'_>) -> Lead {
+        if self.stopped() {
+            // Walked and passed over.
+            return Lead::Declined;
+        }
+        let (source, query, want_raw) = (self.source, self.query, self.want_raw);
+        let records_before = self.messages;
+        let room = self
+            .page_limit
+            .map(|limit| limit.saturating_sub(self.page_bytes));
+        let mut element_start: Option<DateTime<Utc>> = None;
+        let mut handle = |parsed: Parsed| self.take(parsed, &mut element_start);
+        let length = match element {
+            Element::Whole(bytes) => {
+                // Over the page's limit: not even parsed.
+                if room.is_none_or(|room| bytes.len() <= room) {
+                    source.parse_item(query, bytes, want_raw, &mut handle);
+                }
+                bytes.len()
+            }
+            Element::Leading(text) => {
+                match source.parse_leading_item(query, text, want_raw, &mut handle) {
+                    Lead::Read(length) => length,
+                    other => return other,
+                }
+            }
+        };
+        if let Some(limit) = self
+            .page_limit
+            .filter(|limit| self.page_bytes + length > *limit)
+        {
+            self.broken.get_or_insert_with(|| {
+                format!("a page holds more than {limit} bytes of records (`max_page_size`)")
+            });
+            return Lead::Read(length);
+        }
+        self.page_bytes += length;
+        self.latest_start = self.latest_start.max(element_start);
+        if let Some(prints) = self.in_order.as_mut() {
+            let ordered = prints.len() < MOST_PRINTS
+                && element_start.is_some_and(|t| prints.last().is_none_or(|(last, ..)| *last <= t));
+            match element_start {
+                Some(start) if ordered => {
+                    prints.push((start, self.messages - records_before, length))
+                }
+                _ => self.in_order = None,
+            }
+        }
+        Lead::Read(length)
+    }
+
+    /// One mapped item: counted, and handed on unless reading stopped.
+    fn take(&mut self, parsed: Parsed, element_start: &mut Option<DateTime<Utc>>) {
+        let start = match &parsed {
+            Parsed::Record(Record::Message(m)) => m.record.sent_at,
+            other => other.conversation().and_then(|c| c.started_at),
+        };
+        *element_start = match (*element_start, start) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.messages += match &parsed {
+            Parsed::Record(Record::Message(_)) => 1,
+            Parsed::Record(Record::Conversation(_)) | Parsed::Wants(_) => parsed
+                .conversation()
+                .and_then(|c| c.message_count)
+                .unwrap_or(0)
+                .max(0)
+                as u64,
+            Parsed::Rejected(_) | Parsed::NotYet(_) => 0,
+            Parsed::Unreadable(why) => {
+                self.broken.get_or_insert_with(|| why.clone());
+                return;
+            }
+        };
+        if !self.stopped() {
+            if let Err(e) = self.accept.accept(parsed) {
+                self.failed = Some(e);
+            }
+        }
+    }
 }
