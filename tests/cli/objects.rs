@@ -130,15 +130,7 @@ impl Moto {
     }
 
     fn command(&self, dir: &std::path::Path, args: &[&str]) -> Command {
-        let mut cmd = command(dir, args);
-        cmd.env("AWS_ENDPOINT", self.url(""))
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN");
-        cmd
+        s3_command(dir, args, &self.url(""))
     }
 
     /// Starts an export without waiting for it (stderr kept if asked).
@@ -176,6 +168,21 @@ fn export<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 
 const PER_DAY: &str = "s3://chats/hanoi/dt={from:%Y-%m-%d}/conversations.jsonl";
 const STATE: &str = "s3://chats/state/hanoi.json";
+/// The binary with `args`, its S3 client pointed at `endpoint` (a test
+/// server on 127.0.0.1) with test credentials, whatever this machine's own
+/// AWS settings are.
+pub(crate) fn s3_command(dir: &std::path::Path, args: &[&str], endpoint: &str) -> Command {
+    let mut cmd = command(dir, args);
+    cmd.env("AWS_ENDPOINT", endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN");
+    cmd
+}
+
 /// The UJET source's messages of one day (transcripts in object storage).
 const SUPPORT_DAY_MESSAGES: [&str; 8] = [
     "export",

@@ -458,15 +458,11 @@ async fn a_transcript_store_that_refuses_us_stops_the_run_and_commits_nothing() 
         &server.uri(),
         "transcripts = \"s3://acme-storage/ccaip/\"\n",
     );
-    let mut cmd =
-        crate::common::command(dir.path(), &args(&["-o", "m.jsonl", "--state", "s.state"]));
-    cmd.env("AWS_ENDPOINT", store.uri())
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN");
+    let cmd = crate::objects::s3_command(
+        dir.path(),
+        &args(&["-o", "m.jsonl", "--state", "s.state"]),
+        &store.uri(),
+    );
     let r = crate::common::run_command(cmd).await;
     assert_eq!(r.code, 77, "{}", r.stderr);
     assert!(
