@@ -110,6 +110,22 @@ pub fn run(cli: Cli) -> Result<()> {
                 .render(&mut std::io::stdout())
                 .map_err(|e| Error::output("stdout", e))
         }
+        Command::Tap {
+            state,
+            catalog,
+            discover,
+        } => {
+            let config = cli.config.ok_or_else(|| {
+                Error::usage("tap needs --config CONFIG.json (the Singer configuration)")
+            })?;
+            let args = crate::tap::TapArgs {
+                config,
+                state,
+                catalog,
+                discover,
+            };
+            runtime.block_on(crate::tap::tap(&args))
+        }
         Command::Check { sources, locations } => {
             let config = Config::load(cli.config.as_deref())?;
             runtime.block_on(check(&config, &sources, &locations))

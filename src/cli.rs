@@ -80,7 +80,35 @@ pub enum Command {
     },
     /// Print the manual page (roff): chatdump man > chatdump.1
     Man,
+    /// Run as a Singer tap (Meltano, or `chatdump tap ... | target-NAME`)
+    #[command(after_help = TAP_HELP)]
+    Tap {
+        /// The Singer state: the value of the last STATE message a run
+        /// emitted (resume from there)
+        #[arg(long, value_name = "STATE.json")]
+        state: Option<PathBuf>,
+        /// The Singer catalog: the streams selected in it are synced
+        /// (default: every stream the source delivers)
+        #[arg(long, value_name = "CATALOG.json")]
+        catalog: Option<PathBuf>,
+        /// Print the catalog (streams, JSON Schema, keys) instead of syncing
+        #[arg(long)]
+        discover: bool,
+    },
 }
+
+const TAP_HELP: &str = "\
+Here --config is the Singer configuration, a JSON file, not chatdump's TOML:
+the keys of one [sources.NAME] table (\"kind\" and the platform's keys), plus
+\"start_date\" (required), \"end_date\", \"name\" (the source's name in records,
+default the kind), \"redact\" (\"hash\", \"mask\" or \"drop\"), \"redact_agents\",
+\"redact_key\" or \"redact_key_env\", and \"include_raw\".
+
+Examples:
+  chatdump tap --config tap.json --discover > catalog.json
+  chatdump tap --config tap.json --catalog catalog.json | target-jsonl
+  chatdump tap --config tap.json --state last-state.json | target-sqlite --config db.json
+";
 
 /// The `--kind` values: the registry's platform names.
 fn kind_names() -> clap::builder::PossibleValuesParser {

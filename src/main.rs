@@ -23,6 +23,7 @@ mod source;
 mod state;
 mod state_store;
 mod store;
+mod tap;
 mod window;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -49,6 +49,9 @@ fn not_ours(e: Error) -> Error {
     }
 }
 
+/// Where a handed state's saves go.
+pub type EmitState = Box<dyn FnMut(&State) -> Result<()>>;
+
 /// An export's state, wherever it is kept.
 pub enum StateStore {
     Local(StateFile),
@@ -58,6 +61,14 @@ pub enum StateStore {
     Peeked {
         url: String,
         state: Option<State>,
+    },
+    /// A state kept by whoever runs chatdump (a Singer runner keeps the
+    /// last STATE message a tap emitted): read from what it gave, and
+    /// handed to `emit` at each save, after the chunk's records.
+    Handed {
+        shown: String,
+        state: Option<State>,
+        emit: EmitState,
     },
 }
 
@@ -108,11 +119,29 @@ impl StateStore {
         }
     }
 
+    /// A state handed in by whoever runs chatdump: `state` (if any) is
+    /// checked like a file's, and each save goes to `emit`.
+    pub fn handed(
+        shown: &str,
+        state: Option<State>,
+        (source, kind, records): (&str, &str, &str),
+        emit: EmitState,
+    ) -> Result<Self> {
+        if let Some(s) = &state {
+            state::validate_fields(s, shown, source, kind, records)?;
+        }
+        Ok(StateStore::Handed {
+            shown: shown.to_string(),
+            state,
+            emit,
+        })
+    }
+
     pub fn state(&self) -> Option<&State> {
         match self {
             StateStore::Local(f) => f.state.as_ref(),
             StateStore::Object(o) => o.state.as_ref(),
-            StateStore::Peeked { state, .. } => state.as_ref(),
+            StateStore::Peeked { state, .. } | StateStore::Handed { state, .. } => state.as_ref(),
         }
     }
 
@@ -122,6 +151,7 @@ impl StateStore {
             StateStore::Local(f) => f.given().display().to_string(),
             StateStore::Object(o) => o.place.url.clone(),
             StateStore::Peeked { url, .. } => url.clone(),
+            StateStore::Handed { shown, .. } => shown.clone(),
         }
     }
 
@@ -139,6 +169,11 @@ impl StateStore {
             StateStore::Peeked { url, .. } => Err(Error::usage(format!(
                 "state {url} was read for a dry run and is not written"
             ))),
+            StateStore::Handed { state, emit, .. } => {
+                emit(&next)?;
+                *state = Some(next);
+                Ok(())
+            }
         }
     }
 

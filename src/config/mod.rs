@@ -82,13 +82,18 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
             Error::config(format!(
                 "{}: not valid TOML: {}",
                 path.display(),
                 e.message()
             ))
         })?;
+        Config::from_table(table, path)
+    }
+
+    /// The configuration a TOML table holds (`path` names it in messages).
+    pub fn from_table(mut table: toml::Table, path: &Path) -> Result<Config> {
         let sources = match table.remove("sources") {
             None => toml::Table::new(),
             Some(toml::Value::Table(t)) => t,
@@ -189,13 +194,13 @@ fn default_locations() -> Vec<PathBuf> {
 }
 
 #[cfg(unix)]
-fn readable_by_others(path: &Path) -> bool {
+pub fn readable_by_others(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o044 != 0)
 }
 
 #[cfg(not(unix))]
-fn readable_by_others(_path: &Path) -> bool {
+pub fn readable_by_others(_path: &Path) -> bool {
     false
 }
 

@@ -66,7 +66,21 @@ pub async fn export(
             "source {name:?}: polling more often than every 5 minutes spends the account's daily API tokens faster (each poll is a request)"
         ));
     }
-    export_one(&*source, name, window, options, redactor, dry_run).await
+    export_one(&*source, name, window, options, redactor, dry_run, None).await
+}
+
+/// An export whose state is kept by whoever runs chatdump (`chatdump
+/// tap`): `state` is read at the start and written at each commit.
+pub async fn export_with_state(
+    source: &dyn ChatSource,
+    name: &str,
+    window: &WindowArgs,
+    options: &Options,
+    redactor: Option<&Redactor>,
+    state: StateStore,
+) -> Result<Stats> {
+    options.validate()?;
+    export_one(source, name, window, options, redactor, false, Some(state)).await
 }
 
 async fn export_one(
@@ -76,9 +90,11 @@ async fn export_one(
     options: &Options,
     redactor: Option<&Redactor>,
     dry_run: bool,
+    state: Option<StateStore>,
 ) -> Result<Stats> {
     let started = Instant::now();
-    let mut export = Exporter::open(source, name, window_args, options, redactor, dry_run).await?;
+    let opened = Exporter::open(source, name, window_args, options, redactor, dry_run, state);
+    let mut export = opened.await?;
     let outcome = export_windows(&mut export, dry_run).await;
     // A lock kept in a bucket outlives the process: it is let go however
     // the run ended (one killed outright expires instead).
@@ -169,6 +185,7 @@ impl<'a> Exporter<'a> {
         options: &'a Options,
         redactor: Option<&'a Redactor>,
         dry_run: bool,
+        given: Option<StateStore>,
     ) -> Result<Self> {
         let kind = source.kind().as_str();
         source
@@ -195,11 +212,12 @@ impl<'a> Exporter<'a> {
             connection.settings,
             connection.max_in_flight,
         )?;
-        let state = match &options.state {
-            Some(path) => {
+        let state = match (given, &options.state) {
+            (Some(given), _) => Some(given),
+            (None, Some(path)) => {
                 Some(StateStore::open(path, name, kind, options.records.as_str(), dry_run).await?)
             }
-            None => None,
+            (None, None) => None,
         };
         let saved = state.as_ref().and_then(StateStore::state);
         let checkpoint = saved.map(|s| s.checkpoint);
@@ -232,6 +250,12 @@ impl<'a> Exporter<'a> {
             .output
             .as_deref()
             .is_some_and(plan::has_window_placeholder)
+    }
+
+    /// Whether each chunk is committed on its own: a file per chunk, or a
+    /// Singer stream, which says its state after every chunk.
+    fn chunked(options: &Options) -> bool {
+        Self::templated(options) || options.format() == crate::output::Format::Singer
     }
 
     /// The window of this poll; None when nothing is new since the checkpoint.
@@ -281,7 +305,7 @@ impl<'a> Exporter<'a> {
         let chunk = self.options.chunk.unwrap_or(slice);
         for (step, what) in [(slice, "request slices"), (chunk, "output files")] {
             let needed = w.count(step);
-            if needed > MAX_SLICES && (step == slice || Self::templated(self.options)) {
+            if needed > MAX_SLICES && (step == slice || Self::chunked(self.options)) {
                 return Err(Error::usage(format!(
                     "the window {} .. {} would need {} {what} of {}; at most {} are allowed",
                     w.from.format("%Y-%m-%dT%H:%M:%SZ"),
@@ -295,7 +319,7 @@ impl<'a> Exporter<'a> {
                 ));
             }
         }
-        Ok(if Self::templated(self.options) {
+        Ok(if Self::chunked(self.options) {
             w.split(chunk)
         } else {
             vec![w]
@@ -309,6 +333,8 @@ impl<'a> Exporter<'a> {
             out.commit()?;
         }
         log::progress::finish();
+        // Chunks written to standard output one after another are one target.
+        self.targets.dedup();
         let target = match self.targets.as_slice() {
             [] => "nothing written".to_string(),
             [one] => one.clone(),

@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use crate::model::{digest_text, Cell, Record, CONVERSATION_COLUMNS, MESSAGE_COLUMNS};
+use crate::model::{digest_text, Cell, Record, RecordKind, CONVERSATION_COLUMNS, MESSAGE_COLUMNS};
 use crate::output::Render;
 
 /// Records are rendered into a buffer of about this size, which is written
@@ -20,6 +20,9 @@ pub struct JsonlWriter<W: Write> {
     /// `,"name":` for each column after `source` and `platform`.
     conversation_keys: Vec<Box<[u8]>>,
     message_keys: Vec<Box<[u8]>>,
+    /// What each line opens with before the record, and closes with after
+    /// it: a Singer RECORD message around it.
+    wrap: Option<(Box<[u8]>, &'static [u8])>,
 }
 
 impl<W: Write> JsonlWriter<W> {
@@ -35,11 +38,28 @@ impl<W: Write> JsonlWriter<W> {
             buffer: Vec::with_capacity(BUFFER + BUFFER / 4),
             conversation_keys: keys(CONVERSATION_COLUMNS),
             message_keys: keys(MESSAGE_COLUMNS),
+            wrap: None,
+        }
+    }
+
+    /// Each record as a Singer RECORD message of the stream `kind` names
+    /// (`conversations`, `messages`).
+    pub fn singer(out: W, kind: RecordKind) -> Self {
+        let open = format!(
+            "{{\"type\":\"RECORD\",\"stream\":\"{}\",\"record\":",
+            kind.as_str()
+        );
+        JsonlWriter {
+            wrap: Some((open.into_bytes().into_boxed_slice(), b"}")),
+            ..JsonlWriter::new(out)
         }
     }
 
     pub fn write(&mut self, record: &Record, render: &Render) -> io::Result<()> {
         let line = &mut self.buffer;
+        if let Some((open, _)) = &self.wrap {
+            line.extend_from_slice(open);
+        }
         line.extend_from_slice(b"{\"source\":");
         string(line, &render.source);
         line.extend_from_slice(b",\"platform\":");
@@ -58,7 +78,11 @@ impl<W: Write> JsonlWriter<W> {
             line.extend_from_slice(b",\"raw\":");
             compact(line, raw.map_or("null", |r| r.get()).as_bytes());
         }
-        line.extend_from_slice(b"}\n");
+        line.push(b'}');
+        if let Some((_, close)) = self.wrap {
+            line.extend_from_slice(close);
+        }
+        line.push(b'\n');
         if self.buffer.len() >= BUFFER {
             self.write_out()?;
         }

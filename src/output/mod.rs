@@ -41,6 +41,9 @@ pub use target::{publish, sync_parent, Prepared};
 pub enum Format {
     Jsonl,
     Csv,
+    /// Singer RECORD messages (`chatdump tap`): each JSON Lines record as
+    /// the `record` of a message naming its stream.
+    Singer,
 }
 
 impl Format {
@@ -212,6 +215,7 @@ impl Output {
                 csv::CsvWriter::new(stream, kind).map_err(|e| out.io_error(e))?,
             )),
             Format::Jsonl => Writer::Jsonl(jsonl::JsonlWriter::new(stream)),
+            Format::Singer => Writer::Jsonl(jsonl::JsonlWriter::singer(stream, kind)),
         };
         let (sender, receiver) = sync_channel::<Message>(BATCHES_IN_FLIGHT);
         let (give_back, returned) = channel::<Vec<Record>>();

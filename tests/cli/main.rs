@@ -10,6 +10,7 @@ mod live;
 mod objects;
 mod redact;
 mod state;
+mod tap;
 mod transcripts;
 mod trust;
 mod ujet;
