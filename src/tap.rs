@@ -154,10 +154,7 @@ fn print_line(line: &str) -> Result<()> {
 
 /// Saves a stream's state: its bookmark is replaced, and the whole state
 /// (every stream's bookmark, and whatever else the runner kept) emitted.
-fn emitter(
-    kind: RecordKind,
-    bookmarks: Rc<RefCell<Map<String, Value>>>,
-) -> EmitState {
+fn emitter(kind: RecordKind, bookmarks: Rc<RefCell<Map<String, Value>>>) -> EmitState {
     Box::new(move |state| {
         let value = serde_json::to_value(state)
             .map_err(|e| Error::output("stdout", std::io::Error::other(e)))?;

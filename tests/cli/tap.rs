@@ -393,3 +393,46 @@ async fn singer_check_tap_accepts_the_output() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(check_code, 0, "{check_stderr}");
 }
+
+/// The tap's `redact` keys: customer fields are masked in the records, and
+/// the SCHEMA still marks them; "hash" without a key is refused.
+#[tokio::test]
+async fn redaction_keys_work_in_tap_mode() {
+    let server = fake(chats(24, 60), Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    tap_config(
+        dir.path(),
+        &server.uri(),
+        json!({"end_date": "2024-03-02", "redact": "mask"}),
+    );
+    catalog(dir.path(), &["conversations"]).await;
+    let args = ["tap", "--config", "tap.json", "--catalog", "catalog.json"];
+    let r = run(dir.path(), &args).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains("Khách"), "{}", r.stdout);
+    let messages = jsonl(&r.stdout);
+    assert_eq!(
+        messages[0]["schema"]["properties"]["customer_name"]["x-pii"],
+        "customer"
+    );
+    let record = messages.iter().find(|m| m["type"] == "RECORD").unwrap();
+    assert!(record["record"]["customer_name"].is_string(), "{record}");
+    tap_config(
+        dir.path(),
+        &server.uri(),
+        json!({"end_date": "2024-03-02", "redact": "hash"}),
+    );
+    let mut cmd = command(dir.path(), &args);
+    cmd.env_remove("CHATDUMP_REDACT_KEY");
+    let r = crate::common::run_command(cmd).await;
+    assert_eq!(r.code, 78, "{}", r.stderr);
+    assert!(r.stderr.contains("redact_key"), "{}", r.stderr);
+    tap_config(
+        dir.path(),
+        &server.uri(),
+        json!({"end_date": "2024-03-02", "redact": "hash", "redact_key": "k3y-for-tests"}),
+    );
+    let r = run(dir.path(), &args).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains("Khách"), "{}", r.stdout);
+}
