@@ -29,6 +29,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => {
             let mut options = output_options(&args.output)?;
             options.state = args.state.clone();
+            options.metrics = crate::metrics::Targets::new(
+                args.metrics_file.clone(),
+                args.metrics_push.as_deref(),
+            )?;
             options.chunk = args
                 .chunk
                 .as_deref()
@@ -110,6 +114,31 @@ pub fn run(cli: Cli) -> Result<()> {
                 .render(&mut std::io::stdout())
                 .map_err(|e| Error::output("stdout", e))
         }
+        Command::Status {
+            sources,
+            format,
+            max_lag,
+        } => {
+            let max_lag = max_lag
+                .as_deref()
+                .map(crate::status::parse_max_lag)
+                .transpose();
+            let config = Config::load(cli.config.as_deref());
+            let (max_lag, config) = match (max_lag, config) {
+                (Ok(max_lag), Ok(config)) => (max_lag, config),
+                (Err(e), _) | (_, Err(e)) => {
+                    crate::log::report(&e);
+                    std::process::exit(crate::status::Verdict::Unknown.exit_code());
+                }
+            };
+            let args = crate::status::StatusArgs {
+                sources,
+                json: matches!(format, crate::cli::StatusFormat::Json),
+                max_lag,
+            };
+            let code = runtime.block_on(crate::status::status(&config, &args));
+            std::process::exit(code);
+        }
         Command::Tap {
             state,
             catalog,
@@ -170,6 +199,7 @@ fn output_options(args: &OutputArgs) -> Result<Options> {
         state: None,
         chunk: None,
         follow: None,
+        metrics: Default::default(),
         redact: args.redact.map(|mode| RedactOptions {
             mode: match mode {
                 RedactArg::Hash => RedactMode::Hash,

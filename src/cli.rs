@@ -80,6 +80,21 @@ pub enum Command {
     },
     /// Print the manual page (roff): chatdump man > chatdump.1
     Man,
+    /// How each source's incremental export is doing: checkpoint, lag,
+    /// last run, lock (from the state its `state` key names)
+    #[command(after_help = STATUS_HELP)]
+    Status {
+        /// Sources to show (default: all)
+        sources: Vec<String>,
+        /// `table` for people, `json` for tools
+        #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
+        format: StatusFormat,
+        /// CRITICAL (exit 2) when a checkpoint is further behind now than
+        /// this (e.g. 2h); WARNING (1) when the last run failed; UNKNOWN
+        /// (3) when there is no state to judge
+        #[arg(long, value_name = "D")]
+        max_lag: Option<String>,
+    },
     /// Run as a Singer tap (Meltano, or `chatdump tap ... | target-NAME`)
     #[command(after_help = TAP_HELP)]
     Tap {
@@ -95,6 +110,22 @@ pub enum Command {
         #[arg(long)]
         discover: bool,
     },
+}
+
+const STATUS_HELP: &str = "\
+Exit codes follow the monitoring plugin convention: 0 OK, 1 WARNING, 2 CRITICAL,
+3 UNKNOWN (the worst source decides; a configuration that cannot be read is 3).
+
+Examples:
+  chatdump status                          # every source, a table
+  chatdump status hanoi --max-lag 2h       # a Nagios/Icinga check
+  chatdump status --format json | jq '.sources[] | {source, lag_seconds}'
+";
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StatusFormat {
+    Table,
+    Json,
 }
 
 const TAP_HELP: &str = "\
@@ -163,6 +194,18 @@ pub struct ExportArgs {
     /// Print the plan (windows, requests, files, state) and fetch nothing
     #[arg(help_heading = "Incremental", long)]
     pub dry_run: bool,
+
+    /// After the run, write its metrics here in the Prometheus text format
+    /// (atomically), for node_exporter's textfile collector: one file per
+    /// source, e.g. /var/lib/node_exporter/textfile/chatdump-hanoi.prom
+    #[arg(help_heading = "Monitoring", long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// After the run, push its metrics to this Prometheus Pushgateway
+    /// (grouped by job `chatdump`, source and records), e.g.
+    /// http://pushgateway:9091
+    #[arg(help_heading = "Monitoring", long, value_name = "URL")]
+    pub metrics_push: Option<String>,
 
     #[command(flatten)]
     pub output: OutputArgs,

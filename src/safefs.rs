@@ -59,6 +59,38 @@ pub fn read_regular(path: &Path) -> io::Result<Option<String>> {
     }
 }
 
+/// The process holding an exclusive `flock` on the file at `path`, if
+/// one does (Linux: read from `/proc/locks`, matched by device and inode),
+/// without taking the lock: asking must not make a starting run find it
+/// busy.
+#[cfg(target_os = "linux")]
+pub fn flock_holder(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // `1: FLOCK  ADVISORY  WRITE 1234 08:01:56789 0 EOF`; a blocked
+        // waiter's line starts `1: ->`.
+        let [_, "FLOCK", _, "WRITE", pid, place, ..] = fields.as_slice() else {
+            return None;
+        };
+        let mut parts = place.split(':');
+        let dev_major = u32::from_str_radix(parts.next()?, 16).ok()?;
+        let dev_minor = u32::from_str_radix(parts.next()?, 16).ok()?;
+        let inode: u64 = parts.next()?.parse().ok()?;
+        (dev_major == major && dev_minor == minor && inode == meta.ino())
+            .then(|| pid.parse().ok())
+            .flatten()
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn flock_holder(_path: &Path) -> Option<u32> {
+    None
+}
+
 /// Reads `name` in a folder someone else fills (transcripts, synced by a
 /// tool that may copy symlinks as they are), None when it does not exist.
 /// A symlink is followed only when it resolves beneath `folder` (a link to

@@ -64,9 +64,35 @@ pub struct State {
     /// their `seq` and enriches their messages as this one did.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chats: Vec<OpenChat>,
+    /// How the last run ended (for `chatdump status` and metrics); absent
+    /// in states written before runs were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RunRecord>,
     /// Read from a version-1 file: `recent` holds `DefaultHasher` keys.
     #[serde(skip)]
     pub legacy_keys: bool,
+}
+
+/// How a run ended: what `chatdump status` shows and metrics report. A
+/// failed run records itself without moving the checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    pub finished_at: DateTime<Utc>,
+    /// `ok` or `failed`.
+    pub outcome: String,
+    pub exit_code: i32,
+    /// The error's first line, when it failed (secrets are masked in
+    /// errors already).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub records: u64,
+    pub rejected: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub duration_s: f64,
+    /// When a run last ended well (this one, or an earlier one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<DateTime<Utc>>,
 }
 
 /// A platform element to read again: since when it waits, why, and the
@@ -221,6 +247,7 @@ impl State {
     pub fn first(source: &str, kind: &str, records: &str, checkpoint: DateTime<Utc>) -> State {
         State {
             version: VERSION,
+            last_run: None,
             source: source.to_string(),
             kind: kind.to_string(),
             records: records.to_string(),
@@ -387,6 +414,15 @@ impl StateFile {
         self.state = Some(state);
         Ok(())
     }
+}
+
+/// Reads the state at `path` without locking it (for `chatdump status`):
+/// what was last saved, and the process holding its lock, if a run is
+/// under way.
+pub fn peek(path: &Path) -> Result<(Option<State>, Option<u32>)> {
+    let state = read(path)?;
+    let holder = crate::safefs::flock_holder(&with_suffix(path, ".lock"));
+    Ok((state, holder))
 }
 
 fn read(path: &Path) -> Result<Option<State>> {

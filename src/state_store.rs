@@ -72,6 +72,49 @@ pub enum StateStore {
     },
 }
 
+/// A state as `chatdump status` sees it: what was last saved, and who
+/// holds its lock, read without taking it.
+pub struct Inspected {
+    pub shown: String,
+    pub state: Option<State>,
+    /// A run holding the lock: who, and whether its lease ran out (an
+    /// object lock of a run that was killed).
+    pub lock: Option<(String, bool)>,
+}
+
+/// Reads the state at `location` for `chatdump status`, locking nothing.
+pub async fn inspect(location: &str) -> Result<Inspected> {
+    match crate::store::locate(location)? {
+        crate::store::Location::Local(path) => {
+            let (state, holder) = state::peek(&path)?;
+            Ok(Inspected {
+                shown: path.display().to_string(),
+                state,
+                lock: holder.map(|pid| (format!("process {pid} on this host"), false)),
+            })
+        }
+        crate::store::Location::Object(place) => {
+            let state = match place.get(MOST_STATE_BYTES).await.map_err(not_ours)? {
+                Some((bytes, _)) => {
+                    Some(state::parse(&String::from_utf8_lossy(&bytes), &place.url)?)
+                }
+                None => None,
+            };
+            let lock = match place.with_suffix(".lock").get(MOST_LOCK_BYTES).await {
+                Ok(Some((bytes, _))) => serde_json::from_slice::<Lease>(&bytes)
+                    .ok()
+                    .map(|lease| (lease.holder(), lease.expires_at < Utc::now())),
+                _ => None,
+            };
+            Ok(Inspected {
+                shown: place.url,
+                state,
+                lock,
+            })
+        }
+    }
+}
+
 /// Makes the output move a local state's previous run saved and did not
 /// make, so its file and its checkpoint never part.
 fn finish_move(mut file: StateFile) -> Result<StateFile> {

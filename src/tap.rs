@@ -121,6 +121,7 @@ pub async fn tap(args: &TapArgs) -> Result<()> {
             chunk: None,
             redact: tap.redact,
             follow: None,
+            metrics: Default::default(),
         };
         let stats = crate::export::export_with_state(
             &*source,

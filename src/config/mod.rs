@@ -45,6 +45,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "max_page_size",
     "max_window_memory",
     "phone_regions",
+    "state",
 ];
 
 impl Config {

@@ -32,6 +32,8 @@ pub struct Options {
     pub redact: Option<RedactOptions>,
     /// `--follow`: poll again after this interval until interrupted.
     pub follow: Option<Duration>,
+    /// `--metrics-file` and `--metrics-push`: where the run's metrics go.
+    pub metrics: crate::metrics::Targets,
 }
 
 #[derive(Debug, Clone, Copy)]

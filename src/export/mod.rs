@@ -57,6 +57,12 @@ pub async fn export(
     let redactor = redactor.map(|r| r.with_phone_regions(phones));
     let redactor = redactor.as_ref();
     let source = (platform.build)(&table)?;
+    // `--state`, else the source's `state` key (where `status` looks too).
+    let mut options = options.clone();
+    if options.state.is_none() {
+        options.state = table.string("state")?.map(std::path::PathBuf::from);
+    }
+    let options = &options;
     if options
         .follow
         .is_some_and(|every| every < Duration::minutes(5))
@@ -94,20 +100,143 @@ async fn export_one(
 ) -> Result<Stats> {
     let started = Instant::now();
     let opened = Exporter::open(source, name, window_args, options, redactor, dry_run, state);
-    let mut export = opened.await?;
+    let mut export = match opened.await {
+        Ok(export) => export,
+        Err(e) => {
+            // A run that cannot even start (its state locked or corrupt,
+            // bad credentials) is reported to monitoring too.
+            let failed = Outcome::of(Err(e), started, Stats::default(), (0, 0));
+            report(name, options, &failed, None, None, 0, 0).await;
+            return failed.result;
+        }
+    };
     let outcome = export_windows(&mut export, dry_run).await;
     // A lock kept in a bucket outlives the process: it is let go however
     // the run ended (one killed outright expires instead).
-    let state = export.state.take();
+    let mut state = export.state.take();
+    let (sent, committed) = (export.http.requests_sent(), export.total);
+    let (checkpoint, awaiting) = (export.checkpoint, export.memory.awaiting.len() as u64);
+    let received = export.http.received_bytes();
     let outcome = match outcome {
         Ok(true) => export.finish(started),
-        Ok(false) => Ok(Stats::default()),
+        Ok(false) => return Ok(Stats::default()),
         Err(e) => Err(e),
     };
+    let outcome = Outcome::of(outcome, started, committed, sent);
+    report(
+        name,
+        options,
+        &outcome,
+        state.as_mut(),
+        checkpoint,
+        awaiting,
+        received,
+    )
+    .await;
     if let Some(state) = state {
         state.release().await;
     }
-    outcome
+    outcome.result
+}
+
+/// How a run ended, as the state and metrics record it, and its result.
+struct Outcome {
+    record: crate::state::RunRecord,
+    result: Result<Stats>,
+}
+
+impl Outcome {
+    /// The record of a run that ended with `result`; `committed` is what
+    /// it had committed when it failed, `sent` its requests and retries.
+    fn of(
+        result: Result<Stats>,
+        started: Instant,
+        committed: Stats,
+        (requests, retries): (u64, u64),
+    ) -> Outcome {
+        let (stats, exit_code, error) = match &result {
+            Ok(stats) if stats.rejected > 0 => (*stats, Error::data("").exit_code(), None),
+            Ok(stats) => (*stats, 0, None),
+            Err(e) => (
+                committed,
+                e.exit_code(),
+                Some(
+                    e.to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .chars()
+                        .take(500)
+                        .collect(),
+                ),
+            ),
+        };
+        let outcome = match (&error, exit_code) {
+            (Some(_), _) => "failed",
+            (None, 0) => "ok",
+            (None, _) => "partial",
+        };
+        let now = Utc::now();
+        Outcome {
+            record: crate::state::RunRecord {
+                finished_at: now,
+                outcome: outcome.into(),
+                exit_code,
+                error,
+                records: stats.records,
+                rejected: stats.rejected,
+                requests,
+                retries,
+                duration_s: started.elapsed().as_secs_f64(),
+                last_success_at: (outcome != "failed").then_some(now),
+            },
+            result,
+        }
+    }
+}
+
+/// Records how the run ended in its state (a failed run without moving
+/// the checkpoint) and writes its metrics; what fails here is warned
+/// about, and the run's own outcome stands.
+async fn report(
+    name: &str,
+    options: &Options,
+    outcome: &Outcome,
+    state: Option<&mut StateStore>,
+    checkpoint: Option<DateTime<Utc>>,
+    awaiting: u64,
+    received_bytes: u64,
+) {
+    let mut record = outcome.record.clone();
+    if let Some(state) = state {
+        let previous = state.state().and_then(|s| s.last_run.as_ref());
+        if record.last_success_at.is_none() {
+            record.last_success_at = previous.and_then(|r| r.last_success_at);
+        }
+        let recordable = matches!(state, StateStore::Local(_) | StateStore::Object(_));
+        if let (true, Some(mut next)) = (recordable, state.state().cloned()) {
+            next.last_run = Some(record.clone());
+            if let Err(e) = state.save(next).await {
+                log::warn(&format!(
+                    "{name}: the run's outcome was not recorded in the state: {e}"
+                ));
+            }
+        }
+    }
+    if options.metrics.is_empty() {
+        return;
+    }
+    let metrics = crate::metrics::RunMetrics {
+        source: name,
+        records: options.records.as_str(),
+        run: &record,
+        checkpoint,
+        awaiting,
+        received_bytes,
+    };
+    if let Err(e) = crate::metrics::publish(&options.metrics, &metrics).await {
+        log::warn(&format!("{name}: {e}"));
+    }
 }
 
 /// Every window of the run (every poll, following); false for a dry run,

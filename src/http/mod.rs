@@ -84,6 +84,8 @@ pub struct Http {
     retried: AtomicU64,
     /// Requests that went to the backup host.
     backup_sent: AtomicU64,
+    /// Bytes of records received (answers read whole).
+    received: AtomicU64,
     /// Every form in which this source's credentials could come back in a
     /// server's text (the values, and Basic auth's base64), to mask them.
     secrets: Vec<String>,
@@ -138,6 +140,7 @@ impl Http {
             sent: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             backup_sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
             secrets,
         })
     }
@@ -152,6 +155,16 @@ impl Http {
             self.sent.load(Ordering::Relaxed),
             self.retried.load(Ordering::Relaxed),
         )
+    }
+
+    /// Counts bytes of records an answer held, for metrics.
+    pub fn count_received(&self, bytes: usize) {
+        self.received.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes of records received so far.
+    pub fn received_bytes(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// How many requests went to the backup host, for the summary.

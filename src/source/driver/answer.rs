@@ -254,6 +254,7 @@ pub(super) async fn fetch_streamed(
         })
         .await?;
     attempt.settle()?;
+    http.count_received(answer.info.bytes);
     Ok(answer)
 }
 
