@@ -64,17 +64,14 @@ pub struct State {
     /// their `seq` and enriches their messages as this one did.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chats: Vec<OpenChat>,
-    /// How the last run ended (for `chatdump status` and metrics); absent
-    /// in states written before runs were recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_run: Option<RunRecord>,
     /// Read from a version-1 file: `recent` holds `DefaultHasher` keys.
     #[serde(skip)]
     pub legacy_keys: bool,
 }
 
-/// How a run ended: what `chatdump status` shows and metrics report. A
-/// failed run records itself without moving the checkpoint.
+/// How a run ended: what `chatdump status` shows and metrics report. It is
+/// kept beside the state (`STATE.run`), not in it: a failed run records
+/// itself there and leaves the state byte for byte as it was.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunRecord {
     pub finished_at: DateTime<Utc>,
@@ -247,7 +244,6 @@ impl State {
     pub fn first(source: &str, kind: &str, records: &str, checkpoint: DateTime<Utc>) -> State {
         State {
             version: VERSION,
-            last_run: None,
             source: source.to_string(),
             kind: kind.to_string(),
             records: records.to_string(),

@@ -72,11 +72,12 @@ pub enum StateStore {
     },
 }
 
-/// A state as `chatdump status` sees it: what was last saved, and who
-/// holds its lock, read without taking it.
+/// A state as `chatdump status` sees it: what was last saved, how the
+/// last run ended, and who holds its lock, read without taking it.
 pub struct Inspected {
     pub shown: String,
     pub state: Option<State>,
+    pub last_run: Option<state::RunRecord>,
     /// A run holding the lock: who, and whether its lease ran out (an
     /// object lock of a run that was killed).
     pub lock: Option<(String, bool)>,
@@ -90,6 +91,7 @@ pub async fn inspect(location: &str) -> Result<Inspected> {
             Ok(Inspected {
                 shown: path.display().to_string(),
                 state,
+                last_run: read_run_file(&state::with_suffix(&path, ".run")),
                 lock: holder.map(|pid| (format!("process {pid} on this host"), false)),
             })
         }
@@ -107,12 +109,25 @@ pub async fn inspect(location: &str) -> Result<Inspected> {
                 _ => None,
             };
             Ok(Inspected {
+                last_run: read_run_object(&place.with_suffix(".run")).await,
                 shown: place.url,
                 state,
                 lock,
             })
         }
     }
+}
+
+/// A run record kept beside a local state; None when there is none or it
+/// does not read (it only informs).
+fn read_run_file(path: &std::path::Path) -> Option<state::RunRecord> {
+    let text = crate::safefs::read_regular(path).ok()??;
+    serde_json::from_str(&text).ok()
+}
+
+async fn read_run_object(place: &Place) -> Option<state::RunRecord> {
+    let (bytes, _) = place.get(MOST_LOCK_BYTES).await.ok()??;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Makes the output move a local state's previous run saved and did not
@@ -217,6 +232,47 @@ impl StateStore {
                 *state = Some(next);
                 Ok(())
             }
+        }
+    }
+
+    /// How the last run that held this state's lock ended (`STATE.run`).
+    pub async fn last_run(&self) -> Option<state::RunRecord> {
+        match self {
+            StateStore::Local(f) => read_run_file(&state::with_suffix(f.path(), ".run")),
+            StateStore::Object(o) => read_run_object(&o.place.with_suffix(".run")).await,
+            StateStore::Peeked { .. } | StateStore::Handed { .. } => None,
+        }
+    }
+
+    /// Keeps how this run ended beside the state (`STATE.run`), replacing
+    /// the last one; the state itself is not touched. Only a run holding
+    /// the lock writes it; a dry run or a handed state writes nothing.
+    pub async fn record_run(&self, run: &state::RunRecord) -> Result<()> {
+        let mut text = serde_json::to_vec_pretty(run).expect("a run record serializes");
+        text.push(b'\n');
+        match self {
+            StateStore::Local(f) => {
+                let path = state::with_suffix(f.path(), ".run");
+                let temp = crate::safefs::temp_beside(&path);
+                let written = (|| {
+                    let mut file = crate::safefs::create_new(&temp, None)?;
+                    std::io::Write::write_all(&mut file, &text)?;
+                    file.sync_all()?;
+                    std::fs::rename(&temp, &path)
+                })();
+                if written.is_err() {
+                    let _ = std::fs::remove_file(&temp);
+                }
+                written.map_err(|e| Error::output(format!("cannot write {}", path.display()), e))
+            }
+            StateStore::Object(o) => {
+                let place = o.place.with_suffix(".run");
+                let version = place.get(MOST_LOCK_BYTES).await?.map(|(_, v)| v);
+                // Another run that took the lock over may have written it
+                // meanwhile: its record stands.
+                place.put_if(text, version).await.map(|_| ())
+            }
+            StateStore::Peeked { .. } | StateStore::Handed { .. } => Ok(()),
         }
     }
 

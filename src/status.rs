@@ -169,13 +169,13 @@ async fn row(config: &Config, name: &str) -> Row {
     match crate::state_store::inspect(&location).await {
         Ok(seen) => {
             row.state = Some(seen.shown);
+            row.last_run = seen.last_run;
             row.lock = seen.lock;
             match seen.state {
                 Some(state) => {
                     row.records = Some(state.records.clone());
                     row.checkpoint = Some(state.checkpoint);
                     row.awaiting = state.awaiting.len();
-                    row.last_run = state.last_run;
                 }
                 None => row.problem = Some("no state yet: no run has committed".into()),
             }

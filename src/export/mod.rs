@@ -113,7 +113,7 @@ async fn export_one(
     let outcome = export_windows(&mut export, dry_run).await;
     // A lock kept in a bucket outlives the process: it is let go however
     // the run ended (one killed outright expires instead).
-    let mut state = export.state.take();
+    let state = export.state.take();
     let (sent, committed) = (export.http.requests_sent(), export.total);
     let (checkpoint, awaiting) = (export.checkpoint, export.memory.awaiting.len() as u64);
     let received = export.http.received_bytes();
@@ -127,7 +127,7 @@ async fn export_one(
         name,
         options,
         &outcome,
-        state.as_mut(),
+        state.as_ref(),
         checkpoint,
         awaiting,
         received,
@@ -195,32 +195,28 @@ impl Outcome {
     }
 }
 
-/// Records how the run ended in its state (a failed run without moving
-/// the checkpoint) and writes its metrics; what fails here is warned
+/// Records how the run ended beside its state (the state itself is left
+/// as the run's commits made it) and writes its metrics; what fails here is warned
 /// about, and the run's own outcome stands.
 async fn report(
     name: &str,
     options: &Options,
     outcome: &Outcome,
-    state: Option<&mut StateStore>,
+    state: Option<&StateStore>,
     checkpoint: Option<DateTime<Utc>>,
     awaiting: u64,
     received_bytes: u64,
 ) {
     let mut record = outcome.record.clone();
     if let Some(state) = state {
-        let previous = state.state().and_then(|s| s.last_run.as_ref());
         if record.last_success_at.is_none() {
+            let previous = state.last_run().await;
             record.last_success_at = previous.and_then(|r| r.last_success_at);
         }
-        let recordable = matches!(state, StateStore::Local(_) | StateStore::Object(_));
-        if let (true, Some(mut next)) = (recordable, state.state().cloned()) {
-            next.last_run = Some(record.clone());
-            if let Err(e) = state.save(next).await {
-                log::warn(&format!(
-                    "{name}: the run's outcome was not recorded in the state: {e}"
-                ));
-            }
+        if let Err(e) = state.record_run(&record).await {
+            log::warn(&format!(
+                "{name}: the run's outcome was not recorded beside the state: {e}"
+            ));
         }
     }
     if options.metrics.is_empty() {

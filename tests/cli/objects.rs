@@ -250,8 +250,15 @@ async fn per_window_objects_and_the_state_land_in_the_bucket() {
             "hanoi/dt=2024-03-01/conversations.jsonl",
             "hanoi/dt=2024-03-02/conversations.jsonl",
             "state/hanoi.json",
+            "state/hanoi.json.run",
         ],
-        "one object per day (windows start at 17:00 UTC, midnight in Hanoi), the state, and no lock left"
+        "one object per day (windows start at 17:00 UTC, midnight in Hanoi), the state, how the run ended, and no lock left"
+    );
+    let run: Value =
+        serde_json::from_str(&moto.get("chats", "state/hanoi.json.run").await.unwrap()).unwrap();
+    assert_eq!(
+        (run["outcome"].as_str(), run["records"].as_u64()),
+        (Some("ok"), Some(24))
     );
     let expected: Vec<String> = (0..24).map(|i| format!("c{i:04}")).collect();
     assert_eq!(exported(&moto).await, expected);
