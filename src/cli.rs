@@ -41,7 +41,7 @@ pub struct Cli {
 pub enum Command {
     /// Export one configured source
     #[command(after_help = EXAMPLES)]
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
     /// Validate configuration and credentials with one cheap request per source
     Check {
         /// Sources to check (default: all)

@@ -8,6 +8,7 @@ mod demo;
 mod enrich;
 mod live;
 mod objects;
+mod operations;
 mod redact;
 mod state;
 mod tap;
