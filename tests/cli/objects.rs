@@ -1,6 +1,8 @@
-//! Outputs and state in S3, end to end, against a real S3-compatible server
-//! started here on 127.0.0.1 (`moto`, installed by `.ci/run`). Where moto is
-//! missing the tests say so loudly and pass: they cannot run.
+//! Outputs, state, locks and transcripts in object storage, end to end,
+//! against real servers started here on 127.0.0.1: the S3-compatible test
+//! server moto (from PyPI) and Azure's emulator Azurite (from npm), both
+//! installed by `.ci/run`; each case runs against both. Where a server is
+//! missing its tests say so loudly and pass: they cannot run.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -12,30 +14,80 @@ use crate::state::{chats, fake};
 
 const ONE_TYPE: &str = "conversation_types = [\"livechat\"]\n";
 
-/// A moto server of this test's own.
-struct Moto {
+/// Which test server a [`Store`] is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// moto, an S3-compatible server from PyPI.
+    S3,
+    /// Azurite, Azure's Blob storage emulator from npm, with its
+    /// well-known account.
+    Azure,
+}
+
+/// Azurite's well-known account and key (documented, public).
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// An object store of this test's own, on 127.0.0.1: the S3 test server or
+/// Azurite. `state` and `per_day` are this store's URLs of the test
+/// export's state and per-day objects (`s3://...` or `az://...`).
+struct Store {
+    backend: Backend,
     child: Child,
     port: u16,
     http: reqwest::Client,
+    scheme: &'static str,
+    state: String,
+    per_day: String,
+    _data: tempfile::TempDir,
 }
 
-impl Drop for Moto {
+impl Drop for Store {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-impl Moto {
-    async fn start() -> Option<Moto> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .ok()?;
+fn free_port() -> Option<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .ok()
+}
+
+impl Store {
+    fn new(
+        backend: Backend,
+        child: Child,
+        port: u16,
+        http: reqwest::Client,
+        data: tempfile::TempDir,
+    ) -> Store {
+        let scheme = match backend {
+            Backend::S3 => "s3",
+            Backend::Azure => "az",
+        };
+        Store {
+            backend,
+            child,
+            port,
+            http,
+            scheme,
+            state: format!("{scheme}://chats/state/hanoi.json"),
+            per_day: format!("{scheme}://chats/hanoi/dt={{from:%Y-%m-%d}}/conversations.jsonl"),
+            _data: data,
+        }
+    }
+
+    /// The S3 test server (moto), or None (said loudly).
+    async fn s3() -> Option<Store> {
+        let port = free_port()?;
         let child = Command::new("python3")
             .args([
                 "-m",
-                "moto.server",
+                "store.server",
                 "-H",
                 "127.0.0.1",
                 "-p",
@@ -45,7 +97,7 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn();
         let Ok(child) = child else {
-            eprintln!("SKIPPED: python3 is not installed: the object-storage tests did not run");
+            eprintln!("SKIPPED: python3 is not installed: the S3 tests did not run");
             return None;
         };
         // moto takes any signature, and answers 403 to none.
@@ -56,50 +108,169 @@ impl Moto {
                 "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
             ),
         );
-        let moto = Moto {
-            child,
-            port,
-            http: reqwest::Client::builder()
-                .default_headers(headers)
-                .build()
-                .unwrap(),
-        };
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap();
+        let store = Store::new(Backend::S3, child, port, http, tempfile::tempdir().unwrap());
+        store
+            .ready("moto did not start (python3 -m pip install 'moto[server]'): the S3 tests did not run")
+            .await
+    }
+
+    /// Azurite (`.ci/run` installs it from npm into `.ci/azurite`), or
+    /// None (said loudly).
+    async fn azure() -> Option<Store> {
+        let azurite = crate::common::repo().join(".ci/azurite/node_modules/.bin/azurite-blob");
+        if !azurite.exists() {
+            eprintln!("SKIPPED: Azurite is not installed (.ci/run installs it in .ci/azurite): the Azure tests did not run");
+            return None;
+        }
+        let port = free_port()?;
+        let data = tempfile::tempdir().unwrap();
+        let child = Command::new(azurite)
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &port.to_string(),
+                "--silent",
+                "--skipApiVersionCheck",
+                "--location",
+            ])
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let store = Store::new(Backend::Azure, child, port, reqwest::Client::new(), data);
+        store
+            .ready("Azurite did not start: the Azure tests did not run")
+            .await
+    }
+
+    async fn ready(self, otherwise: &str) -> Option<Store> {
         for _ in 0..100 {
-            if moto.http.get(moto.url("")).send().await.is_ok() {
-                return Some(moto);
+            if self
+                .request(reqwest::Method::GET, "", &[], None)
+                .send()
+                .await
+                .is_ok()
+            {
+                return Some(self);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        eprintln!(
-            "SKIPPED: moto did not start (python3 -m pip install 'moto[server]'): the object-storage tests did not run"
-        );
+        eprintln!("SKIPPED: {otherwise}");
         None
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{path}", self.port)
+    /// The store's URL of `path` (`BUCKET/KEY`).
+    fn at(&self, path: &str) -> String {
+        format!("{}://{path}", self.scheme)
+    }
+
+    /// A request to `path` (`BUCKET/KEY`) of the server, signed for
+    /// Azurite with its well-known key (SharedKey), as any Azure client
+    /// signs.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<String>,
+    ) -> reqwest::RequestBuilder {
+        let root = match self.backend {
+            Backend::S3 => format!("http://127.0.0.1:{}/", self.port),
+            Backend::Azure => format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}/", self.port),
+        };
+        let mut url = reqwest::Url::parse(&format!("{root}{path}")).unwrap();
+        for (k, v) in query {
+            url.query_pairs_mut().append_pair(k, v);
+        }
+        let mut request = self.http.request(method.clone(), url);
+        if self.backend == Backend::Azure {
+            use base64::Engine;
+            use hmac::Mac;
+            let date = chrono::Utc::now()
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string();
+            let length = body.as_ref().map_or(0, String::len);
+            let blob =
+                method == reqwest::Method::PUT && !query.iter().any(|(k, _)| *k == "restype");
+            let mut headers = vec![("x-ms-date", date.as_str()), ("x-ms-version", "2021-08-06")];
+            if blob {
+                headers.push(("x-ms-blob-type", "BlockBlob"));
+            }
+            headers.sort();
+            let mut query: Vec<(&str, &str)> = query.to_vec();
+            query.sort();
+            let canonical_headers: String =
+                headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+            let mut resource = format!("/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{path}");
+            for (k, v) in &query {
+                resource.push_str(&format!("\n{k}:{v}"));
+            }
+            let length = if length == 0 {
+                String::new()
+            } else {
+                length.to_string()
+            };
+            let to_sign =
+                format!("{method}\n\n\n{length}\n\n\n\n\n\n\n\n\n{canonical_headers}{resource}");
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(AZURITE_KEY)
+                .unwrap();
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+            mac.update(to_sign.as_bytes());
+            let signature =
+                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+            for (k, v) in headers {
+                request = request.header(k, v);
+            }
+            request = request.header(
+                "Authorization",
+                format!("SharedKey {AZURITE_ACCOUNT}:{signature}"),
+            );
+        }
+        match body {
+            Some(body) => request.body(body),
+            None => request,
+        }
     }
 
     async fn bucket(&self, name: &str) {
-        let r = self.http.put(self.url(name)).send().await.unwrap();
+        let query: &[(&str, &str)] = match self.backend {
+            Backend::S3 => &[],
+            Backend::Azure => &[("restype", "container")],
+        };
+        let r = self
+            .request(reqwest::Method::PUT, name, query, None)
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success(), "{:?}", r.text().await);
     }
 
     /// Every key in `bucket`.
     async fn keys(&self, bucket: &str) -> Vec<String> {
+        let (query, tag): (&[(&str, &str)], &str) = match self.backend {
+            Backend::S3 => (&[("list-type", "2")], "Key"),
+            Backend::Azure => (&[("restype", "container"), ("comp", "list")], "Name"),
+        };
         let body = self
-            .http
-            .get(self.url(&format!("{bucket}?list-type=2")))
+            .request(reqwest::Method::GET, bucket, query, None)
             .send()
             .await
             .unwrap()
             .text()
             .await
             .unwrap();
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
         let mut keys: Vec<String> = body
-            .split("<Key>")
+            .split(open.as_str())
             .skip(1)
-            .filter_map(|part| part.split("</Key>").next())
+            .filter_map(|part| part.split(close.as_str()).next())
             .map(str::to_string)
             .collect();
         keys.sort();
@@ -108,8 +279,7 @@ impl Moto {
 
     async fn get(&self, bucket: &str, key: &str) -> Option<String> {
         let r = self
-            .http
-            .get(self.url(&format!("{bucket}/{key}")))
+            .request(reqwest::Method::GET, &format!("{bucket}/{key}"), &[], None)
             .send()
             .await
             .unwrap();
@@ -120,17 +290,48 @@ impl Moto {
 
     async fn put(&self, bucket: &str, key: &str, body: String) {
         let r = self
-            .http
-            .put(self.url(&format!("{bucket}/{key}")))
-            .body(body)
+            .request(
+                reqwest::Method::PUT,
+                &format!("{bucket}/{key}"),
+                &[],
+                Some(body),
+            )
             .send()
             .await
             .unwrap();
-        assert!(r.status().is_success());
+        assert!(r.status().is_success(), "{:?}", r.text().await);
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) {
+        let r = self
+            .request(
+                reqwest::Method::DELETE,
+                &format!("{bucket}/{key}"),
+                &[],
+                None,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{:?}", r.text().await);
     }
 
     fn command(&self, dir: &std::path::Path, args: &[&str]) -> Command {
-        s3_command(dir, args, &self.url(""))
+        match self.backend {
+            Backend::S3 => s3_command(dir, args, &format!("http://127.0.0.1:{}", self.port)),
+            Backend::Azure => {
+                let mut cmd = command(dir, args);
+                cmd.env("AZURE_STORAGE_USE_EMULATOR", "true")
+                    .env(
+                        "AZURITE_BLOB_STORAGE_URL",
+                        format!("http://127.0.0.1:{}", self.port),
+                    )
+                    .env_remove("AZURE_STORAGE_ACCOUNT_NAME")
+                    .env_remove("AZURE_STORAGE_ACCOUNT_KEY")
+                    .env_remove("AZURE_STORAGE_SAS_KEY");
+                cmd
+            }
+        }
     }
 
     /// Starts an export without waiting for it (stderr kept if asked).
@@ -157,6 +358,43 @@ impl Moto {
     }
 }
 
+/// Each test, against the S3 test server and against Azurite: the same
+/// cases, each store's own URLs.
+macro_rules! on_every_store {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn s3() {
+                    if let Some(store) = super::Store::s3().await {
+                        super::$test(store).await
+                    }
+                }
+
+                #[tokio::test]
+                async fn azure() {
+                    if let Some(store) = super::Store::azure().await {
+                        super::$test(store).await
+                    }
+                }
+            }
+        )*
+    };
+}
+
+on_every_store!(
+    per_window_objects_and_the_state_land_in_the_bucket,
+    a_run_killed_mid_export_leaves_no_partial_object_and_the_rerun_completes,
+    two_runs_at_once_on_one_state_one_exits_75,
+    a_state_changed_behind_a_runs_back_is_not_overwritten,
+    a_long_run_renews_its_lock,
+    check_writes_and_removes_a_probe_where_outputs_will_go,
+    ujet_transcripts_are_read_from_a_bucket,
+    a_corrupt_or_foreign_state_in_the_bucket_is_refused_and_its_lock_let_go,
+    rejected_records_go_beside_the_output_object,
+    a_transcript_object_too_big_is_refused_unread,
+);
+
 const DAYS: [&str; 4] = ["--from", "2024-03-01", "--to", "2024-03-04"];
 
 fn export<'a>(extra: &[&'a str]) -> Vec<&'a str> {
@@ -166,8 +404,6 @@ fn export<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     all
 }
 
-const PER_DAY: &str = "s3://chats/hanoi/dt={from:%Y-%m-%d}/conversations.jsonl";
-const STATE: &str = "s3://chats/state/hanoi.json";
 /// The binary with `args`, its S3 client pointed at `endpoint` (a test
 /// server on 127.0.0.1) with test credentials, whatever this machine's own
 /// AWS settings are.
@@ -196,11 +432,11 @@ const SUPPORT_DAY_MESSAGES: [&str; 8] = [
 ];
 
 /// The conversation ids in every object under `dt=`.
-async fn exported(moto: &Moto) -> Vec<String> {
+async fn exported(store: &Store) -> Vec<String> {
     let mut ids = Vec::new();
-    for key in moto.keys("chats").await {
+    for key in store.keys("chats").await {
         if key.starts_with("hanoi/dt=") && key.ends_with(".jsonl") {
-            let text = moto.get("chats", &key).await.unwrap();
+            let text = store.get("chats", &key).await.unwrap();
             ids.extend(
                 jsonl(&text)
                     .iter()
@@ -212,37 +448,47 @@ async fn exported(moto: &Moto) -> Vec<String> {
     ids
 }
 
-#[tokio::test]
-async fn per_window_objects_and_the_state_land_in_the_bucket() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
-    moto.bucket("chats").await;
+async fn per_window_objects_and_the_state_land_in_the_bucket(store: Store) {
+    store.bucket("chats").await;
     // A chat every 3 hours over three days: 24.
     let server = fake(chats(24, 180), Duration::ZERO).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
-    let plan = moto
+    let plan = store
         .run(
             dir.path(),
-            &export(&["--state", STATE, "-o", PER_DAY, "--dry-run"]),
+            &export(&[
+                "--state",
+                store.state.as_str(),
+                "-o",
+                store.per_day.as_str(),
+                "--dry-run",
+            ]),
         )
         .await;
     assert_eq!(plan.code, 0, "{}", plan.stderr);
     assert!(
         plan.stdout
-            .contains("s3://chats/hanoi/dt=2024-03-01/conversations.jsonl"),
+            .contains(&store.at("chats/hanoi/dt=2024-03-01/conversations.jsonl")),
         "the plan shows the keys: {}",
         plan.stdout
     );
     assert!(
-        moto.keys("chats").await.is_empty(),
+        store.keys("chats").await.is_empty(),
         "a dry run writes nothing"
     );
-    let r = moto
-        .run(dir.path(), &export(&["--state", STATE, "-o", PER_DAY]))
+    let r = store
+        .run(
+            dir.path(),
+            &export(&[
+                "--state",
+                store.state.as_str(),
+                "-o",
+                store.per_day.as_str(),
+            ]),
+        )
         .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let keys = moto.keys("chats").await;
+    let keys = store.keys("chats").await;
     assert_eq!(
         keys,
         [
@@ -255,60 +501,87 @@ async fn per_window_objects_and_the_state_land_in_the_bucket() {
         "one object per day (windows start at 17:00 UTC, midnight in Hanoi), the state, how the run ended, and no lock left"
     );
     let run: Value =
-        serde_json::from_str(&moto.get("chats", "state/hanoi.json.run").await.unwrap()).unwrap();
+        serde_json::from_str(&store.get("chats", "state/hanoi.json.run").await.unwrap()).unwrap();
     assert_eq!(
         (run["outcome"].as_str(), run["records"].as_u64()),
         (Some("ok"), Some(24))
     );
     let expected: Vec<String> = (0..24).map(|i| format!("c{i:04}")).collect();
-    assert_eq!(exported(&moto).await, expected);
+    assert_eq!(exported(&store).await, expected);
     let state: Value =
-        serde_json::from_str(&moto.get("chats", "state/hanoi.json").await.unwrap()).unwrap();
+        serde_json::from_str(&store.get("chats", "state/hanoi.json").await.unwrap()).unwrap();
     assert_eq!(state["checkpoint"], "2024-03-03T17:00:00Z");
     assert_eq!(state["ledger"].as_array().unwrap().len(), 3);
+    // `status` reads the same state from the bucket, through the source's
+    // `state` key.
+    crate::common::edit_config(dir.path(), |text| {
+        format!("{text}state = \"{}\"\n", store.state)
+    });
+    let status = store
+        .run(
+            dir.path(),
+            &["status", "--format", "json", "--max-lag", "30000d"],
+        )
+        .await;
+    assert_eq!(status.code, 0, "{}{}", status.stdout, status.stderr);
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    let hanoi = &status["sources"][0];
+    assert_eq!(hanoi["checkpoint"], "2024-03-03T17:00:00Z");
+    assert_eq!(hanoi["last_run"]["records"], 24);
+    assert_eq!(hanoi["lock"], Value::Null);
     // Nothing new: the next run writes no object twice.
-    let again = moto
-        .run(dir.path(), &export(&["--state", STATE, "-o", PER_DAY]))
+    let again = store
+        .run(
+            dir.path(),
+            &export(&[
+                "--state",
+                store.state.as_str(),
+                "-o",
+                store.per_day.as_str(),
+            ]),
+        )
         .await;
     assert_eq!(again.code, 0, "{}", again.stderr);
-    assert_eq!(exported(&moto).await, expected);
+    assert_eq!(exported(&store).await, expected);
 }
 
-#[tokio::test]
-async fn a_run_killed_mid_export_leaves_no_partial_object_and_the_rerun_completes() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
-    moto.bucket("chats").await;
+async fn a_run_killed_mid_export_leaves_no_partial_object_and_the_rerun_completes(store: Store) {
+    store.bucket("chats").await;
     let server = fake(chats(24, 180), Duration::from_millis(400)).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
-    let args = export(&["--state", STATE, "-o", PER_DAY]);
-    let mut first = moto.spawn(dir.path(), &args, Stdio::null());
+    let args = export(&[
+        "--state",
+        store.state.as_str(),
+        "-o",
+        store.per_day.as_str(),
+    ]);
+    let mut first = store.spawn(dir.path(), &args, Stdio::null());
     // Killed once the first day is in the bucket.
-    moto.until_key("chats", ".jsonl").await;
+    store.until_key("chats", ".jsonl").await;
     first.kill().unwrap();
     first.wait().unwrap();
-    let written = moto.keys("chats").await;
+    let written = store.keys("chats").await;
     assert!(written.iter().any(|k| k.ends_with(".jsonl")), "{written:?}");
     for key in written.iter().filter(|k| k.ends_with(".jsonl")) {
-        let text = moto.get("chats", key).await.unwrap();
+        let text = store.get("chats", key).await.unwrap();
         assert!(text.ends_with('\n'), "{key} is whole");
         jsonl(&text);
     }
     // The killed run's lock is there; a rerun finds it held, then (it
     // expires) takes it over: here the lock is aged by hand.
-    let lock = moto
+    let lock = store
         .get("chats", "state/hanoi.json.lock")
         .await
         .expect("the killed run's lock");
-    let blocked = moto.run(dir.path(), &args).await;
+    let blocked = store.run(dir.path(), &args).await;
     assert_eq!(blocked.code, 75, "{}", blocked.stderr);
     assert!(blocked.stderr.contains("in use by"), "{}", blocked.stderr);
     let mut lease: Value = serde_json::from_str(&lock).unwrap();
     lease["expires_at"] = Value::String("2024-01-01T00:00:00Z".into());
-    moto.put("chats", "state/hanoi.json.lock", lease.to_string())
+    store
+        .put("chats", "state/hanoi.json.lock", lease.to_string())
         .await;
-    let rerun = moto.run(dir.path(), &args).await;
+    let rerun = store.run(dir.path(), &args).await;
     assert_eq!(rerun.code, 0, "{}", rerun.stderr);
     assert!(
         rerun.stderr.contains("took over the expired lock"),
@@ -317,39 +590,53 @@ async fn a_run_killed_mid_export_leaves_no_partial_object_and_the_rerun_complete
     );
     let expected: Vec<String> = (0..24).map(|i| format!("c{i:04}")).collect();
     assert_eq!(
-        exported(&moto).await,
+        exported(&store).await,
         expected,
         "every chat once, in all objects together"
     );
     assert!(
-        moto.get("chats", "state/hanoi.json.lock").await.is_none(),
+        store.get("chats", "state/hanoi.json.lock").await.is_none(),
         "released"
     );
 }
 
-#[tokio::test]
-async fn two_runs_at_once_on_one_state_one_exits_75() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
-    moto.bucket("chats").await;
+async fn two_runs_at_once_on_one_state_one_exits_75(store: Store) {
+    store.bucket("chats").await;
     let server = fake(chats(8, 180), Duration::from_millis(600)).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
-    let args = export(&["--state", STATE, "-o", PER_DAY]);
-    let mut first = moto.spawn(dir.path(), &args, Stdio::null());
-    moto.until_key("chats", ".lock").await;
+    let args = export(&[
+        "--state",
+        store.state.as_str(),
+        "-o",
+        store.per_day.as_str(),
+    ]);
+    let mut first = store.spawn(dir.path(), &args, Stdio::null());
+    store.until_key("chats", ".lock").await;
     // A dry run only reads: it takes no lock and goes ahead.
-    let plan = moto
+    let plan = store
         .run(dir.path(), &[&args[..], &["--dry-run"]].concat())
         .await;
     assert_eq!(plan.code, 0, "{}", plan.stderr);
     assert!(
-        plan.stdout
-            .contains("state:    s3://chats/state/hanoi.json"),
+        plan.stdout.contains(&format!("state:    {}", store.state)),
         "{}",
         plan.stdout
     );
-    let second = moto.run(dir.path(), &args).await;
+    // `status` names the run holding the lock, read from the lock object.
+    crate::common::edit_config(dir.path(), |text| {
+        format!("{text}state = \"{}\"\n", store.state)
+    });
+    let status = store.run(dir.path(), &["status", "--format", "json"]).await;
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    let holder = status["sources"][0]["lock"]["holder"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        holder.contains(&format!("process {}", first.id())),
+        "{status}"
+    );
+    let second = store.run(dir.path(), &args).await;
     assert_eq!(second.code, 75, "{}", second.stderr);
     assert!(
         second.stderr.contains(&format!("process {}", first.id())),
@@ -361,27 +648,29 @@ async fn two_runs_at_once_on_one_state_one_exits_75() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
     let expected: Vec<String> = (0..8).map(|i| format!("c{i:04}")).collect();
-    assert_eq!(exported(&moto).await, expected);
+    assert_eq!(exported(&store).await, expected);
 }
 
-#[tokio::test]
-async fn a_state_changed_behind_a_runs_back_is_not_overwritten() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
-    moto.bucket("chats").await;
+async fn a_state_changed_behind_a_runs_back_is_not_overwritten(store: Store) {
+    store.bucket("chats").await;
     // Three windows of 600 ms each: a save after each.
     let server = fake(chats(24, 180), Duration::from_millis(600)).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
-    let args = export(&["--state", STATE, "-o", PER_DAY]);
-    let mut run = moto.spawn(dir.path(), &args, Stdio::piped());
+    let args = export(&[
+        "--state",
+        store.state.as_str(),
+        "-o",
+        store.per_day.as_str(),
+    ]);
+    let mut run = store.spawn(dir.path(), &args, Stdio::piped());
     // Once the run has committed its first window (it read the state long
     // before), another writer puts a state there: what a second run would
     // do after taking over a lock it believed expired. The run's next save
     // must find it changed.
-    moto.until_key("chats", ".jsonl").await;
+    store.until_key("chats", ".jsonl").await;
     let theirs = r#"{"version":2,"source":"hanoi","kind":"caresoft","records":"conversations","checkpoint":"2024-03-10T00:00:00Z","recent":[],"ledger":[]}"#;
-    moto.put("chats", "state/hanoi.json", theirs.to_string())
+    store
+        .put("chats", "state/hanoi.json", theirs.to_string())
         .await;
     let output = tokio::task::spawn_blocking(move || {
         let mut stderr = String::new();
@@ -397,7 +686,7 @@ async fn a_state_changed_behind_a_runs_back_is_not_overwritten() {
         output.1
     );
     assert_eq!(
-        moto.get("chats", "state/hanoi.json").await.unwrap(),
+        store.get("chats", "state/hanoi.json").await.unwrap(),
         theirs,
         "the other writer's state stands"
     );
@@ -405,50 +694,55 @@ async fn a_state_changed_behind_a_runs_back_is_not_overwritten() {
 
 #[tokio::test]
 async fn bad_locations_are_refused_before_anything_runs() {
-    let Some(moto) = Moto::start().await else {
+    let Some(store) = Store::s3().await else {
         return;
     };
-    moto.bucket("chats").await;
+    store.bucket("chats").await;
     let server = fake(chats(2, 180), Duration::ZERO).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
     for (args, code, says) in [
         (vec!["-o", "s3://chats"], 2, "no key"),
         (vec!["-o", "s3://chats/a/../b.jsonl"], 2, "`..`"),
-        (vec!["--state", STATE, "-o", STATE], 2, "is the state"),
+        (
+            vec!["--state", store.state.as_str(), "-o", store.state.as_str()],
+            2,
+            "is the state",
+        ),
     ] {
-        let r = moto.run(dir.path(), &export(&args)).await;
+        let r = store.run(dir.path(), &export(&args)).await;
         assert_eq!(r.code, code, "{args:?}: {}", r.stderr);
         assert!(r.stderr.contains(says), "{args:?}: {}", r.stderr);
     }
     assert!(
-        moto.get("chats", "state/hanoi.json").await.is_none(),
+        store.get("chats", "state/hanoi.json").await.is_none(),
         "nothing committed"
     );
     // A bucket that does not exist: nothing is exported, nothing committed.
-    let r = moto
+    let r = store
         .run(dir.path(), &export(&["-o", "s3://missing-bucket/x.jsonl"]))
         .await;
     assert_eq!(r.code, 73, "{}", r.stderr);
     assert!(r.stderr.contains("NoSuchBucket"), "{}", r.stderr);
     // The demo writes to a file or stdout only.
-    let r = moto
+    let r = store
         .run(dir.path(), &["demo", "-o", "s3://chats/demo.jsonl"])
         .await;
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
 
-#[tokio::test]
-async fn a_long_run_renews_its_lock() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
-    moto.bucket("chats").await;
+async fn a_long_run_renews_its_lock(store: Store) {
+    store.bucket("chats").await;
     // Three windows, each request 1.5 s: a run of about 4.5 s, with locks
     // that expire after 2 s unless renewed.
     let server = fake(chats(8, 180), Duration::from_millis(1500)).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
-    let args = export(&["--state", STATE, "-o", PER_DAY]);
-    let mut first = moto.command(dir.path(), &args);
+    let args = export(&[
+        "--state",
+        store.state.as_str(),
+        "-o",
+        store.per_day.as_str(),
+    ]);
+    let mut first = store.command(dir.path(), &args);
     first.env("CHATDUMP_STATE_LEASE", "2s");
     let mut first = first
         .stdout(Stdio::null())
@@ -456,7 +750,7 @@ async fn a_long_run_renews_its_lock() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(3200)).await;
-    let mut second = moto.command(dir.path(), &args);
+    let mut second = store.command(dir.path(), &args);
     second.env("CHATDUMP_STATE_LEASE", "2s");
     let second = tokio::task::spawn_blocking(move || second.output().unwrap())
         .await
@@ -473,23 +767,19 @@ async fn a_long_run_renews_its_lock() {
     assert_eq!(status.code(), Some(0));
 }
 
-#[tokio::test]
-async fn check_writes_and_removes_a_probe_where_outputs_will_go() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
-    moto.bucket("chats").await;
+async fn check_writes_and_removes_a_probe_where_outputs_will_go(store: Store) {
+    store.bucket("chats").await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("chatdump.toml"), "").unwrap();
-    let r = moto
+    let r = store
         .run(
             dir.path(),
             &[
                 "check",
                 "--location",
-                "s3://chats/hanoi/",
+                &store.at("chats/hanoi/"),
                 "--location",
-                "s3://chats/state/hanoi.json",
+                &store.state,
                 "--location",
                 "local/out/",
             ],
@@ -502,7 +792,7 @@ async fn check_writes_and_removes_a_probe_where_outputs_will_go() {
         "{}",
         r.stdout
     );
-    assert!(moto.keys("chats").await.is_empty(), "cleaned up");
+    assert!(store.keys("chats").await.is_empty(), "cleaned up");
     assert!(dir.path().join("local/out").is_dir());
     assert_eq!(
         std::fs::read_dir(dir.path().join("local/out"))
@@ -510,32 +800,30 @@ async fn check_writes_and_removes_a_probe_where_outputs_will_go() {
             .count(),
         0
     );
-    let r = moto
+    let r = store
         .run(
             dir.path(),
-            &["check", "--location", "s3://missing-bucket/x/"],
+            &["check", "--location", &store.at("missing-bucket/x/")],
         )
         .await;
     assert_eq!(r.code, 73, "{}{}", r.stdout, r.stderr);
     assert!(
-        r.stdout.contains("s3://missing-bucket/x/: FAILED"),
+        r.stdout
+            .contains(&format!("{}: FAILED", store.at("missing-bucket/x/"))),
         "{}",
         r.stdout
     );
 }
 
-#[tokio::test]
-async fn ujet_transcripts_are_read_from_a_bucket() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
-    moto.bucket("acme-storage").await;
-    moto.put(
-        "acme-storage",
-        "ccaip/chat-100.json",
-        crate::common::fixture("ujet/transcripts/chat-31354.json"),
-    )
-    .await;
+async fn ujet_transcripts_are_read_from_a_bucket(store: Store) {
+    store.bucket("acme-storage").await;
+    store
+        .put(
+            "acme-storage",
+            "ccaip/chat-100.json",
+            crate::common::fixture("ujet/transcripts/chat-31354.json"),
+        )
+        .await;
     let chat = |id: u32, minute: u32| {
         serde_json::json!({"id": id, "status": "finished", "chat_type": "Messaging (WhatsApp)",
             "updated_at": format!("2024-03-05T11:{minute:02}:00.000Z"), "agent_info": {"id": 7, "name": "Ana"}})
@@ -549,9 +837,9 @@ async fn ujet_transcripts_are_read_from_a_bucket() {
     .await;
     let dir = crate::ujet::config(
         &server.uri(),
-        "transcripts = \"s3://acme-storage/ccaip/\"\n",
+        &format!("transcripts = \"{}\"\n", store.at("acme-storage/ccaip/")),
     );
-    let r = moto.run(dir.path(), &SUPPORT_DAY_MESSAGES).await;
+    let r = store.run(dir.path(), &SUPPORT_DAY_MESSAGES).await;
     assert_eq!(r.code, 65, "chat 101 has none yet: {}", r.stderr);
     let rows = jsonl(&r.stdout);
     assert_eq!(rows.len(), 12, "{}", r.stderr);
@@ -559,79 +847,82 @@ async fn ujet_transcripts_are_read_from_a_bucket() {
     assert_eq!(rows[2]["text"], "Hola, quiero cambiar mi plan 📱");
     let rejects = std::fs::read_to_string(dir.path().join("support.rejects.jsonl")).unwrap();
     assert!(
-        rejects.contains("s3://acme-storage/ccaip/chat-101.json"),
+        rejects.contains(&store.at("acme-storage/ccaip/chat-101.json")),
         "names what it looked for: {rejects}"
     );
-    let check = moto.run(dir.path(), &["check", "support"]).await;
+    let check = store.run(dir.path(), &["check", "support"]).await;
     assert!(
-        check
-            .stdout
-            .contains("transcripts: 1 files in s3://acme-storage/ccaip"),
+        check.stdout.contains(&format!(
+            "transcripts: 1 files in {}",
+            store.at("acme-storage/ccaip")
+        )),
         "{}{}",
         check.stdout,
         check.stderr
     );
     // A bucket that is not there: `check` says so (an export would find
     // every transcript missing).
-    let dir = crate::ujet::config(&server.uri(), "transcripts = \"s3://no-such-bucket/x\"\n");
-    let check = moto.run(dir.path(), &["check", "support"]).await;
+    let dir = crate::ujet::config(
+        &server.uri(),
+        &format!("transcripts = \"{}\"\n", store.at("no-such-bucket/x")),
+    );
+    let check = store.run(dir.path(), &["check", "support"]).await;
     assert_eq!(check.code, 78, "{}{}", check.stdout, check.stderr);
-    assert!(check.stderr.contains("NoSuchBucket"), "{}", check.stderr);
+    let missing = match store.backend {
+        Backend::S3 => "NoSuchBucket",
+        Backend::Azure => "ContainerNotFound",
+    };
+    assert!(check.stderr.contains(missing), "{}", check.stderr);
 }
 
-#[tokio::test]
-async fn a_corrupt_or_foreign_state_in_the_bucket_is_refused_and_its_lock_let_go() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
-    moto.bucket("chats").await;
+async fn a_corrupt_or_foreign_state_in_the_bucket_is_refused_and_its_lock_let_go(store: Store) {
+    store.bucket("chats").await;
     let server = fake(chats(2, 180), Duration::ZERO).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
     // A lock object far bigger than a lease: refused, not read.
-    moto.put("chats", "state/hanoi.json.lock", "x".repeat(200_000))
+    store
+        .put("chats", "state/hanoi.json.lock", "x".repeat(200_000))
         .await;
-    let r = moto
-        .run(dir.path(), &export(&["--state", STATE, "-o", PER_DAY]))
+    let r = store
+        .run(
+            dir.path(),
+            &export(&[
+                "--state",
+                store.state.as_str(),
+                "-o",
+                store.per_day.as_str(),
+            ]),
+        )
         .await;
     assert_eq!(r.code, 78, "{}", r.stderr);
     assert!(r.stderr.contains("more than the 65536"), "{}", r.stderr);
-    let r = moto
-        .http
-        .delete(moto.url("chats/state/hanoi.json.lock"))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    store.delete("chats", "state/hanoi.json.lock").await;
     for planted in [
         "{not json".to_string(),
         r#"{"version":2,"source":"other","kind":"caresoft","records":"conversations","checkpoint":"2024-03-01T00:00:00Z"}"#.to_string(),
     ] {
-        moto.put("chats", "state/hanoi.json", planted.clone()).await;
-        let r = moto
-            .run(dir.path(), &export(&["--state", STATE, "-o", PER_DAY]))
+        store.put("chats", "state/hanoi.json", planted.clone()).await;
+        let r = store
+            .run(dir.path(), &export(&["--state", store.state.as_str(), "-o", store.per_day.as_str()]))
             .await;
         assert_eq!(r.code, 78, "{planted}: {}", r.stderr);
-        assert!(r.stderr.contains("s3://chats/state/hanoi.json"), "{}", r.stderr);
+        assert!(r.stderr.contains(&store.state), "{}", r.stderr);
         assert_eq!(
-            moto.keys("chats").await,
+            store.keys("chats").await,
             ["state/hanoi.json"],
             "nothing written, and no lock left to wait for"
         );
-        assert_eq!(moto.get("chats", "state/hanoi.json").await.unwrap(), planted);
+        assert_eq!(store.get("chats", "state/hanoi.json").await.unwrap(), planted);
     }
 }
 
-#[tokio::test]
-async fn rejected_records_go_beside_the_output_object() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
-    moto.bucket("chats").await;
+async fn rejected_records_go_beside_the_output_object(store: Store) {
+    store.bucket("chats").await;
     let mut rows = chats(2, 180);
     rows.push(serde_json::json!({"start_time": "2024-03-01 09:00:00", "cus_name": "sin id"}));
     let server = fake(rows, Duration::ZERO).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
-    let r = moto
+    let r = store
         .run(
             dir.path(),
             &[
@@ -642,25 +933,27 @@ async fn rejected_records_go_beside_the_output_object() {
                 "--to",
                 "2024-03-02",
                 "-o",
-                "s3://chats/day.jsonl",
+                &store.at("chats/day.jsonl"),
             ],
         )
         .await;
     assert_eq!(r.code, 65, "{}", r.stderr);
     assert!(
-        r.stderr
-            .contains("saved with the reasons to s3://chats/day.jsonl.rejects.jsonl"),
+        r.stderr.contains(&format!(
+            "saved with the reasons to {}",
+            store.at("chats/day.jsonl.rejects.jsonl")
+        )),
         "{}",
         r.stderr
     );
     assert_eq!(
-        moto.keys("chats").await,
+        store.keys("chats").await,
         ["day.jsonl", "day.jsonl.rejects.jsonl"]
     );
-    let rejects = moto.get("chats", "day.jsonl.rejects.jsonl").await.unwrap();
+    let rejects = store.get("chats", "day.jsonl.rejects.jsonl").await.unwrap();
     assert!(rejects.contains("sin id"), "{rejects}");
     assert_eq!(
-        jsonl(&moto.get("chats", "day.jsonl").await.unwrap()).len(),
+        jsonl(&store.get("chats", "day.jsonl").await.unwrap()).len(),
         2
     );
 }
@@ -668,22 +961,22 @@ async fn rejected_records_go_beside_the_output_object() {
 /// A transcript object over `max_record_size` is refused before it is
 /// read (its size is known from the answer's headers): that chat is
 /// rejected, the run goes on.
-#[tokio::test]
-async fn a_transcript_object_too_big_is_refused_unread() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
-    moto.bucket("acme-storage").await;
-    moto.put("acme-storage", "ccaip/chat-100.json", "x".repeat(4096))
+async fn a_transcript_object_too_big_is_refused_unread(store: Store) {
+    store.bucket("acme-storage").await;
+    store
+        .put("acme-storage", "ccaip/chat-100.json", "x".repeat(4096))
         .await;
     let chat = serde_json::json!({"id": 100, "status": "finished", "chat_type": "Messaging (WhatsApp)",
         "updated_at": "2024-03-05T11:01:00.000Z"});
     let server = crate::ujet::manager(vec![chat], false, |_, _| {}).await;
     let dir = crate::ujet::config(
         &server.uri(),
-        "transcripts = \"s3://acme-storage/ccaip\"\nmax_record_size = \"1KiB\"\n",
+        &format!(
+            "transcripts = \"{}\"\nmax_record_size = \"1KiB\"\n",
+            store.at("acme-storage/ccaip")
+        ),
     );
-    let r = moto.run(dir.path(), &SUPPORT_DAY_MESSAGES).await;
+    let r = store.run(dir.path(), &SUPPORT_DAY_MESSAGES).await;
     assert_eq!(r.code, 65, "{}", r.stderr);
     let rejects = std::fs::read_to_string(dir.path().join("support.rejects.jsonl")).unwrap();
     assert!(
