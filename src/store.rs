@@ -489,4 +489,77 @@ mod tests {
             assert_eq!(az.kind, Kind::Config, "{az}");
         }
     }
+
+    /// What chatdump does of GCS that no emulator from the registries can
+    /// show (none serves object_store's XML-API requests whole): a replace
+    /// conditional on the generation read, a create conditional on none,
+    /// and refused credentials ending the run as such. A stand-in answers
+    /// the few requests with GCS's documented headers.
+    #[tokio::test]
+    async fn gcs_writes_are_conditional_on_the_generation_read() {
+        use wiremock::matchers::{header, method, path_regex};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let gcs = MockServer::start().await;
+        let object = |generation: &str| {
+            ResponseTemplate::new(200)
+                .insert_header("ETag", "\"e1\"")
+                .insert_header("Last-Modified", "Tue, 05 Mar 2024 10:00:00 GMT")
+                .insert_header("x-goog-generation", generation)
+        };
+        Mock::given(method("GET"))
+            .and(path_regex("/chats/state.*hanoi"))
+            .respond_with(object("1700").set_body_string("{}"))
+            .mount(&gcs)
+            .await;
+        Mock::given(method("PUT"))
+            .and(header("x-goog-if-generation-match", "1700"))
+            .respond_with(ResponseTemplate::new(412))
+            .expect(1)
+            .mount(&gcs)
+            .await;
+        Mock::given(method("PUT"))
+            .and(header("x-goog-if-generation-match", "0"))
+            .respond_with(object("1"))
+            .expect(1)
+            .mount(&gcs)
+            .await;
+        Mock::given(method("GET"))
+            .and(path_regex("/chats/forbidden"))
+            .respond_with(ResponseTemplate::new(403))
+            .mount(&gcs)
+            .await;
+        let key = serde_json::json!({
+            "gcs_base_url": gcs.uri(), "disable_oauth": true,
+            "client_email": "", "private_key": "", "private_key_id": ""
+        });
+        let store = object_store::gcp::GoogleCloudStorageBuilder::new()
+            .with_bucket_name("chats")
+            .with_service_account_key(key.to_string())
+            .build()
+            .unwrap();
+        let place = |key: &str| Place {
+            url: format!("gs://chats/{key}"),
+            store: Arc::new(store.clone()),
+            key: Key::from(key),
+        };
+        let state = place("state/hanoi.json");
+        let (_, version) = state.get(1024).await.unwrap().expect("the object");
+        assert_eq!(version.version.as_deref(), Some("1700"));
+        // Changed since it was read: the replace is refused, not forced.
+        assert!(matches!(
+            state.put_if(b"{}".to_vec(), Some(version)).await.unwrap(),
+            Written::Conflict
+        ));
+        let lock = place("state/hanoi.json.lock");
+        match lock.put_if(b"lease".to_vec(), None).await.unwrap() {
+            Written::Done(v) => assert_eq!(v.version.as_deref(), Some("1")),
+            Written::Conflict => panic!("a create where there is nothing"),
+        }
+        let refused = place("forbidden").get(1024).await.err().expect("refused");
+        assert_eq!(refused.kind, Kind::Auth, "{refused}");
+        assert!(
+            refused.to_string().contains("gs://chats/forbidden"),
+            "{refused}"
+        );
+    }
 }
