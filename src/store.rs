@@ -555,7 +555,7 @@ mod tests {
             Written::Done(v) => assert_eq!(v.version.as_deref(), Some("1")),
             Written::Conflict => panic!("a create where there is nothing"),
         }
-        let refused = place("forbidden").get(1024).await.err().expect("refused");
+        let refused = place("forbidden").get(1024).await.expect_err("refused");
         assert_eq!(refused.kind, Kind::Auth, "{refused}");
         assert!(
             refused.to_string().contains("gs://chats/forbidden"),

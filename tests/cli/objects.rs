@@ -334,6 +334,11 @@ impl Store {
         }
     }
 
+    /// The test export, per day into this store, its state here too.
+    fn incremental(&self) -> Vec<&str> {
+        export(&["--state", &self.state, "-o", &self.per_day])
+    }
+
     /// Starts an export without waiting for it (stderr kept if asked).
     fn spawn(&self, dir: &std::path::Path, args: &[&str], stderr: Stdio) -> Child {
         self.command(dir, args)
@@ -476,17 +481,7 @@ async fn per_window_objects_and_the_state_land_in_the_bucket(store: Store) {
         store.keys("chats").await.is_empty(),
         "a dry run writes nothing"
     );
-    let r = store
-        .run(
-            dir.path(),
-            &export(&[
-                "--state",
-                store.state.as_str(),
-                "-o",
-                store.per_day.as_str(),
-            ]),
-        )
-        .await;
+    let r = store.run(dir.path(), &store.incremental()).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let keys = store.keys("chats").await;
     assert_eq!(
@@ -530,17 +525,7 @@ async fn per_window_objects_and_the_state_land_in_the_bucket(store: Store) {
     assert_eq!(hanoi["last_run"]["records"], 24);
     assert_eq!(hanoi["lock"], Value::Null);
     // Nothing new: the next run writes no object twice.
-    let again = store
-        .run(
-            dir.path(),
-            &export(&[
-                "--state",
-                store.state.as_str(),
-                "-o",
-                store.per_day.as_str(),
-            ]),
-        )
-        .await;
+    let again = store.run(dir.path(), &store.incremental()).await;
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(exported(&store).await, expected);
 }
@@ -549,12 +534,7 @@ async fn a_run_killed_mid_export_leaves_no_partial_object_and_the_rerun_complete
     store.bucket("chats").await;
     let server = fake(chats(24, 180), Duration::from_millis(400)).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
-    let args = export(&[
-        "--state",
-        store.state.as_str(),
-        "-o",
-        store.per_day.as_str(),
-    ]);
+    let args = store.incremental();
     let mut first = store.spawn(dir.path(), &args, Stdio::null());
     // Killed once the first day is in the bucket.
     store.until_key("chats", ".jsonl").await;
@@ -604,12 +584,7 @@ async fn two_runs_at_once_on_one_state_one_exits_75(store: Store) {
     store.bucket("chats").await;
     let server = fake(chats(8, 180), Duration::from_millis(600)).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
-    let args = export(&[
-        "--state",
-        store.state.as_str(),
-        "-o",
-        store.per_day.as_str(),
-    ]);
+    let args = store.incremental();
     let mut first = store.spawn(dir.path(), &args, Stdio::null());
     store.until_key("chats", ".lock").await;
     // A dry run only reads: it takes no lock and goes ahead.
@@ -656,12 +631,7 @@ async fn a_state_changed_behind_a_runs_back_is_not_overwritten(store: Store) {
     // Three windows of 600 ms each: a save after each.
     let server = fake(chats(24, 180), Duration::from_millis(600)).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
-    let args = export(&[
-        "--state",
-        store.state.as_str(),
-        "-o",
-        store.per_day.as_str(),
-    ]);
+    let args = store.incremental();
     let mut run = store.spawn(dir.path(), &args, Stdio::piped());
     // Once the run has committed its first window (it read the state long
     // before), another writer puts a state there: what a second run would
@@ -736,12 +706,7 @@ async fn a_long_run_renews_its_lock(store: Store) {
     // that expire after 2 s unless renewed.
     let server = fake(chats(8, 180), Duration::from_millis(1500)).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
-    let args = export(&[
-        "--state",
-        store.state.as_str(),
-        "-o",
-        store.per_day.as_str(),
-    ]);
+    let args = store.incremental();
     let mut first = store.command(dir.path(), &args);
     first.env("CHATDUMP_STATE_LEASE", "2s");
     let mut first = first
@@ -883,17 +848,7 @@ async fn a_corrupt_or_foreign_state_in_the_bucket_is_refused_and_its_lock_let_go
     store
         .put("chats", "state/hanoi.json.lock", "x".repeat(200_000))
         .await;
-    let r = store
-        .run(
-            dir.path(),
-            &export(&[
-                "--state",
-                store.state.as_str(),
-                "-o",
-                store.per_day.as_str(),
-            ]),
-        )
-        .await;
+    let r = store.run(dir.path(), &store.incremental()).await;
     assert_eq!(r.code, 78, "{}", r.stderr);
     assert!(r.stderr.contains("more than the 65536"), "{}", r.stderr);
     store.delete("chats", "state/hanoi.json.lock").await;
@@ -903,7 +858,7 @@ async fn a_corrupt_or_foreign_state_in_the_bucket_is_refused_and_its_lock_let_go
     ] {
         store.put("chats", "state/hanoi.json", planted.clone()).await;
         let r = store
-            .run(dir.path(), &export(&["--state", store.state.as_str(), "-o", store.per_day.as_str()]))
+            .run(dir.path(), &store.incremental())
             .await;
         assert_eq!(r.code, 78, "{planted}: {}", r.stderr);
         assert!(r.stderr.contains(&store.state), "{}", r.stderr);

@@ -87,8 +87,7 @@ async fn status_shows_the_checkpoint_lag_and_last_run() {
     // A run that fails (the platform gone) leaves the state as it was and
     // records itself beside it: WARNING while within the lag limit.
     let state_before = std::fs::read(dir.path().join("h.state")).unwrap();
-    let gone = server.uri();
-    crate::common::edit_config(dir.path(), |t| t.replace(&gone, "http://127.0.0.1:9"));
+    platform_gone(dir.path(), &server);
     let r = run_args(
         dir.path(),
         &export(&["-o", "b.jsonl", "--to", "2024-03-03"]),
@@ -202,8 +201,7 @@ async fn metrics_file_is_valid_prometheus_text_and_keeps_the_last_success() {
             String::from_utf8_lossy(&checked.stderr)
         );
     }
-    let gone = server.uri();
-    crate::common::edit_config(dir.path(), |t| t.replace(&gone, "http://127.0.0.1:9"));
+    platform_gone(dir.path(), &server);
     let r = run_args(
         dir.path(),
         &export(&[
@@ -297,8 +295,7 @@ async fn metrics_are_pushed_to_a_pushgateway() {
         "{records}"
     );
     let success = line(&text, "chatdump_last_success_timestamp_seconds").unwrap();
-    let gone = server.uri();
-    crate::common::edit_config(dir.path(), |t| t.replace(&gone, "http://127.0.0.1:9"));
+    platform_gone(dir.path(), &server);
     let r = run_args(
         dir.path(),
         &export(&[
@@ -329,6 +326,13 @@ async fn metrics_are_pushed_to_a_pushgateway() {
 
 async fn scrape(client: &reqwest::Client, url: &str) -> String {
     client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// Points the source at a port nobody answers on: its next run fails
+/// with 69 after its retries.
+fn platform_gone(dir: &Path, server: &wiremock::MockServer) {
+    let gone = server.uri();
+    crate::common::edit_config(dir, |t| t.replace(&gone, "http://127.0.0.1:9"));
 }
 
 /// A Debian tool `.ci/run` installs, or None (said loudly).

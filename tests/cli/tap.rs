@@ -50,6 +50,20 @@ fn tap_config(dir: &Path, base: &str, extra: Value) -> PathBuf {
     file
 }
 
+/// The CareSoft fake with `chats` chats an hour apart, and a folder with
+/// a Singer configuration for it (`extra` added) and a catalog selecting
+/// conversations.
+async fn conversations_tap(
+    chats_n: usize,
+    extra: Value,
+) -> (wiremock::MockServer, tempfile::TempDir) {
+    let server = fake(chats(chats_n, 60), Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    tap_config(dir.path(), &server.uri(), extra);
+    catalog(dir.path(), &["conversations"]).await;
+    (server, dir)
+}
+
 /// The catalog `--discover` prints, with `streams` selected.
 async fn catalog(dir: &Path, streams: &[&str]) -> PathBuf {
     let r = run(dir, &["tap", "--config", "tap.json", "--discover"]).await;
@@ -206,10 +220,7 @@ async fn bad_singer_configurations_are_config_errors_naming_the_key() {
 /// records the same as an export of the same window.
 #[tokio::test]
 async fn a_sync_writes_schema_records_and_a_state_after_each_window() {
-    let server = fake(chats(48, 60), Duration::ZERO).await;
-    let dir = tempfile::tempdir().unwrap();
-    tap_config(dir.path(), &server.uri(), json!({}));
-    catalog(dir.path(), &["conversations"]).await;
+    let (_server, dir) = conversations_tap(48, json!({})).await;
     let r = run(
         dir.path(),
         &["tap", "--config", "tap.json", "--catalog", "catalog.json"],
@@ -253,10 +264,7 @@ async fn a_sync_writes_schema_records_and_a_state_after_each_window() {
 /// it emitted, gives every record exactly once.
 #[tokio::test]
 async fn a_run_resumed_from_its_last_state_has_no_gap_and_no_double() {
-    let server = fake(chats(72, 60), Duration::ZERO).await;
-    let dir = tempfile::tempdir().unwrap();
-    tap_config(dir.path(), &server.uri(), json!({"end_date": "2024-03-02"}));
-    catalog(dir.path(), &["conversations"]).await;
+    let (server, dir) = conversations_tap(72, json!({"end_date": "2024-03-02"})).await;
     let args = ["tap", "--config", "tap.json", "--catalog", "catalog.json"];
     let first = run(dir.path(), &args).await;
     assert_eq!(first.code, 0, "{}", first.stderr);
@@ -295,10 +303,7 @@ async fn target_jsonl_gets_what_export_writes() {
     let Some(target) = singer_tool("venv-singer", "target-jsonl") else {
         return;
     };
-    let server = fake(chats(48, 60), Duration::ZERO).await;
-    let dir = tempfile::tempdir().unwrap();
-    tap_config(dir.path(), &server.uri(), json!({}));
-    catalog(dir.path(), &["conversations"]).await;
+    let (_server, dir) = conversations_tap(48, json!({})).await;
     std::fs::create_dir(dir.path().join("out")).unwrap();
     std::fs::write(
         dir.path().join("target.json"),
@@ -331,10 +336,7 @@ async fn target_duckdb_holds_each_conversation_once() {
     let Some(target) = singer_tool("venv-duckdb", "target-duckdb") else {
         return;
     };
-    let server = fake(chats(48, 60), Duration::ZERO).await;
-    let dir = tempfile::tempdir().unwrap();
-    tap_config(dir.path(), &server.uri(), json!({}));
-    catalog(dir.path(), &["conversations"]).await;
+    let (_server, dir) = conversations_tap(48, json!({})).await;
     std::fs::write(
         dir.path().join("target.json"),
         json!({"filepath": "chats.duckdb", "default_target_schema": "main"}).to_string(),
@@ -379,10 +381,7 @@ async fn singer_check_tap_accepts_the_output() {
     let Some(checker) = singer_tool("venv-singer", "singer-check-tap") else {
         return;
     };
-    let server = fake(chats(24, 60), Duration::ZERO).await;
-    let dir = tempfile::tempdir().unwrap();
-    tap_config(dir.path(), &server.uri(), json!({"end_date": "2024-03-02"}));
-    catalog(dir.path(), &["conversations"]).await;
+    let (_server, dir) = conversations_tap(24, json!({"end_date": "2024-03-02"})).await;
     let (code, stderr, check_code, check_stderr) = pipe(
         dir.path(),
         &["tap", "--config", "tap.json", "--catalog", "catalog.json"],
