@@ -119,7 +119,13 @@ async fn export_one(
     let received = export.http.received_bytes();
     let outcome = match outcome {
         Ok(true) => export.finish(started),
-        Ok(false) => return Ok(Stats::default()),
+        Ok(false) => {
+            // A dry run: nothing ran, nothing to record.
+            if let Some(state) = state {
+                state.release().await;
+            }
+            return Ok(Stats::default());
+        }
         Err(e) => Err(e),
     };
     let outcome = Outcome::of(outcome, started, committed, sent);
