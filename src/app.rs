@@ -191,6 +191,7 @@ fn output_options(args: &OutputArgs) -> Result<Options> {
         format: args.format.map(|f| match f {
             FormatArg::Jsonl => Format::Jsonl,
             FormatArg::Csv => Format::Csv,
+            FormatArg::Parquet => Format::Parquet,
         }),
         output: args.output.clone(),
         tz,

@@ -278,4 +278,5 @@ pub enum RedactArg {
 pub enum FormatArg {
     Jsonl,
     Csv,
+    Parquet,
 }

@@ -32,6 +32,61 @@ impl RecordKind {
     }
 }
 
+/// What a column holds: the JSON Schema's types and a typed output's
+/// (Parquet) columns follow from it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ColumnType {
+    Text,
+    Integer,
+    Time,
+}
+
+/// (column, type, nullable, pii, description)
+pub type Column = (&'static str, ColumnType, bool, Option<&'static str>, &'static str);
+
+/// Every column, once: its type, nullability, personal data and meaning.
+pub const COLUMNS: &[Column] = &[
+    ("source", ColumnType::Text, false, None, "The configured source name."),
+    ("platform", ColumnType::Text, false, None, "The source kind (its `kind` in the configuration)."),
+    ("conversation_id", ColumnType::Text, false, None, "The platform's id of the conversation (chat, conn_id)."),
+    ("channel", ColumnType::Text, true, None, "Lowercase channel: whatsapp, facebook, instagram, web, livechat, zalo, sms, app, ..."),
+    ("status", ColumnType::Text, true, None, "The conversation's state as the platform reports it (answered, missed, finished, active, ...)."),
+    ("started_at", ColumnType::Time, true, None, "When the conversation started."),
+    ("ended_at", ColumnType::Time, true, None, "When it ended, if it has."),
+    ("updated_at", ColumnType::Time, true, None, "When the platform last changed it (the version of the row)."),
+    ("duration_s", ColumnType::Integer, true, None, "Conversation length in whole seconds."),
+    ("wait_s", ColumnType::Integer, true, None, "Time the customer waited for an agent, in whole seconds."),
+    ("agent_id", ColumnType::Text, true, None, "The platform's id of the agent."),
+    ("agent_name", ColumnType::Text, true, Some("agent"), "The agent's name."),
+    ("agent_email", ColumnType::Text, true, Some("agent"), "The agent's e-mail address."),
+    ("customer_id", ColumnType::Text, true, Some("customer"), "The platform's id of the customer (contact, end user)."),
+    ("customer_name", ColumnType::Text, true, Some("customer"), "The customer's name."),
+    ("customer_phone", ColumnType::Text, true, Some("customer"), "The customer's phone number."),
+    ("customer_email", ColumnType::Text, true, Some("customer"), "The customer's e-mail address."),
+    ("queue", ColumnType::Text, true, None, "Queue, group or menu path that handled the conversation."),
+    ("message_count", ColumnType::Integer, true, None, "Messages in the conversation (as far as known)."),
+    ("rating", ColumnType::Integer, true, None, "The customer's rating, if any."),
+    ("sentiment", ColumnType::Text, true, None, "Sentiment the platform recognised."),
+    ("disposition_code", ColumnType::Text, true, None, "The code the agent classified the conversation with (Wolkvox `cod_act`)."),
+    ("disposition", ColumnType::Text, true, None, "That code's description."),
+    ("comments", ColumnType::Text, true, Some("customer"), "The agent's free-text notes on the conversation (can hold anything about the customer)."),
+    ("message_id", ColumnType::Text, false, None, "The platform's message id, or `d:` and a stable digest when it has none."),
+    ("seq", ColumnType::Integer, false, None, "0-based place of the message in its conversation, across windows, capped pieces and (with --state) runs; a rejected message keeps its place. Starts over only for a conversation not seen for a day or forgotten past 200,000 open ones."),
+    ("sent_at", ColumnType::Time, true, None, "When the message was sent."),
+    ("sender", ColumnType::Text, false, None, "Who wrote it."),
+    ("sender_name", ColumnType::Text, true, Some("customer"), "The name of who wrote it (a customer's when the customer wrote)."),
+    ("recipient_name", ColumnType::Text, true, Some("customer"), "The name of who it was for (a customer's when an agent or bot wrote)."),
+    ("text", ColumnType::Text, true, Some("customer"), "The message as sent: free text (which can hold anything a customer types), or JSON for attachments and templates."),
+];
+
+/// The entry of column `name` (a test keeps every column listed).
+pub fn column(name: &str) -> &'static Column {
+    COLUMNS
+        .iter()
+        .find(|c| c.0 == name)
+        .unwrap_or_else(|| panic!("column {name} has no schema entry"))
+}
+
 pub const CONVERSATION_COLUMNS: &[&str] = &[
     "source",
     "platform",

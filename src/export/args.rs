@@ -60,6 +60,16 @@ impl Options {
         if let Some(template) = &self.output {
             super::plan::check_template(template).map_err(Error::usage)?;
         }
+        let compressed = self.output.as_deref().is_some_and(|o| {
+            let o = o.to_ascii_lowercase();
+            o.ends_with(".gz") || o.ends_with(".zst")
+        });
+        if self.format() == Format::Parquet && compressed {
+            return Err(Error::usage(
+                "a Parquet file compresses its own columns (zstd): it takes no .gz or .zst",
+            )
+            .with_hint("end the output path in .parquet"));
+        }
         if self.include_raw && self.format() == Format::Csv {
             return Err(
                 Error::usage("--include-raw needs JSON Lines output; CSV rows are flat")

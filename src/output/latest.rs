@@ -65,11 +65,17 @@ impl Latest {
     /// Rewrites `temp` (CSV with a header row when `csv`, else JSON Lines;
     /// compressed as `compression`) keeping only each conversation's newest row, in the
     /// order they were written; the result replaces `temp`, synced.
-    pub fn keep_newest(&self, temp: &Path, csv: bool, compression: Compression) -> io::Result<()> {
+    /// For each row written, whether it is its conversation's newest.
+    pub fn keep_mask(&self) -> Vec<bool> {
         let mut keep = vec![false; self.rows as usize];
         for &(_, row) in self.newest.values() {
             keep[row as usize] = true;
         }
+        keep
+    }
+
+    pub fn keep_newest(&self, temp: &Path, csv: bool, compression: Compression) -> io::Result<()> {
+        let keep = self.keep_mask();
         let rewritten = temp.with_file_name(format!(
             "{}.latest",
             temp.file_name().unwrap_or_default().to_string_lossy()

@@ -19,6 +19,8 @@ mod compression;
 mod csv;
 mod jsonl;
 mod latest;
+#[cfg(feature = "parquet")]
+mod parquet;
 mod render;
 mod target;
 
@@ -44,6 +46,8 @@ pub enum Format {
     /// Singer RECORD messages (`chatdump tap`): each JSON Lines record as
     /// the `record` of a message naming its stream.
     Singer,
+    /// Apache Parquet: typed columns, zstd-compressed (`parquet.rs`).
+    Parquet,
 }
 
 impl Format {
@@ -57,6 +61,8 @@ impl Format {
             .unwrap_or(&lower);
         if stem.ends_with(".csv") {
             Format::Csv
+        } else if stem.ends_with(".parquet") {
+            Format::Parquet
         } else {
             Format::Jsonl
         }
@@ -81,6 +87,8 @@ fn panic_for_tests(record: &Record) {
 enum Writer {
     Csv(Box<csv::CsvWriter<Stream>>),
     Jsonl(jsonl::JsonlWriter<Stream>),
+    #[cfg(feature = "parquet")]
+    Parquet(Box<parquet::ParquetWriter<Stream>>),
 }
 
 impl Writer {
@@ -88,6 +96,8 @@ impl Writer {
         match self {
             Writer::Csv(w) => w.write(record, render),
             Writer::Jsonl(w) => w.write(record, render),
+            #[cfg(feature = "parquet")]
+            Writer::Parquet(w) => w.write(record, render),
         }
     }
 
@@ -95,6 +105,8 @@ impl Writer {
         match self {
             Writer::Csv(w) => w.flush(),
             Writer::Jsonl(w) => w.flush(),
+            #[cfg(feature = "parquet")]
+            Writer::Parquet(w) => w.flush(),
         }
     }
 
@@ -102,6 +114,8 @@ impl Writer {
         match self {
             Writer::Csv(w) => w.into_inner(),
             Writer::Jsonl(w) => w.into_inner(),
+            #[cfg(feature = "parquet")]
+            Writer::Parquet(w) => w.into_inner(),
         }
     }
 }
@@ -140,6 +154,9 @@ pub struct Output {
     writer: Option<JoinHandle<io::Result<Written>>>,
     /// How the file is laid out, for [`latest::Latest::keep_newest`].
     csv: bool,
+    /// A Parquet file's record type and whether it has `raw`, to rewrite
+    /// it keeping each conversation's newest row.
+    parquet: Option<(RecordKind, bool)>,
     compression: Compression,
     /// The path as the user gave it (None: stdout), for messages.
     shown: Option<PathBuf>,
@@ -205,6 +222,7 @@ impl Output {
             returned: None,
             writer: None,
             csv: format == Format::Csv,
+            parquet: (format == Format::Parquet).then_some((kind, render.include_raw)),
             compression,
             shown,
             target,
@@ -216,6 +234,17 @@ impl Output {
             )),
             Format::Jsonl => Writer::Jsonl(jsonl::JsonlWriter::new(stream)),
             Format::Singer => Writer::Jsonl(jsonl::JsonlWriter::singer(stream, kind)),
+            #[cfg(feature = "parquet")]
+            Format::Parquet => Writer::Parquet(Box::new(
+                parquet::ParquetWriter::new(stream, kind, render.include_raw)
+                    .map_err(|e| out.io_error(e))?,
+            )),
+            #[cfg(not(feature = "parquet"))]
+            Format::Parquet => {
+                return Err(Error::usage(
+                    "this chatdump was built without Parquet (the `parquet` feature)",
+                ))
+            }
         };
         let (sender, receiver) = sync_channel::<Message>(BATCHES_IN_FLIGHT);
         let (give_back, returned) = channel::<Vec<Record>>();
@@ -351,9 +380,12 @@ impl Output {
         let mut superseded = 0;
         if let (Some(newest), Some(temp)) = (newest, &self.temp) {
             if newest.repeated() {
-                newest
-                    .keep_newest(temp, self.csv, self.compression)
-                    .map_err(|e| self.io_error(e))?;
+                match self.parquet {
+                    #[cfg(feature = "parquet")]
+                    Some((kind, raw)) => parquet::keep_rows(temp, &newest.keep_mask(), kind, raw),
+                    _ => newest.keep_newest(temp, self.csv, self.compression),
+                }
+                .map_err(|e| self.io_error(e))?;
                 superseded = newest.superseded();
             }
         }
