@@ -42,7 +42,13 @@ pub enum ColumnType {
 }
 
 /// (column, type, nullable, pii, description)
-pub type Column = (&'static str, ColumnType, bool, Option<&'static str>, &'static str);
+pub type Column = (
+    &'static str,
+    ColumnType,
+    bool,
+    Option<&'static str>,
+    &'static str,
+);
 
 /// Every column, once: its type, nullability, personal data and meaning.
 pub const COLUMNS: &[Column] = &[

@@ -43,7 +43,9 @@ impl Column {
         match ty {
             ColumnType::Text => Column::Text(StringBuilder::new()),
             ColumnType::Integer => Column::Integer(Int64Builder::new()),
-            ColumnType::Time => Column::Time(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+            ColumnType::Time => {
+                Column::Time(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            }
         }
     }
 
@@ -112,14 +114,18 @@ impl<W: Write + Send> ParquetWriter<W> {
             .set_max_row_group_row_count(Some(ROW_GROUP))
             .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
             .set_key_value_metadata(Some(vec![
-                KeyValue::new("chatdump.version".into(), env!("CARGO_PKG_VERSION").to_string()),
+                KeyValue::new(
+                    "chatdump.version".into(),
+                    env!("CARGO_PKG_VERSION").to_string(),
+                ),
                 KeyValue::new(
                     "chatdump.descriptions".into(),
                     serde_json::Value::Object(descriptions).to_string(),
                 ),
             ]))
             .build();
-        let writer = ArrowWriter::try_new(out, schema.clone(), Some(properties)).map_err(into_io)?;
+        let writer =
+            ArrowWriter::try_new(out, schema.clone(), Some(properties)).map_err(into_io)?;
         Ok(ParquetWriter {
             writer,
             columns: kind
@@ -198,7 +204,12 @@ fn into_io(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
 /// Rewrites the Parquet file `temp` keeping only the rows `keep` marks,
 /// in order, with the same schema and properties (one row per
 /// conversation in a conversations file).
-pub fn keep_rows(temp: &std::path::Path, keep: &[bool], kind: RecordKind, include_raw: bool) -> io::Result<()> {
+pub fn keep_rows(
+    temp: &std::path::Path,
+    keep: &[bool],
+    kind: RecordKind,
+    include_raw: bool,
+) -> io::Result<()> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let rewritten = temp.with_file_name(format!(
         "{}.latest",
@@ -255,7 +266,12 @@ mod tests {
         use crate::model::{Conversation, Item, Message};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.parquet");
-        let mut writer = ParquetWriter::new(std::fs::File::create(&path).unwrap(), RecordKind::Messages, true).unwrap();
+        let mut writer = ParquetWriter::new(
+            std::fs::File::create(&path).unwrap(),
+            RecordKind::Messages,
+            true,
+        )
+        .unwrap();
         let at: chrono::DateTime<chrono::Utc> = "2024-03-05T10:00:01Z".parse().unwrap();
         let texts = ["Xin chào 👋", "", "a\u{0}b\n\"c\"", "=SUM(A1)"];
         for (n, text) in texts.iter().enumerate() {
@@ -268,20 +284,54 @@ mod tests {
                 ..Default::default()
             };
             let raw = serde_json::value::RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap();
-            writer.write(&Record::Message(Item { record: message, raw: Some(raw) }), &render()).unwrap();
+            writer
+                .write(
+                    &Record::Message(Item {
+                        record: message,
+                        raw: Some(raw),
+                    }),
+                    &render(),
+                )
+                .unwrap();
         }
         let _ = Conversation::default();
         writer.into_inner().unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
-        let metadata = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
+        let metadata = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .cloned()
+            .unwrap_or_default();
         assert!(metadata.iter().any(|kv| kv.key == "chatdump.version"));
         let batch = reader.build().unwrap().next().unwrap().unwrap();
         assert_eq!(batch.num_rows(), texts.len());
         assert_eq!(batch.schema().field(0).name(), "source");
-        let text = batch.column_by_name("text").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
-        let seq = batch.column_by_name("seq").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
-        let sent = batch.column_by_name("sent_at").unwrap().as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
-        let raw = batch.column_by_name("raw").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        let text = batch
+            .column_by_name("text")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let seq = batch
+            .column_by_name("seq")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        let sent = batch
+            .column_by_name("sent_at")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
+        let raw = batch
+            .column_by_name("raw")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         for (n, expected) in texts.iter().enumerate() {
             assert_eq!(text.value(n), *expected);
             assert_eq!(seq.value(n), i64::from(u32::MAX - n as u32));
@@ -292,5 +342,55 @@ mod tests {
                 assert!(sent.is_null(n));
             }
         }
+    }
+
+    /// A conversations file rewritten keeping the rows marked: the others
+    /// are gone, the kept ones and their order stay.
+    #[test]
+    fn keep_rows_drops_the_superseded() {
+        use crate::model::{Conversation, Item};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.parquet");
+        let mut writer = ParquetWriter::new(
+            std::fs::File::create(&path).unwrap(),
+            RecordKind::Conversations,
+            false,
+        )
+        .unwrap();
+        let render = Render {
+            include_raw: false,
+            ..render()
+        };
+        for n in 0..10 {
+            let record = Conversation {
+                conversation_id: format!("c{}", n % 4),
+                message_count: Some(n),
+                ..Default::default()
+            };
+            writer
+                .write(
+                    &Record::Conversation(Box::new(Item { record, raw: None })),
+                    &render,
+                )
+                .unwrap();
+        }
+        writer.into_inner().unwrap();
+        let keep: Vec<bool> = (0..10).map(|n| n >= 6).collect();
+        keep_rows(&path, &keep, RecordKind::Conversations, false).unwrap();
+        let batch = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let counts = batch
+            .column_by_name("message_count")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(counts.values().to_vec(), [6, 7, 8, 9]);
+        assert!(!dir.path().join("c.parquet.latest").exists());
     }
 }

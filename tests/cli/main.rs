@@ -9,6 +9,7 @@ mod enrich;
 mod live;
 mod objects;
 mod operations;
+mod parquet;
 mod redact;
 mod state;
 mod tap;

@@ -398,6 +398,7 @@ on_every_store!(
     a_corrupt_or_foreign_state_in_the_bucket_is_refused_and_its_lock_let_go,
     rejected_records_go_beside_the_output_object,
     a_transcript_object_too_big_is_refused_unread,
+    a_parquet_output_lands_whole,
 );
 
 const DAYS: [&str; 4] = ["--from", "2024-03-01", "--to", "2024-03-04"];
@@ -937,5 +938,36 @@ async fn a_transcript_object_too_big_is_refused_unread(store: Store) {
     assert!(
         rejects.contains("4096 bytes, more than the 1024"),
         "{rejects}"
+    );
+}
+
+/// A Parquet output goes to the store like any other: spooled, then
+/// uploaded whole (its magic number at both ends).
+async fn a_parquet_output_lands_whole(store: Store) {
+    store.bucket("chats").await;
+    let server = fake(chats(8, 180), Duration::ZERO).await;
+    let dir = caresoft_config(&server.uri(), ONE_TYPE);
+    let target = store.at("chats/day.parquet");
+    let r = store
+        .run(
+            dir.path(),
+            &[
+                "export",
+                "hanoi",
+                "--from",
+                "2024-03-01",
+                "--to",
+                "2024-03-02",
+                "-o",
+                &target,
+            ],
+        )
+        .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let object = store.get("chats", "day.parquet").await.expect("the object");
+    assert!(
+        object.starts_with("PAR1") && object.ends_with("PAR1"),
+        "{}",
+        object.len()
     );
 }
