@@ -28,8 +28,8 @@ const BATCH: usize = 8192;
 /// Rows of a row group: what the writer holds (encoded) before writing it;
 /// and at most this many bytes of it, whatever the rows' size (a chat with
 /// inline images).
-const ROW_GROUP: usize = 65_536;
-const ROW_GROUP_BYTES: usize = 32 << 20;
+const ROW_GROUP: usize = 16_384;
+const ROW_GROUP_BYTES: usize = 12 << 20;
 
 /// One column being gathered.
 enum Column {
