@@ -226,9 +226,13 @@ async fn chats_changing_while_we_tail_arrive_in_their_latest_version_once() {
     }
 }
 
-/// Rows of a CSV, JSONL or JSONL.gz output as (conversation_id, status).
+/// Rows of a CSV, JSONL, compressed or Parquet output as
+/// (conversation_id, status).
 fn rows_in(path: &std::path::Path) -> Vec<(String, String)> {
     let name = path.to_string_lossy().into_owned();
+    if name.ends_with(".parquet") {
+        return parquet_rows(path);
+    }
     let mut text = String::new();
     let file = std::fs::File::open(path).unwrap();
     if name.ends_with(".gz") {
@@ -260,6 +264,34 @@ fn rows_in(path: &std::path::Path) -> Vec<(String, String)> {
     }
 }
 
+/// A Parquet file's (conversation_id, status), read with the Arrow reader.
+fn parquet_rows(path: &std::path::Path) -> Vec<(String, String)> {
+    use arrow_array::{Array, StringArray};
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone()
+        };
+        let (ids, status) = (column("conversation_id"), column("status"));
+        for i in 0..ids.len() {
+            rows.push((ids.value(i).to_string(), status.value(i).to_string()));
+        }
+    }
+    rows
+}
+
 /// The same changing chats as above, into files: there each chat is one
 /// row, its newest version.
 #[tokio::test]
@@ -275,6 +307,8 @@ async fn a_file_holds_each_changed_chat_once_in_its_newest_version() {
         ("zoned.csv", &["--tz", "America/Bogota"]),
         ("raw.jsonl", &["--include-raw"]),
         ("masked.jsonl.gz", &["--redact=mask"]),
+        ("chats.parquet", plain),
+        ("raw.parquet", &["--include-raw"]),
     ] {
         let server = manager(chats(200, 0), true, reopen_two).await;
         let dir = config(&server.uri(), "");
