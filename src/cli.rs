@@ -24,7 +24,7 @@ Examples:
 #[command(
     name = "chatdump",
     version,
-    about = "Export chat history from contact-center platforms to CSV and JSON Lines",
+    about = "Export chat history from contact-center platforms to CSV, JSON Lines and Parquet",
     after_help = EXAMPLES
 )]
 pub struct Cli {
