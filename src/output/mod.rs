@@ -1,8 +1,8 @@
 //! Where records go: format choice, the output's writer thread and its
 //! life cycle (this file), what a path names and how a file is moved into
 //! place (`target.rs`), compression (`compression.rs`), how cells are
-//! rendered (`render.rs`), the CSV and JSON Lines writers, and one row per
-//! conversation in a file (`latest.rs`).
+//! rendered (`render.rs`), the CSV, JSON Lines (and Singer) and Parquet
+//! writers, and one row per conversation in a file (`latest.rs`).
 //!
 //! A file target is written under a temporary name beside it, then flushed,
 //! fsynced and renamed on commit, so a reader (or the next cron run) never
