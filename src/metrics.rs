@@ -303,4 +303,28 @@ mod tests {
         assert!(Targets::new(None, Some("ftp://x")).is_err());
         assert!(Targets::new(None, Some("not a url")).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(crate::jsonstream::proptest_config(256))]
+        /// A metrics file someone else changed (any text) gives a last
+        /// success that is a finite number, or none; never a panic.
+        #[test]
+        fn any_previous_file_reads(text in "(chatdump_last_success_timestamp_seconds\\{source=\"hanoi\",records=\"messages\"\\} )?[-+0-9.eEinfNa \n]{0,40}") {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("m.prom");
+            std::fs::write(&path, &text).unwrap();
+            let record = run("ok");
+            let m = RunMetrics {
+                source: "hanoi",
+                records: "messages",
+                run: &record,
+                checkpoint: None,
+                awaiting: 0,
+                received_bytes: 0,
+            };
+            if let Some(v) = kept_last_success(&path, &m) {
+                proptest::prop_assert!(v.is_finite());
+            }
+        }
+    }
 }

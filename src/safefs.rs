@@ -67,8 +67,14 @@ pub fn read_regular(path: &Path) -> io::Result<Option<String>> {
 pub fn flock_holder(path: &Path) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
-    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let device = (libc::major(meta.dev()), libc::minor(meta.dev()));
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    flock_holder_in(&locks, device, meta.ino())
+}
+
+/// The process `/proc/locks` (its text `locks`) says holds an exclusive
+/// `flock` on the file with `device` (major, minor) and `inode`.
+pub fn flock_holder_in(locks: &str, device: (u32, u32), inode: u64) -> Option<u32> {
     locks.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         // `1: FLOCK  ADVISORY  WRITE 1234 08:01:56789 0 EOF`; a blocked
@@ -77,10 +83,10 @@ pub fn flock_holder(path: &Path) -> Option<u32> {
             return None;
         };
         let mut parts = place.split(':');
-        let dev_major = u32::from_str_radix(parts.next()?, 16).ok()?;
-        let dev_minor = u32::from_str_radix(parts.next()?, 16).ok()?;
-        let inode: u64 = parts.next()?.parse().ok()?;
-        (dev_major == major && dev_minor == minor && inode == meta.ino())
+        let major = u32::from_str_radix(parts.next()?, 16).ok()?;
+        let minor = u32::from_str_radix(parts.next()?, 16).ok()?;
+        let ino: u64 = parts.next()?.parse().ok()?;
+        ((major, minor) == device && ino == inode)
             .then(|| pid.parse().ok())
             .flatten()
     })
@@ -492,6 +498,29 @@ mod tests {
                 resolve(&dir.path().join("b/x.state")),
                 resolve(&dir.path().join("a/x.state"))
             );
+        }
+    }
+
+    #[test]
+    fn flock_holders_are_read_from_the_lock_table() {
+        let table = "1: POSIX  ADVISORY  WRITE 11 08:01:99 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 77 fd:01:1234 0 EOF\n";
+        assert_eq!(flock_holder_in(table, (0xfd, 1), 1234), Some(4242));
+        assert_eq!(flock_holder_in(table, (0xfd, 1), 99), None);
+        assert_eq!(
+            flock_holder_in(table, (8, 1), 99),
+            None,
+            "a POSIX lock is not ours"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::jsonstream::proptest_config(512))]
+        /// Whatever the lock table holds, a holder or none; never a panic.
+        #[test]
+        fn any_lock_table_reads(text in "[0-9a-fA-F:FLOCKPSIXWRTEADVY >\\-\n]{0,120}", ino in 0u64..2000) {
+            let _ = flock_holder_in(&text, (0, 0), ino);
         }
     }
 }
