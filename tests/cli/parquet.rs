@@ -151,20 +151,7 @@ async fn per_window_parquet_files_with_a_state() {
         let expected: Vec<String> = (0..24).map(|i| format!("c{i:04}")).collect();
         assert_eq!(ids, expected);
     }
-    let r = run(
-        dir.path(),
-        &[
-            "export",
-            "hanoi",
-            "--from",
-            "2024-03-01",
-            "--to",
-            "2024-03-02",
-            "-o",
-            "x.parquet.gz",
-        ],
-    )
-    .await;
+    let r = crate::common::export_day(dir.path(), "hanoi", &["-o", "x.parquet.gz"]).await;
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("takes no .gz"), "{}", r.stderr);
 }
