@@ -271,7 +271,15 @@ fn read_config(path: &Path) -> Result<TapConfig> {
         (Some(_), Some(_)) => {
             return Err(bad("redact_key", "and `redact_key_env` cannot both be set"))
         }
-        (Some(key), None) => Some(key),
+        (Some(key), None) => {
+            if crate::config::readable_by_others(path) {
+                crate::log::warn(&format!(
+                    "a literal `redact_key` is stored in {}, which other users can read; prefer `redact_key_env`",
+                    path.display()
+                ));
+            }
+            Some(key)
+        }
         (None, Some(var)) => std::env::var(&var).ok().filter(|k| !k.is_empty()),
         (None, None) => std::env::var("CHATDUMP_REDACT_KEY")
             .ok()
