@@ -10,7 +10,6 @@
 //! replaces; a push is a POST, which replaces only the metrics it holds,
 //! so the Pushgateway keeps the last success a failed run cannot know.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -145,7 +144,9 @@ pub async fn publish(targets: &Targets, m: &RunMetrics<'_>) -> Result<()> {
 
 /// The last success a previous run wrote to `path` for this source.
 fn kept_last_success(path: &Path, m: &RunMetrics<'_>) -> Option<f64> {
-    let text = crate::safefs::read_regular(path).ok()??;
+    // A metrics file is some hundreds of bytes: a bigger one is not ours.
+    let bytes = crate::safefs::read_small(path, 64 * 1024).ok()??;
+    let text = String::from_utf8_lossy(&bytes);
     let prefix = format!(
         "chatdump_last_success_timestamp_seconds{{source=\"{}\",records=\"{}\"}} ",
         escape_label(m.source),
@@ -161,19 +162,9 @@ fn kept_last_success(path: &Path, m: &RunMetrics<'_>) -> Option<f64> {
 /// or the new one, never a part (its temporary name does not end in
 /// `.prom`, which the collector skips).
 fn write_file(path: &Path, text: &str) -> Result<()> {
-    let temp = crate::safefs::temp_beside(path);
-    let fail = |e| Error::output(format!("cannot write metrics {}", path.display()), e);
-    let written = (|| {
-        let mode = crate::safefs::existing_mode(path).or(Some(0o644));
-        let mut file = crate::safefs::create_new(&temp, mode)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    written.map_err(fail)
+    let mode = crate::safefs::existing_mode(path).or(Some(0o644));
+    crate::safefs::replace_whole(path, text.as_bytes(), mode)
+        .map_err(|e| Error::output(format!("cannot write metrics {}", path.display()), e))
 }
 
 /// POSTs the metrics to the Pushgateway at `base`, grouped by job, source

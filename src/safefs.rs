@@ -59,6 +59,40 @@ pub fn read_regular(path: &Path) -> io::Result<Option<String>> {
     }
 }
 
+/// Reads a small file chatdump wrote beside its outputs (a run record, a
+/// metrics file), None when it is not there; one planted there that is
+/// no regular file, a link out of its folder or over `limit` bytes is an
+/// error, not read.
+pub fn read_small(path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>> {
+    let folder = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("no file name"))?;
+    read_beneath(
+        folder.unwrap_or(Path::new(".")),
+        &name.to_string_lossy(),
+        limit,
+    )
+}
+
+/// Replaces `path` with `bytes` at once: written and synced under a
+/// temporary name beside it (`mode`, or the owner's alone), then renamed,
+/// so a reader sees the old file or the new one, never a part; the
+/// temporary is removed when anything fails.
+pub fn replace_whole(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+    let temp = temp_beside(path);
+    let written = (|| {
+        let mut file = create_new(&temp, mode)?;
+        io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
 /// The process holding an exclusive `flock` on the file at `path`, if
 /// one does (Linux: read from `/proc/locks`, matched by device and inode),
 /// without taking the lock: asking must not make a starting run find it

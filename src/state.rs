@@ -391,22 +391,11 @@ impl StateFile {
 
     /// Writes `state` atomically: a reader sees the old file or the new one.
     pub fn save(&mut self, state: State) -> Result<()> {
-        let temp = crate::safefs::temp_beside(&self.path);
-        let fail = |e| Error::output(format!("cannot write state {}", self.path.display()), e);
         let mut text = serde_json::to_string_pretty(&state).expect("state serializes");
         text.push('\n');
-        let result = (|| {
-            let mut f = crate::safefs::create_new(&temp, None)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&temp, &self.path)?;
-            crate::output::sync_parent(&self.path);
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        result.map_err(fail)?;
+        crate::safefs::replace_whole(&self.path, text.as_bytes(), None)
+            .map_err(|e| Error::output(format!("cannot write state {}", self.path.display()), e))?;
+        crate::output::sync_parent(&self.path);
         self.state = Some(state);
         Ok(())
     }

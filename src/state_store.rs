@@ -121,8 +121,8 @@ pub async fn inspect(location: &str) -> Result<Inspected> {
 /// A run record kept beside a local state; None when there is none or it
 /// does not read (it only informs).
 fn read_run_file(path: &std::path::Path) -> Option<state::RunRecord> {
-    let text = crate::safefs::read_regular(path).ok()??;
-    serde_json::from_str(&text).ok()
+    let bytes = crate::safefs::read_small(path, MOST_LOCK_BYTES).ok()??;
+    serde_json::from_slice(&bytes).ok()
 }
 
 async fn read_run_object(place: &Place) -> Option<state::RunRecord> {
@@ -253,17 +253,8 @@ impl StateStore {
         match self {
             StateStore::Local(f) => {
                 let path = state::with_suffix(f.path(), ".run");
-                let temp = crate::safefs::temp_beside(&path);
-                let written = (|| {
-                    let mut file = crate::safefs::create_new(&temp, None)?;
-                    std::io::Write::write_all(&mut file, &text)?;
-                    file.sync_all()?;
-                    std::fs::rename(&temp, &path)
-                })();
-                if written.is_err() {
-                    let _ = std::fs::remove_file(&temp);
-                }
-                written.map_err(|e| Error::output(format!("cannot write {}", path.display()), e))
+                crate::safefs::replace_whole(&path, &text, None)
+                    .map_err(|e| Error::output(format!("cannot write {}", path.display()), e))
             }
             StateStore::Object(o) => {
                 let place = o.place.with_suffix(".run");

@@ -344,3 +344,38 @@ fn tool(name: &str) -> Option<std::path::PathBuf> {
     eprintln!("SKIPPED: {name} is not installed (.ci/run installs it from Debian)");
     None
 }
+
+/// What may be planted beside a state instead of its run record: a FIFO
+/// (never waited on), a file far bigger than a record (not read), and a
+/// record from the far future (shown, not a panic). `status` goes on
+/// judging by the checkpoint.
+#[tokio::test]
+async fn planted_run_records_are_refused_or_shown_never_waited_on() {
+    let server = fake(chats(24, 60), Duration::ZERO).await;
+    let dir = caresoft_config(&server.uri(), ONE_TYPE);
+    let r = run_args(dir.path(), &export(&["-o", "a.jsonl"])).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let record = dir.path().join("h.state.run");
+    std::fs::remove_file(&record).unwrap();
+    crate::common::mkfifo(&record);
+    let (code, status) = status_json(dir.path(), &["--max-lag", "30000d"]).await;
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(status["sources"][0]["last_run"], Value::Null);
+    std::fs::remove_file(&record).unwrap();
+    std::fs::write(&record, " ".repeat(1 << 20)).unwrap();
+    let (code, status) = status_json(dir.path(), &["--max-lag", "30000d"]).await;
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(status["sources"][0]["last_run"], Value::Null);
+    std::fs::write(
+        &record,
+        r#"{"finished_at":"9999-12-31T23:59:59Z","outcome":"failed","exit_code":-2147483648,"records":18446744073709551615,"rejected":0,"requests":0,"retries":0,"duration_s":1e308}"#,
+    )
+    .unwrap();
+    let r = run(dir.path(), &["status", "--max-lag", "30000d"]).await;
+    assert_eq!(
+        r.code, 1,
+        "a failed run within the lag: {}{}",
+        r.stdout, r.stderr
+    );
+    assert!(r.stdout.contains("failed (-2147483648) -"), "{}", r.stdout);
+}
