@@ -3,6 +3,7 @@
 //! error chain and exits with the code the README's "Exit codes" assigns.
 
 mod app;
+mod attach;
 mod cli;
 mod config;
 mod demo;
@@ -12,6 +13,7 @@ mod http;
 mod init;
 mod jsonstream;
 mod log;
+mod media;
 mod metrics;
 mod model;
 mod output;

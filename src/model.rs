@@ -39,6 +39,9 @@ pub enum ColumnType {
     Text,
     Integer,
     Time,
+    /// A JSON value of its own (an array): raw in JSON Lines, its text in
+    /// CSV and Parquet.
+    Json,
 }
 
 /// (column, type, nullable, pii, description)
@@ -71,6 +74,7 @@ pub const COLUMNS: &[Column] = &[
     ("customer_email", ColumnType::Text, true, Some("customer"), "The customer's e-mail address."),
     ("queue", ColumnType::Text, true, None, "Queue, group or menu path that handled the conversation."),
     ("message_count", ColumnType::Integer, true, None, "Messages in the conversation (as far as known)."),
+    ("attachment_count", ColumnType::Integer, true, None, "Photos, videos and files the conversation's records reference (as far as known)."),
     ("rating", ColumnType::Integer, true, None, "The customer's rating, if any."),
     ("sentiment", ColumnType::Text, true, None, "Sentiment the platform recognised."),
     ("disposition_code", ColumnType::Text, true, None, "The code the agent classified the conversation with (Wolkvox `cod_act`)."),
@@ -82,7 +86,8 @@ pub const COLUMNS: &[Column] = &[
     ("sender", ColumnType::Text, false, None, "Who wrote it."),
     ("sender_name", ColumnType::Text, true, Some("customer"), "The name of who wrote it (a customer's when the customer wrote)."),
     ("recipient_name", ColumnType::Text, true, Some("customer"), "The name of who it was for (a customer's when an agent or bot wrote)."),
-    ("text", ColumnType::Text, true, Some("customer"), "The message as sent: free text (which can hold anything a customer types), or JSON for attachments and templates."),
+    ("text", ColumnType::Text, true, Some("customer"), "The message as sent: free text (which can hold anything a customer types), or JSON for attachments and templates. With --attachments, an inline `data:` file is stored and replaced by `[attachment: PATH]`; under --redact, by `[attachment: TYPE, N bytes]`."),
+    ("attachments", ColumnType::Json, false, Some("customer"), "What the message carries: a JSON array (JSON text in CSV and Parquet) of {sha256, content_type, bytes, name, path, url, status}; `path` is relative to the --attachments folder, `status` is stored, not_fetched, redacted, or why it could not be had."),
 ];
 
 /// The entry of column `name` (a test keeps every column listed).
@@ -113,6 +118,7 @@ pub const CONVERSATION_COLUMNS: &[&str] = &[
     "customer_email",
     "queue",
     "message_count",
+    "attachment_count",
     "rating",
     "sentiment",
     "disposition_code",
@@ -132,6 +138,7 @@ pub const MESSAGE_COLUMNS: &[&str] = &[
     "recipient_name",
     "channel",
     "text",
+    "attachments",
     "agent_id",
     "agent_name",
     "customer_id",
@@ -184,6 +191,8 @@ pub struct Conversation {
     pub customer_email: Option<String>,
     pub queue: Option<String>,
     pub message_count: Option<i64>,
+    /// Attachments its records reference.
+    pub attachment_count: Option<i64>,
     pub rating: Option<i64>,
     pub sentiment: Option<String>,
     /// How the agent coded the conversation (Wolkvox `cod_act`).
@@ -213,6 +222,9 @@ pub struct Message {
     pub recipient_name: Option<Shared>,
     pub channel: Option<Shared>,
     pub text: Option<String>,
+    /// What the message carries (photos, videos, files): referenced by the
+    /// provider, fetched and stored by the driver under `--attachments`.
+    pub attachments: Vec<Attachment>,
     pub agent_id: Option<Shared>,
     pub agent_name: Option<Shared>,
     pub customer_id: Option<Shared>,
@@ -222,6 +234,126 @@ pub struct Message {
     /// The platform's own ordering within the conversation, when it has one
     /// (CareSoft `message_index`); used to sort before `seq` is assigned.
     pub order_key: Option<i64>,
+}
+
+/// What became of one attachment: `stored`, or why it was not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttachStatus {
+    /// Referenced only: the run was not asked to fetch attachments.
+    #[default]
+    NotFetched,
+    Stored,
+    /// Under `--redact` nothing is fetched or kept.
+    Redacted,
+    /// Not found (404), or every place it could be had failed.
+    Unavailable,
+    /// The link no longer grants access (401, 403, 410: a signed URL past
+    /// its time).
+    Expired,
+    /// The address is not one chatdump may reach (not https, a private or
+    /// local address, a redirect to one).
+    Refused,
+    TooLarge,
+    /// The bytes are not what the platform said they are.
+    WrongType,
+    /// Not had within `attachment_timeout`.
+    TimedOut,
+    /// An inline `data:` payload that does not decode.
+    Unreadable,
+}
+
+impl AttachStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachStatus::NotFetched => "not_fetched",
+            AttachStatus::Stored => "stored",
+            AttachStatus::Redacted => "redacted",
+            AttachStatus::Unavailable => "unavailable",
+            AttachStatus::Expired => "expired",
+            AttachStatus::Refused => "refused",
+            AttachStatus::TooLarge => "too_large",
+            AttachStatus::WrongType => "wrong_type",
+            AttachStatus::TimedOut => "timed_out",
+            AttachStatus::Unreadable => "unreadable",
+        }
+    }
+
+    /// Fetching was asked for and did not give the file: counted, listed
+    /// in the rejects file, and the run exits 65.
+    pub fn is_missing(self) -> bool {
+        !matches!(
+            self,
+            AttachStatus::NotFetched | AttachStatus::Stored | AttachStatus::Redacted
+        )
+    }
+}
+
+/// Where an attachment's bytes may be had, as the platform's record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A link (fetched without the platform's credentials).
+    Url(String),
+    /// The `n`th inline `data:` payload of the message's text.
+    Inline(u32),
+    /// A file in the source's own storage (UJET's external storage, beside
+    /// the transcripts), by name.
+    File(String),
+}
+
+/// A photo, video or file a message carries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Attachment {
+    /// Where to get it, best first.
+    pub origins: Vec<Origin>,
+    /// The name the platform gives it: shown, never used as a path.
+    pub name: Option<String>,
+    /// The platform's type, replaced by the type the bytes show once had.
+    pub content_type: Option<String>,
+    pub bytes: Option<u64>,
+    /// Lowercase hex, once had.
+    pub sha256: Option<String>,
+    /// Where it is kept, relative to the `--attachments` folder.
+    pub path: Option<String>,
+    pub status: AttachStatus,
+    /// Why it could not be had, for the rejects file.
+    pub why: Option<String>,
+}
+
+impl Attachment {
+    /// The link it is fetched from, if it has one.
+    pub fn url(&self) -> Option<&str> {
+        self.origins.iter().find_map(|o| match o {
+            Origin::Url(url) => Some(url.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// `attachments` as the column's JSON array.
+pub fn attachments_json(attachments: &[Attachment], out: &mut Vec<u8>) {
+    #[derive(serde::Serialize)]
+    struct Shown<'a> {
+        sha256: Option<&'a str>,
+        content_type: Option<&'a str>,
+        bytes: Option<u64>,
+        name: Option<&'a str>,
+        path: Option<&'a str>,
+        url: Option<&'a str>,
+        status: &'static str,
+    }
+    let shown: Vec<Shown<'_>> = attachments
+        .iter()
+        .map(|a| Shown {
+            sha256: a.sha256.as_deref(),
+            content_type: a.content_type.as_deref(),
+            bytes: a.bytes,
+            name: a.name.as_deref(),
+            path: a.path.as_deref(),
+            url: a.url(),
+            status: a.status.as_str(),
+        })
+        .collect();
+    serde_json::to_writer(out, &shown).expect("writing to memory");
 }
 
 /// Shares equal texts within one platform element: a chat's messages
@@ -515,6 +647,8 @@ pub enum Cell<'a> {
     Digest(&'a [u8; 16]),
     Int(i64),
     Time(DateTime<Utc>),
+    /// A message's attachments, written as a JSON array.
+    Attachments(&'a [Attachment]),
 }
 
 fn s<T: AsRef<str>>(v: &Option<T>) -> Cell<'_> {
@@ -531,7 +665,7 @@ fn t(v: Option<DateTime<Utc>>) -> Cell<'static> {
 
 impl Conversation {
     /// The cells after `source` and `platform`, in column order.
-    pub fn cells(&self) -> [Cell<'_>; 22] {
+    pub fn cells(&self) -> [Cell<'_>; 23] {
         [
             Cell::Str(&self.conversation_id),
             s(&self.channel),
@@ -550,6 +684,7 @@ impl Conversation {
             s(&self.customer_email),
             s(&self.queue),
             i(self.message_count),
+            i(self.attachment_count),
             i(self.rating),
             s(&self.sentiment),
             s(&self.disposition_code),
@@ -561,7 +696,7 @@ impl Conversation {
 
 impl Message {
     /// The cells after `source` and `platform`, in column order.
-    pub fn cells(&self) -> [Cell<'_>; 15] {
+    pub fn cells(&self) -> [Cell<'_>; 16] {
         [
             Cell::Str(&self.conversation_id),
             match &self.message_id {
@@ -576,6 +711,7 @@ impl Message {
             s(&self.recipient_name),
             s(&self.channel),
             s(&self.text),
+            Cell::Attachments(&self.attachments),
             s(&self.agent_id),
             s(&self.agent_name),
             s(&self.customer_id),

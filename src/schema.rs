@@ -10,6 +10,24 @@ use serde_json::{json, Map, Value};
 
 use crate::model::{column, ColumnType as Type, RecordKind};
 
+/// One element of a message's `attachments`.
+fn attachment_schema() -> Value {
+    let text = json!({"type": ["string", "null"]});
+    json!({
+        "type": "object",
+        "required": ["sha256", "content_type", "bytes", "name", "path", "url", "status"],
+        "properties": {
+            "sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
+            "content_type": text,
+            "bytes": {"type": ["integer", "null"], "minimum": 0},
+            "name": text,
+            "path": text,
+            "url": text,
+            "status": {"enum": ["stored", "not_fetched", "redacted", "unavailable", "expired", "refused", "too_large", "wrong_type", "timed_out", "unreadable"]}
+        }
+    })
+}
+
 /// The JSON Schema (draft 2020-12) of one record type.
 pub fn schema(kind: RecordKind, include_raw: bool) -> Value {
     let mut properties = Map::new();
@@ -21,6 +39,7 @@ pub fn schema(kind: RecordKind, include_raw: bool) -> Value {
             (Type::Integer, false) => json!({"type": "integer"}),
             (Type::Integer, true) => json!({"type": ["integer", "null"]}),
             (Type::Time, _) => json!({"type": ["string", "null"], "format": "date-time"}),
+            (Type::Json, _) => json!({"type": "array", "items": attachment_schema()}),
         };
         p["description"] = json!(description);
         if *name == "sender" {

@@ -69,6 +69,10 @@ impl<W: Write> CsvWriter<W> {
                 render.push_time(t, &mut self.scratch);
                 &self.scratch
             }
+            Cell::Attachments(list) => {
+                crate::model::attachments_json(list, &mut self.scratch);
+                &self.scratch
+            }
         };
         self.inner.write_field(text).map_err(into_io)
     }

@@ -131,6 +131,7 @@ fn fields(line: &mut Vec<u8>, keys: &[Box<[u8]>], cells: &[Cell<'_>], render: &R
                 render.push_time(t, line);
                 line.push(b'"');
             }
+            Cell::Attachments(list) => crate::model::attachments_json(list, line),
         }
     }
 }

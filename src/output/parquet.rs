@@ -41,7 +41,7 @@ enum Column {
 impl Column {
     fn new(ty: ColumnType) -> Column {
         match ty {
-            ColumnType::Text => Column::Text(StringBuilder::new()),
+            ColumnType::Text | ColumnType::Json => Column::Text(StringBuilder::new()),
             ColumnType::Integer => Column::Integer(Int64Builder::new()),
             ColumnType::Time => {
                 Column::Time(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
@@ -54,6 +54,11 @@ impl Column {
             (Column::Text(b), Cell::Str(s)) => b.append_value(s),
             (Column::Text(b), Cell::Digest(d)) => b.append_value(digest_text(d).as_str()),
             (Column::Text(b), Cell::Int(n)) => b.append_value(n.to_string()),
+            (Column::Text(b), Cell::Attachments(list)) => {
+                let mut json = Vec::new();
+                crate::model::attachments_json(list, &mut json);
+                b.append_value(String::from_utf8_lossy(&json))
+            }
             (Column::Integer(b), Cell::Int(n)) => b.append_value(n),
             (Column::Time(b), Cell::Time(t)) => b.append_value(t.timestamp_micros()),
             (Column::Text(b), _) => b.append_null(),
@@ -79,7 +84,7 @@ pub fn arrow_schema(kind: RecordKind, include_raw: bool) -> SchemaRef {
         .map(|name| {
             let (_, ty, nullable, _, _) = *column(name);
             let data_type = match ty {
-                ColumnType::Text => DataType::Utf8,
+                ColumnType::Text | ColumnType::Json => DataType::Utf8,
                 ColumnType::Integer => DataType::Int64,
                 ColumnType::Time => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             };

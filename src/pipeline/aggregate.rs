@@ -17,10 +17,11 @@ pub(super) struct Aggregator {
     rows: Vec<Option<Row>>,
     index: HashMap<String, usize>,
     window: usize,
-    /// First message time and count of rows already written: a chat that
-    /// comes back after a quiet window gets a row counting all its
-    /// messages, which then replaces the earlier one in a file.
-    pub(super) written: HashMap<String, (Option<DateTime<Utc>>, i64)>,
+    /// First message time and counts (messages, attachments) of rows
+    /// already written: a chat that comes back after a quiet window gets a
+    /// row counting all of them, which then replaces the earlier one in a
+    /// file.
+    pub(super) written: HashMap<String, (Option<DateTime<Utc>>, i64, i64)>,
 }
 
 struct Row {
@@ -39,11 +40,13 @@ impl Aggregator {
         let slot = match self.index.get(id) {
             Some(&slot) => slot,
             None => {
-                let (started_at, count) = self.written.get(id).copied().unwrap_or((None, 0));
+                let (started_at, count, attachments) =
+                    self.written.get(id).copied().unwrap_or((None, 0, 0));
                 self.rows.push(Some(Row {
                     conversation: Conversation {
                         conversation_id: id.to_string(),
                         message_count: Some(count),
+                        attachment_count: Some(attachments),
                         started_at,
                         ..Default::default()
                     },
@@ -91,6 +94,8 @@ impl Aggregator {
             // Built from messages: the newest one is its last change.
             c.updated_at = c.ended_at;
         }
+        c.attachment_count =
+            Some(c.attachment_count.unwrap_or(0) + m.attachments.len() as i64);
         let counted = c.message_count.unwrap_or(0) + 1;
         c.message_count = Some(
             chat.0
@@ -115,6 +120,7 @@ impl Aggregator {
         if fresh {
             // No messages: no count either, rather than a count of 0.
             c.message_count = None;
+            c.attachment_count = None;
         }
         fill(&mut c.channel, &details.channel);
         fill(&mut c.agent_id, &details.agent_id);
@@ -154,7 +160,11 @@ impl Aggregator {
                 let c = row.conversation;
                 self.written.insert(
                     c.conversation_id.clone(),
-                    (c.started_at, c.message_count.unwrap_or(0)),
+                    (
+                        c.started_at,
+                        c.message_count.unwrap_or(0),
+                        c.attachment_count.unwrap_or(0),
+                    ),
                 );
                 done.push(c);
             } else {

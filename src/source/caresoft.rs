@@ -30,7 +30,9 @@ use crate::config::SourceTable;
 use crate::error::{Kind, Result};
 use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
-use crate::model::{Conversation, Item, Message, MessageId, Record, RecordKind, Sender};
+use crate::model::{
+    Attachment, Conversation, Item, Message, MessageId, Origin, Record, RecordKind, Sender,
+};
 use crate::source::{fields, ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::source::{Demo, Platform, SourceKind, Traits};
 use crate::window::{format_in_zone, Window};
@@ -221,6 +223,7 @@ impl Caresoft {
             customer_email: fields::text(row.get("cus_email")),
             queue: fields::text(row.get("group_name")),
             message_count: None,
+            attachment_count: None,
             rating: None,
             sentiment: None,
             // Dispositions are Wolkvox's (chat_1); the others do not report them.
@@ -254,6 +257,11 @@ impl Caresoft {
             Sender::Customer => fields::text(row.get("sender_visitor_name")),
             _ => None,
         };
+        let attachments = if fields::integer(row.get("type"), "type")? == Some(2) {
+            attachments_in(row.get("content"))
+        } else {
+            Vec::new()
+        };
         let content = match row.get("content") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
@@ -273,6 +281,7 @@ impl Caresoft {
             recipient_name: None,
             channel: Some(Self::channel(query.variant).into()),
             text: content,
+            attachments,
             agent_id: agent_id
                 .or_else(|| fields::positive_id(row.get("last_agent_user_id")))
                 .map(Into::into),
@@ -479,6 +488,71 @@ fn status_name(raw: &str) -> String {
         other => other
             .trim_start_matches("LBL_CHAT_STATUS_")
             .to_ascii_lowercase(),
+    }
+}
+
+/// The files a type-2 message's JSON object names (it may come as the
+/// object or as its text). Its shape is not documented: every `http(s)`
+/// address under a key that names a link (`url`, `link`, `src`, ...) is
+/// one, with the name, type and size found beside it; a list of them (or
+/// `payload`, `attachments`) is walked as deep as four levels.
+fn attachments_in(content: Option<&Value>) -> Vec<Attachment> {
+    let parsed;
+    let content = match content {
+        Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
+            Ok(value) => {
+                parsed = value;
+                &parsed
+            }
+            Err(_) => return Vec::new(),
+        },
+        Some(other) => other,
+        None => return Vec::new(),
+    };
+    let mut found = Vec::new();
+    collect_attachments(content, 0, &mut found);
+    found
+}
+
+fn collect_attachments(value: &Value, depth: usize, found: &mut Vec<Attachment>) {
+    const LINK_KEYS: &[&str] = &["url", "link", "src", "href", "file_url", "download_url", "path"];
+    if depth > 4 {
+        return;
+    }
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| collect_attachments(item, depth + 1, found)),
+        Value::Object(object) => {
+            let link = LINK_KEYS.iter().find_map(|key| {
+                let url = object.get(*key)?.as_str()?.trim();
+                let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+                (lower.starts_with("https://") || lower.starts_with("http://")).then_some(url)
+            });
+            if let Some(url) = link {
+                let text = |keys: &[&str]| keys.iter().find_map(|k| fields::text(object.get(*k)));
+                let content_type = text(&["mime_type", "mimetype", "mime", "content_type", "file_type", "type"])
+                    .filter(|t| t.contains('/'));
+                let bytes = ["size", "file_size", "bytes"]
+                    .iter()
+                    .find_map(|k| object.get(*k)?.as_u64());
+                found.push(Attachment {
+                    origins: vec![Origin::Url(url.to_string())],
+                    name: text(&["name", "file_name", "filename", "title"])
+                        .or_else(|| crate::media::name_in_url(url)),
+                    content_type,
+                    bytes,
+                    ..Default::default()
+                });
+                return;
+            }
+            for child in object.values() {
+                if child.is_object() || child.is_array() {
+                    collect_attachments(child, depth + 1, found);
+                }
+            }
+        }
+        _ => {}
     }
 }
 

@@ -30,13 +30,16 @@ pub mod transcript;
 use chrono::{Duration, Utc};
 use chrono_tz::Tz;
 use reqwest::Url;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::config::SourceTable;
 use crate::error::Result;
 use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
-use crate::model::{Conversation, Item, Message, Record, RecordKind, Rejected};
+use crate::model::{
+    Attachment, Conversation, Item, Message, Origin, Record, RecordKind, Rejected,
+};
 use crate::source::{
     fields, ChatSource, Connection, FileFound, FilesAt, Paging, Parsed, Query, Timing, Wanted,
 };
@@ -176,11 +179,16 @@ impl Ujet {
         }))));
         match transcript_lines(found) {
             Ok(lines) => {
+                let listed = ChatMedia::of(&item);
                 for (n, line) in lines.into_iter().enumerate() {
                     let record = Message {
                         sent_at: line.at,
                         sender: line.sender,
                         sender_name: line.name.as_deref().map(Into::into),
+                        attachments: line
+                            .media
+                            .map(|media| vec![listed.attachment(&id, media)])
+                            .unwrap_or_default(),
                         text: Some(line.text),
                         order_key: Some(n as i64),
                         ..base.clone()
@@ -488,6 +496,90 @@ fn complete(chat: &mut Conversation, lines: &[transcript::Line]) {
     }
 }
 
+/// A chat's `photos` and `videos`: where the files its transcript's
+/// photo and video entries name may be had.
+#[derive(serde::Deserialize, Default)]
+struct ChatMedia {
+    #[serde(default, deserialize_with = "lenient_list")]
+    photos: Vec<Listed>,
+    #[serde(default, deserialize_with = "lenient_list")]
+    videos: Vec<Listed>,
+}
+
+#[derive(serde::Deserialize)]
+struct Listed {
+    #[serde(default)]
+    id: Value,
+    #[serde(default)]
+    url: Option<String>,
+}
+
+/// A list of objects, or nothing when the value is anything else.
+fn lenient_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Listed>, D::Error> {
+    let value = Value::deserialize(d)?;
+    Ok(match value {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|item| serde_json::from_value(item).ok())
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+impl ChatMedia {
+    fn of(chat: &[u8]) -> ChatMedia {
+        serde_json::from_slice(chat).unwrap_or_default()
+    }
+
+    /// An entry's photo or video: the file the external storage keeps
+    /// beside the transcript first (`chat-{id}-photo-{photo id}.jpg`,
+    /// `chat-{id}-video-{video id}.mp4`), then the chat's link. Ids become
+    /// file names only when they are plain.
+    fn attachment(&self, chat_id: &str, media: transcript::Media) -> Attachment {
+        let plain = |id: &str| {
+            !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        let id_of = |listed: &Listed| fields::text(Some(&listed.id));
+        let mut origins = Vec::new();
+        let mut name = None;
+        match media {
+            transcript::Media::Photo { media_id } => {
+                if plain(chat_id) && plain(&media_id) {
+                    origins.push(Origin::File(format!("chat-{chat_id}-photo-{media_id}.jpg")));
+                }
+                let listed = self
+                    .photos
+                    .iter()
+                    .find(|p| id_of(p).as_deref() == Some(media_id.as_str()));
+                origins.extend(listed.and_then(|p| p.url.clone()).map(Origin::Url));
+            }
+            transcript::Media::Video { title, url } => {
+                let listed = self.videos.iter().find(|v| {
+                    url.is_some() && v.url == url || self.videos.len() == 1 && url.is_none()
+                });
+                if let Some(video_id) = listed.and_then(id_of).filter(|v| plain(v)) {
+                    if plain(chat_id) {
+                        origins.push(Origin::File(format!("chat-{chat_id}-video-{video_id}.mp4")));
+                    }
+                }
+                origins.extend(url.or_else(|| listed.and_then(|v| v.url.clone())).map(Origin::Url));
+                name = title;
+            }
+        }
+        Attachment {
+            name: name.or_else(|| match origins.first() {
+                Some(Origin::File(file)) => Some(file.clone()),
+                _ => None,
+            }),
+            origins,
+            ..Default::default()
+        }
+    }
+}
+
 fn chat(row: &Map<String, Value>) -> Result<Conversation, String> {
     let id = fields::text(row.get("id")).ok_or("id is missing")?;
     let updated_at =
@@ -537,6 +629,13 @@ fn chat(row: &Map<String, Value>) -> Result<Conversation, String> {
                     .and_then(|m| fields::text(m.get("name")))
             }),
         message_count: fields::rounded(row.get("message_count")),
+        attachment_count: {
+            let listed = |key: &str| row.get(key).and_then(Value::as_array).map(Vec::len);
+            match (listed("photos"), listed("videos")) {
+                (None, None) => None,
+                (photos, videos) => Some((photos.unwrap_or(0) + videos.unwrap_or(0)) as i64),
+            }
+        },
         rating: fields::rounded(row.get("rating")).filter(|r| *r > 0),
         sentiment: None,
         // Dispositions are Wolkvox's (chat_1); the others do not report them.

@@ -40,6 +40,18 @@ pub struct Transcripts {
     pub limit: usize,
 }
 
+/// A photo or video entry's reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Media {
+    /// `photo {media_id}`: the photo's id among the chat's `photos`.
+    Photo { media_id: String },
+    /// `video {title, video {url}}`.
+    Video {
+        title: Option<String>,
+        url: Option<String>,
+    },
+}
+
 /// The documented text name, after the (assumed) JSON one.
 pub const DEFAULT_NAMES: &[&str] = &["chat-{id}.json", "chat-{id}.txt"];
 
@@ -50,6 +62,8 @@ pub struct Line {
     pub sender: Sender,
     pub name: Option<String>,
     pub text: String,
+    /// The photo or video the entry carries (JSON transcripts only).
+    pub media: Option<Media>,
     /// The entry's JSON, for `--include-raw` (JSON transcripts only).
     pub raw: Option<Box<RawValue>>,
 }
@@ -123,6 +137,7 @@ pub fn read_json(bytes: &[u8]) -> Result<Vec<Line>, String> {
                     .get("user_data")
                     .and_then(|u| fields::text(u.get("name"))),
                 text: body_text(&entry),
+                media: media(&entry),
                 raw: Some(raw.to_owned()),
             })
         })
@@ -149,6 +164,27 @@ fn unix_seconds(v: &Value) -> Option<DateTime<Utc>> {
         _ => return None,
     };
     DateTime::from_timestamp(seconds, 0).filter(|t| crate::window::in_range(*t))
+}
+
+/// The photo or video an entry carries.
+fn media(entry: &Map<String, Value>) -> Option<Media> {
+    let body = entry.get("body").and_then(Value::as_object);
+    let kind = body
+        .and_then(|b| fields::text(b.get("type")))
+        .or_else(|| fields::text(entry.get("type")))?;
+    let field = |key: &str| body.and_then(|b| fields::text(b.get(key)));
+    match kind.as_str() {
+        "photo" => Some(Media::Photo {
+            media_id: field("media_id")?,
+        }),
+        "video" => Some(Media::Video {
+            title: field("title"),
+            url: body
+                .and_then(|b| b.get("video"))
+                .and_then(|v| fields::text(v.get("url"))),
+        }),
+        _ => None,
+    }
 }
 
 /// An entry's text: what was written for the text types, a short readable
@@ -233,6 +269,7 @@ pub fn read_text(text: &str, zone: Tz) -> Result<Vec<Line>, String> {
                 sender,
                 name,
                 text: body.join("\n").trim().to_string(),
+                media: None,
                 raw: None,
             })
         })

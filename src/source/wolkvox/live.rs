@@ -157,6 +157,7 @@ impl Live {
                 sent_at,
                 sender: super::sender(line.from.get()),
                 channel: shared_channel.clone(),
+                attachments: text.as_deref().map(crate::media::in_text).unwrap_or_default(),
                 text,
                 agent_id: shared_agent.clone(),
                 customer_phone: shared_phone.clone(),
@@ -192,6 +193,9 @@ impl Live {
                     agent_id: agent_id.map(str::to_string),
                     customer_phone: chat.customer_phone.owned(),
                     message_count: Some(messages.len() as i64),
+                    attachment_count: Some(
+                        messages.iter().map(|m| m.attachments.len() as i64).sum(),
+                    ),
                     ..Default::default()
                 };
                 // `connector_id` and the rest travel in `raw`.
