@@ -74,6 +74,16 @@ pub fn run(cli: Cli) -> Result<()> {
                         .with_hint(
                             "the rejects file named above holds each raw record and the reason",
                         ))
+                    } else if stats.attachments_missing > 0 {
+                        let n = stats.attachments_missing;
+                        Err(Error::data(format!(
+                            "source {:?}: {n} attachment{} could not be had (every record was exported)",
+                            args.source,
+                            if n == 1 { "" } else { "s" }
+                        ))
+                        .with_hint(
+                            "the rejects file named above lists each with the reason; export the same window again with --from/--to and --attachments to fetch what was missing (what is kept already is not written twice)",
+                        ))
                     } else {
                         Ok(())
                     }
@@ -194,6 +204,8 @@ fn output_options(args: &OutputArgs) -> Result<Options> {
             FormatArg::Parquet => Format::Parquet,
         }),
         output: args.output.clone(),
+        attachments: args.attachments.clone(),
+        attach: None,
         tz,
         include_raw: args.include_raw,
         csv_raw: args.csv_raw,

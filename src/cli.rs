@@ -230,6 +230,12 @@ pub struct OutputArgs {
     #[arg(help_heading = "Output", short, long, value_name = "PATH")]
     pub output: Option<String>,
 
+    /// Fetch the photos, videos and files messages carry and keep each once,
+    /// by content, under DEST/sha256/ (a folder, or s3:// gs:// az://);
+    /// inline data: images in the text are replaced by [attachment: PATH]
+    #[arg(help_heading = "Output", long, value_name = "DEST")]
+    pub attachments: Option<String>,
+
     /// Render timestamps in this zone (e.g. America/Bogota) instead of UTC
     #[arg(help_heading = "Output", long, value_name = "ZONE")]
     pub tz: Option<String>,

@@ -147,6 +147,7 @@ async fn run_sample(
         source,
         http: &http,
         learned: &learned,
+        attach: None,
     };
     let (stats, _, output) = export::run(driving, window, options, output, rejects, memory).await?;
     Ok((stats, output))

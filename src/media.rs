@@ -319,7 +319,7 @@ pub fn agrees(declared: &str, sniffed: Option<&str>) -> bool {
 }
 
 /// The types [`sniff`] recognises (one of their family's signatures).
-fn is_known(media: &str) -> bool {
+pub fn is_known(media: &str) -> bool {
     const KNOWN: &[&str] = &[
         "image/png",
         "image/jpeg",
@@ -389,7 +389,7 @@ mod tests {
     #[test]
     fn inline_images_are_found_decoded_and_replaced() {
         let text = format!(
-            "mira: data:image/PNG;base64,{} y data:image/jpeg;name=a.jpg;base64,/9j/4AAQ== fin",
+            "mira: data:image/PNG;base64,{} y data:image/jpeg;name=a.jpg;base64,/9j/4AAQ fin",
             encode(PNG)
         );
         let uris = data_uris(&text);

@@ -26,6 +26,8 @@ pub struct RejectLog {
     redact: bool,
     file: Option<std::io::BufWriter<std::fs::File>>,
     count: u64,
+    /// Attachments that could not be had, listed beside the records.
+    attachments: u64,
 }
 
 impl RejectLog {
@@ -46,6 +48,7 @@ impl RejectLog {
             redact: false,
             file: None,
             count: 0,
+            attachments: 0,
         }
     }
 
@@ -59,6 +62,7 @@ impl RejectLog {
             redact: false,
             file: None,
             count: 0,
+            attachments: 0,
         }
     }
 
@@ -71,6 +75,15 @@ impl RejectLog {
     pub fn redacting(mut self, redact: bool) -> RejectLog {
         self.redact = redact;
         self
+    }
+
+    /// Lists an attachment that could not be had (its message was
+    /// written): counted apart from rejected records.
+    pub fn save_attachment(&mut self, missing: &Rejected) -> Result<()> {
+        self.save(missing)?;
+        self.count -= 1;
+        self.attachments += 1;
+        Ok(())
     }
 
     pub fn save(&mut self, rejected: &Rejected) -> Result<()> {
@@ -105,14 +118,24 @@ impl RejectLog {
             f.flush()
                 .and_then(|_| f.get_ref().sync_all())
                 .map_err(|e| Error::output(format!("cannot write {}", self.path.display()), e))?;
-            log::warn(&format!(
-                "{} record{} could not be read; saved with the reasons to {}",
-                self.count,
-                if self.count == 1 { "" } else { "s" },
-                self.shown
-                    .clone()
-                    .unwrap_or_else(|| self.path.display().to_string())
-            ));
+            let shown = self
+                .shown
+                .clone()
+                .unwrap_or_else(|| self.path.display().to_string());
+            if self.count > 0 {
+                log::warn(&format!(
+                    "{} record{} could not be read; saved with the reasons to {shown}",
+                    self.count,
+                    if self.count == 1 { "" } else { "s" },
+                ));
+            }
+            if self.attachments > 0 {
+                log::warn(&format!(
+                    "{} attachment{} could not be had; listed with the reasons in {shown}",
+                    self.attachments,
+                    if self.attachments == 1 { "" } else { "s" },
+                ));
+            }
         }
         Ok(self.count)
     }

@@ -138,6 +138,26 @@ pub fn flock_holder(_path: &Path) -> Option<u32> {
 /// may read); a FIFO or device is refused, not waited on; a file over
 /// `limit` bytes is an error, not read whole.
 pub fn read_beneath(folder: &Path, name: &str, limit: usize) -> io::Result<Option<Vec<u8>>> {
+    let Some((file, path)) = open_beneath_at(folder, name)? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(file, limit as u64 + 1), &mut bytes)?;
+    if bytes.len() > limit {
+        return Err(io::Error::other(format!(
+            "{} is over {limit} bytes (`max_record_size`)",
+            path.display()
+        )));
+    }
+    Ok(Some(bytes))
+}
+
+/// [`read_beneath`]'s file, opened to be read a piece at a time.
+pub fn open_beneath(folder: &Path, name: &str) -> io::Result<Option<File>> {
+    Ok(open_beneath_at(folder, name)?.map(|(file, _)| file))
+}
+
+fn open_beneath_at(folder: &Path, name: &str) -> io::Result<Option<(File, PathBuf)>> {
     let path = folder.join(name);
     // The usual case, a plain name that is no link: opened as it is,
     // without resolving the folder for every file (`O_NOFOLLOW` refuses a
@@ -146,7 +166,7 @@ pub fn read_beneath(folder: &Path, name: &str, limit: usize) -> io::Result<Optio
     match std::fs::symlink_metadata(&path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Ok(meta) if plain_name && !meta.file_type().is_symlink() => {
-            return read_limited_at(&path, limit, true);
+            return open_read(&path);
         }
         _ => {}
     }
@@ -174,24 +194,14 @@ pub fn read_beneath(folder: &Path, name: &str, limit: usize) -> io::Result<Optio
         )));
     }
     // The resolved path, never following a link swapped in since.
-    read_limited_at(&resolved, limit, true)
+    open_read(&resolved)
 }
 
-fn read_limited_at(path: &Path, limit: usize, nofollow: bool) -> io::Result<Option<Vec<u8>>> {
+fn open_read(path: &Path) -> io::Result<Option<(File, PathBuf)>> {
     let mut options = OpenOptions::new();
     options.read(true);
-    match open_regular(path, options, nofollow) {
-        Ok(file) => {
-            let mut bytes = Vec::new();
-            io::Read::read_to_end(&mut io::Read::take(file, limit as u64 + 1), &mut bytes)?;
-            if bytes.len() > limit {
-                return Err(io::Error::other(format!(
-                    "{} is over {limit} bytes (`max_record_size`)",
-                    path.display()
-                )));
-            }
-            Ok(Some(bytes))
-        }
+    match open_regular(path, options, true) {
+        Ok(file) => Ok(Some((file, path.to_path_buf()))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }

@@ -288,6 +288,34 @@ impl Place {
             .map_err(|e| self.fail("list", e))
     }
 
+    /// Whether the object is there.
+    pub async fn exists(&self) -> Result<bool> {
+        match self.store.head(&self.key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.fail("look for", e)),
+        }
+    }
+
+    /// The object's bytes as they arrive (None when there is none), and
+    /// its size.
+    pub async fn stream(
+        &self,
+    ) -> Result<Option<(futures_util::stream::BoxStream<'static, std::io::Result<Vec<u8>>>, u64)>> {
+        use futures_util::StreamExt;
+        match self.store.get(&self.key).await {
+            Ok(got) => {
+                let size = got.meta.size;
+                let chunks = got
+                    .into_stream()
+                    .map(|chunk| chunk.map(|c| c.to_vec()).map_err(std::io::Error::other));
+                Ok(Some((chunks.boxed(), size)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.fail("read", e)),
+        }
+    }
+
     /// Removes the object (none there is fine).
     pub async fn delete(&self) -> Result<()> {
         match self.store.delete(&self.key).await {
@@ -316,6 +344,35 @@ pub enum FolderRead {
     /// The store could not be asked (network, credentials): nothing can be
     /// said of the file yet.
     Failed(Error),
+}
+
+/// What opening one file of a [`Folder`] gave (see [`FolderRead`]).
+pub enum FolderOpen {
+    Stream(futures_util::stream::BoxStream<'static, std::io::Result<Vec<u8>>>, u64),
+    Missing,
+    Bad(String),
+    Failed(Error),
+}
+
+/// A local file's bytes, a chunk at a time.
+fn local_chunks(
+    file: tokio::fs::File,
+) -> futures_util::stream::BoxStream<'static, std::io::Result<Vec<u8>>> {
+    use futures_util::StreamExt;
+    futures_util::stream::unfold(Some(file), |file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut file = file?;
+        let mut chunk = vec![0u8; 256 << 10];
+        match file.read(&mut chunk).await {
+            Ok(0) => None,
+            Ok(n) => {
+                chunk.truncate(n);
+                Some((Ok(chunk), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+    .boxed()
 }
 
 impl Folder {
@@ -376,6 +433,43 @@ impl Folder {
                     Err(e) => FolderRead::Failed(e),
                 };
                 (object.url, read)
+            }
+        }
+    }
+
+    /// The file `name` as a stream of its bytes, for a file too large to
+    /// hold (an attachment): its place, and the stream with its size.
+    pub async fn open(&self, name: &str) -> (String, FolderOpen) {
+        match self {
+            Folder::Local(path) => {
+                let shown = path.join(name).display().to_string();
+                let (folder, file_name) = (path.clone(), name.to_string());
+                let opened = tokio::task::spawn_blocking(move || {
+                    crate::safefs::open_beneath(&folder, &file_name)
+                })
+                .await;
+                let opened = match opened {
+                    Ok(Ok(Some(file))) => {
+                        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                        FolderOpen::Stream(local_chunks(tokio::fs::File::from_std(file)), size)
+                    }
+                    Ok(Ok(None)) => FolderOpen::Missing,
+                    Ok(Err(e)) => FolderOpen::Bad(e.to_string()),
+                    Err(e) => FolderOpen::Failed(Error::output(
+                        shown.as_str(),
+                        std::io::Error::other(format!("the read was lost: {e}")),
+                    )),
+                };
+                (shown, opened)
+            }
+            Folder::Object(place) => {
+                let object = place.child(name);
+                let opened = match object.stream().await {
+                    Ok(Some((chunks, size))) => FolderOpen::Stream(chunks, size),
+                    Ok(None) => FolderOpen::Missing,
+                    Err(e) => FolderOpen::Failed(e),
+                };
+                (object.url, opened)
             }
         }
     }

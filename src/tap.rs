@@ -86,6 +86,10 @@ pub async fn tap(args: &TapArgs) -> Result<()> {
         Some(path) => read_json(path, "state")?,
         None => json!({}),
     };
+    let attachments = match table.string("attachments")? {
+        Some(dest) if tap.redact.is_none() => Some(crate::attach::Settings::of(dest, Some(&table))?),
+        _ => None,
+    };
     let bookmarks = Rc::new(RefCell::new(bookmarks_of(&given)?));
     let mut rejected = 0;
     for kind in selected {
@@ -114,6 +118,10 @@ pub async fn tap(args: &TapArgs) -> Result<()> {
             records: kind,
             format: Some(Format::Singer),
             output: None,
+            // A source's `attachments` key works in a tap as in `export`
+            // (never under `redact`).
+            attachments: attachments.as_ref().map(|a| a.dest.clone()),
+            attach: attachments.clone(),
             tz: None,
             include_raw: tap.include_raw,
             csv_raw: false,
@@ -132,11 +140,12 @@ pub async fn tap(args: &TapArgs) -> Result<()> {
             state,
         )
         .await?;
-        rejected += stats.rejected;
+        // An attachment that could not be had counts as its record would.
+        rejected += stats.rejected + stats.attachments_missing;
     }
     if rejected > 0 {
         return Err(Error::data(format!(
-            "{rejected} record{} could not be read (the others were emitted)",
+            "{rejected} record{} could not be read or fetched (the others were emitted)",
             if rejected == 1 { "" } else { "s" }
         ))
         .with_hint("the rejects file named above holds each raw record and the reason"));

@@ -46,6 +46,11 @@ pub const COMMON_KEYS: &[&str] = &[
     "max_window_memory",
     "phone_regions",
     "state",
+    "attachments",
+    "attachment_hosts",
+    "max_attachment_size",
+    "attachment_timeout",
+    "attachment_rate",
 ];
 
 impl Config {

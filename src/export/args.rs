@@ -21,6 +21,12 @@ pub struct Options {
     pub format: Option<Format>,
     /// The `-o` template, placeholders not yet expanded.
     pub output: Option<String>,
+    /// `--attachments DEST` (or the source's `attachments`): where the
+    /// files messages carry are kept.
+    pub attachments: Option<String>,
+    /// What the source's configuration adds to `attachments`; set by
+    /// `export` once the source is known.
+    pub attach: Option<crate::attach::Settings>,
     pub tz: Option<Tz>,
     pub include_raw: bool,
     pub csv_raw: bool,

@@ -99,6 +99,7 @@ impl Exporter<'_> {
             source: self.source,
             http: &self.http,
             learned: &self.learned,
+            attach: self.attach.as_ref(),
         };
         let (mut stats, memory, output) =
             run(driving, chunk, options, output, rejects, memory).await?;

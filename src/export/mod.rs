@@ -65,6 +65,20 @@ pub async fn export(
     if options.state.is_none() {
         options.state = table.string("state")?.map(std::path::PathBuf::from);
     }
+    if options.attachments.is_none() {
+        options.attachments = table.string("attachments")?;
+    }
+    options.attach = match options.attachments.clone() {
+        // Under --redact nothing a customer sent is fetched or kept.
+        Some(dest) if options.redact.is_some() => {
+            log::warn(&format!(
+                "source {name:?}: under --redact no attachment is fetched or kept (not to {dest}); rows keep each one's type and size"
+            ));
+            None
+        }
+        Some(dest) => Some(crate::attach::Settings::of(dest, Some(&table))?),
+        None => None,
+    };
     let options = &options;
     if options
         .follow
@@ -205,6 +219,8 @@ struct Exporter<'a> {
     http: Http,
     /// What the driver learns of the source, kept across the chunks.
     learned: crate::source::Learned,
+    /// `--attachments`: the stage that fetches and keeps them.
+    attach: Option<crate::attach::Attach>,
     state: Option<StateStore>,
     /// The end of the last chunk written (from the state at first).
     checkpoint: Option<DateTime<Utc>>,
@@ -274,6 +290,11 @@ impl<'a> Exporter<'a> {
             redactor,
             http,
             learned: crate::source::Learned::default(),
+            attach: options
+                .attach
+                .as_ref()
+                .map(crate::attach::Attach::new)
+                .transpose()?,
             state,
             checkpoint,
             memory,
@@ -419,6 +440,22 @@ impl<'a> Exporter<'a> {
                     "the next run with this --state reads them again"
                 } else {
                     "a run with --state would read them again"
+                }
+            ));
+        }
+        if let Some(attach) = &self.attach {
+            let tally = attach.tally();
+            log::info(&format!(
+                "attachments: {} stored ({} bytes) in {}{}",
+                log::thousands(tally.stored),
+                log::thousands(tally.bytes),
+                attach.shown(),
+                match total.attachments_missing {
+                    0 => String::new(),
+                    n => format!(
+                        "; {} could not be had (listed in the rejects with the reasons)",
+                        log::thousands(n)
+                    ),
                 }
             ));
         }

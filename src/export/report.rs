@@ -27,7 +27,9 @@ impl Outcome {
         (requests, retries): (u64, u64),
     ) -> Outcome {
         let (stats, exit_code, error) = match &result {
-            Ok(stats) if stats.rejected > 0 => (*stats, Error::data("").exit_code(), None),
+            Ok(stats) if stats.rejected > 0 || stats.attachments_missing > 0 => {
+                (*stats, Error::data("").exit_code(), None)
+            }
             Ok(stats) => (*stats, 0, None),
             Err(e) => (
                 committed,

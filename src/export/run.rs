@@ -88,6 +88,7 @@ pub async fn run(
         for entry in pipeline.take_retries() {
             let read = crate::source::read_again(
                 source,
+                driving.attach,
                 &again,
                 entry.raw.as_bytes(),
                 options.include_raw,

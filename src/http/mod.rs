@@ -23,7 +23,7 @@ use reqwest::Url;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-mod pacer;
+pub(crate) mod pacer;
 mod verdict;
 
 use pacer::Pacer;

@@ -8,20 +8,20 @@ use tokio::time::Instant;
 
 /// Spaces request starts at least `interval` apart, and lets a rate-limit
 /// answer hold every request of the source.
-pub(super) struct Pacer {
+pub(crate) struct Pacer {
     interval: Duration,
     next_slot: Mutex<Option<Instant>>,
 }
 
 impl Pacer {
-    pub(super) fn new(interval: Duration) -> Self {
+    pub(crate) fn new(interval: Duration) -> Self {
         Pacer {
             interval,
             next_slot: Mutex::new(None),
         }
     }
 
-    pub(super) async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         let slot = {
             let mut next = self.next_slot.lock().expect("pacer lock");
             let now = Instant::now();

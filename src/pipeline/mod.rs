@@ -52,6 +52,9 @@ pub struct Stats {
     /// window, and details without messages. Both are kept.
     pub messages_only: u64,
     pub details_only: u64,
+    /// Attachments asked for (`--attachments`) that could not be had:
+    /// listed in the rejects, and the run exits 65.
+    pub attachments_missing: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -63,6 +66,7 @@ impl std::ops::AddAssign for Stats {
         self.requests += other.requests;
         self.messages_only += other.messages_only;
         self.details_only += other.details_only;
+        self.attachments_missing += other.attachments_missing;
     }
 }
 
@@ -147,9 +151,40 @@ impl<'a> Pipeline<'a> {
     }
 
     fn write(&mut self, record: Record) -> Result<()> {
+        if let Record::Message(m) = &record {
+            self.list_missing_attachments(&m.record)?;
+        }
         log::progress::records(1);
         self.output.write(record)?;
         self.stats.records += 1;
+        Ok(())
+    }
+
+    /// Saves each attachment of `m` that could not be had to the rejects,
+    /// with where it was to come from and why.
+    fn list_missing_attachments(&mut self, m: &Message) -> Result<()> {
+        for attachment in m.attachments.iter().filter(|a| a.status.is_missing()) {
+            self.stats.attachments_missing += 1;
+            let raw = serde_json::json!({
+                "conversation_id": &*m.conversation_id,
+                "message_id": m.message_id.as_ref().map(|id| id.text()),
+                "sent_at": m.sent_at,
+                "attachment": {
+                    "name": attachment.name,
+                    "url": attachment.url(),
+                    "content_type": attachment.content_type,
+                    "status": attachment.status.as_str(),
+                },
+            });
+            self.rejects.save_attachment(&crate::model::Rejected {
+                raw: raw.to_string(),
+                reason: format!(
+                    "attachment {}: {}",
+                    attachment.status.as_str(),
+                    attachment.why.as_deref().unwrap_or("")
+                ),
+            })?;
+        }
         Ok(())
     }
 

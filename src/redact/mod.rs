@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::model::{Conversation, Message, Record, Sender, Shared};
+use crate::model::{AttachStatus, Conversation, Message, Record, Sender, Shared};
 
 mod phones;
 pub use phones::PhoneRegions;
@@ -185,6 +185,16 @@ impl Redactor {
             matches!(m.sender, Sender::Agent | Sender::Bot | Sender::System);
         // Text first: it looks for the names the fields still hold.
         self.text(m, sender_is_customer, recipient_is_customer);
+        // What a customer sent stays unfetched and unnamed: its type and
+        // size remain.
+        for attachment in &mut m.attachments {
+            attachment.origins.clear();
+            attachment.name = None;
+            attachment.sha256 = None;
+            attachment.path = None;
+            attachment.why = None;
+            attachment.status = AttachStatus::Redacted;
+        }
         if sender_is_customer || self.agents {
             self.field(&mut m.sender_name, Class::Name);
         }
@@ -214,19 +224,24 @@ impl Redactor {
             if self.agents {
                 names.extend(m.agent_name.as_deref());
             }
-            // An inline `data:...;base64,` payload is not prose, and editing
-            // it would only break the file: scrub what precedes it.
-            let (prose, payload) = split_payload(&text);
-            let cleaned = self.scrub_names(prose, &names);
-            let prose_now = cleaned.as_deref().unwrap_or(prose);
-            let cleaned = scrub(prose_now, &self.phones).or(cleaned);
-            m.text = Some(match cleaned {
-                Some(mut c) => {
-                    c.push_str(payload);
-                    c
-                }
-                None => text,
-            });
+            // An inline `data:` file is a customer's photo: only its type
+            // and size remain.
+            let uris = crate::media::data_uris(&text);
+            let text = if uris.is_empty() {
+                text
+            } else {
+                crate::media::replace_data_uris(&text, &uris, |_, uri| {
+                    format!(
+                        "[attachment: {}, {} bytes]",
+                        uri.content_type,
+                        uri.decoded_len(&text)
+                    )
+                })
+            };
+            let cleaned = self.scrub_names(&text, &names);
+            let now = cleaned.as_deref().unwrap_or(&text);
+            let cleaned = scrub(now, &self.phones).or(cleaned);
+            m.text = Some(cleaned.unwrap_or(text));
         }
     }
 
@@ -310,17 +325,6 @@ fn normalise(value: &str, class: Class) -> String {
             .to_lowercase(),
         Class::Id => value.trim().to_string(),
     }
-}
-
-/// Splits an inline data URI into its header and its base64 payload.
-fn split_payload(text: &str) -> (&str, &str) {
-    if text.starts_with("data:") {
-        if let Some(comma) = text[..text.len().min(200)].find(";base64,") {
-            let cut = comma + ";base64,".len();
-            return text.split_at(cut);
-        }
-    }
-    (text, "")
 }
 
 /// [`NameSearch::scrub`] for one text.
@@ -952,17 +956,38 @@ mod tests {
     }
 
     #[test]
-    fn inline_images_are_left_intact() {
+    fn inline_images_and_attachments_keep_only_type_and_size() {
         let image = "data:image/png;base64,iVBORw0KGgo3001234567AAAA+/5500000000000004==";
+        let text = format!("mi cédula {image} llámame al 3001234567");
         let mut r = Record::Message(Item {
             record: Message {
-                text: Some(image.into()),
+                attachments: crate::media::in_text(&text)
+                    .into_iter()
+                    .chain([crate::model::Attachment {
+                        origins: vec![crate::model::Origin::Url("https://cdn.example/Ana Pérez.jpg".into())],
+                        name: Some("Ana Pérez.jpg".into()),
+                        content_type: Some("image/jpeg".into()),
+                        bytes: Some(1234),
+                        ..Default::default()
+                    }])
+                    .collect(),
+                text: Some(text),
                 ..Default::default()
             },
             raw: None,
         });
         Redactor::new(Mode::Mask, false, None).apply(&mut r);
-        assert_eq!(fields(&r).text.as_deref(), Some(image));
+        let m = fields(&r);
+        assert_eq!(
+            m.text.as_deref(),
+            Some("mi cédula [attachment: image/png, 32 bytes] llámame al [PHONE]")
+        );
+        let mut json = Vec::new();
+        crate::model::attachments_json(&m.attachments, &mut json);
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            r#"[{"sha256":null,"content_type":"image/png","bytes":32,"name":null,"path":null,"url":null,"status":"redacted"},{"sha256":null,"content_type":"image/jpeg","bytes":1234,"name":null,"path":null,"url":null,"status":"redacted"}]"#
+        );
     }
 
     #[test]

@@ -241,6 +241,7 @@ async fn drive_script_with(
         source: &source,
         http: &http,
         learned: &learned,
+        attach: None,
     };
     let result = drive(driving, day(), RecordKind::Conversations, false, &mut sink).await;
     (
@@ -658,6 +659,7 @@ async fn every_provider_conforms_to_the_driver_contract() {
                 source: &*source,
                 http: &http,
                 learned: &learned,
+                attach: None,
             };
             let result = drive(driving, empty, RecordKind::Conversations, false, &mut sink).await;
             let asked = server.received_requests().await.unwrap().len();

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use reqwest::Url;
 
 use super::{only_repeats, Accept};
+use crate::attach::Attach;
 use crate::error::{Error, Result};
 use crate::http::{read_limited, Failure, Http, Verdict};
 use crate::jsonstream::{Element, ItemsAt, Lead, Scanner};
@@ -19,6 +20,7 @@ use crate::source::{ChatSource, PageInfo, Paging, Parsed, Query};
 pub(super) async fn fetch_collect(
     source: &dyn ChatSource,
     http: &Http,
+    attach: Option<&Attach>,
     query: &Query,
     url: &Url,
     want_raw: bool,
@@ -29,8 +31,10 @@ pub(super) async fn fetch_collect(
         earlier,
     };
     let limit = Some(http.settings().limits.page);
-    let answer = fetch_streamed(source, http, query, url, want_raw, limit, &mut collect).await?;
+    // Attachments are fetched once the page is whole and its files read.
+    let answer = fetch_streamed(source, http, None, query, url, want_raw, limit, &mut collect).await?;
     let (items, file_bytes) = super::files::resolve(source, query, want_raw, collect.items).await?;
+    let items = super::attachments::resolve(source, attach, items).await?;
     let info = PageInfo {
         bytes: answer.info.bytes + file_bytes,
         ..answer.info
@@ -225,9 +229,11 @@ const MOST_PRINTS: usize = 200_000;
 /// over its limit) is a [`Failure::Unreadable`]: retried, and if it stays
 /// so the run ends without committing the window.
 /// `page_limit` bounds the bytes of records a collected page may hold.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn fetch_streamed(
     source: &dyn ChatSource,
     http: &Http,
+    attach: Option<&Attach>,
     query: &Query,
     url: &Url,
     want_raw: bool,
@@ -242,6 +248,7 @@ pub(super) async fn fetch_streamed(
         .fetch(url, async |response: reqwest::Response| {
             let outcome = read_answer(
                 source,
+                attach,
                 query,
                 want_raw,
                 page_limit,
@@ -260,8 +267,10 @@ pub(super) async fn fetch_streamed(
 
 /// Reads one answer into `accept`: what [`fetch_streamed`] does with each
 /// attempt.
+#[allow(clippy::too_many_arguments)]
 async fn read_answer(
     source: &dyn ChatSource,
+    attach: Option<&Attach>,
     query: &Query,
     want_raw: bool,
     page_limit: Option<usize>,
@@ -308,6 +317,8 @@ async fn read_answer(
         page_bytes: 0,
         failed: None,
         broken: None,
+        // Records with attachments wait for them between two reads.
+        waiting: attach.map(|_| Vec::new()),
     };
     let mut outcome = Ok(());
     // Reading stops once the root value is complete: whatever a server
@@ -325,6 +336,7 @@ async fn read_answer(
             outcome = Err(unreadable(e, !scanner.refused_as_not_json()));
             break;
         }
+        tally.attach(attach).await;
         if tally.stopped() {
             break;
         }
@@ -333,6 +345,7 @@ async fn read_answer(
     let mut finished = Ok(());
     if outcome.is_ok() && !tally.stopped() {
         finished = scanner.finish_elements(&mut |element| tally.element(element));
+        tally.attach(attach).await;
     }
     // A failed write outranks whatever the response did.
     if let Some(e) = tally.failed.take() {
@@ -406,6 +419,9 @@ struct Tally<'a> {
     failed: Option<Error>,
     /// An element or the page broke the response.
     broken: Option<String>,
+    /// Under `--attachments`: what was mapped since the last read, held
+    /// until its attachments are fetched.
+    waiting: Option<Vec<Parsed>>,
 }
 
 impl Tally<'_> {
@@ -489,10 +505,33 @@ impl Tally<'_> {
                 return;
             }
         };
+        if let Some(waiting) = self.waiting.as_mut() {
+            waiting.push(parsed);
+            return;
+        }
+        self.hand_on(parsed);
+    }
+
+    fn hand_on(&mut self, parsed: Parsed) {
         if !self.stopped() {
             if let Err(e) = self.accept.accept(parsed) {
                 self.failed = Some(e);
             }
+        }
+    }
+
+    /// Fetches the attachments of what is waiting, then hands it on.
+    async fn attach(&mut self, attach: Option<&Attach>) {
+        let Some(waiting) = self.waiting.as_mut().filter(|w| !w.is_empty()) else {
+            return;
+        };
+        let items = std::mem::take(waiting);
+        if self.stopped() {
+            return;
+        }
+        match super::attachments::resolve(self.source, attach, items).await {
+            Ok(items) => items.into_iter().for_each(|item| self.hand_on(item)),
+            Err(e) => self.failed = Some(e),
         }
     }
 }

@@ -9,6 +9,7 @@ use futures_util::stream::{self, StreamExt};
 use reqwest::Url;
 
 use super::{ChatSource, ConversationContext, DriveStats, Paging, Parsed, Query, Sink};
+use crate::attach::Attach;
 use crate::error::{Error, Result};
 use crate::http::{read_limited, Failure, Http, Verdict};
 use crate::log;
@@ -16,6 +17,7 @@ use crate::model::{Record, RecordKind};
 use crate::window::Window;
 
 mod answer;
+mod attachments;
 mod capped;
 mod files;
 mod numbered;
@@ -58,6 +60,8 @@ pub struct Driving<'a> {
     pub source: &'a dyn ChatSource,
     pub http: &'a Http,
     pub learned: &'a Learned,
+    /// `--attachments`: where what messages carry is fetched to.
+    pub attach: Option<&'a Attach>,
 }
 
 /// Fetches every query of every slice of `window`, feeding `sink`.
@@ -89,7 +93,7 @@ pub async fn drive(
             sink: &mut *sink,
         };
         let url = source.page_url(&query, 1);
-        fetch_streamed(source, http, &query, &url, false, None, &mut keep).await?;
+        fetch_streamed(source, http, None, &query, &url, false, None, &mut keep).await?;
         lookups.requests += 1;
     }
     // Slices overlap where a platform answers small pages and allows more
@@ -308,13 +312,15 @@ fn identity(item: &Parsed) -> u64 {
 /// in the state), reading the files it asks for.
 pub async fn read_again(
     source: &dyn ChatSource,
+    attach: Option<&Attach>,
     query: &Query,
     item: &[u8],
     want_raw: bool,
 ) -> Result<Vec<Parsed>> {
     let mut read = Vec::new();
     source.parse_item(query, item, want_raw, &mut |p| read.push(p));
-    Ok(files::resolve(source, query, want_raw, read).await?.0)
+    let read = files::resolve(source, query, want_raw, read).await?.0;
+    attachments::resolve(source, attach, read).await
 }
 
 /// Sends the check request and reads the response like any page.
@@ -347,7 +353,7 @@ pub async fn check(source: &dyn ChatSource, http: &Http) -> Result<Url> {
         .await?;
         return Ok(url);
     }
-    fetch_collect(source, http, &query, &url, false, None).await?;
+    fetch_collect(source, http, None, &query, &url, false, None).await?;
     Ok(url)
 }
 
@@ -414,6 +420,7 @@ impl Accept for CollectContext<'_> {
 struct Walk<'a> {
     source: &'a dyn ChatSource,
     http: &'a Http,
+    attach: Option<&'a Attach>,
     query: &'a Query,
     want_raw: bool,
     held: &'a Held,
@@ -433,10 +440,12 @@ async fn fetch_query(
         source,
         http,
         learned,
+        attach,
     } = driving;
     let walk = Walk {
         source,
         http,
+        attach,
         query,
         want_raw,
         held,
@@ -451,7 +460,7 @@ async fn fetch_query(
         Paging::Tail { per } => fetch_tail(walk, per as usize, accept).await,
         Paging::Snapshot => {
             let url = source.page_url(query, 1);
-            fetch_streamed(source, http, query, &url, want_raw, None, accept).await?;
+            fetch_streamed(source, http, attach, query, &url, want_raw, None, accept).await?;
             Ok(1)
         }
     }

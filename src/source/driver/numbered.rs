@@ -34,6 +34,7 @@ pub(super) async fn fetch_numbered(
     let Walk {
         source,
         http,
+        attach,
         query,
         want_raw,
         held,
@@ -42,7 +43,7 @@ pub(super) async fn fetch_numbered(
     let fetch = |page: u32| {
         let url = source.page_url(query, page);
         async move {
-            let (items, info) = fetch_collect(source, http, query, &url, want_raw, None).await?;
+            let (items, info) = fetch_collect(source, http, attach, query, &url, want_raw, None).await?;
             Ok::<_, Error>((page, url, items, info))
         }
     };
@@ -61,7 +62,7 @@ pub(super) async fn fetch_numbered(
                 "GET {}: page {page} only repeats earlier pages; asking again",
                 display_url(&url)
             ));
-            (items, info) = fetch_collect(source, http, query, &url, want_raw, Some(&ledger.seen))
+            (items, info) = fetch_collect(source, http, attach, query, &url, want_raw, Some(&ledger.seen))
                 .await
                 .map_err(|e| {
                     e.with_hint("the platform's pages repeat each other while it announces more records; nothing of this window was committed: rerun later, or lower `page_size`")

@@ -25,6 +25,7 @@ pub(super) async fn fetch_tail(
     let Walk {
         source,
         http,
+        attach,
         query,
         want_raw,
         held,
@@ -47,7 +48,7 @@ pub(super) async fn fetch_tail(
         };
         let url = source.page_url(&part, page);
         let (mut items, mut info) =
-            fetch_collect(source, http, &part, &url, want_raw, None).await?;
+            fetch_collect(source, http, attach, &part, &url, want_raw, None).await?;
         requests += 1;
         // A full page of records all met before is the next page of ties
         // only as the first page at a new start, every record at that very
@@ -64,7 +65,7 @@ pub(super) async fn fetch_tail(
                 "GET {}: the page only repeats records already read; asking again",
                 display_url(&url)
             ));
-            (items, info) = fetch_collect(source, http, &part, &url, want_raw, Some(&seen))
+            (items, info) = fetch_collect(source, http, attach, &part, &url, want_raw, Some(&seen))
                 .await
                 .map_err(|e| e.with_hint("the platform answers a page it already gave instead of the next; nothing of this window was committed: rerun later"))?;
             requests += 1;
