@@ -66,7 +66,25 @@ pub async fn demo(options: &Options) -> Result<()> {
         export::render("demo", "demo", options),
         redactor.clone(),
     )?;
+    let attach = match &options.attachments {
+        Some(dest) if options.redact.is_some() => {
+            log::warn(&format!(
+                "under --redact no attachment is fetched or kept (not to {dest}); rows keep each one's type and size"
+            ));
+            None
+        }
+        Some(dest) => {
+            let mut settings = crate::attach::Settings::of(dest.clone(), None)?;
+            settings.hosts = vec!["127.0.0.1".into()];
+            Some(crate::attach::Attach::new(&settings)?.fetching_links_from(
+                MEDIA_LINKS,
+                &format!("http://{addr}/media/"),
+            ))
+        }
+        None => None,
+    };
     let mut total = 0;
+    let mut missing = 0;
     for platform in registry::PLATFORMS {
         let folder = scratch.path().join(platform.name);
         platform.demo.write_files(&folder).map_err(|e| {
@@ -89,10 +107,12 @@ pub async fn demo(options: &Options) -> Result<()> {
             &name,
             options,
             redactor.as_ref(),
+            attach.as_ref(),
             output,
             path.as_deref(),
         )
         .await?;
+        missing += stats.attachments_missing;
         output = back;
         log::verbose(&format!(
             "{name}: {} {}",
@@ -108,6 +128,20 @@ pub async fn demo(options: &Options) -> Result<()> {
         options.records.as_str(),
         started.elapsed().as_secs_f64()
     ));
+    if let Some(attach) = &attach {
+        let tally = attach.tally();
+        log::info(&format!(
+            "demo: {} attachments stored ({} bytes) in {}",
+            tally.stored,
+            tally.bytes,
+            attach.shown()
+        ));
+    }
+    if missing > 0 {
+        return Err(Error::data(format!(
+            "demo: {missing} attachments could not be had"
+        )));
+    }
     Ok(())
 }
 
@@ -124,6 +158,7 @@ async fn run_sample(
     name: &str,
     options: &Options,
     redactor: Option<&Redactor>,
+    attach: Option<&crate::attach::Attach>,
     mut output: Output,
     path: Option<&Path>,
 ) -> Result<(Stats, Output)> {
@@ -147,7 +182,7 @@ async fn run_sample(
         source,
         http: &http,
         learned: &learned,
-        attach: None,
+        attach,
     };
     let (stats, _, output) = export::run(driving, window, options, output, rejects, memory).await?;
     Ok((stats, output))
@@ -187,6 +222,23 @@ async fn handle(mut stream: TcpStream) {
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or("/");
+    // Attachments are fetched without credentials, as from a platform's
+    // file host.
+    if let Some(name) = target.strip_prefix("/media/") {
+        let (status, kind, body): (u16, &str, &[u8]) = match media(name) {
+            Some((kind, body)) => (200, kind, body),
+            None => (404, "text/plain", b"not found"),
+        };
+        let head = format!(
+            "HTTP/1.1 {status} {}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            if status == 200 { "OK" } else { "Not Found" },
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(body).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
     // Each platform's way of presenting the token.
     let authorized = lines.any(|l| {
         l.split_once(':').is_some_and(|(k, v)| {
@@ -211,6 +263,22 @@ async fn handle(mut stream: TcpStream) {
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.shutdown().await;
 }
+
+/// The samples' attachments, by the path their links name below
+/// [`MEDIA_LINKS`]: their type and bytes.
+fn media(name: &str) -> Option<(&'static str, &'static [u8])> {
+    Some(match name {
+        "wolkvox/contrato.pdf" => ("application/pdf", include_bytes!("../fixtures/media/contrato.pdf")),
+        "ujet/photo-7781.jpg" => ("image/jpeg", include_bytes!("../fixtures/media/photo-7781.jpg")),
+        "ujet/activar.mp4" => ("video/mp4", include_bytes!("../fixtures/media/activar.mp4")),
+        "caresoft/abc123.jpg" => ("image/jpeg", include_bytes!("../fixtures/media/abc123.jpg")),
+        _ => return None,
+    })
+}
+
+/// Where the samples' attachment links point: a name that resolves
+/// nowhere, fetched from the sample server instead.
+pub const MEDIA_LINKS: &str = "https://media.demo.invalid/";
 
 /// Each platform's fake answers below `/{platform name}`.
 fn route(target: &str) -> (u16, String) {

@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use base64::Engine as _;
 
-use crate::model::{Attachment, Origin};
+use crate::model::{AttachStatus, Attachment, Message, Origin};
 
 /// One inline `data:TYPE;base64,PAYLOAD` in a text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +108,34 @@ pub fn replace_data_uris(
     }
     out.push_str(&text[from..]);
     out
+}
+
+/// Replaces each inline payload of `message`'s text that was kept by
+/// `[attachment: PATH]`, so no cell carries megabytes. Done as the message
+/// is written, after its id: a digest id is the same with and without
+/// `--attachments`.
+pub fn settle_inline(message: &mut Message) {
+    let kept = |n: usize| {
+        message.attachments.iter().find(|a| {
+            a.status == AttachStatus::Stored && a.origins.contains(&Origin::Inline(n as u32))
+        })
+    };
+    let Some(text) = message.text.as_deref() else {
+        return;
+    };
+    if !message
+        .attachments
+        .iter()
+        .any(|a| a.status == AttachStatus::Stored && a.origins.iter().any(|o| matches!(o, Origin::Inline(_))))
+    {
+        return;
+    }
+    let uris = data_uris(text);
+    let replaced = replace_data_uris(text, &uris, |n, uri| match kept(n) {
+        Some(a) => format!("[attachment: {}]", a.path.as_deref().unwrap_or("")),
+        None => text[uri.span.clone()].to_string(),
+    });
+    message.text = Some(replaced);
 }
 
 /// A link in message HTML: its address and the text it shows.

@@ -106,6 +106,9 @@ pub struct Attach {
     in_flight: usize,
     remembered: RefCell<HashMap<String, std::result::Result<Kept, Refused>>>,
     tally: Cell<Tally>,
+    /// Links under the first prefix are fetched from the second instead
+    /// (the demo's sample server stands in for a file host).
+    redirected: Option<(String, String)>,
 }
 
 impl Attach {
@@ -126,7 +129,15 @@ impl Attach {
             in_flight: settings.in_flight.max(1),
             remembered: RefCell::new(HashMap::new()),
             tally: Cell::new(Tally::default()),
+            redirected: None,
         })
+    }
+
+    /// Fetches links starting with `prefix` from `instead` (the rest of
+    /// the link kept); rows still show the link as the platform gave it.
+    pub fn fetching_links_from(mut self, prefix: &str, instead: &str) -> Attach {
+        self.redirected = Some((prefix.to_string(), instead.to_string()));
+        self
     }
 
     /// Messages whose attachments are fetched at once.
@@ -143,9 +154,10 @@ impl Attach {
         self.keep.shown()
     }
 
-    /// Fetches and keeps every attachment of `message`; its text's inline
-    /// payloads that were kept are replaced by `[attachment: PATH]`. An
-    /// error is the store's or the folder's: it fails the window.
+    /// Fetches and keeps every attachment of `message` (its text's inline
+    /// payloads that were kept are replaced once the message has its id:
+    /// [`media::settle_inline`]). An error is the store's or the folder's:
+    /// it fails the window.
     pub async fn message(&self, message: &mut Message, folder: Option<&Folder>) -> Result<()> {
         let uris = message
             .text
@@ -155,18 +167,6 @@ impl Attach {
         let text = message.text.as_deref().unwrap_or("");
         for attachment in &mut message.attachments {
             self.one(attachment, text, &uris, folder).await?;
-        }
-        let kept_inline = |n: usize| {
-            message.attachments.iter().find(|a| {
-                a.status == AttachStatus::Stored && a.origins.contains(&Origin::Inline(n as u32))
-            })
-        };
-        if (0..uris.len()).any(|n| kept_inline(n).is_some()) {
-            let replaced = media::replace_data_uris(text, &uris, |n, uri| match kept_inline(n) {
-                Some(a) => format!("[attachment: {}]", a.path.as_deref().unwrap_or("")),
-                None => text[uri.span.clone()].to_string(),
-            });
-            message.text = Some(replaced);
         }
         Ok(())
     }
@@ -319,7 +319,13 @@ impl Attach {
         link: &str,
         declared: &[String],
     ) -> Result<(std::result::Result<Kept, Refused>, bool)> {
-        match fetch::get(&self.client, link, &self.allowed).await {
+        let link = match &self.redirected {
+            Some((prefix, instead)) if link.starts_with(prefix.as_str()) => {
+                format!("{instead}{}", &link[prefix.len()..])
+            }
+            _ => link.to_string(),
+        };
+        match fetch::get(&self.client, &link, &self.allowed).await {
             Answer::Body(response) => {
                 // The answer's own type is checked too, where it names a
                 // kind of file (servers label many files text/plain).

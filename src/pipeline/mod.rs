@@ -150,9 +150,10 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    fn write(&mut self, record: Record) -> Result<()> {
-        if let Record::Message(m) = &record {
+    fn write(&mut self, mut record: Record) -> Result<()> {
+        if let Record::Message(m) = &mut record {
             self.list_missing_attachments(&m.record)?;
+            crate::media::settle_inline(&mut m.record);
         }
         log::progress::records(1);
         self.output.write(record)?;

@@ -824,7 +824,7 @@ pub mod demo {
     use serde_json::Value;
 
     /// No files on disk.
-    pub const FILES: &[(&str, &str)] = &[];
+    pub const FILES: &[(&str, &[u8])] = &[];
 
     pub fn config(context: &DemoContext<'_>) -> String {
         let addr = context.addr;

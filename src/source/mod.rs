@@ -279,9 +279,9 @@ pub struct Demo {
     pub config: fn(&DemoContext<'_>) -> String,
     /// Its fake platform.
     pub answer: DemoAnswer,
-    /// Files its sample needs on disk (name, text), written by the demo
+    /// Files its sample needs on disk (name, bytes), written by the demo
     /// into a folder of its own, [`DemoContext::folder`].
-    pub files: &'static [(&'static str, &'static str)],
+    pub files: &'static [(&'static str, &'static [u8])],
 }
 
 impl Demo {
@@ -290,7 +290,7 @@ impl Demo {
         std::fs::create_dir(folder)?;
         for (file, text) in self.files {
             let mut f = crate::safefs::create_new(&folder.join(file), None)?;
-            std::io::Write::write_all(&mut f, text.as_bytes())?;
+            std::io::Write::write_all(&mut f, text)?;
         }
         Ok(())
     }

@@ -36,6 +36,9 @@ for row in rel.fetchall():
     for name, value in zip(rel.columns, row):
         if isinstance(value, datetime.datetime):
             value = value.astimezone(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+        # A JSON column is its text in Parquet, its value in JSON Lines.
+        if name == 'attachments':
+            value = json.loads(value)
         out[name] = value
     rows.append(out)
 print(json.dumps({"rows": rows, "types": [[n, str(t)] for n, t in zip(rel.columns, rel.types)]}, default=str))

@@ -770,18 +770,24 @@ pub mod demo {
 
     /// The sample transcripts, as the platform's external storage would
     /// hold them: the demo writes them into the folder it hands `config`.
-    pub const FILES: &[(&str, &str)] = &[
+    pub const FILES: &[(&str, &[u8])] = &[
         (
             "chat-31354.json",
-            include_str!("../../../fixtures/ujet/transcripts/chat-31354.json"),
+            include_bytes!("../../../fixtures/ujet/transcripts/chat-31354.json"),
+        ),
+        // The photo its transcript shows, beside it as the platform's
+        // external storage keeps it.
+        (
+            "chat-31354-photo-7781.jpg",
+            include_bytes!("../../../fixtures/ujet/transcripts/chat-31354-photo-7781.jpg"),
         ),
         (
             "chat-31355.txt",
-            include_str!("../../../fixtures/ujet/transcripts/chat-31355.txt"),
+            include_bytes!("../../../fixtures/ujet/transcripts/chat-31355.txt"),
         ),
         (
             "chat-31357.json",
-            include_str!("../../../fixtures/ujet/transcripts/chat-31357.json"),
+            include_bytes!("../../../fixtures/ujet/transcripts/chat-31357.json"),
         ),
     ];
 

@@ -373,7 +373,7 @@ pub mod demo {
     use crate::source::DemoContext;
 
     /// No files on disk.
-    pub const FILES: &[(&str, &str)] = &[];
+    pub const FILES: &[(&str, &[u8])] = &[];
 
     pub fn config(context: &DemoContext<'_>) -> String {
         let addr = context.addr;
