@@ -76,10 +76,10 @@ pub async fn demo(options: &Options) -> Result<()> {
         Some(dest) => {
             let mut settings = crate::attach::Settings::of(dest.clone(), None)?;
             settings.hosts = vec!["127.0.0.1".into()];
-            Some(crate::attach::Attach::new(&settings)?.fetching_links_from(
-                MEDIA_LINKS,
-                &format!("http://{addr}/media/"),
-            ))
+            Some(
+                crate::attach::Attach::new(&settings)?
+                    .fetching_links_from(MEDIA_LINKS, &format!("http://{addr}/media/")),
+            )
         }
         None => None,
     };
@@ -268,8 +268,14 @@ async fn handle(mut stream: TcpStream) {
 /// [`MEDIA_LINKS`]: their type and bytes.
 fn media(name: &str) -> Option<(&'static str, &'static [u8])> {
     Some(match name {
-        "wolkvox/contrato.pdf" => ("application/pdf", include_bytes!("../fixtures/media/contrato.pdf")),
-        "ujet/photo-7781.jpg" => ("image/jpeg", include_bytes!("../fixtures/media/photo-7781.jpg")),
+        "wolkvox/contrato.pdf" => (
+            "application/pdf",
+            include_bytes!("../fixtures/media/contrato.pdf"),
+        ),
+        "ujet/photo-7781.jpg" => (
+            "image/jpeg",
+            include_bytes!("../fixtures/media/photo-7781.jpg"),
+        ),
         "ujet/activar.mp4" => ("video/mp4", include_bytes!("../fixtures/media/activar.mp4")),
         "caresoft/abc123.jpg" => ("image/jpeg", include_bytes!("../fixtures/media/abc123.jpg")),
         _ => return None,

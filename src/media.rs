@@ -123,11 +123,9 @@ pub fn settle_inline(message: &mut Message) {
     let Some(text) = message.text.as_deref() else {
         return;
     };
-    if !message
-        .attachments
-        .iter()
-        .any(|a| a.status == AttachStatus::Stored && a.origins.iter().any(|o| matches!(o, Origin::Inline(_))))
-    {
+    if !message.attachments.iter().any(|a| {
+        a.status == AttachStatus::Stored && a.origins.iter().any(|o| matches!(o, Origin::Inline(_)))
+    }) {
         return;
     }
     let uris = data_uris(text);
@@ -153,7 +151,11 @@ pub fn links(text: &str) -> Vec<Link> {
     while let Some(at) = lower[from..].find("href=") {
         let start = from + at + 5;
         from = start;
-        let Some(quote) = text[start..].chars().next().filter(|c| *c == '"' || *c == '\'') else {
+        let Some(quote) = text[start..]
+            .chars()
+            .next()
+            .filter(|c| *c == '"' || *c == '\'')
+        else {
             continue;
         };
         let value_start = start + 1;
@@ -169,7 +171,10 @@ pub fn links(text: &str) -> Vec<Link> {
         // The anchor's text, up to `</a>`, without tags.
         let label = text[from..].find('>').and_then(|gt| {
             let inner = &text[from + gt + 1..];
-            let end = inner.to_ascii_lowercase().find("</a").unwrap_or(inner.len());
+            let end = inner
+                .to_ascii_lowercase()
+                .find("</a")
+                .unwrap_or(inner.len());
             let shown = unescape_html(strip_tags(&inner[..end]).trim());
             (!shown.is_empty() && shown != url).then_some(shown)
         });
@@ -426,7 +431,10 @@ mod tests {
         assert_eq!(uris[0].decode(&text).as_deref(), Some(PNG));
         assert_eq!(uris[0].decoded_len(&text), PNG.len() as u64);
         assert_eq!(uris[1].content_type, "image/jpeg");
-        assert_eq!(uris[1].decode(&text), Some(vec![0xff, 0xd8, 0xff, 0xe0, 0, 0x10]));
+        assert_eq!(
+            uris[1].decode(&text),
+            Some(vec![0xff, 0xd8, 0xff, 0xe0, 0, 0x10])
+        );
         let replaced = replace_data_uris(&text, &uris, |n, _| format!("[{n}]"));
         assert_eq!(replaced, "mira: [0] y [1] fin");
         // Not a file: no base64, no type, an empty payload.
@@ -461,9 +469,15 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(name_in_url(&found[0].url).as_deref(), Some("Factura marzo.pdf"));
+        assert_eq!(
+            name_in_url(&found[0].url).as_deref(),
+            Some("Factura marzo.pdf")
+        );
         assert_eq!(name_in_url("https://h.example/"), None);
-        assert_eq!(name_in_url("https://h.example/a/%ff%fe.jpg").as_deref(), Some("\u{fffd}\u{fffd}.jpg"));
+        assert_eq!(
+            name_in_url("https://h.example/a/%ff%fe.jpg").as_deref(),
+            Some("\u{fffd}\u{fffd}.jpg")
+        );
     }
 
     #[test]
@@ -479,7 +493,10 @@ mod tests {
         assert!(agrees("video/quicktime", Some("video/mp4")));
         assert!(agrees("application/octet-stream", Some("image/png")));
         assert!(agrees("text/plain", None));
-        assert!(!agrees("image/png", None), "an HTML error page served as an image");
+        assert!(
+            !agrees("image/png", None),
+            "an HTML error page served as an image"
+        );
         assert!(!agrees("image/png", Some("image/jpeg")));
         assert!(!agrees("video/mp4", Some("application/pdf")));
         assert!(agrees(
@@ -489,7 +506,10 @@ mod tests {
         assert_eq!(extension("image/jpeg"), "jpg");
         assert_eq!(extension("application/x-unknown"), "bin");
         assert_eq!(verified_type(Some("text/csv"), None), "text/csv");
-        assert_eq!(verified_type(Some("garbage"), None), "application/octet-stream");
+        assert_eq!(
+            verified_type(Some("garbage"), None),
+            "application/octet-stream"
+        );
         assert_eq!(verified_type(None, Some("image/gif")), "image/gif");
     }
 

@@ -301,7 +301,12 @@ impl Place {
     /// its size.
     pub async fn stream(
         &self,
-    ) -> Result<Option<(futures_util::stream::BoxStream<'static, std::io::Result<Vec<u8>>>, u64)>> {
+    ) -> Result<
+        Option<(
+            futures_util::stream::BoxStream<'static, std::io::Result<Vec<u8>>>,
+            u64,
+        )>,
+    > {
         use futures_util::StreamExt;
         match self.store.get(&self.key).await {
             Ok(got) => {
@@ -348,7 +353,10 @@ pub enum FolderRead {
 
 /// What opening one file of a [`Folder`] gave (see [`FolderRead`]).
 pub enum FolderOpen {
-    Stream(futures_util::stream::BoxStream<'static, std::io::Result<Vec<u8>>>, u64),
+    Stream(
+        futures_util::stream::BoxStream<'static, std::io::Result<Vec<u8>>>,
+        u64,
+    ),
     Missing,
     Bad(String),
     Failed(Error),

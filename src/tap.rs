@@ -87,7 +87,9 @@ pub async fn tap(args: &TapArgs) -> Result<()> {
         None => json!({}),
     };
     let attachments = match table.string("attachments")? {
-        Some(dest) if tap.redact.is_none() => Some(crate::attach::Settings::of(dest, Some(&table))?),
+        Some(dest) if tap.redact.is_none() => {
+            Some(crate::attach::Settings::of(dest, Some(&table))?)
+        }
         _ => None,
     };
     let bookmarks = Rc::new(RefCell::new(bookmarks_of(&given)?));

@@ -53,10 +53,12 @@ impl AllowList {
             .trim_end_matches(']')
             .trim_end_matches('.')
             .to_ascii_lowercase();
-        self.hosts.iter().any(|allowed| match allowed.strip_prefix('.') {
-            Some(domain) => host == domain || host.ends_with(allowed.as_str()),
-            None => host == *allowed,
-        })
+        self.hosts
+            .iter()
+            .any(|allowed| match allowed.strip_prefix('.') {
+                Some(domain) => host == domain || host.ends_with(allowed.as_str()),
+                None => host == *allowed,
+            })
     }
 }
 
@@ -111,6 +113,14 @@ fn internal_v4(ip: Ipv4Addr) -> bool {
 
 /// Why a link may not be fetched, before any request.
 pub fn check_link(url: &Url, allowed: &AllowList) -> Result<(), String> {
+    check_link_parts(url, allowed).map_err(|why| {
+        let mut shown = url.clone();
+        shown.set_query(None);
+        format!("{shown}: {why}")
+    })
+}
+
+fn check_link_parts(url: &Url, allowed: &AllowList) -> Result<(), String> {
     let host = url.host_str().unwrap_or("");
     if host.is_empty() {
         return Err("the link has no host".into());
@@ -182,19 +192,17 @@ impl Resolve for Guarded {
         let allowed = self.allowed.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let kept: Vec<SocketAddr> = if allowed.allows(&host) {
                 found
             } else {
-                found
-                    .into_iter()
-                    .filter(|a| !is_internal(a.ip()))
-                    .collect()
+                found.into_iter().filter(|a| !is_internal(a.ip())).collect()
             };
             if kept.is_empty() {
-                return Err(Box::new(InternalOnly(host)) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(
+                    Box::new(InternalOnly(host)) as Box<dyn std::error::Error + Send + Sync>
+                );
             }
             Ok(Box::new(kept.into_iter()) as Addrs)
         })
@@ -210,9 +218,7 @@ pub fn client(allowed: Arc<AllowList>) -> crate::error::Result<reqwest::Client> 
         .connect_timeout(Duration::from_secs(15))
         .user_agent(concat!("chatdump/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| {
-            crate::error::Error::config(format!("cannot make the attachment client: {e}"))
-        })
+        .map_err(|e| crate::error::Error::config(format!("cannot make the attachment client: {e}")))
 }
 
 /// What asking for a link gave.
@@ -330,7 +336,12 @@ mod tests {
         ] {
             assert!(is_internal(ip(inside)), "{inside}");
         }
-        for public in ["8.8.8.8", "151.101.1.69", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for public in [
+            "8.8.8.8",
+            "151.101.1.69",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(!is_internal(ip(public)), "{public}");
         }
     }
@@ -339,15 +350,22 @@ mod tests {
     fn links_are_checked_before_any_request() {
         let none = AllowList::default();
         let local = AllowList::new(&["127.0.0.1".into(), ".media.example".into()]);
-        let check = |link: &str, allowed: &AllowList| check_link(&Url::parse(link).unwrap(), allowed);
+        let check =
+            |link: &str, allowed: &AllowList| check_link(&Url::parse(link).unwrap(), allowed);
         assert!(check("https://cdn.example/a.jpg", &none).is_ok());
         assert!(check("http://cdn.example/a.jpg", &none).is_err(), "http");
         assert!(check("ftp://cdn.example/a.jpg", &none).is_err());
         assert!(check("file:///etc/passwd", &none).is_err());
         assert!(check("https://169.254.169.254/latest/meta-data", &none).is_err());
         assert!(check("https://[::ffff:a9fe:a9fe]/", &none).is_err());
-        assert!(check("https://0x7f.1/", &none).is_err(), "127.0.0.1 spelled in hex");
-        assert!(check("https://2130706433/", &none).is_err(), "127.0.0.1 as a number");
+        assert!(
+            check("https://0x7f.1/", &none).is_err(),
+            "127.0.0.1 spelled in hex"
+        );
+        assert!(
+            check("https://2130706433/", &none).is_err(),
+            "127.0.0.1 as a number"
+        );
         assert!(check("https://user:pw@cdn.example/", &none).is_err());
         assert!(check("http://127.0.0.1:8080/a.png", &local).is_ok());
         assert!(check("http://127.0.0.2:8080/a.png", &local).is_err());

@@ -96,8 +96,9 @@ impl Keep {
         }
         let root = PathBuf::from(dest.strip_prefix("file://").unwrap_or(dest));
         let partial = root.join(".partial");
-        make_dirs(&partial)
-            .map_err(|e| Error::output(format!("cannot use {} for attachments", root.display()), e))?;
+        make_dirs(&partial).map_err(|e| {
+            Error::output(format!("cannot use {} for attachments", root.display()), e)
+        })?;
         let keep = Keep {
             target: Target::Local(root),
             partial: Some(partial),
@@ -179,10 +180,7 @@ impl Keep {
                 .map_err(|e| Error::output(format!("cannot write {}", temp.path.display()), e))?;
         }
         let sniffed = crate::media::sniff(&head);
-        if let Some(wrong) = declared
-            .iter()
-            .find(|d| !crate::media::agrees(d, sniffed))
-        {
+        if let Some(wrong) = declared.iter().find(|d| !crate::media::agrees(d, sniffed)) {
             return Ok(Err((
                 AttachStatus::WrongType,
                 format!(
@@ -252,11 +250,13 @@ impl Keep {
                 Ok(())
             }
             Target::Object(folder) => {
-                let object = path.split('/').fold(folder.clone(), |at, part| at.child(part));
+                let object = path
+                    .split('/')
+                    .fold(folder.clone(), |at, part| at.child(part));
                 if bytes <= ONE_REQUEST {
-                    let content = tokio::fs::read(&temp.path)
-                        .await
-                        .map_err(|e| Error::output(format!("cannot read {}", temp.path.display()), e))?;
+                    let content = tokio::fs::read(&temp.path).await.map_err(|e| {
+                        Error::output(format!("cannot read {}", temp.path.display()), e)
+                    })?;
                     // A conflict is the same bytes, kept by another chat.
                     match object.put_if(content, None).await? {
                         Written::Done(_) | Written::Conflict => Ok(()),
@@ -344,18 +344,30 @@ mod tests {
         assert_eq!(first.content_type, "image/png");
         assert_eq!(first.bytes, PNG.len() as u64);
         assert_eq!(first.sha256, hex(&Sha256::digest(PNG)));
-        assert_eq!(first.path, format!("sha256/{}/{}.png", &first.sha256[..2], first.sha256));
+        assert_eq!(
+            first.path,
+            format!("sha256/{}/{}.png", &first.sha256[..2], first.sha256)
+        );
         assert_eq!(std::fs::read(dir.path().join(&first.path)).unwrap(), PNG);
         // The same bytes again, in pieces and declared loosely: one file.
-        let pieces = futures_util::stream::iter(PNG.chunks(3).map(|c| Ok(c.to_vec())).collect::<Vec<_>>());
+        let pieces =
+            futures_util::stream::iter(PNG.chunks(3).map(|c| Ok(c.to_vec())).collect::<Vec<_>>());
         let again = keep
-            .keep(Body::Stream(Box::pin(pieces)), &["application/octet-stream"], 1000)
+            .keep(
+                Body::Stream(Box::pin(pieces)),
+                &["application/octet-stream"],
+                1000,
+            )
             .await
             .unwrap()
             .unwrap();
         assert_eq!(again, first);
         let wrong = keep
-            .keep(Body::Whole(Some(b"<html>oops</html>".to_vec())), &["image/jpeg"], 1000)
+            .keep(
+                Body::Whole(Some(b"<html>oops</html>".to_vec())),
+                &["image/jpeg"],
+                1000,
+            )
             .await
             .unwrap()
             .unwrap_err();
@@ -367,7 +379,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(large.0, AttachStatus::TooLarge);
         // Nothing left behind but the one file.
-        let partial: Vec<_> = std::fs::read_dir(dir.path().join(".partial")).unwrap().collect();
+        let partial: Vec<_> = std::fs::read_dir(dir.path().join(".partial"))
+            .unwrap()
+            .collect();
         assert!(partial.is_empty(), "{partial:?}");
         let stored: Vec<_> = std::fs::read_dir(dir.path().join("sha256").join(&first.sha256[..2]))
             .unwrap()

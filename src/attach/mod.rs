@@ -253,13 +253,17 @@ impl Attach {
                 if size > self.max_size {
                     return Ok(Err((
                         AttachStatus::TooLarge,
-                        format!("{shown} is over {} bytes (`max_attachment_size`)", self.max_size),
+                        format!(
+                            "{shown} is over {} bytes (`max_attachment_size`)",
+                            self.max_size
+                        ),
                     )));
                 }
                 let declared: Vec<&str> = declared.iter().map(String::as_str).collect();
                 let kept = tokio::time::timeout(
                     self.timeout,
-                    self.keep.keep(Body::Stream(chunks), &declared, self.max_size),
+                    self.keep
+                        .keep(Body::Stream(chunks), &declared, self.max_size),
                 )
                 .await;
                 match kept {
@@ -283,7 +287,11 @@ impl Attach {
 
     /// A link, asked again after a transient failure; each attempt within
     /// `attachment_timeout`.
-    async fn link(&self, link: &str, declared: &[String]) -> Result<std::result::Result<Kept, Refused>> {
+    async fn link(
+        &self,
+        link: &str,
+        declared: &[String],
+    ) -> Result<std::result::Result<Kept, Refused>> {
         if let Some(known) = self.remembered.borrow().get(link) {
             return Ok(known.clone());
         }

@@ -94,8 +94,7 @@ impl Aggregator {
             // Built from messages: the newest one is its last change.
             c.updated_at = c.ended_at;
         }
-        c.attachment_count =
-            Some(c.attachment_count.unwrap_or(0) + m.attachments.len() as i64);
+        c.attachment_count = Some(c.attachment_count.unwrap_or(0) + m.attachments.len() as i64);
         let counted = c.message_count.unwrap_or(0) + 1;
         c.message_count = Some(
             chat.0

@@ -151,13 +151,24 @@ impl<'a> Pipeline<'a> {
     }
 
     fn write(&mut self, mut record: Record) -> Result<()> {
-        if let Record::Message(m) = &mut record {
-            self.list_missing_attachments(&m.record)?;
-            crate::media::settle_inline(&mut m.record);
-        }
+        self.settle_attachments(&mut record)?;
         log::progress::records(1);
         self.output.write(record)?;
         self.stats.records += 1;
+        Ok(())
+    }
+
+    /// What a message's attachments make of it as it is written (after
+    /// its id): inline payloads that were kept leave its text, and those
+    /// that could not be had are listed in the rejects. Every record to
+    /// the output passes here.
+    fn settle_attachments(&mut self, record: &mut Record) -> Result<()> {
+        if let Record::Message(m) = record {
+            if !m.record.attachments.is_empty() {
+                self.list_missing_attachments(&m.record)?;
+                crate::media::settle_inline(&mut m.record);
+            }
+        }
         Ok(())
     }
 
@@ -420,6 +431,9 @@ impl<'a> Pipeline<'a> {
         }
         let mut emit = emit.into_iter();
         records.retain(|_| emit.next().unwrap_or(false));
+        for record in &mut records {
+            self.settle_attachments(record)?;
+        }
         log::progress::records(records.len() as u64);
         self.stats.records += records.len() as u64;
         self.output.write_batch(records)

@@ -238,6 +238,8 @@ impl Redactor {
                     )
                 })
             };
+            // Nor does a link to a customer's file, or its name, stay.
+            let text = without_references(text, &m.attachments);
             let cleaned = self.scrub_names(&text, &names);
             let now = cleaned.as_deref().unwrap_or(&text);
             let cleaned = scrub(now, &self.phones).or(cleaned);
@@ -325,6 +327,32 @@ fn normalise(value: &str, class: Class) -> String {
             .to_lowercase(),
         Class::Id => value.trim().to_string(),
     }
+}
+
+/// `text` without the links and file names of `attachments` (a link's
+/// HTML spelling too): `[URL]` and `[FILE]` in their place.
+fn without_references(mut text: String, attachments: &[crate::model::Attachment]) -> String {
+    for attachment in attachments {
+        for origin in &attachment.origins {
+            if let crate::model::Origin::Url(url) = origin {
+                for spelling in [url.clone(), url.replace('&', "&amp;")] {
+                    if text.contains(spelling.as_str()) {
+                        text = text.replace(spelling.as_str(), "[URL]");
+                    }
+                }
+            }
+        }
+        if let Some(name) = attachment
+            .name
+            .as_deref()
+            .filter(|n| n.chars().count() >= 4)
+        {
+            if text.contains(name) {
+                text = text.replace(name, "[FILE]");
+            }
+        }
+    }
+    text
 }
 
 /// [`NameSearch::scrub`] for one text.
@@ -964,7 +992,9 @@ mod tests {
                 attachments: crate::media::in_text(&text)
                     .into_iter()
                     .chain([crate::model::Attachment {
-                        origins: vec![crate::model::Origin::Url("https://cdn.example/Ana Pérez.jpg".into())],
+                        origins: vec![crate::model::Origin::Url(
+                            "https://cdn.example/Ana Pérez.jpg".into(),
+                        )],
                         name: Some("Ana Pérez.jpg".into()),
                         content_type: Some("image/jpeg".into()),
                         bytes: Some(1234),

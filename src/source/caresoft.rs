@@ -515,7 +515,15 @@ fn attachments_in(content: Option<&Value>) -> Vec<Attachment> {
 }
 
 fn collect_attachments(value: &Value, depth: usize, found: &mut Vec<Attachment>) {
-    const LINK_KEYS: &[&str] = &["url", "link", "src", "href", "file_url", "download_url", "path"];
+    const LINK_KEYS: &[&str] = &[
+        "url",
+        "link",
+        "src",
+        "href",
+        "file_url",
+        "download_url",
+        "path",
+    ];
     if depth > 4 {
         return;
     }
@@ -531,8 +539,15 @@ fn collect_attachments(value: &Value, depth: usize, found: &mut Vec<Attachment>)
             });
             if let Some(url) = link {
                 let text = |keys: &[&str]| keys.iter().find_map(|k| fields::text(object.get(*k)));
-                let content_type = text(&["mime_type", "mimetype", "mime", "content_type", "file_type", "type"])
-                    .filter(|t| t.contains('/'));
+                let content_type = text(&[
+                    "mime_type",
+                    "mimetype",
+                    "mime",
+                    "content_type",
+                    "file_type",
+                    "type",
+                ])
+                .filter(|t| t.contains('/'));
                 let bytes = ["size", "file_size", "bytes"]
                     .iter()
                     .find_map(|k| object.get(*k)?.as_u64());

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `chatdump` binary against in-process fake
 //! platforms (wiremock on 127.0.0.1). One test binary for all of them.
 
+mod attachments;
 mod boundaries;
 mod caresoft;
 mod common;

@@ -32,7 +32,17 @@ pub(super) async fn fetch_collect(
     };
     let limit = Some(http.settings().limits.page);
     // Attachments are fetched once the page is whole and its files read.
-    let answer = fetch_streamed(source, http, None, query, url, want_raw, limit, &mut collect).await?;
+    let answer = fetch_streamed(
+        source,
+        http,
+        None,
+        query,
+        url,
+        want_raw,
+        limit,
+        &mut collect,
+    )
+    .await?;
     let (items, file_bytes) = super::files::resolve(source, query, want_raw, collect.items).await?;
     let items = super::attachments::resolve(source, attach, items).await?;
     let info = PageInfo {

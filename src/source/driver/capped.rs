@@ -51,7 +51,8 @@ pub(super) async fn fetch_capped(
             ..query.clone()
         };
         let url = source.page_url(&part, 1);
-        let answer = fetch_streamed(source, http, attach, &part, &url, want_raw, None, accept).await?;
+        let answer =
+            fetch_streamed(source, http, attach, &part, &url, want_raw, None, accept).await?;
         let units = answer.units;
         requests += 1;
         if let Some(expected) = expected {

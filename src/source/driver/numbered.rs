@@ -43,7 +43,8 @@ pub(super) async fn fetch_numbered(
     let fetch = |page: u32| {
         let url = source.page_url(query, page);
         async move {
-            let (items, info) = fetch_collect(source, http, attach, query, &url, want_raw, None).await?;
+            let (items, info) =
+                fetch_collect(source, http, attach, query, &url, want_raw, None).await?;
             Ok::<_, Error>((page, url, items, info))
         }
     };

@@ -37,9 +37,7 @@ use crate::config::SourceTable;
 use crate::error::Result;
 use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
-use crate::model::{
-    Attachment, Conversation, Item, Message, Origin, Record, RecordKind, Rejected,
-};
+use crate::model::{Attachment, Conversation, Item, Message, Origin, Record, RecordKind, Rejected};
 use crate::source::{
     fields, ChatSource, Connection, FileFound, FilesAt, Paging, Parsed, Query, Timing, Wanted,
 };
@@ -565,7 +563,10 @@ impl ChatMedia {
                         origins.push(Origin::File(format!("chat-{chat_id}-video-{video_id}.mp4")));
                     }
                 }
-                origins.extend(url.or_else(|| listed.and_then(|v| v.url.clone())).map(Origin::Url));
+                origins.extend(
+                    url.or_else(|| listed.and_then(|v| v.url.clone()))
+                        .map(Origin::Url),
+                );
                 name = title;
             }
         }

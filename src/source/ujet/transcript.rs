@@ -403,8 +403,23 @@ mod tests {
         assert_eq!(texts[5], "Tu plan: {{plan}}");
         assert_eq!(
             texts[7],
-            "[video Cómo activar: https://cdn.example/v/1.mp4]"
+            "[video Cómo activar: https://media.demo.invalid/ujet/activar.mp4]"
         );
+        // The photo and the video, as references to fetch.
+        assert_eq!(
+            lines[4].media,
+            Some(Media::Photo {
+                media_id: "7781".into()
+            })
+        );
+        assert_eq!(
+            lines[7].media,
+            Some(Media::Video {
+                title: Some("Cómo activar".into()),
+                url: Some("https://media.demo.invalid/ujet/activar.mp4".into())
+            })
+        );
+        assert!(lines.iter().filter(|l| l.media.is_some()).count() == 2);
         assert_eq!(texts[10], "[carousel]", "an unknown body type");
         assert_eq!(lines[3].name.as_deref(), Some("Ana Torres"));
         assert_eq!(lines[2].name, None, "end users carry no user_data");

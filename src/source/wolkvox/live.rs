@@ -157,7 +157,10 @@ impl Live {
                 sent_at,
                 sender: super::sender(line.from.get()),
                 channel: shared_channel.clone(),
-                attachments: text.as_deref().map(crate::media::in_text).unwrap_or_default(),
+                attachments: text
+                    .as_deref()
+                    .map(crate::media::in_text)
+                    .unwrap_or_default(),
                 text,
                 agent_id: shared_agent.clone(),
                 customer_phone: shared_phone.clone(),

@@ -372,7 +372,10 @@ fn message(
         // Kept exactly as sent: HTML links and inline base64 images included.
         // (Text with escapes was already unescaped into a string of its
         // own: it moves, with no second copy.)
-        attachments: text.as_deref().map(crate::media::in_text).unwrap_or_default(),
+        attachments: text
+            .as_deref()
+            .map(crate::media::in_text)
+            .unwrap_or_default(),
         text: text.map(Cow::into_owned),
         agent_id: None,
         agent_name: chat.agent_name.clone(),
