@@ -87,7 +87,7 @@ impl Store {
         let child = Command::new("python3")
             .args([
                 "-m",
-                "store.server",
+                "moto.server",
                 "-H",
                 "127.0.0.1",
                 "-p",
@@ -178,7 +178,7 @@ impl Store {
         method: reqwest::Method,
         path: &str,
         query: &[(&str, &str)],
-        body: Option<String>,
+        body: Option<Vec<u8>>,
     ) -> reqwest::RequestBuilder {
         let root = match self.backend {
             Backend::S3 => format!("http://127.0.0.1:{}/", self.port),
@@ -195,7 +195,7 @@ impl Store {
             let date = chrono::Utc::now()
                 .format("%a, %d %b %Y %H:%M:%S GMT")
                 .to_string();
-            let length = body.as_ref().map_or(0, String::len);
+            let length = body.as_ref().map_or(0, Vec::len);
             let blob =
                 method == reqwest::Method::PUT && !query.iter().any(|(k, _)| *k == "restype");
             let mut headers = vec![("x-ms-date", date.as_str()), ("x-ms-version", "2021-08-06")];
@@ -288,13 +288,13 @@ impl Store {
         status.is_success().then_some(text)
     }
 
-    async fn put(&self, bucket: &str, key: &str, body: String) {
+    async fn put(&self, bucket: &str, key: &str, body: impl Into<Vec<u8>>) {
         let r = self
             .request(
                 reqwest::Method::PUT,
                 &format!("{bucket}/{key}"),
                 &[],
-                Some(body),
+                Some(body.into()),
             )
             .send()
             .await
@@ -399,6 +399,7 @@ on_every_store!(
     rejected_records_go_beside_the_output_object,
     a_transcript_object_too_big_is_refused_unread,
     a_parquet_output_lands_whole,
+    attachments_land_in_the_bucket_once_each,
 );
 
 const DAYS: [&str; 4] = ["--from", "2024-03-01", "--to", "2024-03-04"];
@@ -970,4 +971,61 @@ async fn a_parquet_output_lands_whole(store: Store) {
         "{}",
         object.len()
     );
+}
+
+/// `--attachments` into the store: a transcript's photo and a video (over
+/// the size sent in one request, so uploaded in parts) read from the
+/// platform's bucket and kept by their content; a second run adds nothing.
+async fn attachments_land_in_the_bucket_once_each(store: Store) {
+    use sha2::Digest;
+    store.bucket("acme-storage").await;
+    store.bucket("chats").await;
+    let photo = b"\xff\xd8\xff\xe0\0\x10JFIF\0photo".to_vec();
+    let mut video = b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom".to_vec();
+    video.resize(9 << 20, 7);
+    let transcript = serde_json::json!({"comm_type": "chat", "comm_id": 100, "entries": [
+        {"timestamp": 1709632800, "role": "end_user", "body": {"type": "photo", "media_id": 7781}},
+        {"timestamp": 1709632801, "role": "agent", "body": {"type": "video", "title": "Cómo", "video": {"url": "https://media.invalid/v.mp4"}}}
+    ]});
+    store
+        .put("acme-storage", "ccaip/chat-100.json", transcript.to_string())
+        .await;
+    store
+        .put("acme-storage", "ccaip/chat-100-photo-7781.jpg", photo.clone())
+        .await;
+    store
+        .put("acme-storage", "ccaip/chat-100-video-42.mp4", video.clone())
+        .await;
+    let chat = serde_json::json!({"id": 100, "status": "finished", "chat_type": "Messaging (WhatsApp)",
+        "updated_at": "2024-03-05T11:01:00.000Z", "photos": [{"id": 7781, "url": "https://media.invalid/p.jpg"}],
+        "videos": [{"id": 42, "url": "https://media.invalid/v.mp4"}]});
+    let server = crate::ujet::manager(vec![chat], false, |_, _| {}).await;
+    let dir = crate::ujet::config(
+        &server.uri(),
+        &format!("transcripts = \"{}\"\n", store.at("acme-storage/ccaip/")),
+    );
+    let dest = store.at("chats/files");
+    let mut args = SUPPORT_DAY_MESSAGES.to_vec();
+    args.extend(["--attachments", &dest]);
+    let kept = |bytes: &[u8], extension: &str| {
+        let hash: String = sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("files/sha256/{}/{hash}.{extension}", &hash[..2])
+    };
+    let mut want = vec![kept(&photo, "jpg"), kept(&video, "mp4")];
+    want.sort();
+    for run in 0..2 {
+        let r = store.run(dir.path(), &args).await;
+        assert_eq!(r.code, 0, "run {run}: {}", r.stderr);
+        let rows = jsonl(&r.stdout);
+        let statuses: Vec<&str> = rows
+            .iter()
+            .map(|m| m["attachments"][0]["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, ["stored", "stored"], "run {run}");
+        assert_eq!(rows[1]["attachments"][0]["bytes"], video.len());
+        assert_eq!(store.keys("chats").await, want, "run {run}");
+    }
 }
