@@ -318,7 +318,17 @@ async fn check(config: &Config, names: &[String], locations: &[String]) -> Resul
                     },
                     None => String::new(),
                 };
-            check_one(&*source, name).await.map(|m| m + &local)
+            // Where attachments go must take a file.
+            let attachments = match table.string("attachments")? {
+                Some(dest) => {
+                    let dest = format!("{}/", dest.trim_end_matches('/'));
+                    format!("; attachments: {}", crate::store::probe(&dest).await?)
+                }
+                None => String::new(),
+            };
+            check_one(&*source, name)
+                .await
+                .map(|m| m + &local + &attachments)
         }
         .await;
         if let Some(status) = status {

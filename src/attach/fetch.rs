@@ -214,6 +214,9 @@ impl Resolve for Guarded {
 pub fn client(allowed: Arc<AllowList>) -> crate::error::Result<reqwest::Client> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        // Directly, never through HTTP(S)_PROXY: a proxy would resolve
+        // the names (and reach the addresses) this client refuses.
+        .no_proxy()
         .dns_resolver(Arc::new(Guarded { allowed }))
         .connect_timeout(Duration::from_secs(15))
         .user_agent(concat!("chatdump/", env!("CARGO_PKG_VERSION")))

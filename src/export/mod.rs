@@ -65,10 +65,23 @@ pub async fn export(
     if options.state.is_none() {
         options.state = table.string("state")?.map(std::path::PathBuf::from);
     }
+    let asked_here = options.attachments.is_some();
     if options.attachments.is_none() {
         options.attachments = table.string("attachments")?;
     }
     options.attach = match options.attachments.clone() {
+        // Conversation rows count attachments; messages carry them.
+        Some(dest) if options.records == crate::model::RecordKind::Conversations => {
+            let why = format!(
+                "source {name:?}: attachments are fetched with --records messages (not to {dest}); conversation rows count them"
+            );
+            if asked_here {
+                log::warn(&why);
+            } else {
+                log::verbose(&why);
+            }
+            None
+        }
         // Under --redact nothing a customer sent is fetched or kept.
         Some(dest) if options.redact.is_some() => {
             log::warn(&format!(

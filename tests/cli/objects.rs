@@ -988,10 +988,18 @@ async fn attachments_land_in_the_bucket_once_each(store: Store) {
         {"timestamp": 1709632801, "role": "agent", "body": {"type": "video", "title": "Cómo", "video": {"url": "https://media.invalid/v.mp4"}}}
     ]});
     store
-        .put("acme-storage", "ccaip/chat-100.json", transcript.to_string())
+        .put(
+            "acme-storage",
+            "ccaip/chat-100.json",
+            transcript.to_string(),
+        )
         .await;
     store
-        .put("acme-storage", "ccaip/chat-100-photo-7781.jpg", photo.clone())
+        .put(
+            "acme-storage",
+            "ccaip/chat-100-photo-7781.jpg",
+            photo.clone(),
+        )
         .await;
     store
         .put("acme-storage", "ccaip/chat-100-video-42.mp4", video.clone())
