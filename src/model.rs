@@ -118,12 +118,12 @@ pub const CONVERSATION_COLUMNS: &[&str] = &[
     "customer_email",
     "queue",
     "message_count",
-    "attachment_count",
     "rating",
     "sentiment",
     "disposition_code",
     "disposition",
     "comments",
+    "attachment_count",
 ];
 
 pub const MESSAGE_COLUMNS: &[&str] = &[
@@ -138,13 +138,13 @@ pub const MESSAGE_COLUMNS: &[&str] = &[
     "recipient_name",
     "channel",
     "text",
-    "attachments",
     "agent_id",
     "agent_name",
     "customer_id",
     "customer_name",
     "customer_phone",
     "sentiment",
+    "attachments",
 ];
 
 /// Who wrote a message.
@@ -684,12 +684,12 @@ impl Conversation {
             s(&self.customer_email),
             s(&self.queue),
             i(self.message_count),
-            i(self.attachment_count),
             i(self.rating),
             s(&self.sentiment),
             s(&self.disposition_code),
             s(&self.disposition),
             s(&self.comments),
+            i(self.attachment_count),
         ]
     }
 }
@@ -711,13 +711,13 @@ impl Message {
             s(&self.recipient_name),
             s(&self.channel),
             s(&self.text),
-            Cell::Attachments(&self.attachments),
             s(&self.agent_id),
             s(&self.agent_name),
             s(&self.customer_id),
             s(&self.customer_name),
             s(&self.customer_phone),
             s(&self.sentiment),
+            Cell::Attachments(&self.attachments),
         ]
     }
 }
