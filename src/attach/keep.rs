@@ -210,21 +210,27 @@ impl Keep {
         }))
     }
 
+    /// A new temporary: in the folder's `.partial/` (named for this
+    /// process, so a later run can tell a dead run's leftovers), else in
+    /// the system's temporary folder. An unpredictable name, created anew.
     fn temporary(&self) -> Result<Temporary> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
         let folder = match &self.partial {
             Some(partial) => partial.clone(),
             None => std::env::temp_dir(),
         };
-        let name = format!(
-            "{}-{}.chatdump-attachment",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = folder.join(name);
-        let file = crate::safefs::create_new(&path, Some(0o600))
-            .map_err(|e| Error::output(format!("cannot create {}", path.display()), e))?;
+        let prefix = format!("{}-", std::process::id());
+        let made = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".chatdump-attachment")
+            // Owner-only (tempfile's own default): it is what a customer sent.
+            .tempfile_in(&folder)
+            .and_then(|named| named.keep().map_err(|e| e.error));
+        let (file, path) = made.map_err(|e| {
+            Error::output(
+                format!("cannot create a temporary in {}", folder.display()),
+                e,
+            )
+        })?;
         Ok(Temporary {
             path,
             file: Some(file),

@@ -303,11 +303,11 @@ impl<'a> Exporter<'a> {
             redactor,
             http,
             learned: crate::source::Learned::default(),
-            attach: options
-                .attach
-                .as_ref()
-                .map(crate::attach::Attach::new)
-                .transpose()?,
+            // A dry run makes nothing, not even the attachments' folder.
+            attach: match &options.attach {
+                Some(settings) if !dry_run => Some(crate::attach::Attach::new(settings)?),
+                _ => None,
+            },
             state,
             checkpoint,
             memory,

@@ -21,7 +21,7 @@ pub(super) struct Aggregator {
     /// already written: a chat that comes back after a quiet window gets a
     /// row counting all of them, which then replaces the earlier one in a
     /// file.
-    pub(super) written: HashMap<String, (Option<DateTime<Utc>>, i64, i64)>,
+    pub(super) written: HashMap<String, (Option<DateTime<Utc>>, i64, Option<i64>)>,
 }
 
 struct Row {
@@ -41,12 +41,12 @@ impl Aggregator {
             Some(&slot) => slot,
             None => {
                 let (started_at, count, attachments) =
-                    self.written.get(id).copied().unwrap_or((None, 0, 0));
+                    self.written.get(id).copied().unwrap_or((None, 0, Some(0)));
                 self.rows.push(Some(Row {
                     conversation: Conversation {
                         conversation_id: id.to_string(),
                         message_count: Some(count),
-                        attachment_count: Some(attachments),
+                        attachment_count: attachments,
                         started_at,
                         ..Default::default()
                     },
@@ -94,8 +94,14 @@ impl Aggregator {
             // Built from messages: the newest one is its last change.
             c.updated_at = c.ended_at;
         }
-        c.attachment_count = Some(c.attachment_count.unwrap_or(0) + m.attachments.len() as i64);
         let counted = c.message_count.unwrap_or(0) + 1;
+        // Messages before this one that this run never saw (an earlier
+        // run's): their attachments are not known, so neither is the sum.
+        let earlier_unseen = chat.0.is_some_and(|seq| i64::from(seq) + 1 > counted);
+        c.attachment_count = match c.attachment_count {
+            Some(n) if !earlier_unseen => Some(n + m.attachments.len() as i64),
+            _ => None,
+        };
         c.message_count = Some(
             chat.0
                 .map_or(counted, |seq| counted.max(i64::from(seq) + 1)),
@@ -162,7 +168,7 @@ impl Aggregator {
                     (
                         c.started_at,
                         c.message_count.unwrap_or(0),
-                        c.attachment_count.unwrap_or(0),
+                        c.attachment_count,
                     ),
                 );
                 done.push(c);

@@ -851,7 +851,9 @@ mod tests {
     fn aggregates_span_windows_and_flush_when_quiet() {
         let mut a = Aggregator::default();
         a.add(&msg("c1", "2024-03-01T10:00:00Z"), (None, None));
-        a.add(&msg("c2", "2024-03-01T11:00:00Z"), (None, None));
+        let mut with_photo = msg("c2", "2024-03-01T11:00:00Z");
+        with_photo.attachments = vec![crate::model::Attachment::default()];
+        a.add(&with_photo, (None, None));
         assert!(
             a.take_finished(false).is_empty(),
             "touched in the window that just ended"
@@ -865,6 +867,7 @@ mod tests {
         let c = &done[0];
         assert_eq!(c.conversation_id, "c1");
         assert_eq!(c.message_count, Some(2));
+        assert_eq!(c.attachment_count, Some(0));
         assert_eq!(c.duration_s, Some(14 * 3600 + 30));
         assert_eq!(c.agent_name.as_deref(), Some("Ana"));
         assert_eq!(c.updated_at, c.ended_at, "its newest message");
@@ -873,7 +876,14 @@ mod tests {
         a.add(&msg("c2", "2024-03-03T09:00:00Z"), (None, None));
         let back = a.take_finished(true);
         assert_eq!(back[0].message_count, Some(2));
+        assert_eq!(back[0].attachment_count, Some(1), "c2's first message's");
         assert_eq!(back[0].started_at, "2024-03-01T11:00:00Z".parse().ok());
         assert_eq!(back[0].duration_s, Some(46 * 3600));
+        // A chat an earlier run began (its message is the 5th): how many
+        // attachments its first four carried is not known.
+        a.add(&msg("c3", "2024-03-03T10:00:00Z"), (Some(4), None));
+        let continued = a.take_finished(true);
+        assert_eq!(continued[0].message_count, Some(5));
+        assert_eq!(continued[0].attachment_count, None);
     }
 }
