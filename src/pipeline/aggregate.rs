@@ -21,7 +21,16 @@ pub(super) struct Aggregator {
     /// already written: a chat that comes back after a quiet window gets a
     /// row counting all of them, which then replaces the earlier one in a
     /// file.
-    pub(super) written: HashMap<String, (Option<DateTime<Utc>>, i64, Option<i64>)>,
+    pub(super) written: HashMap<String, Written>,
+}
+
+/// What a row already written counted.
+#[derive(Clone, Copy)]
+pub(super) struct Written {
+    first: Option<DateTime<Utc>>,
+    messages: i64,
+    /// None when not known (the chat began in an earlier run).
+    attachments: Option<i64>,
 }
 
 struct Row {
@@ -40,8 +49,15 @@ impl Aggregator {
         let slot = match self.index.get(id) {
             Some(&slot) => slot,
             None => {
-                let (started_at, count, attachments) =
-                    self.written.get(id).copied().unwrap_or((None, 0, Some(0)));
+                let Written {
+                    first: started_at,
+                    messages: count,
+                    attachments,
+                } = self.written.get(id).copied().unwrap_or(Written {
+                    first: None,
+                    messages: 0,
+                    attachments: Some(0),
+                });
                 self.rows.push(Some(Row {
                     conversation: Conversation {
                         conversation_id: id.to_string(),
@@ -165,11 +181,11 @@ impl Aggregator {
                 let c = row.conversation;
                 self.written.insert(
                     c.conversation_id.clone(),
-                    (
-                        c.started_at,
-                        c.message_count.unwrap_or(0),
-                        c.attachment_count,
-                    ),
+                    Written {
+                        first: c.started_at,
+                        messages: c.message_count.unwrap_or(0),
+                        attachments: c.attachment_count,
+                    },
                 );
                 done.push(c);
             } else {
