@@ -48,8 +48,8 @@ pub struct Settings {
 impl Settings {
     pub const DEFAULT_MAX_SIZE: u64 = 256 << 20;
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-    pub const DEFAULT_RATE: f64 = 10.0;
-    pub const DEFAULT_IN_FLIGHT: usize = 4;
+    pub const DEFAULT_RATE: f64 = 20.0;
+    pub const DEFAULT_IN_FLIGHT: usize = 8;
 
     /// The settings for keeping attachments at `dest`, with the source's
     /// `attachment_hosts`, `max_attachment_size`, `attachment_timeout`
