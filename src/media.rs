@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use base64::Engine as _;
 
-use crate::model::{AttachStatus, Attachment, Message, Origin};
+use crate::model::{AttachStatus, Attachment, Attachments, Message, Origin};
 
 /// One inline `data:TYPE;base64,PAYLOAD` in a text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +46,14 @@ const LONGEST_HEADER: usize = 128;
 /// Every base64 `data:` URI in `text`, in order. Only base64 ones carry a
 /// file; a plain `data:text/plain,hi` is left as text.
 pub fn data_uris(text: &str) -> Vec<DataUri> {
+    // One searcher for every text (making one costs more than a search of
+    // a short message).
+    static DATA: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"data:"));
     let bytes = text.as_bytes();
     let mut found = Vec::new();
     let mut from = 0;
-    while let Some(at) = memchr::memmem::find(&bytes[from..], b"data:") {
+    while let Some(at) = DATA.find(&bytes[from..]) {
         let start = from + at;
         from = start + 5;
         let Some(uri) = data_uri_at(text, start) else {
@@ -207,26 +211,32 @@ fn unescape_html(text: &str) -> String {
 
 /// What a message's text carries: each inline payload (its declared type
 /// and size, read without decoding) and each linked file, in order.
-pub fn in_text(text: &str) -> Vec<Attachment> {
-    let mut found: Vec<Attachment> = data_uris(text)
-        .into_iter()
-        .enumerate()
-        .map(|(n, uri)| Attachment {
-            origins: vec![Origin::Inline(n as u32)],
-            bytes: Some(uri.decoded_len(text)),
-            content_type: Some(uri.content_type),
-            ..Default::default()
-        })
-        .collect();
-    // Only HTML has anchors: most texts are passed over at one search.
-    if memchr::memchr(b'<', text.as_bytes()).is_some() {
+pub fn in_text(text: &str) -> Attachments {
+    // A data URI has a `:`, an anchor a `<`: most texts have neither, and
+    // are passed over at one scan.
+    let bytes = text.as_bytes();
+    if memchr::memchr2(b':', b'<', bytes).is_none() {
+        return Attachments::default();
+    }
+    let mut found = Vec::new();
+    if memchr::memchr(b':', bytes).is_some() {
+        for (n, uri) in data_uris(text).into_iter().enumerate() {
+            found.push(Attachment {
+                origins: vec![Origin::Inline(n as u32)],
+                bytes: Some(uri.decoded_len(text)),
+                content_type: Some(uri.content_type),
+                ..Default::default()
+            });
+        }
+    }
+    if memchr::memchr(b'<', bytes).is_some() {
         found.extend(links(text).into_iter().map(|link| Attachment {
             name: link.label.or_else(|| name_in_url(&link.url)),
             origins: vec![Origin::Url(link.url)],
             ..Default::default()
         }));
     }
-    found
+    found.into()
 }
 
 /// The last segment of a URL's path, if it looks like a file name.

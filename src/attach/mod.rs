@@ -165,7 +165,7 @@ impl Attach {
             .map(media::data_uris)
             .unwrap_or_default();
         let text = message.text.as_deref().unwrap_or("");
-        for attachment in &mut message.attachments {
+        for attachment in message.attachments.iter_mut() {
             self.one(attachment, text, &uris, folder).await?;
         }
         Ok(())

@@ -852,7 +852,7 @@ mod tests {
         let mut a = Aggregator::default();
         a.add(&msg("c1", "2024-03-01T10:00:00Z"), (None, None));
         let mut with_photo = msg("c2", "2024-03-01T11:00:00Z");
-        with_photo.attachments = vec![crate::model::Attachment::default()];
+        with_photo.attachments = vec![crate::model::Attachment::default()].into();
         a.add(&with_photo, (None, None));
         assert!(
             a.take_finished(false).is_empty(),

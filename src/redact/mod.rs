@@ -187,7 +187,7 @@ impl Redactor {
         self.text(m, sender_is_customer, recipient_is_customer);
         // What a customer sent stays unfetched and unnamed: its type and
         // size remain.
-        for attachment in &mut m.attachments {
+        for attachment in m.attachments.iter_mut() {
             attachment.origins.clear();
             attachment.name = None;
             attachment.sha256 = None;
@@ -990,7 +990,8 @@ mod tests {
         let mut r = Record::Message(Item {
             record: Message {
                 attachments: crate::media::in_text(&text)
-                    .into_iter()
+                    .iter()
+                    .cloned()
                     .chain([crate::model::Attachment {
                         origins: vec![crate::model::Origin::Url(
                             "https://cdn.example/Ana Pérez.jpg".into(),

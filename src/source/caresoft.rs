@@ -281,7 +281,7 @@ impl Caresoft {
             recipient_name: None,
             channel: Some(Self::channel(query.variant).into()),
             text: content,
-            attachments,
+            attachments: attachments.into(),
             agent_id: agent_id
                 .or_else(|| fields::positive_id(row.get("last_agent_user_id")))
                 .map(Into::into),

@@ -185,7 +185,7 @@ impl Ujet {
                         sender_name: line.name.as_deref().map(Into::into),
                         attachments: line
                             .media
-                            .map(|media| vec![listed.attachment(&id, media)])
+                            .map(|media| vec![listed.attachment(&id, media)].into())
                             .unwrap_or_default(),
                         text: Some(line.text),
                         order_key: Some(n as i64),
