@@ -332,6 +332,9 @@ impl Attachment {
 /// A message's attachments. Most messages carry none, and a message is
 /// moved many times on its way to the writer: none costs one word.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+// A boxed Vec on purpose: one pointer in the message (a boxed slice would
+// be two), and the rare message with attachments pays the extra box.
+#[allow(clippy::box_collection)]
 pub struct Attachments(Option<Box<Vec<Attachment>>>);
 
 impl From<Vec<Attachment>> for Attachments {
