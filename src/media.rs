@@ -312,6 +312,19 @@ pub fn sniff(head: &[u8]) -> Option<&'static str> {
 /// common misspellings settled.
 pub fn media_type(declared: &str) -> String {
     let base = declared.split(';').next().unwrap_or("").trim();
+    // Only `type/subtype` of token characters is a type: anything else a
+    // server or a record says is taken as saying nothing.
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.!#$&^_".contains(&b))
+    };
+    if !base
+        .split_once('/')
+        .is_some_and(|(t, sub)| token(t) && token(sub))
+    {
+        return String::new();
+    }
     match base.to_ascii_lowercase().as_str() {
         "image/jpg" | "image/pjpeg" => "image/jpeg".into(),
         "audio/mp3" => "audio/mpeg".into(),

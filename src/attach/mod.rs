@@ -88,6 +88,9 @@ pub struct Tally {
     pub bytes: u64,
 }
 
+/// Attachments fetched of one message; any more are refused.
+const MOST_PER_MESSAGE: usize = 100;
+
 /// Links asked again after a transient failure (network, 5xx, 429).
 const ATTEMPTS: u32 = 3;
 
@@ -165,7 +168,17 @@ impl Attach {
             .map(media::data_uris)
             .unwrap_or_default();
         let text = message.text.as_deref().unwrap_or("");
-        for attachment in message.attachments.iter_mut() {
+        for (n, attachment) in message.attachments.iter_mut().enumerate() {
+            if n >= MOST_PER_MESSAGE {
+                // A message a customer wrote full of links is not a way to
+                // make chatdump fetch without end.
+                attachment.status = AttachStatus::Refused;
+                attachment.why = Some(format!(
+                    "a message with more than {MOST_PER_MESSAGE} attachments: the rest are not fetched"
+                ));
+                self.count(|t| t.missing += 1);
+                continue;
+            }
             self.one(attachment, text, &uris, folder).await?;
         }
         Ok(())
@@ -365,4 +378,61 @@ fn timed_out(timeout: Duration) -> Refused {
             timeout.as_secs()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dest: &std::path::Path) -> Settings {
+        let mut settings = Settings::of(dest.display().to_string(), None).unwrap();
+        settings.per_second = 1000.0;
+        settings
+    }
+
+    /// One message, many inline copies of one image: a hundred fetched (one
+    /// file), the rest refused and said; a link nobody may reach is refused
+    /// before any request.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_message_full_of_attachments_is_fetched_only_so_far() {
+        let dir = tempfile::tempdir().unwrap();
+        let attach = Attach::new(&settings(dir.path())).unwrap();
+        let png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUg==";
+        let text = format!(
+            "{} <a href=\"https://169.254.169.254/latest\">x</a>",
+            vec![png; MOST_PER_MESSAGE + 1].join(" ")
+        );
+        let mut message = Message {
+            attachments: media::in_text(&text),
+            text: Some(text),
+            ..Default::default()
+        };
+        assert_eq!(message.attachments.len(), MOST_PER_MESSAGE + 2);
+        attach.message(&mut message, None).await.unwrap();
+        let statuses: Vec<AttachStatus> = message.attachments.iter().map(|a| a.status).collect();
+        assert!(statuses[..MOST_PER_MESSAGE]
+            .iter()
+            .all(|s| *s == AttachStatus::Stored));
+        assert_eq!(statuses[MOST_PER_MESSAGE..], [AttachStatus::Refused; 2]);
+        assert_eq!(
+            attach.tally(),
+            Tally {
+                stored: MOST_PER_MESSAGE as u64,
+                missing: 2,
+                bytes: 16 * MOST_PER_MESSAGE as u64,
+            }
+        );
+        // Replaced as the message is written: kept ones only.
+        media::settle_inline(&mut message);
+        let text = message.text.unwrap();
+        assert_eq!(
+            text.matches("[attachment: sha256/").count(),
+            MOST_PER_MESSAGE
+        );
+        assert_eq!(text.matches(png).count(), 1, "the one not fetched stays");
+        let stored: Vec<_> = std::fs::read_dir(dir.path().join("sha256"))
+            .unwrap()
+            .collect();
+        assert_eq!(stored.len(), 1, "one file for every copy");
+    }
 }

@@ -67,6 +67,20 @@ const MAX_REDIRECTS: usize = 5;
 /// a message would hide more than it protects.
 const MIN_MASKED_SECRET: usize = 4;
 
+/// Time set aside from the deadlines of open answers, while it lives.
+pub struct SetAside<'a> {
+    http: &'a Http,
+    started: tokio::time::Instant,
+}
+
+impl Drop for SetAside<'_> {
+    fn drop(&mut self) {
+        let spent = self.started.elapsed().as_millis() as u64;
+        self.http.set_aside_ms.fetch_add(spent, Ordering::Relaxed);
+        self.http.setting_aside.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// An HTTP client bound to one configured source.
 pub struct Http {
     client: reqwest::Client,
@@ -86,6 +100,12 @@ pub struct Http {
     backup_sent: AtomicU64,
     /// Bytes of records received (answers read whole).
     received: AtomicU64,
+    /// Milliseconds a reader spent on work of its own while an answer was
+    /// open (fetching its records' attachments): not the platform's time,
+    /// so not counted against `request_timeout`.
+    set_aside_ms: AtomicU64,
+    /// Readers at such work now.
+    setting_aside: AtomicU32,
     /// Every form in which this source's credentials could come back in a
     /// server's text (the values, and Basic auth's base64), to mask them.
     secrets: Vec<String>,
@@ -141,12 +161,54 @@ impl Http {
             retried: AtomicU64::new(0),
             backup_sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            set_aside_ms: AtomicU64::new(0),
+            setting_aside: AtomicU32::new(0),
             secrets,
         })
     }
 
     pub fn settings(&self) -> &HttpSettings {
         &self.settings
+    }
+
+    /// `exchange`'s outcome, or None when it took longer than `deadline`
+    /// plus the time its reader set aside meanwhile ([`Http::set_aside`]).
+    async fn within<T>(
+        &self,
+        deadline: Duration,
+        exchange: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let started = tokio::time::Instant::now();
+        let before = self.set_aside_ms.load(Ordering::Relaxed);
+        let set_aside =
+            || Duration::from_millis(self.set_aside_ms.load(Ordering::Relaxed) - before);
+        let mut exchange = std::pin::pin!(exchange);
+        let mut until = started + deadline;
+        loop {
+            match tokio::time::timeout_at(until, &mut exchange).await {
+                Ok(outcome) => return Some(outcome),
+                // The reader is at work of its own: looked at again in a
+                // second, when it may be done.
+                Err(_) if self.setting_aside.load(Ordering::Relaxed) > 0 => {
+                    until = tokio::time::Instant::now() + Duration::from_secs(1);
+                }
+                Err(_) if started + deadline + set_aside() > tokio::time::Instant::now() => {
+                    until = started + deadline + set_aside();
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Marks time a reader spends on its own work while an answer is open
+    /// (fetching its records' attachments), until the guard is dropped:
+    /// the answer's deadline moves on by as much.
+    pub fn set_aside(&self) -> SetAside<'_> {
+        self.setting_aside.fetch_add(1, Ordering::Relaxed);
+        SetAside {
+            http: self,
+            started: tokio::time::Instant::now(),
+        }
     }
 
     /// Requests sent so far, and how many of them were retries.
@@ -232,17 +294,15 @@ impl Http {
                 handle(response).await
             };
             let deadline = self.settings.request_timeout;
-            let outcome = tokio::time::timeout(deadline, exchange)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Failure::Retry(
-                        format!(
-                            "no complete answer within {} (`request_timeout`)",
-                            humanize_std(deadline)
-                        ),
-                        None,
-                    ))
-                });
+            let outcome = self.within(deadline, exchange).await.unwrap_or_else(|| {
+                Err(Failure::Retry(
+                    format!(
+                        "no complete answer within {} (`request_timeout`)",
+                        humanize_std(deadline)
+                    ),
+                    None,
+                ))
+            });
             drop(permit);
             let (reason, pause, transient) = match outcome {
                 Ok(value) => {
@@ -639,6 +699,41 @@ mod tests {
         let e = h.wait_too_long("u", "HTTP 429", forever);
         assert_eq!(e.exit_code(), 69);
         assert!(e.hint().unwrap().contains("much later"), "{e:?}");
+    }
+
+    /// An answer whose reader sets time aside (fetching attachments while
+    /// it is open) gets that much longer; one that does not, does not.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn time_a_reader_sets_aside_does_not_count_against_the_deadline() {
+        let h = http(1);
+        let deadline = Duration::from_secs(10);
+        let slow_reader = async {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            // 30 s of its own work, past the deadline.
+            {
+                let _aside = h.set_aside();
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            "read"
+        };
+        assert_eq!(h.within(deadline, slow_reader).await, Some("read"));
+        // The same time, not set aside: the deadline holds.
+        let silent_work = async {
+            tokio::time::sleep(Duration::from_secs(39)).await;
+            "too late"
+        };
+        assert_eq!(h.within(deadline, silent_work).await, None);
+        // Set aside, then more than the deadline and what was set aside.
+        let late = async {
+            {
+                let _aside = h.set_aside();
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(11)).await;
+            "late"
+        };
+        assert_eq!(h.within(deadline, late).await, None);
     }
 
     #[test]

@@ -258,7 +258,7 @@ pub(super) async fn fetch_streamed(
         .fetch(url, async |response: reqwest::Response| {
             let outcome = read_answer(
                 source,
-                attach,
+                attach.map(|attach| (attach, http)),
                 query,
                 want_raw,
                 page_limit,
@@ -280,7 +280,7 @@ pub(super) async fn fetch_streamed(
 #[allow(clippy::too_many_arguments)]
 async fn read_answer(
     source: &dyn ChatSource,
-    attach: Option<&Attach>,
+    attach: Option<(&Attach, &Http)>,
     query: &Query,
     want_raw: bool,
     page_limit: Option<usize>,
@@ -530,16 +530,21 @@ impl Tally<'_> {
         }
     }
 
-    /// Fetches the attachments of what is waiting, then hands it on.
-    async fn attach(&mut self, attach: Option<&Attach>) {
+    /// Fetches the attachments of what is waiting, then hands it on. The
+    /// answer stays open meanwhile; the time is set aside from its
+    /// deadline, being chatdump's own, not the platform's.
+    async fn attach(&mut self, attach: Option<(&Attach, &Http)>) {
         let Some(waiting) = self.waiting.as_mut().filter(|w| !w.is_empty()) else {
             return;
         };
         let items = std::mem::take(waiting);
-        if self.stopped() {
+        let Some((attach, http)) = attach.filter(|_| !self.stopped()) else {
             return;
-        }
-        match super::attachments::resolve(self.source, attach, items).await {
+        };
+        let aside = http.set_aside();
+        let resolved = super::attachments::resolve(self.source, Some(attach), items).await;
+        drop(aside);
+        match resolved {
             Ok(items) => items.into_iter().for_each(|item| self.hand_on(item)),
             Err(e) => self.failed = Some(e),
         }
