@@ -539,15 +539,20 @@ fn collect_attachments(value: &Value, depth: usize, found: &mut Vec<Attachment>)
             });
             if let Some(url) = link {
                 let text = |keys: &[&str]| keys.iter().find_map(|k| fields::text(object.get(*k)));
-                let content_type = text(&[
+                // The first key that holds a `type/subtype` (CareSoft's own
+                // `type` is often a word: `image`, `file`).
+                let content_type = [
                     "mime_type",
                     "mimetype",
                     "mime",
                     "content_type",
                     "file_type",
                     "type",
-                ])
-                .filter(|t| t.contains('/'));
+                ]
+                .iter()
+                .filter_map(|k| fields::text(object.get(*k)))
+                .map(|t| crate::media::media_type(&t))
+                .find(|t| !t.is_empty());
                 let bytes = ["size", "file_size", "bytes"]
                     .iter()
                     .find_map(|k| object.get(*k)?.as_u64());
