@@ -743,6 +743,45 @@ mod tests {
         assert!(ids[2].starts_with("rejected: not a JSON object"), "{ids:?}");
     }
 
+    /// A type-2 object in the shapes seen or likely: flat, as its text,
+    /// nested under `payload` or in a list; a word `type` is no type; an
+    /// object with no link names nothing.
+    #[test]
+    fn file_objects_name_their_links() {
+        let shapes = [
+            serde_json::json!({"type": "image", "url": "https://cdn.example/a.jpg", "size": 120}),
+            serde_json::json!(
+                r#"{"file_name": "hóa đơn.pdf", "link": "https://cdn.example/f?id=1", "mime_type": "application/pdf"}"#
+            ),
+            serde_json::json!({"type": "template", "payload": {"attachments": [
+                {"type": "file", "payload": {"url": "https://cdn.example/1.bin", "content_type": "bad type"}},
+                {"src": "http://cdn.example/2.png", "content_type": "IMAGE/PNG"}
+            ]}}),
+            serde_json::json!({"type": "image", "thumb": "https://cdn.example/t.jpg"}),
+            serde_json::json!("không phải JSON"),
+            serde_json::json!({"url": "javascript:alert(1)"}),
+        ];
+        let found: Vec<Vec<Attachment>> = shapes.iter().map(|c| attachments_in(Some(c))).collect();
+        assert_eq!(found[0].len(), 1);
+        assert_eq!(found[0][0].url(), Some("https://cdn.example/a.jpg"));
+        assert_eq!(found[0][0].content_type, None, "`image` is no type");
+        assert_eq!(found[0][0].bytes, Some(120));
+        assert_eq!(found[0][0].name.as_deref(), Some("a.jpg"));
+        assert_eq!(found[1][0].name.as_deref(), Some("hóa đơn.pdf"));
+        assert_eq!(found[1][0].content_type.as_deref(), Some("application/pdf"));
+        let nested: Vec<Option<&str>> = found[2].iter().map(|a| a.url()).collect();
+        assert_eq!(
+            nested,
+            [
+                Some("https://cdn.example/1.bin"),
+                Some("http://cdn.example/2.png")
+            ]
+        );
+        assert_eq!(found[2][0].content_type, None);
+        assert_eq!(found[2][1].content_type.as_deref(), Some("image/png"));
+        assert!(found[3..].iter().all(Vec::is_empty));
+    }
+
     #[test]
     fn maps_messages_senders_and_json_content() {
         let cs = source("");
