@@ -106,3 +106,68 @@ async fn usage_errors_exit_2() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("Mars/Base"), "{}", r.stderr);
 }
+
+/// The demo's attachments, one of each kind (an inline image, links in
+/// Wolkvox and CareSoft messages, a photo beside a UJET transcript, a
+/// video link), fetched from its own server and kept once each.
+#[tokio::test]
+async fn demo_keeps_an_attachment_of_each_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(
+        dir.path(),
+        &[
+            "demo",
+            "--records",
+            "messages",
+            "--attachments",
+            "files",
+            "-o",
+            "m.jsonl",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("5 attachments stored"), "{}", r.stderr);
+    let rows = crate::common::jsonl(&std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap());
+    let kept: Vec<(&str, &str)> = rows
+        .iter()
+        .flat_map(|m| m["attachments"].as_array().unwrap())
+        .map(|a| {
+            (
+                a["content_type"].as_str().unwrap(),
+                a["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let mut types: Vec<&str> = kept.iter().map(|(t, _)| *t).collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "application/pdf",
+            "image/jpeg",
+            "image/jpeg",
+            "image/png",
+            "video/mp4"
+        ]
+    );
+    assert!(kept.iter().all(|(_, s)| *s == "stored"), "{kept:?}");
+    let inline = rows
+        .iter()
+        .find(|m| m["attachments"][0]["content_type"] == "image/png")
+        .unwrap();
+    assert_eq!(
+        inline["text"],
+        format!(
+            "[attachment: {}]",
+            inline["attachments"][0]["path"].as_str().unwrap()
+        )
+    );
+    for path in rows
+        .iter()
+        .flat_map(|m| m["attachments"].as_array().unwrap())
+        .map(|a| a["path"].as_str().unwrap())
+    {
+        assert!(dir.path().join("files").join(path).is_file(), "{path}");
+    }
+}
