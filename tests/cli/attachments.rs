@@ -93,6 +93,13 @@ async fn serve(media: &MockServer, at: &str, response: ResponseTemplate) {
         .await;
 }
 
+/// The CareSoft day's messages, their attachments kept in `files`.
+async fn keep_day(dir: &Path, extra: &[&str]) -> crate::common::Run {
+    let mut args = vec!["--records", "messages", "--attachments", "files"];
+    args.extend_from_slice(extra);
+    export_day(dir, "hanoi", &args).await
+}
+
 fn status_of(row: &Value) -> &str {
     row["attachments"][0]["status"].as_str().unwrap_or("none")
 }
@@ -164,19 +171,7 @@ async fn links_are_fetched_kept_once_and_every_failure_is_said() {
         "conversation_types = [\"livechat\"]\nattachment_hosts = [\"127.0.0.1\"]\n\
          max_attachment_size = \"1KiB\"\nattachment_timeout = \"1s\"\nattachment_rate = 1000\n",
     );
-    let r = export_day(
-        dir.path(),
-        "hanoi",
-        &[
-            "--records",
-            "messages",
-            "--attachments",
-            "files",
-            "-o",
-            "m.jsonl",
-        ],
-    )
-    .await;
+    let r = keep_day(dir.path(), &["-o", "m.jsonl"]).await;
     assert_eq!(r.code, 65, "{}", r.stderr);
     assert!(
         r.stderr.contains("attachments: 2 stored") && r.stderr.contains("7 could not be had"),
@@ -231,19 +226,7 @@ async fn links_are_fetched_kept_once_and_every_failure_is_said() {
     }
     // The failures are asked for again by a rerun of the window; what is
     // kept is not written twice.
-    let again = export_day(
-        dir.path(),
-        "hanoi",
-        &[
-            "--records",
-            "messages",
-            "--attachments",
-            "files",
-            "-o",
-            "m2.jsonl",
-        ],
-    )
-    .await;
+    let again = keep_day(dir.path(), &["-o", "m2.jsonl"]).await;
     assert_eq!(again.code, 65, "{}", again.stderr);
     assert_eq!(
         files_under(&dir.path().join("files")),
@@ -277,12 +260,7 @@ async fn loopback_is_refused_unless_listed_and_nothing_is_fetched_unasked() {
     ];
     let server = caresoft(rows).await;
     let dir = caresoft_config(&server.uri(), "conversation_types = [\"livechat\"]\n");
-    let r = export_day(
-        dir.path(),
-        "hanoi",
-        &["--records", "messages", "--attachments", "files"],
-    )
-    .await;
+    let r = keep_day(dir.path(), &[]).await;
     assert_eq!(r.code, 65, "{}", r.stderr);
     let out = jsonl(&r.stdout);
     assert!(
@@ -624,19 +602,7 @@ async fn a_run_killed_mid_download_leaves_no_partial_file() {
     crate::common::edit_config(dir.path(), |text| {
         text.replace(&format!("http://{}", server_base(&text)), &server.uri())
     });
-    let r = export_day(
-        dir.path(),
-        "hanoi",
-        &[
-            "--records",
-            "messages",
-            "--attachments",
-            "files",
-            "-o",
-            "m.jsonl",
-        ],
-    )
-    .await;
+    let r = keep_day(dir.path(), &["-o", "m.jsonl"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
         files_under(&partial).is_empty(),
