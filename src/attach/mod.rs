@@ -362,7 +362,9 @@ impl Attach {
                     .keep
                     .keep(Body::Http(response), &declared, self.max_size)
                     .await?;
-                Ok((kept, false))
+                // A download that broke off is worth another try.
+                let broke = matches!(&kept, Err((AttachStatus::Unavailable, _)));
+                Ok((kept, broke))
             }
             Answer::Failed(status, why) => Ok((Err((status, why)), false)),
             Answer::Transient(why) => Ok((Err((AttachStatus::Unavailable, why)), true)),

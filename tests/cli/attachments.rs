@@ -617,3 +617,62 @@ fn server_base(config: &str) -> String {
     let rest = &config[at..];
     rest[..rest.find('/').unwrap()].to_string()
 }
+
+/// A download that breaks off is asked again, and only a whole file is
+/// kept; a 503 is asked again too.
+#[tokio::test]
+async fn a_broken_download_is_asked_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 {}\r\ncontent-type: image/png\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    if n == 1 { "503 Busy" } else { "200 OK" },
+                    PNG.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                match n {
+                    // Half the file, then the connection closes.
+                    0 => {
+                        let _ = stream.write_all(&PNG[..PNG.len() / 2]).await;
+                    }
+                    1 => {}
+                    _ => {
+                        let _ = stream.write_all(PNG).await;
+                    }
+                }
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    let server_api = caresoft(vec![carrying(
+        1,
+        "c1",
+        &format!("http://{addr}/a.png"),
+        None,
+    )])
+    .await;
+    let dir = caresoft_config(
+        &server_api.uri(),
+        "conversation_types = [\"livechat\"]\nattachment_hosts = [\"127.0.0.1\"]\n",
+    );
+    let r = keep_day(dir.path(), &[]).await;
+    server.abort();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(status_of(&jsonl(&r.stdout)[0]), "stored");
+    assert_eq!(asked.load(Ordering::SeqCst), 3, "broken, busy, whole");
+    assert_eq!(
+        files_under(&dir.path().join("files")),
+        vec![kept_at(PNG, "png")]
+    );
+}
