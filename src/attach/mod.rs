@@ -94,8 +94,8 @@ const MOST_PER_MESSAGE: usize = 100;
 /// Links asked again after a transient failure (network, 5xx, 429).
 const ATTEMPTS: u32 = 3;
 
-/// Links remembered with what they gave, so a link in many chats is
-/// fetched once a run.
+/// Links remembered with what they gave (kept, or refused for good), so a
+/// link in many chats is fetched once a run.
 const REMEMBERED: usize = 4096;
 
 /// The attachment stage of one run.
@@ -325,11 +325,22 @@ impl Attach {
                 break;
             }
         }
-        let mut remembered = self.remembered.borrow_mut();
-        if remembered.len() >= REMEMBERED {
-            remembered.clear();
+        // What a later try may change (the host down, slow, the link not
+        // yet there) is asked again the next time the link comes.
+        let lasting = match &outcome {
+            Ok(_) => true,
+            Err((status, _)) => matches!(
+                status,
+                AttachStatus::Refused | AttachStatus::TooLarge | AttachStatus::WrongType
+            ),
+        };
+        if lasting {
+            let mut remembered = self.remembered.borrow_mut();
+            if remembered.len() >= REMEMBERED {
+                remembered.clear();
+            }
+            remembered.insert(link.to_string(), outcome.clone());
         }
-        remembered.insert(link.to_string(), outcome.clone());
         Ok(outcome)
     }
 
