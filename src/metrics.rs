@@ -69,6 +69,7 @@ const GAUGES: &[(&str, &str)] = &[
     ("chatdump_last_run_success", "1 when the last run committed its windows, else 0."),
     ("chatdump_last_run_records", "Records the last run wrote."),
     ("chatdump_last_run_rejected", "Records the last run could not read (in the rejects file)."),
+    ("chatdump_last_run_attachments_missing", "Attachments the last run was asked to keep and could not have (in the rejects file)."),
     ("chatdump_last_run_requests", "Requests the last run sent, retries included."),
     ("chatdump_last_run_retries", "Requests of the last run that were retries."),
     ("chatdump_last_run_received_bytes", "Bytes of records the last run received."),
@@ -95,6 +96,7 @@ pub fn render(m: &RunMetrics<'_>, last_success: Option<f64>) -> String {
             "chatdump_last_run_success" => f64::from(u8::from(succeeded)),
             "chatdump_last_run_records" => m.run.records as f64,
             "chatdump_last_run_rejected" => m.run.rejected as f64,
+            "chatdump_last_run_attachments_missing" => m.run.attachments_missing as f64,
             "chatdump_last_run_requests" => m.run.requests as f64,
             "chatdump_last_run_retries" => m.run.retries as f64,
             "chatdump_last_run_received_bytes" => m.received_bytes as f64,
@@ -223,6 +225,7 @@ mod tests {
             error: None,
             records: 12,
             rejected: 0,
+            attachments_missing: 2,
             requests: 3,
             retries: 1,
             duration_s: 1.5,
@@ -248,6 +251,10 @@ mod tests {
             "chatdump_checkpoint_timestamp_seconds{source=\"ha\\\"noi\\\\x\",records=\"messages\"} 1709629200\n"
         ), "{text}");
         assert!(text.contains("chatdump_last_run_success{"), "{text}");
+        assert!(
+            text.contains("chatdump_last_run_attachments_missing{source=\"ha\\\"noi\\\\x\",records=\"messages\"} 2\n"),
+            "{text}"
+        );
         // Unknown: left out, not written as 0.
         let text = render(
             &RunMetrics {

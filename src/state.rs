@@ -84,6 +84,10 @@ pub struct RunRecord {
     pub error: Option<String>,
     pub records: u64,
     pub rejected: u64,
+    /// Attachments asked for that could not be had (a record written by
+    /// an earlier version has none).
+    #[serde(default)]
+    pub attachments_missing: u64,
     pub requests: u64,
     pub retries: u64,
     pub duration_s: f64,

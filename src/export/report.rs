@@ -59,6 +59,7 @@ impl Outcome {
                 error,
                 records: stats.records,
                 rejected: stats.rejected,
+                attachments_missing: stats.attachments_missing,
                 requests,
                 retries,
                 duration_s: started.elapsed().as_secs_f64(),

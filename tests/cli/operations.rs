@@ -200,6 +200,24 @@ async fn metrics_file_is_valid_prometheus_text_and_keeps_the_last_success() {
             String::from_utf8_lossy(&checked.stdout),
             String::from_utf8_lossy(&checked.stderr)
         );
+        // The alerting rules the README offers load, and name only
+        // metrics chatdump writes.
+        let rules = crate::common::repo().join("examples/prometheus-rules.yaml");
+        let loaded = std::process::Command::new(tool("promtool").unwrap())
+            .args(["check", "rules"])
+            .arg(&rules)
+            .output()
+            .unwrap();
+        assert!(loaded.status.success(), "{loaded:?}");
+        let rules = std::fs::read_to_string(rules).unwrap();
+        for name in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if name.starts_with("chatdump_") {
+                assert!(
+                    text.contains(&format!("\n{name}{{")),
+                    "{name} is not written"
+                );
+            }
+        }
     }
     platform_gone(dir.path(), &server);
     let r = run_args(
