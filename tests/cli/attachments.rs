@@ -171,8 +171,15 @@ async fn links_are_fetched_kept_once_and_every_failure_is_said() {
         "conversation_types = [\"livechat\"]\nattachment_hosts = [\"127.0.0.1\"]\n\
          max_attachment_size = \"1KiB\"\nattachment_timeout = \"1s\"\nattachment_rate = 1000\n",
     );
-    let r = keep_day(dir.path(), &["-o", "m.jsonl"]).await;
+    let r = keep_day(dir.path(), &["-o", "m.jsonl", "--metrics-file", "m.prom"]).await;
     assert_eq!(r.code, 65, "{}", r.stderr);
+    let metrics = std::fs::read_to_string(dir.path().join("m.prom")).unwrap();
+    assert!(
+        metrics.contains(
+            "chatdump_last_run_attachments_missing{source=\"hanoi\",records=\"messages\"} 7\n"
+        ),
+        "{metrics}"
+    );
     assert!(
         r.stderr.contains("attachments: 2 stored") && r.stderr.contains("7 could not be had"),
         "{}",
