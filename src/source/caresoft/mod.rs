@@ -30,12 +30,13 @@ use crate::config::SourceTable;
 use crate::error::{Kind, Result};
 use crate::http::{default_verdict, Auth, Verdict};
 use crate::jsonstream::{Envelope, ItemsAt};
-use crate::model::{
-    Attachment, Conversation, Item, Message, MessageId, Origin, Record, RecordKind, Sender,
-};
+use crate::model::{Conversation, Item, Message, MessageId, Record, RecordKind, Sender};
 use crate::source::{fields, ChatSource, Connection, Paging, Parsed, Query, Timing};
 use crate::source::{Demo, Platform, SourceKind, Traits};
 use crate::window::{format_in_zone, Window};
+
+mod attachments;
+use attachments::attachments_in;
 
 pub const KEYS: &[&str] = &[
     "domain",
@@ -491,91 +492,6 @@ fn status_name(raw: &str) -> String {
     }
 }
 
-/// The files a type-2 message's JSON object names (it may come as the
-/// object or as its text). Its shape is not documented: every `http(s)`
-/// address under a key that names a link (`url`, `link`, `src`, ...) is
-/// one, with the name, type and size found beside it; a list of them (or
-/// `payload`, `attachments`) is walked as deep as four levels.
-fn attachments_in(content: Option<&Value>) -> Vec<Attachment> {
-    let parsed;
-    let content = match content {
-        Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
-            Ok(value) => {
-                parsed = value;
-                &parsed
-            }
-            Err(_) => return Vec::new(),
-        },
-        Some(other) => other,
-        None => return Vec::new(),
-    };
-    let mut found = Vec::new();
-    collect_attachments(content, 0, &mut found);
-    found
-}
-
-fn collect_attachments(value: &Value, depth: usize, found: &mut Vec<Attachment>) {
-    const LINK_KEYS: &[&str] = &[
-        "url",
-        "link",
-        "src",
-        "href",
-        "file_url",
-        "download_url",
-        "path",
-    ];
-    if depth > 4 {
-        return;
-    }
-    match value {
-        Value::Array(items) => items
-            .iter()
-            .for_each(|item| collect_attachments(item, depth + 1, found)),
-        Value::Object(object) => {
-            let link = LINK_KEYS.iter().find_map(|key| {
-                let url = object.get(*key)?.as_str()?.trim();
-                let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-                (lower.starts_with("https://") || lower.starts_with("http://")).then_some(url)
-            });
-            if let Some(url) = link {
-                let text = |keys: &[&str]| keys.iter().find_map(|k| fields::text(object.get(*k)));
-                // The first key that holds a `type/subtype` (CareSoft's own
-                // `type` is often a word: `image`, `file`).
-                let content_type = [
-                    "mime_type",
-                    "mimetype",
-                    "mime",
-                    "content_type",
-                    "file_type",
-                    "type",
-                ]
-                .iter()
-                .filter_map(|k| fields::text(object.get(*k)))
-                .map(|t| crate::media::media_type(&t))
-                .find(|t| !t.is_empty());
-                let bytes = ["size", "file_size", "bytes"]
-                    .iter()
-                    .find_map(|k| object.get(*k)?.as_u64());
-                found.push(Attachment {
-                    origins: vec![Origin::Url(url.to_string())],
-                    name: text(&["name", "file_name", "filename", "title"])
-                        .or_else(|| crate::media::name_in_url(url)),
-                    content_type,
-                    bytes,
-                    ..Default::default()
-                });
-                return;
-            }
-            for child in object.values() {
-                if child.is_object() || child.is_array() {
-                    collect_attachments(child, depth + 1, found);
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -743,45 +659,6 @@ mod tests {
         assert!(ids[2].starts_with("rejected: not a JSON object"), "{ids:?}");
     }
 
-    /// A type-2 object in the shapes seen or likely: flat, as its text,
-    /// nested under `payload` or in a list; a word `type` is no type; an
-    /// object with no link names nothing.
-    #[test]
-    fn file_objects_name_their_links() {
-        let shapes = [
-            serde_json::json!({"type": "image", "url": "https://cdn.example/a.jpg", "size": 120}),
-            serde_json::json!(
-                r#"{"file_name": "hóa đơn.pdf", "link": "https://cdn.example/f?id=1", "mime_type": "application/pdf"}"#
-            ),
-            serde_json::json!({"type": "template", "payload": {"attachments": [
-                {"type": "file", "payload": {"url": "https://cdn.example/1.bin", "content_type": "bad type"}},
-                {"src": "http://cdn.example/2.png", "content_type": "IMAGE/PNG"}
-            ]}}),
-            serde_json::json!({"type": "image", "thumb": "https://cdn.example/t.jpg"}),
-            serde_json::json!("không phải JSON"),
-            serde_json::json!({"url": "javascript:alert(1)"}),
-        ];
-        let found: Vec<Vec<Attachment>> = shapes.iter().map(|c| attachments_in(Some(c))).collect();
-        assert_eq!(found[0].len(), 1);
-        assert_eq!(found[0][0].url(), Some("https://cdn.example/a.jpg"));
-        assert_eq!(found[0][0].content_type, None, "`image` is no type");
-        assert_eq!(found[0][0].bytes, Some(120));
-        assert_eq!(found[0][0].name.as_deref(), Some("a.jpg"));
-        assert_eq!(found[1][0].name.as_deref(), Some("hóa đơn.pdf"));
-        assert_eq!(found[1][0].content_type.as_deref(), Some("application/pdf"));
-        let nested: Vec<Option<&str>> = found[2].iter().map(|a| a.url()).collect();
-        assert_eq!(
-            nested,
-            [
-                Some("https://cdn.example/1.bin"),
-                Some("http://cdn.example/2.png")
-            ]
-        );
-        assert_eq!(found[2][0].content_type, None);
-        assert_eq!(found[2][1].content_type.as_deref(), Some("image/png"));
-        assert!(found[3..].iter().all(Vec::is_empty));
-    }
-
     #[test]
     fn maps_messages_senders_and_json_content() {
         let cs = source("");
@@ -905,27 +782,30 @@ pub mod demo {
     const CARESOFT_CHATS: [(u32, &str); 3] = [
         (
             0,
-            include_str!("../../fixtures/caresoft/chats-livechat.json"),
+            include_str!("../../../fixtures/caresoft/chats-livechat.json"),
         ),
         (
             1,
-            include_str!("../../fixtures/caresoft/chats-facebook.json"),
+            include_str!("../../../fixtures/caresoft/chats-facebook.json"),
         ),
-        (3, include_str!("../../fixtures/caresoft/chats-zalo.json")),
+        (
+            3,
+            include_str!("../../../fixtures/caresoft/chats-zalo.json"),
+        ),
     ];
 
     const CARESOFT_MESSAGES: [(u32, &str); 3] = [
         (
             0,
-            include_str!("../../fixtures/caresoft/messages-livechat.json"),
+            include_str!("../../../fixtures/caresoft/messages-livechat.json"),
         ),
         (
             1,
-            include_str!("../../fixtures/caresoft/messages-facebook.json"),
+            include_str!("../../../fixtures/caresoft/messages-facebook.json"),
         ),
         (
             3,
-            include_str!("../../fixtures/caresoft/messages-zalo.json"),
+            include_str!("../../../fixtures/caresoft/messages-zalo.json"),
         ),
     ];
 
