@@ -683,3 +683,57 @@ async fn a_broken_download_is_asked_again() {
         vec![kept_at(PNG, "png")]
     );
 }
+
+/// A Singer tap keeps attachments as `export` does, from the source's
+/// `attachments` key: its RECORD messages carry where each file is kept.
+#[tokio::test]
+async fn a_tap_keeps_attachments_too() {
+    let media = MockServer::start().await;
+    serve(
+        &media,
+        "/a.png",
+        ResponseTemplate::new(200).set_body_raw(PNG.to_vec(), "image/png"),
+    )
+    .await;
+    let server = caresoft(vec![carrying(
+        1,
+        "c1",
+        &format!("{}/a.png", media.uri()),
+        None,
+    )])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({
+        "kind": "caresoft", "name": "hanoi", "base_url": format!("{}/acme", server.uri()),
+        "token_env": "CS_TOKEN", "conversation_types": ["livechat"], "rate_limit": 1000,
+        "start_date": "2024-03-01", "end_date": "2024-03-02",
+        "attachments": "files", "attachment_hosts": ["127.0.0.1"],
+    });
+    std::fs::write(dir.path().join("tap.json"), config.to_string()).unwrap();
+    let discover = run(dir.path(), &["tap", "--config", "tap.json", "--discover"]).await;
+    assert_eq!(discover.code, 0, "{}", discover.stderr);
+    let mut catalog: Value = serde_json::from_str(&discover.stdout).unwrap();
+    for stream in catalog["streams"].as_array_mut().unwrap() {
+        let chosen = stream["tap_stream_id"] == "messages";
+        stream["metadata"][0]["metadata"]["selected"] = json!(chosen);
+    }
+    std::fs::write(dir.path().join("catalog.json"), catalog.to_string()).unwrap();
+    let r = run(
+        dir.path(),
+        &["tap", "--config", "tap.json", "--catalog", "catalog.json"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let records: Vec<Value> = jsonl(&r.stdout)
+        .into_iter()
+        .filter(|m| m["type"] == "RECORD")
+        .collect();
+    assert_eq!(records.len(), 1, "{}", r.stdout);
+    let attachment = &records[0]["record"]["attachments"][0];
+    assert_eq!(attachment["status"], "stored", "{}", r.stdout);
+    assert_eq!(attachment["path"], kept_at(PNG, "png"));
+    assert_eq!(
+        files_under(&dir.path().join("files")),
+        vec![kept_at(PNG, "png")]
+    );
+}
