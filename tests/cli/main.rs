@@ -10,6 +10,8 @@ mod enrich;
 mod live;
 mod objects;
 mod operations;
+// Parquet outputs exist with the `parquet` feature (on by default).
+#[cfg(feature = "parquet")]
 mod parquet;
 mod redact;
 mod state;

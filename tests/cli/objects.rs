@@ -945,6 +945,10 @@ async fn a_transcript_object_too_big_is_refused_unread(store: Store) {
 /// A Parquet output goes to the store like any other: spooled, then
 /// uploaded whole (its magic number at both ends).
 async fn a_parquet_output_lands_whole(store: Store) {
+    if !cfg!(feature = "parquet") {
+        eprintln!("SKIPPED: built without the `parquet` feature");
+        return;
+    }
     store.bucket("chats").await;
     let server = fake(chats(8, 180), Duration::ZERO).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);

@@ -230,6 +230,7 @@ async fn chats_changing_while_we_tail_arrive_in_their_latest_version_once() {
 /// (conversation_id, status).
 fn rows_in(path: &std::path::Path) -> Vec<(String, String)> {
     let name = path.to_string_lossy().into_owned();
+    #[cfg(feature = "parquet")]
     if name.ends_with(".parquet") {
         return parquet_rows(path);
     }
@@ -265,6 +266,7 @@ fn rows_in(path: &std::path::Path) -> Vec<(String, String)> {
 }
 
 /// A Parquet file's (conversation_id, status), read with the Arrow reader.
+#[cfg(feature = "parquet")]
 fn parquet_rows(path: &std::path::Path) -> Vec<(String, String)> {
     use arrow_array::{Array, StringArray};
     let file = std::fs::File::open(path).unwrap();
@@ -307,7 +309,9 @@ async fn a_file_holds_each_changed_chat_once_in_its_newest_version() {
         ("zoned.csv", &["--tz", "America/Bogota"]),
         ("raw.jsonl", &["--include-raw"]),
         ("masked.jsonl.gz", &["--redact=mask"]),
+        #[cfg(feature = "parquet")]
         ("chats.parquet", plain),
+        #[cfg(feature = "parquet")]
         ("raw.parquet", &["--include-raw"]),
     ] {
         let server = manager(chats(200, 0), true, reopen_two).await;
