@@ -100,6 +100,12 @@ async fn keep_day(dir: &Path, extra: &[&str]) -> crate::common::Run {
     export_day(dir, "hanoi", &args).await
 }
 
+/// The PNG at `at` on the media server.
+async fn serve_png(media: &MockServer, at: &str) {
+    let png = ResponseTemplate::new(200).set_body_raw(PNG.to_vec(), "image/png");
+    serve(media, at, png).await;
+}
+
 fn status_of(row: &Value) -> &str {
     row["attachments"][0]["status"].as_str().unwrap_or("none")
 }
@@ -247,12 +253,7 @@ async fn links_are_fetched_kept_once_and_every_failure_is_said() {
 #[tokio::test]
 async fn loopback_is_refused_unless_listed_and_nothing_is_fetched_unasked() {
     let media = MockServer::start().await;
-    serve(
-        &media,
-        "/a.png",
-        ResponseTemplate::new(200).set_body_raw(PNG.to_vec(), "image/png"),
-    )
-    .await;
+    serve_png(&media, "/a.png").await;
     let port = media.address().port();
     let rows = vec![
         carrying(
@@ -593,12 +594,7 @@ async fn a_run_killed_mid_download_leaves_no_partial_file() {
     assert!(!dir.path().join("m.jsonl").exists(), "nothing published");
     // The rerun, with the file served whole: the leftover is gone.
     let media = MockServer::start().await;
-    serve(
-        &media,
-        "/big.png",
-        ResponseTemplate::new(200).set_body_raw(PNG.to_vec(), "image/png"),
-    )
-    .await;
+    serve_png(&media, "/big.png").await;
     let server = caresoft(vec![carrying(
         1,
         "c1",
@@ -689,12 +685,7 @@ async fn a_broken_download_is_asked_again() {
 #[tokio::test]
 async fn a_tap_keeps_attachments_too() {
     let media = MockServer::start().await;
-    serve(
-        &media,
-        "/a.png",
-        ResponseTemplate::new(200).set_body_raw(PNG.to_vec(), "image/png"),
-    )
-    .await;
+    serve_png(&media, "/a.png").await;
     let server = caresoft(vec![carrying(
         1,
         "c1",
