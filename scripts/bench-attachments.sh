@@ -98,7 +98,7 @@ rate_limit = 1000
 page_size = 500
 conversation_types = ["livechat"]
 attachment_hosts = ["127.0.0.1"]
-attachment_rate = 100000
+attachment_rate = 10000
 max_attachment_size = "4GiB"
 attachment_timeout = "30m"
 TOML

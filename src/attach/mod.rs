@@ -71,7 +71,7 @@ impl Settings {
             if let Some(timeout) = table.duration("attachment_timeout")? {
                 settings.timeout = timeout.to_std().unwrap_or(Self::DEFAULT_TIMEOUT);
             }
-            if let Some(rate) = table.float("attachment_rate")? {
+            if let Some(rate) = table.rate("attachment_rate")? {
                 settings.per_second = rate;
             }
         }
@@ -117,18 +117,13 @@ pub struct Attach {
 impl Attach {
     pub fn new(settings: &Settings) -> Result<Attach> {
         let allowed = Arc::new(AllowList::new(&settings.hosts));
-        let per_second = if settings.per_second > 0.0 {
-            settings.per_second
-        } else {
-            Settings::DEFAULT_RATE
-        };
         Ok(Attach {
             keep: Keep::new(&settings.dest)?,
             client: fetch::client(allowed.clone())?,
             allowed,
             max_size: settings.max_size,
             timeout: settings.timeout,
-            pacer: Pacer::new(Duration::from_secs_f64(1.0 / per_second)),
+            pacer: Pacer::per_second(settings.per_second),
             in_flight: settings.in_flight.max(1),
             remembered: RefCell::new(HashMap::new()),
             tally: Cell::new(Tally::default()),

@@ -107,6 +107,16 @@ impl<'a> SourceTable<'a> {
         }
     }
 
+    /// A pace: requests a second, from 0.001 to 10,000.
+    pub fn rate(&self, key: &str) -> Result<Option<f64>> {
+        match self.float(key)? {
+            Some(rate) if !(0.001..=10_000.0).contains(&rate) => {
+                Err(self.error(key, "must be from 0.001 to 10000 requests a second"))
+            }
+            rate => Ok(rate),
+        }
+    }
+
     pub fn duration(&self, key: &str) -> Result<Option<Duration>> {
         match self.string(key)? {
             None => Ok(None),
@@ -266,13 +276,7 @@ impl<'a> SourceTable<'a> {
                 ),
             ));
         }
-        let rate_limit = self.float("rate_limit")?.unwrap_or(default_rate);
-        if !(0.001..=10_000.0).contains(&rate_limit) {
-            return Err(self.error(
-                "rate_limit",
-                "must be from 0.001 to 10000 requests a second",
-            ));
-        }
+        let rate_limit = self.rate("rate_limit")?.unwrap_or(default_rate);
         Ok(HttpSettings {
             rate_limit,
             max_retries: self.integer("max_retries", 0, 20)?.unwrap_or(5) as u32,

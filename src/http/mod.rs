@@ -132,7 +132,7 @@ impl Http {
             .read_timeout(Duration::from_secs(120))
             .build()
             .map_err(|e| Error::config(format!("cannot start the HTTP client: {e}")))?;
-        let interval = Duration::from_secs_f64(1.0 / settings.rate_limit.clamp(0.001, 1e6));
+        let pacer = Pacer::per_second(settings.rate_limit);
         let secrets = match &auth {
             Auth::Bearer(token) => vec![token.expose().to_string()],
             Auth::Header { value, .. } => vec![value.expose().to_string()],
@@ -154,7 +154,7 @@ impl Http {
             auth,
             settings,
             in_flight: Semaphore::new(max_in_flight.max(1)),
-            pacer: Pacer::new(interval),
+            pacer,
             consecutive_throttles: AtomicU32::new(0),
             jitter: AtomicU64::new(seed | 1),
             sent: AtomicU64::new(0),

@@ -14,6 +14,12 @@ pub(crate) struct Pacer {
 }
 
 impl Pacer {
+    /// Starts `rate` a second, held to the range a configuration accepts
+    /// (so no value makes an interval a `Duration` cannot hold).
+    pub(crate) fn per_second(rate: f64) -> Self {
+        Pacer::new(Duration::from_secs_f64(1.0 / rate.clamp(0.001, 1e6)))
+    }
+
     pub(crate) fn new(interval: Duration) -> Self {
         Pacer {
             interval,

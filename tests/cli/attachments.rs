@@ -728,3 +728,22 @@ async fn a_tap_keeps_attachments_too() {
         vec![kept_at(PNG, "png")]
     );
 }
+
+/// Absurd attachment settings are configuration errors that name the
+/// key, never a crash.
+#[tokio::test]
+async fn absurd_attachment_settings_are_refused() {
+    for (setting, key) in [
+        ("attachment_rate = 1e-300", "attachment_rate"),
+        ("attachment_rate = 1e300", "attachment_rate"),
+        ("attachment_rate = -1", "attachment_rate"),
+        ("max_attachment_size = 0", "max_attachment_size"),
+        ("attachment_timeout = \"0s\"", "attachment_timeout"),
+        ("attachment_hosts = \"127.0.0.1\"", "attachment_hosts"),
+    ] {
+        let dir = caresoft_config("http://127.0.0.1:9", &format!("{setting}\n"));
+        let r = keep_day(dir.path(), &[]).await;
+        assert_eq!(r.code, 78, "{setting}: {}", r.stderr);
+        assert!(r.stderr.contains(key), "{setting}: {}", r.stderr);
+    }
+}
