@@ -71,13 +71,7 @@ fn data_uri_at(text: &str, start: usize) -> Option<DataUri> {
     let marker = memchr::memmem::find(&bytes[start + 5..header_end], b";base64,")?;
     let header = &text[start + 5..start + 5 + marker];
     let media = header.split(';').next().unwrap_or("");
-    let (kind, sub) = media.split_once('/')?;
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+-.!#$&^_".contains(&b))
-    };
-    if !token(kind) || !token(sub) || header.bytes().any(|b| b.is_ascii_whitespace()) {
+    if !is_media_type(media) || header.bytes().any(|b| b.is_ascii_whitespace()) {
         return None;
     }
     let payload_start = start + 5 + marker + ";base64,".len();
@@ -94,6 +88,17 @@ fn data_uri_at(text: &str, start: usize) -> Option<DataUri> {
         content_type: media.to_ascii_lowercase(),
         payload: payload_start..end,
     })
+}
+
+/// Whether `text` is `type/subtype`, each of token characters (RFC 6838).
+fn is_media_type(text: &str) -> bool {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.!#$&^_".contains(&b))
+    };
+    text.split_once('/')
+        .is_some_and(|(kind, sub)| token(kind) && token(sub))
 }
 
 /// `text` with each data URI replaced by what `with` gives for it (the
@@ -312,17 +317,8 @@ pub fn sniff(head: &[u8]) -> Option<&'static str> {
 /// common misspellings settled.
 pub fn media_type(declared: &str) -> String {
     let base = declared.split(';').next().unwrap_or("").trim();
-    // Only `type/subtype` of token characters is a type: anything else a
-    // server or a record says is taken as saying nothing.
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+-.!#$&^_".contains(&b))
-    };
-    if !base
-        .split_once('/')
-        .is_some_and(|(t, sub)| token(t) && token(sub))
-    {
+    // Anything else a server or a record says is taken as saying nothing.
+    if !is_media_type(base) {
         return String::new();
     }
     match base.to_ascii_lowercase().as_str() {
@@ -426,7 +422,8 @@ pub fn extension(media: &str) -> &'static str {
 pub fn verified_type(declared: Option<&str>, sniffed: Option<&'static str>) -> String {
     match (sniffed, declared.map(media_type)) {
         (Some(sniffed), _) => sniffed.to_string(),
-        (None, Some(declared)) if !is_generic(&declared) && declared.contains('/') => declared,
+        // `media_type` leaves only a real type, or nothing.
+        (None, Some(declared)) if !is_generic(&declared) => declared,
         _ => "application/octet-stream".to_string(),
     }
 }

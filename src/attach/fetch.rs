@@ -128,7 +128,7 @@ fn check_link_parts(url: &Url, allowed: &AllowList) -> Result<(), String> {
     let listed = allowed.allows(host);
     match url.scheme() {
         "https" => {}
-        "http" if listed && is_loopback_host(url) => {}
+        "http" if listed && crate::config::is_loopback(url) => {}
         "http" => {
             return Err(
                 "the link is http://: only https is fetched (http only to a loopback host in `attachment_hosts`)"
@@ -153,15 +153,6 @@ fn check_link_parts(url: &Url, allowed: &AllowList) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn is_loopback_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
 }
 
 /// A resolver that drops internal addresses of names not allowed, and

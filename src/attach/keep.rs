@@ -20,12 +20,12 @@ use crate::store::{is_object_url, Place, Written};
 /// larger ones in parts.
 const ONE_REQUEST: u64 = 8 << 20;
 
+/// The folder of a local store's temporaries.
+const PARTIAL: &str = ".partial";
+
 /// Where kept files go.
 pub struct Keep {
     target: Target,
-    /// Temporaries of a folder target: inside it, so the rename that
-    /// publishes a file never crosses file systems.
-    partial: Option<PathBuf>,
 }
 
 enum Target {
@@ -91,17 +91,14 @@ impl Keep {
         if is_object_url(dest) {
             return Ok(Keep {
                 target: Target::Object(Place::folder(dest)?),
-                partial: None,
             });
         }
         let root = PathBuf::from(dest.strip_prefix("file://").unwrap_or(dest));
-        let partial = root.join(".partial");
-        make_dirs(&partial).map_err(|e| {
+        make_dirs(&root.join(PARTIAL)).map_err(|e| {
             Error::output(format!("cannot use {} for attachments", root.display()), e)
         })?;
         let keep = Keep {
             target: Target::Local(root),
-            partial: Some(partial),
         };
         keep.sweep();
         Ok(keep)
@@ -115,9 +112,18 @@ impl Keep {
         }
     }
 
+    /// Where temporaries go: inside a folder target, so the rename that
+    /// publishes a file never crosses file systems; none for a bucket.
+    fn partial(&self) -> Option<PathBuf> {
+        match &self.target {
+            Target::Local(root) => Some(root.join(PARTIAL)),
+            Target::Object(_) => None,
+        }
+    }
+
     /// Removes the temporaries of runs that were killed mid-download.
     fn sweep(&self) {
-        let Some(partial) = &self.partial else {
+        let Some(partial) = self.partial() else {
             return;
         };
         let Ok(entries) = std::fs::read_dir(partial) else {
@@ -214,10 +220,7 @@ impl Keep {
     /// process, so a later run can tell a dead run's leftovers), else in
     /// the system's temporary folder. An unpredictable name, created anew.
     fn temporary(&self) -> Result<Temporary> {
-        let folder = match &self.partial {
-            Some(partial) => partial.clone(),
-            None => std::env::temp_dir(),
-        };
+        let folder = self.partial().unwrap_or_else(std::env::temp_dir);
         let prefix = format!("{}-", std::process::id());
         let made = tempfile::Builder::new()
             .prefix(&prefix)

@@ -13,7 +13,7 @@ mod table;
 
 pub use secret::{secret_text, Secret};
 pub use settings::{HttpSettings, Limits};
-pub use table::SourceTable;
+pub use table::{is_loopback, SourceTable};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

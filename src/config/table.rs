@@ -340,7 +340,9 @@ pub(super) fn parse_size(text: &str) -> Option<u64> {
     n.checked_mul(1 << shift)
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// Whether `url` names this machine: where plain http may go (a base
+/// URL in tests and local proxies; an attachment host that is listed).
+pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

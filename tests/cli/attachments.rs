@@ -466,21 +466,10 @@ async fn ujet_photos_beside_transcripts_and_video_links() {
             folder.display()
         ),
     );
-    let args = [
-        "export",
-        "support",
-        "--records",
-        "messages",
-        "--from",
-        "2024-03-05T00:00:00Z",
-        "--to",
-        "2024-03-06T00:00:00Z",
-        "--attachments",
-    ];
     let files = dir.path().join("files");
-    let mut all = args.to_vec();
     let files_arg = files.display().to_string();
-    all.push(&files_arg);
+    let mut all = crate::objects::SUPPORT_DAY_MESSAGES.to_vec();
+    all.extend(["--attachments", &files_arg]);
     let r = run(config.path(), &all).await;
     assert_eq!(r.code, 65, "photo 9999 is nowhere: {}", r.stderr);
     let out = jsonl(&r.stdout);

@@ -358,6 +358,21 @@ impl Store {
         }
     }
 
+    /// The CareSoft source's day of 2024-03-01 into `target`.
+    async fn export_day_to(&self, dir: &std::path::Path, target: &str) -> Run {
+        let args = [
+            "export",
+            "hanoi",
+            "--from",
+            "2024-03-01",
+            "--to",
+            "2024-03-02",
+            "-o",
+            target,
+        ];
+        self.run(dir, &args).await
+    }
+
     async fn run(&self, dir: &std::path::Path, args: &[&str]) -> Run {
         crate::common::run_command(self.command(dir, args)).await
     }
@@ -427,7 +442,7 @@ pub(crate) fn s3_command(dir: &std::path::Path, args: &[&str], endpoint: &str) -
 }
 
 /// The UJET source's messages of one day (transcripts in object storage).
-const SUPPORT_DAY_MESSAGES: [&str; 8] = [
+pub(crate) const SUPPORT_DAY_MESSAGES: [&str; 8] = [
     "export",
     "support",
     "--records",
@@ -880,19 +895,7 @@ async fn rejected_records_go_beside_the_output_object(store: Store) {
     let server = fake(rows, Duration::ZERO).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
     let r = store
-        .run(
-            dir.path(),
-            &[
-                "export",
-                "hanoi",
-                "--from",
-                "2024-03-01",
-                "--to",
-                "2024-03-02",
-                "-o",
-                &store.at("chats/day.jsonl"),
-            ],
-        )
+        .export_day_to(dir.path(), &store.at("chats/day.jsonl"))
         .await;
     assert_eq!(r.code, 65, "{}", r.stderr);
     assert!(
@@ -953,21 +956,7 @@ async fn a_parquet_output_lands_whole(store: Store) {
     let server = fake(chats(8, 180), Duration::ZERO).await;
     let dir = caresoft_config(&server.uri(), ONE_TYPE);
     let target = store.at("chats/day.parquet");
-    let r = store
-        .run(
-            dir.path(),
-            &[
-                "export",
-                "hanoi",
-                "--from",
-                "2024-03-01",
-                "--to",
-                "2024-03-02",
-                "-o",
-                &target,
-            ],
-        )
-        .await;
+    let r = store.export_day_to(dir.path(), &target).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let object = store.get("chats", "day.parquet").await.expect("the object");
     assert!(
