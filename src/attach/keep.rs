@@ -94,7 +94,7 @@ impl Keep {
             });
         }
         let root = PathBuf::from(dest.strip_prefix("file://").unwrap_or(dest));
-        make_dirs(&root.join(PARTIAL)).map_err(|e| {
+        make_dirs(&root, PARTIAL).map_err(|e| {
             Error::output(format!("cannot use {} for attachments", root.display()), e)
         })?;
         let keep = Keep {
@@ -244,10 +244,12 @@ impl Keep {
     async fn publish(&self, mut temp: Temporary, path: &str, bytes: u64) -> Result<()> {
         match &self.target {
             Target::Local(root) => {
-                let target = root.join(path);
-                let parent = target.parent().expect("a path under the root");
-                make_dirs(parent)
-                    .map_err(|e| Error::output(format!("cannot create {}", parent.display()), e))?;
+                let (folder, name) = path.rsplit_once('/').expect("sha256/ab/NAME");
+                let target = make_dirs(root, folder)
+                    .map_err(|e| {
+                        Error::output(format!("cannot create {}", root.join(folder).display()), e)
+                    })?
+                    .join(name);
                 if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_file()) {
                     // Kept already: the same bytes, by their name.
                     return Ok(());
@@ -309,22 +311,32 @@ impl Drop for Temporary {
     }
 }
 
-/// Makes `dir` and its parents, owner-only, refusing a symlink where a
-/// folder is expected (another user could point the files elsewhere).
-fn make_dirs(dir: &Path) -> std::io::Result<()> {
+/// Makes `root` (the folder the user named, trusted as it is) and the
+/// folders `beneath` it, owner-only. Each folder beneath is checked to be
+/// a real one, not a symlink: a link planted at `sha256` or `.partial`
+/// would carry files (or temporaries) wherever it points.
+fn make_dirs(root: &Path, beneath: &str) -> std::io::Result<PathBuf> {
     let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)?;
-    let meta = std::fs::symlink_metadata(dir)?;
-    if !meta.is_dir() {
-        return Err(std::io::Error::other(format!(
-            "{} is not a folder (a symlink?); chatdump keeps attachments only in a real one",
-            dir.display()
-        )));
+    builder.recursive(true).create(root)?;
+    builder.recursive(false);
+    let mut at = root.to_path_buf();
+    for part in beneath.split('/') {
+        at.push(part);
+        match builder.create(&at) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        if !std::fs::symlink_metadata(&at)?.is_dir() {
+            return Err(std::io::Error::other(format!(
+                "{} is not a folder (a symlink?); chatdump keeps attachments only in a real one",
+                at.display()
+            )));
+        }
     }
-    Ok(())
+    Ok(at)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -396,6 +408,44 @@ mod tests {
             .unwrap()
             .collect();
         assert_eq!(stored.len(), 1);
+    }
+
+    /// Links planted in the store: at `sha256` or `.partial` they are
+    /// refused (nothing is written where they point); at a file's own
+    /// name the link is replaced, the file it names left alone.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "current_thread")]
+    async fn links_planted_in_the_store_carry_nothing_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let png = || Body::Whole(Some(PNG.to_vec()));
+        let hash = hex(&Sha256::digest(PNG));
+
+        let store = dir.path().join("a");
+        std::fs::create_dir(&store).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), store.join("sha256")).unwrap();
+        let keep = Keep::new(store.to_str().unwrap()).unwrap();
+        let e = keep.keep(png(), &[], 1000).await.unwrap_err();
+        assert!(e.to_string().contains("not a folder"), "{e}");
+
+        let store = dir.path().join("b");
+        std::fs::create_dir(&store).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), store.join(PARTIAL)).unwrap();
+        assert!(Keep::new(store.to_str().unwrap()).is_err());
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+
+        let store = dir.path().join("c");
+        let folder = store.join("sha256").join(&hash[..2]);
+        std::fs::create_dir_all(&folder).unwrap();
+        let victim = elsewhere.path().join("victim");
+        std::fs::write(&victim, b"not yours").unwrap();
+        let name = folder.join(format!("{hash}.png"));
+        std::os::unix::fs::symlink(&victim, &name).unwrap();
+        let keep = Keep::new(store.to_str().unwrap()).unwrap();
+        keep.keep(png(), &[], 1000).await.unwrap().unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"not yours");
+        assert!(std::fs::symlink_metadata(&name).unwrap().is_file());
+        assert_eq!(std::fs::read(&name).unwrap(), PNG);
     }
 
     #[test]

@@ -134,4 +134,24 @@ mod tests {
         assert_eq!(found[2][1].content_type.as_deref(), Some("image/png"));
         assert!(found[3..].iter().all(Vec::is_empty));
     }
+
+    /// A hostile object: nested far deeper than any file object, as text
+    /// and as a value, and wider than any: read without a crash, links
+    /// looked for only near the top.
+    #[test]
+    fn absurd_objects_name_nothing_and_do_not_crash() {
+        let deep_text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(attachments_in(Some(&Value::String(deep_text))).is_empty());
+        let mut deep = serde_json::json!({"url": "https://cdn.example/deep.jpg"});
+        for _ in 0..100 {
+            deep = serde_json::json!({ "payload": deep });
+        }
+        assert!(attachments_in(Some(&deep)).is_empty(), "past four levels");
+        let wide = Value::Array(
+            (0..10_000)
+                .map(|n| serde_json::json!({"url": format!("https://cdn.example/{n}.jpg")}))
+                .collect(),
+        );
+        assert_eq!(attachments_in(Some(&wide)).len(), 10_000);
+    }
 }
