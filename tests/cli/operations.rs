@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{caresoft_config, command, run};
+use crate::common::{caresoft_config, command, run, Run};
 use crate::state::{chats, fake};
 
 const ONE_TYPE: &str = "conversation_types = [\"livechat\"]\nstate = \"h.state\"\n";
@@ -219,19 +219,7 @@ async fn metrics_file_is_valid_prometheus_text_and_keeps_the_last_success() {
             }
         }
     }
-    platform_gone(dir.path(), &server);
-    let r = run_args(
-        dir.path(),
-        &export(&[
-            "-o",
-            "b.jsonl",
-            "--to",
-            "2024-03-03",
-            "--metrics-file",
-            "chatdump.prom",
-        ]),
-    )
-    .await;
+    let r = failed_run(dir.path(), &server, &["--metrics-file", "chatdump.prom"]).await;
     assert_eq!(r.code, 69, "{}", r.stderr);
     let text = std::fs::read_to_string(dir.path().join("chatdump.prom")).unwrap();
     assert_eq!(
@@ -313,19 +301,7 @@ async fn metrics_are_pushed_to_a_pushgateway() {
         "{records}"
     );
     let success = line(&text, "chatdump_last_success_timestamp_seconds").unwrap();
-    platform_gone(dir.path(), &server);
-    let r = run_args(
-        dir.path(),
-        &export(&[
-            "-o",
-            "b.jsonl",
-            "--to",
-            "2024-03-03",
-            "--metrics-push",
-            &base,
-        ]),
-    )
-    .await;
+    let r = failed_run(dir.path(), &server, &["--metrics-push", &base]).await;
     assert_eq!(r.code, 69, "{}", r.stderr);
     let text = scrape(&client, &metrics_url).await;
     assert!(
@@ -354,6 +330,15 @@ fn platform_gone(dir: &Path, server: &wiremock::MockServer) {
 }
 
 /// A Debian tool `.ci/run` installs, or None (said loudly).
+/// A run after the platform is gone (it fails), writing `metrics` as it
+/// ends.
+async fn failed_run(dir: &Path, server: &wiremock::MockServer, metrics: &[&str]) -> Run {
+    platform_gone(dir, server);
+    let mut args = vec!["-o", "b.jsonl", "--to", "2024-03-03"];
+    args.extend_from_slice(metrics);
+    run_args(dir, &export(&args)).await
+}
+
 fn tool(name: &str) -> Option<std::path::PathBuf> {
     let path = Path::new("/usr/bin").join(name);
     if path.exists() {

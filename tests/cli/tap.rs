@@ -81,6 +81,20 @@ async fn catalog(dir: &Path, streams: &[&str]) -> PathBuf {
 /// Runs the tap with `args`, its stdout piped into `target` (with its
 /// configuration, if any); the tap's stderr and exit code and the
 /// target's.
+/// The tap of `tap.json` and `catalog.json` piped into `target` (with its
+/// `target.json`); both must succeed.
+async fn tap_into(dir: &Path, target: &Path) {
+    let (code, stderr, target_code, target_stderr) = pipe(
+        dir,
+        &["tap", "--config", "tap.json", "--catalog", "catalog.json"],
+        target,
+        Some(&dir.join("target.json")),
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(target_code, 0, "{target_stderr}");
+}
+
 async fn pipe(
     dir: &Path,
     args: &[&str],
@@ -310,15 +324,7 @@ async fn target_jsonl_gets_what_export_writes() {
         json!({"destination_path": "out"}).to_string(),
     )
     .unwrap();
-    let (code, stderr, target_code, target_stderr) = pipe(
-        dir.path(),
-        &["tap", "--config", "tap.json", "--catalog", "catalog.json"],
-        &target,
-        Some(&dir.path().join("target.json")),
-    )
-    .await;
-    assert_eq!(code, 0, "{stderr}");
-    assert_eq!(target_code, 0, "{target_stderr}");
+    tap_into(dir.path(), &target).await;
     let written: Vec<PathBuf> = std::fs::read_dir(dir.path().join("out"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -343,15 +349,7 @@ async fn target_duckdb_holds_each_conversation_once() {
     )
     .unwrap();
     for _ in 0..2 {
-        let (code, stderr, target_code, target_stderr) = pipe(
-            dir.path(),
-            &["tap", "--config", "tap.json", "--catalog", "catalog.json"],
-            &target,
-            Some(&dir.path().join("target.json")),
-        )
-        .await;
-        assert_eq!(code, 0, "{stderr}");
-        assert_eq!(target_code, 0, "{target_stderr}");
+        tap_into(dir.path(), &target).await;
     }
     let python = target.with_file_name("python");
     let query = Command::new(python)
